@@ -1,0 +1,130 @@
+"""The one exception tree of the service.
+
+    MailerError
+    ├── ConfigError            a configuration key is missing or invalid
+    ├── ValidationError        input at the door (API body, CSV, template, address)
+    │   └── TemplateError      a template that does not compile or render
+    ├── DNSError               a lookup failed
+    │   ├── DNSTemporaryError  SERVFAIL, timeout, no nameserver answered
+    │   └── DNSPermanentError  NXDOMAIN, null MX, no address for the host
+    ├── DeliveryError          an SMTP exchange did not end in 250
+    │   ├── ConnectFailed      TCP connect refused or timed out
+    │   ├── TLSUnavailable     the server does not offer STARTTLS
+    │   ├── TLSFailed          the TLS handshake or certificate check failed
+    │   └── SMTPReplyError     the server answered with a 4xx/5xx reply
+    ├── StoreError             the store could not do what was asked
+    │   └── NotFound           no row with that id
+    └── KeyMaterialError       a DKIM key that cannot be read or used
+
+Third-party exceptions (aiosmtplib, dnspython, sqlite3, psycopg) are
+translated into these in the one module that wraps each library.
+"""
+
+from __future__ import annotations
+
+from mailer.reasons import Reason
+
+
+class MailerError(Exception):
+    """Root of every error the service raises on purpose."""
+
+
+class ConfigError(MailerError):
+    """A configuration key is missing or has an invalid value."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"config {key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class ValidationError(MailerError):
+    """Input rejected at the door; ``field`` names where, ``reason`` why."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class TemplateError(ValidationError):
+    """A template that does not compile, reaches for internals, or uses an
+    undefined variable."""
+
+
+class DNSError(MailerError):
+    """A DNS lookup failed."""
+
+    temporary: bool = True
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+class DNSTemporaryError(DNSError):
+    temporary = True
+
+
+class DNSPermanentError(DNSError):
+    temporary = False
+
+
+class DeliveryError(MailerError):
+    """An SMTP exchange that did not deliver.
+
+    ``code``/``enhanced``/``text`` carry the server's reply where there was
+    one; ``reason`` is the category from the shared vocabulary and
+    ``permanent`` says whether retrying can help.
+    """
+
+    def __init__(
+        self,
+        reason: Reason,
+        text: str,
+        *,
+        permanent: bool = False,
+        code: int | None = None,
+        enhanced: str | None = None,
+    ) -> None:
+        super().__init__(text if code is None else f"{code} {enhanced or ''} {text}".replace("  ", " "))
+        self.reason = reason
+        self.text = text
+        self.permanent = permanent
+        self.code = code
+        self.enhanced = enhanced
+
+
+class ConnectFailed(DeliveryError):
+    def __init__(self, text: str) -> None:
+        super().__init__(Reason.CONNECTION, text)
+
+
+class TLSUnavailable(DeliveryError):
+    def __init__(self, text: str) -> None:
+        super().__init__(Reason.TLS_UNAVAILABLE, text)
+
+
+class TLSFailed(DeliveryError):
+    def __init__(self, text: str, *, certificate: bool = False) -> None:
+        super().__init__(Reason.CERTIFICATE if certificate else Reason.TLS_HANDSHAKE, text)
+
+
+class SMTPReplyError(DeliveryError):
+    """A 4xx/5xx reply; classification is done by :mod:`mailer.classify`."""
+
+
+class StoreError(MailerError):
+    """The store could not do what was asked."""
+
+
+class NotFound(StoreError):
+    def __init__(self, what: str, ident: object) -> None:
+        super().__init__(f"{what} {ident} not found")
+        self.what = what
+        self.ident = ident
+
+
+class KeyMaterialError(MailerError):
+    """A DKIM key file that is missing, unreadable or of the wrong kind."""
