@@ -1,0 +1,79 @@
+"""Entry point and shared plumbing of the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import click
+
+from mailer.config import Config, load_config
+from mailer.errors import MailerError
+
+T = TypeVar("T")
+
+
+class Context:
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; MailerError becomes a clean exit 2 with
+    the message (which names the field or key)."""
+    try:
+        return asyncio.run(coro)
+    except MailerError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def on_stop_signals(stop: Callable[[], None]) -> None:
+    """SIGTERM and SIGINT ask for a graceful stop (in-flight sends finish)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+
+
+async def gather_until_first(*aws: Awaitable[None]) -> None:
+    tasks = [asyncio.ensure_future(aw) for aw in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    envvar="MAILER_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="TOML configuration file (default: built-in defaults + MAILER_* variables).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """Outbound mail for survey invitations: STARTTLS only, durable queue."""
+    ctx.obj = Context(config_path)
+
+
+def main() -> None:
+    from mailer.cli import queue, send, worker  # noqa: F401  (registers commands)
+
+    try:
+        cli(prog_name="mailer")
+    except MailerError as exc:  # raised while loading config lazily
+        raise SystemExit(f"error: {exc}") from exc

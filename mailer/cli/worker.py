@@ -1,0 +1,31 @@
+"""``mailer worker`` and ``mailer serve``: running the engine."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from mailer.app import App
+from mailer.cli.main import Context, cli, on_stop_signals, pass_ctx, run
+from mailer.config import Config
+
+
+async def _work(config: Config, drain: bool) -> int:
+    async with App(config) as app:
+        engine = app.engine()
+        on_stop_signals(engine.stop)
+        await engine.run(drain=drain)
+        return engine.delivered
+
+
+@cli.command()
+@click.option("--drain", is_flag=True, help="Exit once nothing is due or in flight.")
+@click.option("-v", "--verbose", is_flag=True)
+@pass_ctx
+def worker(ctx: Context, drain: bool, verbose: bool) -> None:
+    """Run the delivery engine (no HTTP API)."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    delivered = run(_work(ctx.config, drain))
+    if drain:
+        click.echo(f"drained: {delivered} delivered by this worker")

@@ -1,0 +1,64 @@
+"""Per-destination state of one worker: the queue of leased sends waiting
+for a connection, the connection count, the rate limit and the throttle a
+421 / 4.7.x reply imposes.
+
+Limits are per node on purpose: each node sends from its own IP, and the
+receiving side counts connections and rate per IP.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from mailer.config import DestinationLimits
+
+J = TypeVar("J")
+
+# throttle back-off after a 421 / 4.7.x: doubled per throttle in a row
+THROTTLE_BASE = 30.0
+THROTTLE_MAX = 1800.0
+
+
+@dataclass
+class Destination(Generic[J]):
+    domain: str
+    limits: DestinationLimits
+    queue: deque[J] = field(default_factory=deque)
+    connections: int = 0
+    throttled_until: float = 0.0
+    throttle_streak: int = 0
+    # the earliest time the next message may start under the rate limit
+    next_slot: float = 0.0
+
+    @property
+    def max_connections(self) -> int:
+        # a throttled destination gets one connection until it recovers
+        return 1 if self.throttle_streak else self.limits.connections
+
+    def wants_connection(self) -> bool:
+        return bool(self.queue) and self.connections < min(self.max_connections, len(self.queue))
+
+    def throttled(self, now: float) -> bool:
+        return now < self.throttled_until
+
+    def throttle(self, now: float) -> float:
+        """Record a throttling reply; returns when the destination may be
+        tried again."""
+        delay = min(THROTTLE_BASE * 2**self.throttle_streak, THROTTLE_MAX)
+        self.throttle_streak += 1
+        self.throttled_until = now + delay
+        return self.throttled_until
+
+    def recovered(self) -> None:
+        self.throttle_streak = 0
+
+    def rate_delay(self, now: float) -> float:
+        """Seconds to wait before starting the next message, and reserve
+        its slot (a simple spacing limiter: 1/rate seconds apart)."""
+        if not self.limits.rate:
+            return 0.0
+        start = max(now, self.next_slot)
+        self.next_slot = start + 1.0 / self.limits.rate
+        return start - now

@@ -1,0 +1,370 @@
+"""The worker loop: lease due sends, hand them to per-destination
+connections, record every outcome.
+
+Outcomes are written in batches; a crash between a server's 250 and the
+batch write leaves those sends leased, and they are sent again when the
+lease ends. That bounds duplicates after a crash by ``max_in_flight``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mailer.classify import classify
+from mailer.config import Config
+from mailer.delivery import Connector, RouteFailure
+from mailer.destination import Destination
+from mailer.errors import DeliveryError, DNSError, MailerError, SMTPReplyError
+from mailer.prepare import Preparer
+from mailer.reasons import Reason, State
+from mailer.retry import expired, next_due
+from mailer.smtp import Session
+from mailer.store.base import Store
+from mailer.store.models import Attempt, Claimed, Outcome, Send
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL = 0.05
+FLUSH_BATCH = 500
+
+
+@dataclass
+class Job:
+    send: Send
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
+
+
+class Engine:
+    """One worker. ``run()`` until stopped (or, with ``drain``, until
+    nothing is due or in flight)."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        connector: Connector,
+        preparer: Preparer,
+        *,
+        owner: str | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.connector = connector
+        self.preparer = preparer
+        self.owner = owner or default_owner()
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._destinations: dict[str, Destination[Job]] = {}
+        self._in_flight: dict[str, Job] = {}
+        self._results: list[Outcome] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._flushed = asyncio.Event()
+        self._stopping = False
+        self.delivered = 0
+
+    # lifecycle -----------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop leasing; sends in an SMTP transaction finish, the rest are
+        released when run() returns."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self, *, drain: bool = False) -> None:
+        flusher = asyncio.create_task(self._flush_loop())
+        try:
+            await self._loop(drain)
+        finally:
+            self._stopping = True
+            await self._shutdown()
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await self._flush()
+
+    async def _loop(self, drain: bool) -> None:
+        cfg = self.config.worker
+        while not self._stopping:
+            capacity = cfg.max_in_flight - len(self._in_flight)
+            claimed: list[Claimed] = []
+            # claim in chunks so that one worker does not lease the whole
+            # queue while its destinations are slow
+            if capacity >= max(1, min(cfg.max_in_flight // 4, 100)) or not self._in_flight:
+                claimed = await self.store.claim(
+                    self.owner, capacity, lease_seconds=cfg.lease_seconds, now=self.clock()
+                )
+            for item in claimed:
+                self._dispatch(item)
+            if claimed:
+                continue
+            self._wake.clear()
+            timeout = cfg.poll_interval
+            if not self._in_flight:
+                await self._flush()
+                summary = await self.store.summary(now=self.clock())
+                if drain and summary.due == 0 and summary.in_flight == 0:
+                    return
+                if summary.next_due is not None:
+                    timeout = min(timeout, max(summary.next_due - self.clock(), 0.01))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _shutdown(self) -> None:
+        # connection tasks see _stopping and end after their current message
+        for dest in self._destinations.values():
+            dest.queue.clear()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._flush()
+        leftover = list(self._in_flight)
+        if leftover:
+            await self.store.release(self.owner, leftover, now=self.clock())
+            self._in_flight.clear()
+
+    # dispatch ----------------------------------------------------------------
+
+    def _dispatch(self, item: Claimed) -> None:
+        send = item.send
+        job = Job(send)
+        self._in_flight[send.id] = job
+        now = self.clock()
+        if item.suppressed is not None:
+            self._finish(job, State.SUPPRESSED, item.suppressed, detail="address is suppressed")
+            return
+        if send.attempts and expired(send.created_at, now, self.config.retry):
+            self._finish(job, State.FAILED, Reason.EXPIRED, detail="older than retry.max_age")
+            return
+        dest = self._destinations.get(send.domain)
+        if dest is None:
+            dest = Destination(send.domain, self.config.limits.for_domain(send.domain))
+            self._destinations[send.domain] = dest
+        if dest.throttled(now):
+            self._finish(
+                job,
+                State.DEFERRED,
+                Reason.THROTTLED,
+                due_at=dest.throttled_until,
+                detail="destination is throttled",
+            )
+            return
+        dest.queue.append(job)
+        self._spawn(dest)
+
+    def _spawn(self, dest: Destination[Job]) -> None:
+        while dest.wants_connection() and not self._stopping:
+            dest.connections += 1
+            task = asyncio.create_task(self._connection(dest))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    # one connection ----------------------------------------------------------
+
+    async def _connection(self, dest: Destination[Job]) -> None:
+        try:
+            await self._serve_destination(dest)
+        except MailerError as exc:
+            log.exception("destination %s: %s", dest.domain, exc)
+            self._defer_queue(dest, Reason.PROTOCOL, str(exc), attempt=True)
+        finally:
+            dest.connections -= 1
+            if dest.queue and not self._stopping:
+                self._spawn(dest)
+
+    async def _serve_destination(self, dest: Destination[Job]) -> None:
+        policy = self.config.tls.for_domain(dest.domain)
+        try:
+            session = await self.connector.connect(dest.domain, policy)
+        except DNSError as exc:
+            if exc.temporary:
+                self._defer_queue(dest, Reason.DNS, str(exc), attempt=True)
+            else:
+                self._bounce_queue(dest, Reason.DOMAIN_UNKNOWN, str(exc))
+            return
+        except RouteFailure as exc:
+            # other connections to this destination may still be working
+            if dest.connections <= 1:
+                self._defer_queue(
+                    dest, exc.reason, exc.text, attempt=True, mx_host=exc.last_host
+                )
+            return
+        try:
+            await self._send_on(dest, session)
+        finally:
+            await session.close()
+
+    async def _send_on(self, dest: Destination[Job], session: Session) -> None:
+        limit = dest.limits.messages_per_connection
+        idle = self.config.worker.idle_timeout
+        while session.messages_sent < limit and session.usable and not self._stopping:
+            if not dest.queue:
+                deadline = self.clock() + idle
+                while not dest.queue and self.clock() < deadline and not self._stopping:
+                    await asyncio.sleep(min(0.05, idle))
+                if not dest.queue:
+                    return
+            job = dest.queue.popleft()
+            delay = dest.rate_delay(self.clock())
+            if delay:
+                await asyncio.sleep(delay)
+            await self._deliver(dest, session, job)
+            if dest.throttled(self.clock()):
+                self._defer_queue(dest, Reason.THROTTLED, "destination is throttled")
+                return
+
+    async def _deliver(self, dest: Destination[Job], session: Session, job: Job) -> None:
+        send = job.send
+        started = self.clock()
+        try:
+            prepared = await self.preparer.prepare(send, now=started)
+        except MailerError as exc:
+            self._finish(job, State.FAILED, Reason.PROTOCOL, detail=f"cannot compose: {exc}")
+            return
+
+        def attempt(reason: Reason, code: int | None, enhanced: str | None, text: str) -> Attempt:
+            return Attempt(
+                started_at=started,
+                finished_at=self.clock(),
+                reason=reason,
+                mx_host=session.host,
+                address=session.address,
+                tls_version=session.tls.version,
+                tls_cipher=session.tls.cipher,
+                code=code,
+                enhanced=enhanced,
+                text=text,
+            )
+
+        try:
+            reply = await session.send(prepared.mail_from, prepared.recipient, prepared.data)
+        except SMTPReplyError as exc:
+            code = exc.code or 0
+            verdict = classify(code, exc.enhanced)
+            record = attempt(verdict.reason, exc.code, exc.enhanced, exc.text)
+            if verdict.throttle:
+                dest.throttle(self.clock())
+            if verdict.permanent:
+                self._finish(
+                    job,
+                    State.BOUNCED,
+                    verdict.reason,
+                    attempt=record,
+                    suppress=Reason.SUPPRESSED_BOUNCE if verdict.suppress else None,
+                    identity=prepared.identity,
+                )
+            else:
+                self._retry(job, verdict.reason, record, prepared.identity)
+            return
+        except DeliveryError as exc:
+            self._retry(
+                job, exc.reason, attempt(exc.reason, exc.code, exc.enhanced, exc.text),
+                prepared.identity,
+            )
+            return
+        dest.recovered()
+        self.delivered += 1
+        self._finish(
+            job,
+            State.DELIVERED,
+            Reason.DELIVERED,
+            attempt=attempt(Reason.DELIVERED, reply.code, reply.enhanced, reply.text),
+            identity=prepared.identity,
+        )
+
+    # outcomes ----------------------------------------------------------------
+
+    def _retry(
+        self, job: Job, reason: Reason, record: Attempt | None, identity: str | None = None,
+        *, due_at: float | None = None,
+    ) -> None:
+        send = job.send
+        now = self.clock()
+        attempts = send.attempts + (1 if record else 0)
+        due = due_at or next_due(attempts, send.created_at, now, self.config.retry, self.rng)
+        if due is None or expired(send.created_at, due, self.config.retry):
+            self._finish(
+                job, State.FAILED, Reason.EXPIRED, attempt=record, identity=identity,
+                detail=f"last reason: {reason.value}",
+            )
+            return
+        self._finish(job, State.DEFERRED, reason, due_at=due, attempt=record, identity=identity)
+
+    def _defer_queue(
+        self,
+        dest: Destination[Job],
+        reason: Reason,
+        text: str,
+        *,
+        attempt: bool = False,
+        mx_host: str | None = None,
+    ) -> None:
+        """Every send waiting for this destination goes back to the queue:
+        with an attempt when delivery was tried (connection, TLS, DNS), or
+        without one when the destination is throttled."""
+        now = self.clock()
+        while dest.queue:
+            job = dest.queue.popleft()
+            if attempt:
+                record = Attempt(now, now, reason, mx_host=mx_host, text=text)
+                self._retry(job, reason, record)
+            else:
+                self._retry(job, reason, None, due_at=dest.throttled_until)
+
+    def _bounce_queue(self, dest: Destination[Job], reason: Reason, text: str) -> None:
+        now = self.clock()
+        while dest.queue:
+            job = dest.queue.popleft()
+            self._finish(
+                job, State.BOUNCED, reason, attempt=Attempt(now, now, reason, text=text)
+            )
+
+    def _finish(
+        self,
+        job: Job,
+        state: State,
+        reason: Reason,
+        *,
+        due_at: float | None = None,
+        attempt: Attempt | None = None,
+        suppress: Reason | None = None,
+        identity: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        self._in_flight.pop(job.send.id, None)
+        self._results.append(
+            Outcome(
+                send_id=job.send.id,
+                state=state,
+                reason=reason,
+                due_at=due_at,
+                attempt=attempt,
+                suppress=suppress,
+                identity=identity,
+                detail=detail,
+            )
+        )
+        self._wake.set()
+
+    async def _flush(self) -> None:
+        if not self._results:
+            return
+        batch, self._results = self._results, []
+        await self.store.complete(self.owner, batch, now=self.clock())
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            await self._flush()

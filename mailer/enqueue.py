@@ -1,0 +1,162 @@
+"""The door: a distribution and its recipients are validated before
+anything is stored. Structural problems reject the whole request; an
+invalid recipient address is reported by index while the valid ones are
+stored, all in one transaction."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from mailer.addresses import check_header_value, parse_address
+from mailer.errors import TemplateError, ValidationError
+from mailer.prepare import content_of
+from mailer.store.base import Store
+from mailer.store.models import Distribution, NewDistribution, NewSend
+from mailer.templates import CompiledContent, compile_content, render
+
+MAX_RECIPIENTS = 10_000
+
+
+@dataclass(frozen=True)
+class RecipientInput:
+    email: str
+    name: str = ""
+    variables: Mapping[str, str] = field(default_factory=dict)
+    reference: str | None = None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    index: int
+    field: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    distribution_id: str
+    send_ids: list[str]
+    rejected: list[Rejected]
+
+
+def check_distribution(dist: NewDistribution) -> CompiledContent:
+    """Raises ValidationError naming the field."""
+    if not dist.account.strip():
+        raise ValidationError("account", "must not be empty")
+    check_header_value("account", dist.account)
+    parse_address("sender.address", dist.sender_address, dist.sender_name)
+    check_header_value("sender.name", dist.sender_name)
+    for index, tag in enumerate(dist.tags):
+        check_header_value(f"tags[{index}]", tag)
+    probe = Distribution(
+        id="",
+        account=dist.account,
+        sender_address=dist.sender_address,
+        sender_name=dist.sender_name,
+        subject=dist.subject,
+        html=dist.html,
+        text=dist.text,
+        unsubscribe_url=dist.unsubscribe_url,
+        send_at=dist.send_at,
+        tags=dist.tags,
+        created_at=0.0,
+    )
+    return compile_content(content_of(probe))
+
+
+def check_recipients(
+    compiled: CompiledContent, recipients: Sequence[RecipientInput]
+) -> tuple[list[NewSend], list[Rejected]]:
+    """Splits recipients into sends to store and rejections by index.
+
+    An undefined template variable is a fault of the request, not of one
+    recipient: raises TemplateError naming the template field and the
+    recipient index.
+    """
+    if not recipients:
+        raise ValidationError("recipients", "at least one recipient is required")
+    if len(recipients) > MAX_RECIPIENTS:
+        raise ValidationError(
+            "recipients", f"{len(recipients)} recipients; at most {MAX_RECIPIENTS} per request"
+        )
+    accepted: list[NewSend] = []
+    rejected: list[Rejected] = []
+    for index, item in enumerate(recipients):
+        where = f"recipients[{index}]"
+        try:
+            address = parse_address(f"{where}.email", item.email, item.name)
+            check_header_value(f"{where}.name", item.name)
+            for key, value in item.variables.items():
+                if not isinstance(value, str):
+                    raise ValidationError(f"{where}.variables.{key}", "must be a string")
+        except TemplateError:
+            raise
+        except ValidationError as exc:
+            rejected.append(Rejected(index, exc.field, exc.reason))
+            continue
+        variables = {**item.variables, "email": address.address, "name": item.name}
+        try:
+            render(compiled, variables)
+        except TemplateError as exc:
+            raise TemplateError(exc.field, f"{exc.reason} ({where})") from exc
+        accepted.append(NewSend(address.address, item.name, dict(item.variables), item.reference))
+    return accepted, rejected
+
+
+async def enqueue(
+    store: Store,
+    dist: NewDistribution,
+    recipients: Sequence[RecipientInput],
+    *,
+    hostname: str,
+    now: float,
+) -> EnqueueResult:
+    """Validate and store; durable on return. Raises ValidationError
+    (nothing stored) for a structural problem or when no recipient is
+    valid."""
+    compiled = check_distribution(dist)
+    sends, rejected = check_recipients(compiled, recipients)
+    if not sends:
+        first = rejected[0]
+        raise ValidationError(first.field, f"no valid recipient ({first.reason})")
+    distribution_id, ids = await store.enqueue(dist, sends, hostname=hostname, now=now)
+    return EnqueueResult(distribution_id, ids, rejected)
+
+
+def read_recipients_csv(text: str) -> list[RecipientInput]:
+    """Columns ``email`` and ``name``; every other column is a template
+    variable. Raises ValidationError naming the line."""
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is None or "email" not in reader.fieldnames:
+        raise ValidationError("csv", "the header row must have an 'email' column")
+    names = [n for n in reader.fieldnames if n not in ("email", "name")]
+    for column in names:
+        if not column.isidentifier():
+            raise ValidationError("csv", f"column {column!r} is not a valid variable name")
+    out: list[RecipientInput] = []
+    for row in reader:
+        if None in row:
+            raise ValidationError(f"csv line {reader.line_num}", "more fields than the header")
+        variables = {n: row[n] or "" for n in names}
+        out.append(
+            RecipientInput(
+                email=(row["email"] or "").strip(),
+                name=(row.get("name") or "").strip(),
+                variables=variables,
+            )
+        )
+    return out
+
+
+def recipients_from_rows(rows: Iterable[Mapping[str, str]]) -> list[RecipientInput]:
+    return [
+        RecipientInput(
+            email=row["email"],
+            name=row.get("name", ""),
+            variables={k: v for k, v in row.items() if k not in ("email", "name")},
+        )
+        for row in rows
+    ]

@@ -1,0 +1,108 @@
+"""From a leased send to the bytes on the wire: template rendering, sender
+identity, MIME composition and DKIM signing."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from mailer.addresses import Address, parse_address
+from mailer.compose import build_message
+from mailer.store.models import Distribution, Send
+from mailer.templates import CompiledContent, Content, compile_content, render
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Who the message claims to be from, on the envelope and in the header."""
+
+    mail_from: str
+    header_from: Address
+    reply_to: Address | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Prepared:
+    mail_from: str
+    recipient: str
+    data: bytes
+    identity: str
+
+
+IdentityFn = Callable[[Distribution], Awaitable[Envelope]]
+SignFn = Callable[[bytes, str], bytes]
+
+
+async def sender_as_given(distribution: Distribution) -> Envelope:
+    """The identity used when no SPF-based decision is configured: the
+    distribution's sender on the envelope and in From."""
+    sender = parse_address("sender.address", distribution.sender_address, distribution.sender_name)
+    return Envelope(sender.address, sender, None, "sender as given")
+
+
+def content_of(distribution: Distribution) -> Content:
+    return Content(
+        subject=distribution.subject,
+        html=distribution.html,
+        text=distribution.text,
+        unsubscribe_url=distribution.unsubscribe_url,
+    )
+
+
+class Preparer:
+    """Builds each send's message. Compiled templates are kept per
+    distribution (bounded), so a distribution's templates are compiled once
+    per worker, not once per message."""
+
+    def __init__(
+        self,
+        load: Callable[[str], Awaitable[Distribution]],
+        *,
+        identity: IdentityFn = sender_as_given,
+        sign: SignFn | None = None,
+        cache_size: int = 256,
+    ) -> None:
+        self._load = load
+        self._identity = identity
+        self._sign = sign
+        self._cache: OrderedDict[str, tuple[Distribution, CompiledContent]] = OrderedDict()
+        self._cache_size = cache_size
+
+    async def _distribution(self, distribution_id: str) -> tuple[Distribution, CompiledContent]:
+        hit = self._cache.get(distribution_id)
+        if hit is not None:
+            self._cache.move_to_end(distribution_id)
+            return hit
+        distribution = await self._load(distribution_id)
+        entry = (distribution, compile_content(content_of(distribution)))
+        self._cache[distribution_id] = entry
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return entry
+
+    async def prepare(self, send: Send, *, now: float) -> Prepared:
+        """Raises ValidationError/TemplateError when the send's data cannot
+        make a message (checked at enqueue, so only for data changed
+        since)."""
+        distribution, compiled = await self._distribution(send.distribution_id)
+        envelope = await self._identity(distribution)
+        variables = dict(send.variables)
+        variables.setdefault("email", send.recipient)
+        variables.setdefault("name", send.name)
+        rendered = render(compiled, variables)
+        unsubscribe = [rendered.unsubscribe_url] if rendered.unsubscribe_url else []
+        data = build_message(
+            rendered,
+            from_=envelope.header_from,
+            to=parse_address("recipient", send.recipient, send.name),
+            reply_to=envelope.reply_to,
+            message_id=send.message_id,
+            date=datetime.fromtimestamp(now, UTC),
+            list_unsubscribe=unsubscribe,
+        )
+        if self._sign is not None:
+            data = self._sign(data, envelope.header_from.domain)
+        return Prepared(envelope.mail_from, send.recipient, data, envelope.reason)

@@ -1,0 +1,498 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+sqlite3 is blocking, so every call runs on one dedicated thread that owns
+the connection; a whole operation (one transaction) is one hop to that
+thread. sqlite3 exceptions are translated here into StoreError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from mailer.errors import NotFound, StoreError
+from mailer.reasons import TERMINAL_STATES, Reason, State
+from mailer.store import sql
+from mailer.store.models import (
+    Attempt,
+    Claimed,
+    Distribution,
+    Event,
+    NewDistribution,
+    NewSend,
+    Outcome,
+    QueueSummary,
+    Send,
+    SendFilter,
+    Suppression,
+    new_id,
+    new_ids,
+)
+
+T = TypeVar("T")
+
+MIGRATIONS: tuple[str, ...] = (sql.SCHEMA_V1,)
+
+
+class SQLiteStore:
+    """:class:`mailer.store.base.Store` over one SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    # lifecycle -----------------------------------------------------------
+
+    async def open(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        await self._run(self._open_sync)
+
+    def _open_sync(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk when it returns ("accepted means durable")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        self._conn = conn
+        self._migrate(conn)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+            current = row[0] or 0
+            if current > len(MIGRATIONS):
+                raise StoreError(
+                    f"{self.path}: schema version {current} is newer than this program "
+                    f"({len(MIGRATIONS)})"
+                )
+            for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
+                for statement in sql.split_statements(script):
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        if self._conn is not None:
+            conn = self._conn
+            await self._run(conn.close)
+            self._conn = None
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise StoreError("store is not open")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite {self.path}: {exc}") from exc
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("store is not open")
+        return self._conn
+
+    def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    # enqueue ---------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        distribution: NewDistribution,
+        sends: Sequence[NewSend],
+        *,
+        hostname: str,
+        now: float,
+    ) -> tuple[str, list[str]]:
+        dist_id = new_id()
+        due = distribution.send_at if distribution.send_at is not None else now
+        send_rows = []
+        ids = new_ids(len(sends))
+        for send_id, item in zip(ids, sends, strict=True):
+            domain = item.recipient.rpartition("@")[2].lower()
+            send_rows.append(
+                (
+                    send_id,
+                    dist_id,
+                    distribution.account,
+                    item.recipient,
+                    item.recipient.lower(),
+                    domain,
+                    item.name,
+                    json.dumps(dict(item.variables), ensure_ascii=False),
+                    item.reference,
+                    f"<{send_id}@{hostname}>",
+                    due,
+                    now,
+                    now,
+                )
+            )
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                sql.INSERT_DISTRIBUTION,
+                (
+                    dist_id,
+                    distribution.account,
+                    distribution.sender_address,
+                    distribution.sender_name,
+                    distribution.subject,
+                    distribution.html,
+                    distribution.text,
+                    distribution.unsubscribe_url,
+                    distribution.send_at,
+                    json.dumps(list(distribution.tags)),
+                    now,
+                ),
+            )
+            conn.executemany(sql.INSERT_SEND, send_rows)
+            conn.executemany(
+                sql.INSERT_EVENT,
+                [
+                    _event_row(row[0], dist_id, now, State.QUEUED, Reason.QUEUED)
+                    for row in send_rows
+                ],
+            )
+
+        await self._run(self._tx, work)
+        return dist_id, ids
+
+    async def distribution(self, distribution_id: str) -> Distribution:
+        row = await self._run(
+            lambda: self.conn.execute(sql.SELECT_DISTRIBUTION, (distribution_id,)).fetchone()
+        )
+        if row is None:
+            raise NotFound("distribution", distribution_id)
+        return _distribution(row)
+
+    # the worker's side ------------------------------------------------------
+
+    async def claim(
+        self, owner: str, limit: int, *, lease_seconds: float, now: float
+    ) -> list[Claimed]:
+        def work(conn: sqlite3.Connection) -> list[Claimed]:
+            lease = (owner, now + lease_seconds, now, now)
+            rows = conn.execute(sql.CLAIM_EXPIRED, (*lease, limit)).fetchall()
+            expired = len(rows)
+            if expired < limit:
+                rows += conn.execute(sql.CLAIM_DUE, (*lease, limit - expired)).fetchall()
+            claimed = []
+            events = []
+            for index, row in enumerate(rows):
+                suppressed = conn.execute(
+                    sql.SUPPRESSED_FOR, (row["rcpt_key"], row["account"])
+                ).fetchone()
+                claimed.append(
+                    Claimed(_send(row), Reason(suppressed["reason"]) if suppressed else None)
+                )
+                reason = Reason.LEASE_EXPIRED if index < expired else Reason.QUEUED
+                events.append(
+                    _event_row(
+                        row["id"], row["distribution_id"], now, State.SENDING, reason, detail=owner
+                    )
+                )
+            conn.executemany(sql.INSERT_EVENT, events)
+            return claimed
+
+        return await self._run(self._tx, work)
+
+    async def complete(self, owner: str, outcomes: Sequence[Outcome], *, now: float) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            recorded = 0
+            for outcome in outcomes:
+                row = conn.execute(sql.LEASED_SEND, (outcome.send_id, owner)).fetchone()
+                if row is None:
+                    continue
+                recorded += 1
+                _record_outcome(conn, row, outcome, now)
+            return recorded
+
+        return await self._run(self._tx, work)
+
+    async def release(self, owner: str, send_ids: Sequence[str], *, now: float) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            count = 0
+            for send_id in send_ids:
+                count += conn.execute(sql.RELEASE, (now, now, send_id, owner)).rowcount
+            return count
+
+        return await self._run(self._tx, work)
+
+    # reading ---------------------------------------------------------------
+
+    async def send(self, send_id: str) -> Send:
+        row = await self._run(lambda: self.conn.execute(sql.SELECT_SEND, (send_id,)).fetchone())
+        if row is None:
+            raise NotFound("send", send_id)
+        return _send(row)
+
+    async def attempts(self, send_id: str) -> list[Attempt]:
+        rows = await self._run(
+            lambda: self.conn.execute(sql.SELECT_ATTEMPTS, (send_id,)).fetchall()
+        )
+        return [_attempt(row) for row in rows]
+
+    async def list_sends(
+        self, flt: SendFilter, *, limit: int = 100, after: str | None = None
+    ) -> list[Send]:
+        where, params = sql.send_filter(flt, after, placeholder="?")
+        query = f"SELECT * FROM sends {where} ORDER BY id LIMIT ?"
+        rows = await self._run(lambda: self.conn.execute(query, (*params, limit)).fetchall())
+        return [_send(row) for row in rows]
+
+    async def events(
+        self, *, after: int = 0, limit: int = 100, send_id: str | None = None
+    ) -> list[Event]:
+        if send_id is None:
+            query: str = sql.SELECT_EVENTS
+            params: tuple[object, ...] = (after, limit)
+        else:
+            query, params = sql.SELECT_SEND_EVENTS, (send_id, after, limit)
+        rows = await self._run(lambda: self.conn.execute(query, params).fetchall())
+        return [_event(row) for row in rows]
+
+    async def counts(self, distribution_id: str | None = None) -> dict[State, int]:
+        query: str = sql.COUNT_STATES
+        params: tuple[object, ...] = ()
+        if distribution_id is not None:
+            query, params = sql.COUNT_DISTRIBUTION_STATES, (distribution_id,)
+        rows = await self._run(lambda: self.conn.execute(query, params).fetchall())
+        return {State(row[0]): row[1] for row in rows}
+
+    async def summary(self, *, now: float) -> QueueSummary:
+        row = await self._run(
+            lambda: self.conn.execute(sql.SUMMARY, (now, now, now, now)).fetchone()
+        )
+        return QueueSummary(
+            due=row["due"] or 0,
+            in_flight=row["in_flight"] or 0,
+            waiting=row["waiting"] or 0,
+            next_due=row["next_due"],
+        )
+
+    # suppression -----------------------------------------------------------
+
+    async def suppress(
+        self, account: str, address: str, reason: Reason, *, now: float, detail: str | None = None
+    ) -> None:
+        await self._run(
+            self._tx,
+            lambda conn: conn.execute(
+                sql.UPSERT_SUPPRESSION, (account, address.lower(), reason.value, now, detail)
+            ),
+        )
+
+    async def unsuppress(self, account: str, address: str) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(sql.DELETE_SUPPRESSION, (account, address.lower()))
+            return cur.rowcount > 0
+
+        return await self._run(self._tx, work)
+
+    async def suppressions(self, account: str | None = None) -> list[Suppression]:
+        query: str = sql.SELECT_SUPPRESSIONS
+        params: tuple[object, ...] = ()
+        if account is not None:
+            query, params = sql.SELECT_ACCOUNT_SUPPRESSIONS, (account,)
+        rows = await self._run(lambda: self.conn.execute(query, params).fetchall())
+        return [
+            Suppression(
+                account=row["account"],
+                address=row["address"],
+                reason=Reason(row["reason"]),
+                created_at=row["created_at"],
+                detail=row["detail"],
+            )
+            for row in rows
+        ]
+
+
+def _event_row(
+    send_id: str,
+    distribution_id: str,
+    at: float,
+    state: State,
+    reason: Reason,
+    *,
+    code: int | None = None,
+    enhanced: str | None = None,
+    text: str | None = None,
+    detail: str | None = None,
+) -> tuple[object, ...]:
+    return (send_id, distribution_id, at, state.value, reason.value, code, enhanced, text, detail)
+
+
+def _record_outcome(
+    conn: sqlite3.Connection, row: sqlite3.Row, outcome: Outcome, now: float
+) -> None:
+    attempt = outcome.attempt
+    attempts = row["attempts"] + (1 if attempt is not None else 0)
+    if attempt is not None:
+        conn.execute(
+            sql.INSERT_ATTEMPT,
+            (
+                outcome.send_id,
+                attempts,
+                attempt.started_at,
+                attempt.finished_at,
+                attempt.reason.value,
+                attempt.mx_host,
+                attempt.address,
+                attempt.tls_version,
+                attempt.tls_cipher,
+                attempt.code,
+                attempt.enhanced,
+                attempt.text,
+            ),
+        )
+    code = attempt.code if attempt else None
+    enhanced = attempt.enhanced if attempt else None
+    text = attempt.text if attempt else outcome.detail
+    due = outcome.due_at if outcome.due_at is not None else row["due_at"]
+    conn.execute(
+        sql.FINISH_SEND,
+        (
+            outcome.state.value,
+            outcome.reason.value,
+            due,
+            attempts,
+            now,
+            code,
+            enhanced,
+            text,
+            outcome.identity,
+            outcome.send_id,
+        ),
+    )
+    conn.execute(
+        sql.INSERT_EVENT,
+        _event_row(
+            outcome.send_id,
+            row["distribution_id"],
+            now,
+            outcome.state,
+            outcome.reason,
+            code=code,
+            enhanced=enhanced,
+            text=text,
+            detail=outcome.detail,
+        ),
+    )
+    if outcome.suppress is not None:
+        conn.execute(
+            sql.UPSERT_SUPPRESSION,
+            (row["account"], row["rcpt_key"], outcome.suppress.value, now, text),
+        )
+
+
+def _distribution(row: sqlite3.Row) -> Distribution:
+    return Distribution(
+        id=row["id"],
+        account=row["account"],
+        sender_address=row["sender_address"],
+        sender_name=row["sender_name"],
+        subject=row["subject"],
+        html=row["html"],
+        text=row["text"],
+        unsubscribe_url=row["unsubscribe_url"],
+        send_at=row["send_at"],
+        tags=tuple(json.loads(row["tags"])),
+        created_at=row["created_at"],
+    )
+
+
+def _send(row: sqlite3.Row) -> Send:
+    return Send(
+        id=row["id"],
+        distribution_id=row["distribution_id"],
+        account=row["account"],
+        recipient=row["recipient"],
+        domain=row["domain"],
+        name=row["name"],
+        variables=json.loads(row["variables"]),
+        reference=row["reference"],
+        message_id=row["message_id"],
+        state=State(row["state"]),
+        reason=Reason(row["reason"]),
+        due_at=row["due_at"],
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        last_code=row["last_code"],
+        last_enhanced=row["last_enhanced"],
+        last_text=row["last_text"],
+        identity=row["identity"],
+    )
+
+
+def _attempt(row: sqlite3.Row) -> Attempt:
+    return Attempt(
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        reason=Reason(row["reason"]),
+        mx_host=row["mx_host"],
+        address=row["address"],
+        tls_version=row["tls_version"],
+        tls_cipher=row["tls_cipher"],
+        code=row["code"],
+        enhanced=row["enhanced"],
+        text=row["text"],
+    )
+
+
+def _event(row: sqlite3.Row) -> Event:
+    return Event(
+        seq=row["seq"],
+        send_id=row["send_id"],
+        distribution_id=row["distribution_id"],
+        at=row["at"],
+        state=State(row["state"]),
+        reason=Reason(row["reason"]),
+        code=row["code"],
+        enhanced=row["enhanced"],
+        text=row["text"],
+        detail=row["detail"],
+    )
+
+
+__all__ = ["TERMINAL_STATES", "SQLiteStore"]
