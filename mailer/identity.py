@@ -1,0 +1,182 @@
+"""Sender identity: under which address a customer's message goes out.
+
+The customer's own address is the sender only when the customer domain's
+SPF policy lets our outbound IP send for it (``check_host`` = pass): then
+``From`` and the envelope are the customer's and SPF aligns. Anything else
+(fail, softfail, neutral, none, permerror, temperror without a cached
+answer) sends from the region's neutral no-reply address with the
+customer's display name and ``Reply-To`` the customer, and the envelope at
+our own bounce domain (DESIGN.md, "Sender identity").
+
+Decisions are cached per customer domain for the SPF answer's TTL, bounded
+to ``[min_ttl, max_ttl]``; one decider serves one region, so that is the
+(domain, region) cache of the design.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+from mailer.addresses import check_header_value
+from mailer.dns import Resolver, normalize_name
+from mailer.errors import ConfigError, DNSPermanentError, ValidationError
+from mailer.spf import SPFResult, check_host
+from mailer.spf_parse import normalize_ip
+
+__all__ = ["Identity", "IdentityDecider"]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a message is from; ``reason`` is recorded on every send."""
+
+    from_address: str
+    from_name: str
+    reply_to: str | None
+    envelope_from: str
+    customer_sender: bool
+    spf: SPFResult
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    spf: SPFResult
+    stale: bool = False  # an older answer standing in for a temperror
+
+
+@dataclass(frozen=True)
+class _Entry:
+    verdict: _Verdict
+    expires: float
+
+
+class IdentityDecider:
+    """Decides the :class:`Identity` of messages of one region.
+
+    ``outbound_ip`` is the public address this node sends from (what SPF is
+    evaluated for); ``neutral_sender`` the region's no-reply address;
+    ``bounce_address`` the envelope sender at our own domain. With
+    ``dkim_alignment`` on, a customer domain in ``dkim_domains`` (we hold a
+    verified DKIM key for it) keeps the customer's ``From`` without SPF
+    pass: DMARC then aligns through the DKIM signature, while the envelope
+    stays at our domain so SPF passes for it.
+
+    Raises ConfigError for an outbound IP that is no IP address, a sender
+    address without ``@`` or TTL bounds that do not fit.
+    """
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        *,
+        outbound_ip: str,
+        neutral_sender: str,
+        bounce_address: str,
+        min_ttl: int = 60,
+        max_ttl: int = 3600,
+        clock: Callable[[], float] = time.monotonic,
+        dkim_domains: Collection[str] = (),
+        dkim_alignment: bool = False,
+        cache_size: int = 10_000,
+    ) -> None:
+        try:
+            normalize_ip(outbound_ip)
+        except ValidationError as exc:
+            raise ConfigError("outbound_ip", exc.reason) from exc
+        for key, value in (("neutral_sender", neutral_sender), ("bounce_address", bounce_address)):
+            if "@" not in value.strip("@"):
+                raise ConfigError(key, f"{value!r} is not an address")
+        if not 0 <= min_ttl <= max_ttl:
+            raise ConfigError("identity.ttl", f"need 0 <= min_ttl ({min_ttl}) <= max_ttl")
+        self._resolver = resolver
+        self._ip = outbound_ip
+        self._neutral = neutral_sender
+        self._bounce = bounce_address
+        self._min_ttl = min_ttl
+        self._max_ttl = max_ttl
+        self._clock = clock
+        self._dkim_domains = frozenset(d.lower().rstrip(".") for d in dkim_domains)
+        self._dkim_alignment = dkim_alignment
+        self._cache_size = max(cache_size, 1)
+        # Expired entries stay until evicted: they are the stale answer a
+        # temperror falls back to.
+        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        self._inflight: dict[str, asyncio.Task[_Verdict]] = {}
+
+    async def decide(self, customer_address: str, customer_name: str) -> Identity:
+        """The identity for a message of ``customer_address`` / ``customer_name``.
+
+        Raises ValidationError("customer_address" / "customer_name", ...) for
+        CR/LF or control characters, or an address without local part or
+        domain. DNS trouble never raises: it ends in the neutral sender (or
+        the last known answer).
+        """
+        check_header_value("customer_name", customer_name)
+        address = check_header_value("customer_address", customer_address).strip()
+        local, at, domain = address.rpartition("@")
+        if not at or not local or not domain:
+            raise ValidationError("customer_address", f"{address!r} is not local@domain")
+        try:
+            domain = normalize_name(domain)
+        except DNSPermanentError:
+            domain = domain.lower()  # check_host() answers none for it
+        verdict = await self._verdict(domain, address)
+        if verdict.spf is SPFResult.PASS:
+            reason = f"spf=pass{_stale(verdict)} → customer sender"
+            return Identity(address, customer_name, None, address, True, verdict.spf, reason)
+        if self._dkim_alignment and domain in self._dkim_domains:
+            reason = f"dkim key for {domain} → customer sender (DMARC alignment via DKIM)"
+            return Identity(address, customer_name, None, self._bounce, True, verdict.spf, reason)
+        reason = f"spf={verdict.spf}{_stale(verdict)} → neutral sender"
+        return Identity(
+            self._neutral, customer_name, address, self._bounce, False, verdict.spf, reason
+        )
+
+    async def _verdict(self, domain: str, address: str) -> _Verdict:
+        entry = self._cache.get(domain)
+        if entry is not None and entry.expires > self._clock():
+            self._cache.move_to_end(domain)
+            return entry.verdict
+        task = self._inflight.get(domain)
+        loop = asyncio.get_running_loop()
+        if task is None or task.get_loop() is not loop:
+            task = loop.create_task(self._evaluate(domain, address))
+            self._inflight[domain] = task
+            task.add_done_callback(functools.partial(self._landed, domain))
+        # shield: a caller that gives up must not cancel the others' answer
+        return await asyncio.shield(task)
+
+    async def _evaluate(self, domain: str, address: str) -> _Verdict:
+        outcome = await check_host(self._resolver, self._ip, domain, address)
+        if outcome.result is SPFResult.TEMPERROR:
+            previous = self._cache.get(domain)
+            if previous is None or previous.verdict.spf is SPFResult.TEMPERROR:
+                verdict = _Verdict(SPFResult.TEMPERROR)
+            else:
+                verdict = _Verdict(previous.verdict.spf, stale=True)
+            # Not asking a failing DNS again for every message; min_ttl later.
+            ttl = self._min_ttl
+        else:
+            verdict = _Verdict(outcome.result)
+            ttl = min(max(outcome.ttl, self._min_ttl), self._max_ttl)
+        self._cache[domain] = _Entry(verdict, self._clock() + ttl)
+        self._cache.move_to_end(domain)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return verdict
+
+    def _landed(self, domain: str, task: asyncio.Task[_Verdict]) -> None:
+        if self._inflight.get(domain) is task:
+            del self._inflight[domain]
+        if not task.cancelled():
+            task.exception()  # marks it retrieved; the awaiting callers get it
+
+
+def _stale(verdict: _Verdict) -> str:
+    return " (cached, DNS temperror now)" if verdict.stale else ""
