@@ -1,0 +1,117 @@
+"""Validation of the values that end up in message headers.
+
+Every address and display name passes through here at the door so that
+nothing downstream (compose, identity, SMTP envelope) has to wonder whether a
+value could inject a header or needs SMTPUTF8.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from email_validator import EmailNotValidError, validate_email
+
+from mailer.errors import ValidationError
+
+__all__ = ["Address", "check_header_value", "normalise_display_name", "parse_address"]
+
+# C0 controls except HTAB, plus DEL. CR and LF are reported separately because
+# they are the header-injection vector and deserve the explicit reason.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_BLANKS = re.compile(r"[ \t]+")
+# Long enough for any real name, short enough that the name always fits one
+# unsplit encoded-word on one header line (see mailer.compose).
+MAX_DISPLAY_NAME = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A validated mailbox.
+
+    ``address`` is ``local@domain`` with the domain lower-cased and in its
+    ASCII (IDNA) form, ready for SMTP and headers without SMTPUTF8. ``name``
+    is the display name (any Unicode; compose encodes it).
+    """
+
+    address: str
+    name: str = ""
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+    @property
+    def local(self) -> str:
+        return self.address.rpartition("@")[0]
+
+
+def check_header_value(field: str, value: str) -> str:
+    """Return ``value`` unchanged if it may go into a header.
+
+    Raises ValidationError(field, ...) for CR or LF (header injection) and
+    for any other C0 control character, NUL or DEL (HTAB is allowed).
+    """
+    match = _CONTROL.search(value)
+    if match is None:
+        return value
+    char = match.group()
+    if char in "\r\n":
+        raise ValidationError(field, "contains CR/LF (header injection)")
+    raise ValidationError(field, f"contains control character U+{ord(char):04X}")
+
+
+def normalise_display_name(name: str) -> str:
+    """``name`` with runs of blanks and tabs made one space, and no blanks at
+    either end.
+
+    Readers disagree on blanks inside RFC 2047 encoded display names (Python's
+    parser, for one, collapses them), so only this form reads back the same
+    everywhere. Raises nothing.
+    """
+    if "\t" not in name and "  " not in name and name[:1] != " " and name[-1:] != " ":
+        return name
+    return _BLANKS.sub(" ", name).strip(" ")
+
+
+def parse_address(
+    field: str, value: str, name: str = "", *, test_environment: bool = False
+) -> Address:
+    """Validate an address (syntax only, no DNS) and a display name.
+
+    The domain may be internationalised; it is stored in its ASCII form.
+    A non-ASCII local part is refused because it needs SMTPUTF8, which this
+    service does not negotiate. ``test_environment`` admits ``*.test``
+    domains (RFC 6761) for test set-ups.
+
+    The display name is returned normalised (normalise_display_name).
+
+    Raises ValidationError(field, reason) for a bad address and
+    ValidationError(f"{field}.name", reason) for a bad display name.
+    """
+    check_header_value(field, value)
+    check_header_value(f"{field}.name", name)
+    name = normalise_display_name(name)
+    if len(name) > MAX_DISPLAY_NAME:
+        raise ValidationError(f"{field}.name", f"longer than {MAX_DISPLAY_NAME} characters")
+    candidate = value.strip(" \t")
+    if not candidate:
+        raise ValidationError(field, "empty address")
+    local, at, _ = candidate.rpartition("@")
+    if at and not local.isascii():
+        raise ValidationError(
+            field,
+            "non-ASCII local part needs SMTPUTF8, which this service does not use",
+        )
+    try:
+        valid = validate_email(
+            candidate,
+            check_deliverability=False,
+            allow_smtputf8=False,
+            test_environment=test_environment,
+        )
+    except EmailNotValidError as exc:
+        raise ValidationError(field, str(exc)) from exc
+    if valid.ascii_email is None:  # pragma: no cover - excluded by allow_smtputf8=False
+        raise ValidationError(field, "address has no ASCII form")
+    return Address(valid.ascii_email, name)
