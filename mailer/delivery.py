@@ -14,7 +14,7 @@ from mailer.dns import Resolver
 from mailer.errors import DeliveryError, DNSError, MailerError
 from mailer.reasons import Reason
 from mailer.routing import resolve_route
-from mailer.smtp import Session, TLSPolicy, open_session
+from mailer.smtp import Session, TLSContexts, TLSPolicy, open_session
 
 # the order in which a failure explains a deferral: a TLS problem on any
 # host is the more useful reason than a refused connection on another
@@ -77,6 +77,7 @@ class Connector:
         self.timeout = timeout
         self.cafile = cafile
         self.rng = rng or random.Random()
+        self.contexts = TLSContexts()
 
     async def _hosts(self, domain: str) -> tuple[list[str], int]:
         if self.relay is not None:
@@ -112,6 +113,7 @@ class Connector:
                         policy=policy,
                         timeout=self.timeout,
                         cafile=self.cafile,
+                        contexts=self.contexts,
                     )
                 except DeliveryError as exc:
                     failures.append(HostFailure(host, address, exc.reason, exc.text))

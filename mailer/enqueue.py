@@ -47,8 +47,8 @@ def check_distribution(dist: NewDistribution) -> CompiledContent:
     if not dist.account.strip():
         raise ValidationError("account", "must not be empty")
     check_header_value("account", dist.account)
-    parse_address("sender.address", dist.sender_address, dist.sender_name)
     check_header_value("sender.name", dist.sender_name)
+    parse_address("sender.address", dist.sender_address, dist.sender_name)
     for index, tag in enumerate(dist.tags):
         check_header_value(f"tags[{index}]", tag)
     probe = Distribution(
@@ -87,8 +87,8 @@ def check_recipients(
     for index, item in enumerate(recipients):
         where = f"recipients[{index}]"
         try:
-            address = parse_address(f"{where}.email", item.email, item.name)
             check_header_value(f"{where}.name", item.name)
+            address = parse_address(f"{where}.email", item.email, item.name)
             for key, value in item.variables.items():
                 if not isinstance(value, str):
                     raise ValidationError(f"{where}.variables.{key}", "must be a string")

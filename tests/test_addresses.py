@@ -86,7 +86,9 @@ def test_overlong_display_name_is_refused() -> None:
     assert info.value.field == "to.name"
 
 
-def test_test_domains_only_in_a_test_environment() -> None:
+def test_test_domains_are_admitted_other_special_use_names_are_not() -> None:
+    assert parse_address("to", "a@customer.test").domain == "customer.test"
     with pytest.raises(ValidationError):
-        parse_address("to", "a@customer.test")
-    assert parse_address("to", "a@customer.test", test_environment=True).domain == "customer.test"
+        parse_address("to", "a@customer.invalid")
+    with pytest.raises(ValidationError):
+        parse_address("to", "a@localhost")

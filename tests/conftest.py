@@ -1,0 +1,126 @@
+"""Shared fixtures: a loopback DNS server, SMTP sinks on loopback addresses
+sharing one port, and an app configured to use both."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailer.app import App
+from mailer.config import Config, load_config
+from mailer.reasons import TERMINAL_STATES
+from mailer.store.models import NewDistribution
+from mailer.testing.certs import TestCerts
+from mailer.testing.dnsserver import DNSServer
+from mailer.testing.sink import Sink, pick_port
+
+# One destination with two MX hosts on their own loopback addresses, and a
+# host (127.0.0.9) where nothing listens.
+DEST_ZONE: dict[str, dict[str, Any]] = {
+    "dest.test": {"MX": [(10, "mx1.dest.test"), (20, "mx2.dest.test")]},
+    "mx1.dest.test": {"A": ["127.0.0.2"]},
+    "mx2.dest.test": {"A": ["127.0.0.3"]},
+    "dead.dest.test": {"A": ["127.0.0.9"]},
+}
+
+SURVEY = NewDistribution(
+    account="acme",
+    sender_address="hr@acme.test",
+    sender_name="Müller & Söhne GmbH",
+    subject="Umfrage: Wie zufrieden sind Sie, {{ name }}? Grüße aus Köln",
+    html="<p>Hallo {{ name }},</p><p><a href='https://survey.test/s/{{ token }}'>Zur Umfrage</a></p>",
+    text=None,
+    unsubscribe_url="https://survey.test/unsubscribe/{{ token }}",
+)
+
+
+@pytest.fixture(scope="session")
+def certs() -> Iterator[TestCerts]:
+    with TestCerts() as c:
+        yield c
+
+
+@pytest.fixture
+def dns_server() -> Iterator[DNSServer]:
+    with DNSServer(DEST_ZONE) as server:
+        yield server
+
+
+@pytest.fixture
+def smtp_port() -> int:
+    return pick_port()
+
+
+@pytest.fixture
+def make_sink(smtp_port: int, certs: TestCerts) -> Iterator[Callable[..., Sink]]:
+    started: list[Sink] = []
+
+    def make(host: str, **kw: Any) -> Sink:
+        sink = Sink(host, smtp_port, certs=certs, **kw)
+        sink.start()
+        started.append(sink)
+        return sink
+
+    yield make
+    for sink in started:
+        sink.stop()
+
+
+def make_config(
+    tmp_path: Path, dns_server: DNSServer, smtp_port: int, **overrides: Any
+) -> Config:
+    base: dict[str, Any] = {
+        "hostname": "mailer.test",
+        "database": str(tmp_path / "mailer.sqlite3"),
+        "keys_dir": str(tmp_path / "keys"),
+        "nameservers": [dns_server.address],
+        "smtp_port": smtp_port,
+        "retry": {"base": 0.2, "factor": 1.0, "jitter": 0.0, "max_delay": 0.2, "max_age": 60},
+        "worker": {
+            "poll_interval": 0.1,
+            "idle_timeout": 0.1,
+            "lease_seconds": 30,
+            "smtp_timeout": 5,
+            "dns_timeout": 1,
+        },
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return load_config(environ={}, overrides=base)
+
+
+@pytest.fixture
+def config(tmp_path: Path, dns_server: DNSServer, smtp_port: int) -> Config:
+    return make_config(tmp_path, dns_server, smtp_port)
+
+
+@pytest.fixture
+async def app(config: Config) -> AsyncIterator[App]:
+    async with App(config) as a:
+        yield a
+
+
+async def run_until_settled(app: App, *, timeout: float = 30.0) -> None:
+    """Run an engine until every send is terminal (deferred ones included:
+    the test retry schedule is a fraction of a second)."""
+    engine = app.engine()
+    task = asyncio.create_task(engine.run())
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            counts = await app.store.counts()
+            if counts and all(state in TERMINAL_STATES for state in counts):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"sends not settled after {timeout}s: {await app.store.counts()}")
+    finally:
+        engine.stop()
+        await task

@@ -1,0 +1,238 @@
+"""The engine end to end: real DNS server, real aiosmtpd sinks over
+STARTTLS, real SQLite."""
+
+from __future__ import annotations
+
+import email.policy
+from email import message_from_bytes
+from pathlib import Path
+
+import pytest
+
+from mailer.app import App
+from mailer.enqueue import RecipientInput
+from mailer.errors import ValidationError
+from mailer.reasons import Reason, State
+from mailer.store.models import NewDistribution, SendFilter
+from mailer.testing.dnsserver import DNSServer
+from tests.conftest import SURVEY, make_config, run_until_settled
+
+
+def people(n: int, domain: str = "dest.test") -> list[RecipientInput]:
+    return [
+        RecipientInput(f"person{i}@{domain}", f"Jürgen Weiß {i}", {"token": f"t{i}"})
+        for i in range(n)
+    ]
+
+
+async def states(app: App) -> dict[str, tuple[State, Reason]]:
+    sends = await app.store.list_sends(SendFilter(), limit=10_000)
+    return {s.recipient: (s.state, s.reason) for s in sends}
+
+
+async def test_delivers_to_the_preferred_mx_over_starttls(app, make_sink) -> None:
+    mx1, mx2 = make_sink("127.0.0.2"), make_sink("127.0.0.3")
+    result = await app.enqueue(SURVEY, people(3))
+    await run_until_settled(app)
+    assert {s for s, _ in (await states(app)).values()} == {State.DELIVERED}
+    assert len(mx1.messages) == 3
+    assert mx2.messages == []
+    assert all(m.tls_version in ("TLSv1.2", "TLSv1.3") for m in mx1.messages)
+    attempts = await app.store.attempts(result.send_ids[0])
+    assert attempts[-1].mx_host == "mx1.dest.test"
+    assert attempts[-1].code == 250
+    assert attempts[-1].tls_version in ("TLSv1.2", "TLSv1.3")
+
+
+async def test_received_message_is_a_complete_survey_invitation(app, make_sink) -> None:
+    mx1 = make_sink("127.0.0.2")
+    make_sink("127.0.0.3")
+    await app.enqueue(SURVEY, people(1))
+    await run_until_settled(app)
+    [received] = mx1.messages
+    msg = message_from_bytes(received.data, policy=email.policy.default)
+    assert msg["Subject"] == "Umfrage: Wie zufrieden sind Sie, Jürgen Weiß 0? Grüße aus Köln"
+    assert msg["From"].addresses[0].display_name == "Müller & Söhne GmbH"
+    assert msg["Message-ID"].endswith("@mailer.test>")
+    assert msg["Date"] is not None
+    assert msg["List-Unsubscribe"] == "<https://survey.test/unsubscribe/t0>"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg.get_content_type() == "multipart/alternative"
+    text = msg.get_body(("plain",))
+    html = msg.get_body(("html",))
+    assert text is not None and "Jürgen Weiß 0" in text.get_content()
+    assert html is not None and "https://survey.test/s/t0" in html.get_content()
+
+
+async def test_refused_connection_moves_on_to_the_next_mx(
+    tmp_path: Path, dns_server: DNSServer, smtp_port: int, make_sink
+) -> None:
+    dns_server.set("mx1.dest.test", "A", ["127.0.0.9"])  # nothing listens there
+    mx2 = make_sink("127.0.0.3")
+    async with App(make_config(tmp_path, dns_server, smtp_port)) as app:
+        await app.enqueue(SURVEY, people(2))
+        await run_until_settled(app)
+        assert {s for s, _ in (await states(app)).values()} == {State.DELIVERED}
+    assert len(mx2.messages) == 2
+
+
+async def test_no_starttls_means_next_mx_and_no_plaintext(app, make_sink) -> None:
+    plain = make_sink("127.0.0.2", starttls=False)
+    mx2 = make_sink("127.0.0.3")
+    await app.enqueue(SURVEY, people(2))
+    await run_until_settled(app)
+    assert {s for s, _ in (await states(app)).values()} == {State.DELIVERED}
+    assert len(mx2.messages) == 2
+    assert plain.transactions == []
+    assert plain.messages == []
+
+
+async def test_no_mx_with_starttls_defers_with_tls_unavailable(
+    tmp_path: Path, dns_server: DNSServer, smtp_port: int, make_sink
+) -> None:
+    mx1 = make_sink("127.0.0.2", starttls=False)
+    mx2 = make_sink("127.0.0.3", starttls=False)
+    config = make_config(tmp_path, dns_server, smtp_port, retry={"max_age": 1.0})
+    async with App(config) as app:
+        result = await app.enqueue(SURVEY, people(1))
+        await run_until_settled(app)
+        send = await app.store.send(result.send_ids[0])
+        attempts = await app.store.attempts(send.id)
+        events = await app.store.events(send_id=send.id)
+    assert send.state is State.FAILED
+    assert send.reason is Reason.EXPIRED
+    assert {a.reason for a in attempts} == {Reason.TLS_UNAVAILABLE}
+    assert Reason.TLS_UNAVAILABLE in {e.reason for e in events if e.state is State.DEFERRED}
+    assert mx1.transactions == [] and mx2.transactions == []
+
+
+@pytest.mark.parametrize(
+    ("records", "why"),
+    [
+        ({"MX": [(0, ".")]}, "null MX"),
+        (None, "does not exist"),
+    ],
+    ids=["null-mx", "nxdomain"],
+)
+async def test_undeliverable_domains_bounce(app, dns_server, records, why) -> None:
+    domain = "dest.test"
+    if records is None:
+        domain = "gone.test"  # not in the zone at all
+    else:
+        dns_server.set("dest.test", "MX", records["MX"])
+    result = await app.enqueue(SURVEY, people(1, domain))
+    await run_until_settled(app)
+    send = await app.store.send(result.send_ids[0])
+    assert (send.state, send.reason) == (State.BOUNCED, Reason.DOMAIN_UNKNOWN)
+    assert why in (send.last_text or "")
+
+
+async def test_servfail_defers_then_delivers_once_dns_answers(app, dns_server, make_sink) -> None:
+    mx1 = make_sink("127.0.0.2")
+    dns_server.fail("dest.test")
+    result = await app.enqueue(SURVEY, people(1))
+    engine = app.engine()
+    await engine.run(drain=True)
+    send = await app.store.send(result.send_ids[0])
+    assert (send.state, send.reason) == (State.DEFERRED, Reason.DNS)
+    dns_server.heal("dest.test")
+    await run_until_settled(app)
+    assert (await app.store.send(send.id)).state is State.DELIVERED
+    assert len(mx1.messages) == 1
+
+
+async def test_temporary_reply_is_retried(app, make_sink) -> None:
+    mx1 = make_sink("127.0.0.2")
+    mx1.script("person0@*", "451 4.3.0 try again later", times=1)
+    result = await app.enqueue(SURVEY, people(1))
+    await run_until_settled(app)
+    send = await app.store.send(result.send_ids[0])
+    assert send.state is State.DELIVERED
+    attempts = await app.store.attempts(send.id)
+    assert [(a.code, a.enhanced) for a in attempts] == [(451, "4.3.0"), (250, None)] or [
+        a.code for a in attempts
+    ] == [451, 250]
+    assert [e.state for e in await app.store.events(send_id=send.id)] == [
+        State.QUEUED, State.SENDING, State.DEFERRED, State.SENDING, State.DELIVERED,
+    ]
+
+
+async def test_unknown_user_bounces_and_is_suppressed_for_later_sends(app, make_sink) -> None:
+    mx1 = make_sink("127.0.0.2")
+    mx1.script("person0@*", "550 5.1.1 no such user")
+    first = await app.enqueue(SURVEY, people(2))
+    await run_until_settled(app)
+    bounced = await app.store.send(first.send_ids[0])
+    assert (bounced.state, bounced.reason) == (State.BOUNCED, Reason.MAILBOX_UNKNOWN)
+    assert (bounced.last_code, bounced.last_enhanced) == (550, "5.1.1")
+    assert (await app.store.send(first.send_ids[1])).state is State.DELIVERED
+    [entry] = await app.store.suppressions("acme")
+    assert entry.address == "person0@dest.test"
+
+    mx1.clear()
+    second = await app.enqueue(SURVEY, people(1))
+    await run_until_settled(app)
+    later = await app.store.send(second.send_ids[0])
+    assert (later.state, later.reason) == (State.SUPPRESSED, Reason.SUPPRESSED_BOUNCE)
+    assert mx1.transactions == []
+
+
+async def test_connection_dropped_mid_data_is_retried(app, make_sink) -> None:
+    mx1 = make_sink("127.0.0.2")
+    mx1.drop_after_data(1)
+    result = await app.enqueue(SURVEY, people(1))
+    await run_until_settled(app)
+    send = await app.store.send(result.send_ids[0])
+    assert send.state is State.DELIVERED
+    attempts = await app.store.attempts(send.id)
+    assert [a.reason for a in attempts] == [Reason.CONNECTION, Reason.DELIVERED]
+    assert len(mx1.messages) == 1
+
+
+async def test_sends_older_than_max_age_fail_as_expired(
+    tmp_path: Path, dns_server: DNSServer, smtp_port: int, make_sink
+) -> None:
+    mx1 = make_sink("127.0.0.2")
+    mx1.script("*", "451 4.7.1 greylisted")
+    config = make_config(tmp_path, dns_server, smtp_port, retry={"max_age": 0.8})
+    async with App(config) as app:
+        result = await app.enqueue(SURVEY, people(1))
+        await run_until_settled(app)
+        send = await app.store.send(result.send_ids[0])
+    assert (send.state, send.reason) == (State.FAILED, Reason.EXPIRED)
+    assert send.attempts >= 2
+
+
+async def test_many_messages_reuse_connections(app, make_sink) -> None:
+    mx1 = make_sink("127.0.0.2")
+    await app.enqueue(SURVEY, people(60))
+    await run_until_settled(app)
+    assert len(mx1.messages) == 60
+    # the default limits: at most 10 connections, up to 100 messages each
+    assert mx1.connections <= 10
+
+
+async def test_header_injection_is_refused_naming_the_field(app) -> None:
+    bad = NewDistribution(**{**SURVEY.__dict__, "sender_name": "Evil\r\nBcc: x@y.test"})
+    with pytest.raises(ValidationError) as err:
+        await app.enqueue(bad, people(1))
+    assert err.value.field == "sender.name"
+    assert await app.store.counts() == {}
+
+
+async def test_undefined_template_variable_is_refused_at_enqueue(app) -> None:
+    bad = NewDistribution(**{**SURVEY.__dict__, "html": "<p>{{ first_name }}</p>"})
+    with pytest.raises(ValidationError) as err:
+        await app.enqueue(bad, people(1))
+    assert err.value.field == "html"
+    assert "first_name" in err.value.reason
+    assert await app.store.counts() == {}
+
+
+async def test_invalid_recipient_is_rejected_by_index_the_rest_stored(app) -> None:
+    recipients = [*people(2), RecipientInput("not an address", "x", {"token": "t"})]
+    result = await app.enqueue(SURVEY, recipients)
+    assert len(result.send_ids) == 2
+    [rejected] = result.rejected
+    assert rejected.index == 2
+    assert rejected.field == "recipients[2].email"
