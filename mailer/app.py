@@ -11,17 +11,20 @@ from typing import Self
 
 from mailer.config import Config
 from mailer.delivery import Connector
+from mailer.dkim import Signer
 from mailer.dns import Resolver
 from mailer.engine import Engine
 from mailer.enqueue import EnqueueResult, RecipientInput, enqueue
-from mailer.errors import StoreError
-from mailer.prepare import Preparer
+from mailer.errors import ConfigError, StoreError
+from mailer.identity import IdentityDecider
+from mailer.keys import KeyStore, SigningKey, check_published
+from mailer.prepare import Preparer, SignFn, decided_by
 from mailer.store import Store, open_store
 from mailer.store.models import NewDistribution
 
 
 class App:
-    """``async with App(config) as app:`` opens the store; ``app.engine()``
+    """``async with App(config) as app:`` opens the store; ``await app.engine()``
     builds a worker over it."""
 
     def __init__(self, config: Config, *, store: Store | None = None) -> None:
@@ -31,6 +34,9 @@ class App:
             config.nameservers,
             timeout=config.worker.dns_timeout,
         )
+        self.keys = KeyStore(config.keys_dir)
+        self._signer: Signer | None = None
+        self._identity: IdentityDecider | None = None
 
     @property
     def store(self) -> Store:
@@ -63,11 +69,63 @@ class App:
             cafile=str(cfg.tls.cafile) if cfg.tls.cafile else None,
         )
 
-    def preparer(self) -> Preparer:
-        return Preparer(self.store.distribution)
+    def _load_keys(self) -> dict[str, list[SigningKey]]:
+        keys = self.keys.load_all() if self.config.keys_dir.is_dir() else {}
+        if self.config.dkim.required and self.config.dkim_domain not in keys:
+            raise ConfigError(
+                "dkim.domain",
+                f"no DKIM key for {self.config.dkim_domain} in {self.config.keys_dir} "
+                f"(create one with: mailer keys generate {self.config.dkim_domain})",
+            )
+        return keys
 
-    def engine(self, *, owner: str | None = None) -> Engine:
-        return Engine(self.config, self.store, self.connector(), self.preparer(), owner=owner)
+    def signer(self) -> Signer | None:
+        """Our DKIM signer, keys loaded once; None when no key is configured
+        and the config allows unsigned mail (``dkim.required = false``)."""
+        if self._signer is None:
+            keys = self._load_keys()
+            if self.config.dkim_domain in keys:
+                self._signer = Signer(keys, our_domain=self.config.dkim_domain)
+        return self._signer
+
+    async def identity(self) -> IdentityDecider:
+        """The sender-identity decider, one per app so that its cache is
+        shared by every connection."""
+        if self._identity is None:
+            cfg = self.config
+            region = cfg.region_settings
+            aligned: list[str] = []
+            if cfg.dkim.alignment:
+                for domain, domain_keys in self._load_keys().items():
+                    if domain == cfg.dkim_domain:
+                        continue
+                    checks = [await check_published(self.resolver, k) for k in domain_keys]
+                    if any(check.ok for check in checks):
+                        aligned.append(domain)
+            self._identity = IdentityDecider(
+                self.resolver,
+                outbound_ip=cfg.outbound_ip,
+                neutral_sender=region.neutral_sender,
+                bounce_address=region.envelope_sender,
+                min_ttl=cfg.identity.min_ttl,
+                max_ttl=cfg.identity.max_ttl,
+                dkim_domains=aligned,
+                dkim_alignment=cfg.dkim.alignment,
+            )
+        return self._identity
+
+    async def preparer(self) -> Preparer:
+        signer = self.signer()
+        sign: SignFn | None = None
+        if signer is not None:
+            sign = lambda data, domain: signer.sign(data, customer_domain=domain)  # noqa: E731
+        return Preparer(
+            self.store.distribution, identity=decided_by(await self.identity()), sign=sign
+        )
+
+    async def engine(self, *, owner: str | None = None) -> Engine:
+        """Raises ConfigError when DKIM keys are required and missing."""
+        return Engine(self.config, self.store, self.connector(), await self.preparer(), owner=owner)
 
     async def enqueue(
         self, distribution: NewDistribution, recipients: Sequence[RecipientInput]

@@ -135,6 +135,23 @@ class WorkerConfig(_Frozen):
     dns_timeout: Annotated[float, Field(gt=0)] = 5.0
 
 
+class DKIMConfig(_Frozen):
+    # our signing domain; default: the region's platform host
+    domain: str | None = None
+    # refuse to start without a key for our domain (production); off only
+    # for set-ups that knowingly send unsigned mail
+    required: bool = True
+    # let a customer address stand without SPF pass when we hold a DKIM key
+    # for its domain that DNS publishes (DMARC alignment through DKIM)
+    alignment: bool = False
+
+
+class IdentityConfig(_Frozen):
+    # bounds on how long an SPF-based sender decision is reused
+    min_ttl: Annotated[int, Field(ge=0)] = 60
+    max_ttl: Annotated[int, Field(ge=1)] = 3600
+
+
 class Config(_Frozen):
     region: Literal["azure", "de"] = "azure"
     regions: dict[str, RegionConfig] = dict(REGION_PRESETS)
@@ -151,6 +168,8 @@ class Config(_Frozen):
     retry: RetryConfig = RetryConfig()
     tls: TLSConfig = TLSConfig()
     worker: WorkerConfig = WorkerConfig()
+    dkim: DKIMConfig = DKIMConfig()
+    identity: IdentityConfig = IdentityConfig()
 
     @field_validator("outbound_ip")
     @classmethod
@@ -189,6 +208,10 @@ class Config(_Frozen):
     @property
     def region_settings(self) -> RegionConfig:
         return self.regions[self.region]
+
+    @property
+    def dkim_domain(self) -> str:
+        return self.dkim.domain or self.region_settings.platform_host
 
     @property
     def relay_address(self) -> tuple[str, int] | None:

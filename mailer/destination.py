@@ -8,6 +8,7 @@ receiving side counts connections and rate per IP.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -26,6 +27,8 @@ class Destination(Generic[J]):
     domain: str
     limits: DestinationLimits
     queue: deque[J] = field(default_factory=deque)
+    # set when a send joins the queue: wakes an idle connection
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
     connections: int = 0
     throttled_until: float = 0.0
     throttle_streak: int = 0

@@ -83,6 +83,8 @@ class Engine:
         released when run() returns."""
         self._stopping = True
         self._wake.set()
+        for dest in self._destinations.values():
+            dest.arrived.set()
 
     async def run(self, *, drain: bool = False) -> None:
         flusher = asyncio.create_task(self._flush_loop())
@@ -162,6 +164,7 @@ class Engine:
             )
             return
         dest.queue.append(job)
+        dest.arrived.set()
         self._spawn(dest)
 
     def _spawn(self, dest: Destination[Job]) -> None:
@@ -197,9 +200,7 @@ class Engine:
         except RouteFailure as exc:
             # other connections to this destination may still be working
             if dest.connections <= 1:
-                self._defer_queue(
-                    dest, exc.reason, exc.text, attempt=True, mx_host=exc.last_host
-                )
+                self._defer_queue(dest, exc.reason, exc.text, attempt=True, mx_host=exc.last_host)
             return
         try:
             await self._send_on(dest, session)
@@ -211,10 +212,11 @@ class Engine:
         idle = self.config.worker.idle_timeout
         while session.messages_sent < limit and session.usable and not self._stopping:
             if not dest.queue:
-                deadline = self.clock() + idle
-                while not dest.queue and self.clock() < deadline and not self._stopping:
-                    await asyncio.sleep(min(0.05, idle))
-                if not dest.queue:
+                # keep the connection a moment for the next claimed batch
+                dest.arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(dest.arrived.wait(), idle)
+                if not dest.queue or self._stopping:
                     return
             job = dest.queue.popleft()
             delay = dest.rate_delay(self.clock())
@@ -270,7 +272,9 @@ class Engine:
             return
         except DeliveryError as exc:
             self._retry(
-                job, exc.reason, attempt(exc.reason, exc.code, exc.enhanced, exc.text),
+                job,
+                exc.reason,
+                attempt(exc.reason, exc.code, exc.enhanced, exc.text),
                 prepared.identity,
             )
             return
@@ -287,8 +291,13 @@ class Engine:
     # outcomes ----------------------------------------------------------------
 
     def _retry(
-        self, job: Job, reason: Reason, record: Attempt | None, identity: str | None = None,
-        *, due_at: float | None = None,
+        self,
+        job: Job,
+        reason: Reason,
+        record: Attempt | None,
+        identity: str | None = None,
+        *,
+        due_at: float | None = None,
     ) -> None:
         send = job.send
         now = self.clock()
@@ -296,7 +305,11 @@ class Engine:
         due = due_at or next_due(attempts, send.created_at, now, self.config.retry, self.rng)
         if due is None or expired(send.created_at, due, self.config.retry):
             self._finish(
-                job, State.FAILED, Reason.EXPIRED, attempt=record, identity=identity,
+                job,
+                State.FAILED,
+                Reason.EXPIRED,
+                attempt=record,
+                identity=identity,
                 detail=f"last reason: {reason.value}",
             )
             return
@@ -327,9 +340,7 @@ class Engine:
         now = self.clock()
         while dest.queue:
             job = dest.queue.popleft()
-            self._finish(
-                job, State.BOUNCED, reason, attempt=Attempt(now, now, reason, text=text)
-            )
+            self._finish(job, State.BOUNCED, reason, attempt=Attempt(now, now, reason, text=text))
 
     def _finish(
         self,

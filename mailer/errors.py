@@ -88,7 +88,9 @@ class DeliveryError(MailerError):
         code: int | None = None,
         enhanced: str | None = None,
     ) -> None:
-        super().__init__(text if code is None else f"{code} {enhanced or ''} {text}".replace("  ", " "))
+        super().__init__(
+            text if code is None else f"{code} {enhanced or ''} {text}".replace("  ", " ")
+        )
         self.reason = reason
         self.text = text
         self.permanent = permanent

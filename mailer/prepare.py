@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from mailer.addresses import Address, parse_address
 from mailer.compose import build_message
+from mailer.identity import IdentityDecider
 from mailer.store.models import Distribution, Send
 from mailer.templates import CompiledContent, Content, compile_content, render
 
@@ -41,6 +42,22 @@ async def sender_as_given(distribution: Distribution) -> Envelope:
     distribution's sender on the envelope and in From."""
     sender = parse_address("sender.address", distribution.sender_address, distribution.sender_name)
     return Envelope(sender.address, sender, None, "sender as given")
+
+
+def decided_by(decider: IdentityDecider) -> IdentityFn:
+    """The SPF-based sender decision (DESIGN.md, "Sender identity") as the
+    preparer's identity step."""
+
+    async def identity(distribution: Distribution) -> Envelope:
+        decision = await decider.decide(distribution.sender_address, distribution.sender_name)
+        return Envelope(
+            mail_from=decision.envelope_from,
+            header_from=Address(decision.from_address, decision.from_name),
+            reply_to=Address(decision.reply_to) if decision.reply_to else None,
+            reason=decision.reason,
+        )
+
+    return identity
 
 
 def content_of(distribution: Distribution) -> Content:
@@ -104,5 +121,8 @@ class Preparer:
             list_unsubscribe=unsubscribe,
         )
         if self._sign is not None:
-            data = self._sign(data, envelope.header_from.domain)
+            # the customer's key signs too where we hold one, whichever
+            # address ended up in From
+            customer_domain = distribution.sender_address.rpartition("@")[2].lower()
+            data = self._sign(data, customer_domain)
         return Prepared(envelope.mail_from, send.recipient, data, envelope.reason)

@@ -13,6 +13,7 @@ import pytest
 
 from mailer.app import App
 from mailer.config import Config, load_config
+from mailer.keys import KeyStore, dns_record_value
 from mailer.reasons import TERMINAL_STATES
 from mailer.store.models import NewDistribution
 from mailer.testing.certs import TestCerts
@@ -33,7 +34,9 @@ SURVEY = NewDistribution(
     sender_address="hr@acme.test",
     sender_name="Müller & Söhne GmbH",
     subject="Umfrage: Wie zufrieden sind Sie, {{ name }}? Grüße aus Köln",
-    html="<p>Hallo {{ name }},</p><p><a href='https://survey.test/s/{{ token }}'>Zur Umfrage</a></p>",
+    html=(
+        "<p>Hallo {{ name }},</p><p><a href='https://survey.test/s/{{ token }}'>Zur Umfrage</a></p>"
+    ),
     text=None,
     unsubscribe_url="https://survey.test/unsubscribe/{{ token }}",
 )
@@ -45,9 +48,34 @@ def certs() -> Iterator[TestCerts]:
         yield c
 
 
+# Our signing domain in tests, and a customer domain with its own key.
+OUR_DOMAIN = "mailer.test"
+CUSTOMER_DOMAIN = "acme.test"
+
+
+@pytest.fixture(scope="session")
+def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """DKIM keys made once per session: RSA and Ed25519 for our domain, RSA
+    for the customer."""
+    root = tmp_path_factory.mktemp("keys")
+    store = KeyStore(root)
+    store.generate(OUR_DOMAIN, "rsa1")
+    store.generate(OUR_DOMAIN, "ed1", algorithm="ed25519")
+    store.generate(CUSTOMER_DOMAIN, "cust1")
+    return root
+
+
+def dkim_zone(keys_dir: Path) -> dict[str, dict[str, Any]]:
+    """The TXT records publishing every key of ``keys_dir``."""
+    return {
+        f"{info.selector}._domainkey.{info.domain}": {"TXT": [dns_record_value(info)]}
+        for info in KeyStore(keys_dir).list()
+    }
+
+
 @pytest.fixture
-def dns_server() -> Iterator[DNSServer]:
-    with DNSServer(DEST_ZONE) as server:
+def dns_server(keys_dir: Path) -> Iterator[DNSServer]:
+    with DNSServer({**DEST_ZONE, **dkim_zone(keys_dir)}) as server:
         yield server
 
 
@@ -72,12 +100,20 @@ def make_sink(smtp_port: int, certs: TestCerts) -> Iterator[Callable[..., Sink]]
 
 
 def make_config(
-    tmp_path: Path, dns_server: DNSServer, smtp_port: int, **overrides: Any
+    tmp_path: Path,
+    dns_server: DNSServer,
+    smtp_port: int,
+    keys_dir: Path | None = None,
+    **overrides: Any,
 ) -> Config:
+    """A config bound to the loopback DNS server and sinks; signing with the
+    session's keys when ``keys_dir`` is given, unsigned otherwise."""
     base: dict[str, Any] = {
         "hostname": "mailer.test",
         "database": str(tmp_path / "mailer.sqlite3"),
-        "keys_dir": str(tmp_path / "keys"),
+        "keys_dir": str(keys_dir or tmp_path / "no-keys"),
+        "dkim": {"domain": OUR_DOMAIN, "required": keys_dir is not None},
+        "outbound_ip": "192.0.2.10",
         "nameservers": [dns_server.address],
         "smtp_port": smtp_port,
         "retry": {"base": 0.2, "factor": 1.0, "jitter": 0.0, "max_delay": 0.2, "max_age": 60},
@@ -98,8 +134,8 @@ def make_config(
 
 
 @pytest.fixture
-def config(tmp_path: Path, dns_server: DNSServer, smtp_port: int) -> Config:
-    return make_config(tmp_path, dns_server, smtp_port)
+def config(tmp_path: Path, dns_server: DNSServer, smtp_port: int, keys_dir: Path) -> Config:
+    return make_config(tmp_path, dns_server, smtp_port, keys_dir)
 
 
 @pytest.fixture
@@ -108,19 +144,19 @@ async def app(config: Config) -> AsyncIterator[App]:
         yield a
 
 
-async def run_until_settled(app: App, *, timeout: float = 30.0) -> None:
+async def run_until_settled(app: App, *, within: float = 30.0) -> None:
     """Run an engine until every send is terminal (deferred ones included:
     the test retry schedule is a fraction of a second)."""
-    engine = app.engine()
+    engine = await app.engine()
     task = asyncio.create_task(engine.run())
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     try:
         while time.monotonic() < deadline:
             counts = await app.store.counts()
             if counts and all(state in TERMINAL_STATES for state in counts):
                 return
             await asyncio.sleep(0.05)
-        raise AssertionError(f"sends not settled after {timeout}s: {await app.store.counts()}")
+        raise AssertionError(f"sends not settled after {within}s: {await app.store.counts()}")
     finally:
         engine.stop()
         await task

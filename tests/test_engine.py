@@ -60,8 +60,10 @@ async def test_received_message_is_a_complete_survey_invitation(app, make_sink) 
     assert msg.get_content_type() == "multipart/alternative"
     text = msg.get_body(("plain",))
     html = msg.get_body(("html",))
-    assert text is not None and "Jürgen Weiß 0" in text.get_content()
-    assert html is not None and "https://survey.test/s/t0" in html.get_content()
+    assert text is not None
+    assert "Jürgen Weiß 0" in text.get_content()
+    assert html is not None
+    assert "https://survey.test/s/t0" in html.get_content()
 
 
 async def test_refused_connection_moves_on_to_the_next_mx(
@@ -103,7 +105,8 @@ async def test_no_mx_with_starttls_defers_with_tls_unavailable(
     assert send.reason is Reason.EXPIRED
     assert {a.reason for a in attempts} == {Reason.TLS_UNAVAILABLE}
     assert Reason.TLS_UNAVAILABLE in {e.reason for e in events if e.state is State.DEFERRED}
-    assert mx1.transactions == [] and mx2.transactions == []
+    assert mx1.transactions == []
+    assert mx2.transactions == []
 
 
 @pytest.mark.parametrize(
@@ -131,7 +134,7 @@ async def test_servfail_defers_then_delivers_once_dns_answers(app, dns_server, m
     mx1 = make_sink("127.0.0.2")
     dns_server.fail("dest.test")
     result = await app.enqueue(SURVEY, people(1))
-    engine = app.engine()
+    engine = await app.engine()
     await engine.run(drain=True)
     send = await app.store.send(result.send_ids[0])
     assert (send.state, send.reason) == (State.DEFERRED, Reason.DNS)
@@ -153,7 +156,11 @@ async def test_temporary_reply_is_retried(app, make_sink) -> None:
         a.code for a in attempts
     ] == [451, 250]
     assert [e.state for e in await app.store.events(send_id=send.id)] == [
-        State.QUEUED, State.SENDING, State.DEFERRED, State.SENDING, State.DELIVERED,
+        State.QUEUED,
+        State.SENDING,
+        State.DEFERRED,
+        State.SENDING,
+        State.DELIVERED,
     ]
 
 

@@ -102,19 +102,40 @@ async def test_complete_records_state_attempt_event_and_suppression(store) -> No
     dist_id, ids = await store.enqueue(DIST, sends(2), hostname="h", now=100.0)
     await store.claim("w", 10, lease_seconds=60, now=101.0)
     bounce = Attempt(
-        101.0, 101.5, Reason.MAILBOX_UNKNOWN, "mx1.dest.test", "127.0.0.2", "TLSv1.3",
-        "TLS_AES_256_GCM_SHA384", 550, "5.1.1", "no such user",
+        101.0,
+        101.5,
+        Reason.MAILBOX_UNKNOWN,
+        "mx1.dest.test",
+        "127.0.0.2",
+        "TLSv1.3",
+        "TLS_AES_256_GCM_SHA384",
+        550,
+        "5.1.1",
+        "no such user",
     )
     done = [
-        Outcome(ids[0], State.BOUNCED, Reason.MAILBOX_UNKNOWN, attempt=bounce,
-                suppress=Reason.SUPPRESSED_BOUNCE, identity="spf=fail → neutral sender"),
-        Outcome(ids[1], State.DEFERRED, Reason.CONNECTION, due_at=400.0,
-                attempt=Attempt(101.0, 102.0, Reason.CONNECTION, text="refused")),
+        Outcome(
+            ids[0],
+            State.BOUNCED,
+            Reason.MAILBOX_UNKNOWN,
+            attempt=bounce,
+            suppress=Reason.SUPPRESSED_BOUNCE,
+            identity="spf=fail → neutral sender",
+        ),
+        Outcome(
+            ids[1],
+            State.DEFERRED,
+            Reason.CONNECTION,
+            due_at=400.0,
+            attempt=Attempt(101.0, 102.0, Reason.CONNECTION, text="refused"),
+        ),
     ]
     assert await store.complete("w", done, now=102.0) == 2
     bounced = await store.send(ids[0])
     assert (bounced.state, bounced.reason, bounced.attempts) == (
-        State.BOUNCED, Reason.MAILBOX_UNKNOWN, 1,
+        State.BOUNCED,
+        Reason.MAILBOX_UNKNOWN,
+        1,
     )
     assert (bounced.last_code, bounced.last_enhanced) == (550, "5.1.1")
     assert bounced.identity == "spf=fail → neutral sender"
@@ -137,8 +158,10 @@ async def test_claim_marks_suppressed_addresses(store) -> None:
     await store.suppress("", "user1@dest.test", Reason.SUPPRESSED_UNSUBSCRIBE, now=1.0)
     await store.suppress("other", "user2@dest.test", Reason.SUPPRESSED_BOUNCE, now=1.0)
     await store.enqueue(DIST, sends(3), hostname="h", now=100.0)
-    claimed = {c.send.recipient: c.suppressed for c in await store.claim(
-        "w", 10, lease_seconds=60, now=101.0)}
+    claimed = {
+        c.send.recipient: c.suppressed
+        for c in await store.claim("w", 10, lease_seconds=60, now=101.0)
+    }
     assert claimed == {
         "user0@dest.test": Reason.SUPPRESSED_BOUNCE,
         "user1@dest.test": Reason.SUPPRESSED_UNSUBSCRIBE,
@@ -161,9 +184,7 @@ async def test_list_sends_filters_and_pages(store) -> None:
     dist_id, ids = await store.enqueue(DIST, sends(5), hostname="h", now=100.0)
     await store.enqueue(DIST, sends(2, "other.test"), hostname="h", now=100.0)
     page1 = await store.list_sends(SendFilter(distribution_id=dist_id), limit=3)
-    page2 = await store.list_sends(
-        SendFilter(distribution_id=dist_id), limit=3, after=page1[-1].id
-    )
+    page2 = await store.list_sends(SendFilter(distribution_id=dist_id), limit=3, after=page1[-1].id)
     assert [s.id for s in page1 + page2] == ids
     other = await store.list_sends(SendFilter(domain="OTHER.test"))
     assert {s.domain for s in other} == {"other.test"}
@@ -186,7 +207,8 @@ async def test_summary_counts_due_in_flight_and_waiting(store) -> None:
     await store.enqueue(DIST, sends(3), hostname="h", now=100.0)
     [claimed] = await store.claim("w", 1, lease_seconds=60, now=101.0)
     await store.complete(
-        "w", [Outcome(claimed.send.id, State.DEFERRED, Reason.CONNECTION, due_at=300.0)],
+        "w",
+        [Outcome(claimed.send.id, State.DEFERRED, Reason.CONNECTION, due_at=300.0)],
         now=101.0,
     )
     await store.claim("w", 1, lease_seconds=60, now=101.0)

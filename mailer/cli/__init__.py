@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
-from mailer.cli.main import main
+from mailer.cli.main import cli, main, register_commands
 
-__all__ = ["main"]
+register_commands()
+
+__all__ = ["cli", "main"]

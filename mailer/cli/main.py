@@ -70,9 +70,13 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
     ctx.obj = Context(config_path)
 
 
-def main() -> None:
-    from mailer.cli import queue, send, worker  # noqa: F401  (registers commands)
+def register_commands() -> None:
+    """Import the command modules; each registers its commands on ``cli``."""
+    from mailer.cli import bench, queue, send, worker  # noqa: F401
 
+
+def main() -> None:
+    register_commands()
     try:
         cli(prog_name="mailer")
     except MailerError as exc:  # raised while loading config lazily

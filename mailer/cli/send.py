@@ -37,7 +37,10 @@ async def _send(config: Config, dist: NewDistribution, csv_text: str) -> Enqueue
 @click.option("--html", "html_file", type=click.Path(exists=True, path_type=Path))
 @click.option("--text", "text_file", type=click.Path(exists=True, path_type=Path))
 @click.option(
-    "--csv", "csv_file", required=True, type=click.Path(exists=True, path_type=Path),
+    "--csv",
+    "csv_file",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
     help="Recipients: columns email, name; other columns are template variables.",
 )
 @click.option("--account", default="default", show_default=True)

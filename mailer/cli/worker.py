@@ -13,7 +13,7 @@ from mailer.config import Config
 
 async def _work(config: Config, drain: bool) -> int:
     async with App(config) as app:
-        engine = app.engine()
+        engine = await app.engine()
         on_stop_signals(engine.stop)
         await engine.run(drain=drain)
         return engine.delivered

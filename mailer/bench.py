@@ -1,0 +1,240 @@
+"""``mailer bench``: end-to-end throughput on loopback.
+
+A loopback DNS server serves a few test domains whose MX is 127.0.0.1; a
+sink runs in a separate process; N messages are enqueued into a fresh
+store and one engine delivers them over STARTTLS. In the same run, a naive
+baseline sends messages with the standard library's smtplib, one
+connection and one STARTTLS per message, to the same sink, and the ratio
+between the two is reported. Nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import resource
+import smtplib
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mailer.addresses import parse_address
+from mailer.app import App
+from mailer.compose import build_message
+from mailer.config import Config, load_config
+from mailer.enqueue import RecipientInput
+from mailer.errors import MailerError
+from mailer.reasons import State
+from mailer.store.models import NewDistribution
+from mailer.templates import Content, compile_content, render
+from mailer.testing.dnsserver import DNSServer
+from mailer.testing.sink import pick_port
+
+HTML = """<html><body>
+<p>Hallo {{ name }},</p>
+<p>wir möchten gerne wissen, wie zufrieden Sie mit unserem Service sind. Die Umfrage
+dauert nur fünf Minuten und hilft uns, besser zu werden.</p>
+<p><a href="https://survey.bench.test/s/{{ token }}">Zur Umfrage</a></p>
+<p>Vielen Dank für Ihre Unterstützung!<br>Ihr Kundenservice-Team</p>
+</body></html>
+"""
+SUBJECT = "Ihre Meinung zählt, {{ name }}: kurze Umfrage"
+SENDER = "umfragen@customer.bench.test"
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    messages: int
+    domains: int
+    store: str
+    enqueue_seconds: float
+    deliver_seconds: float
+    messages_per_second: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    peak_rss_mb: float
+    sink_received: int
+    baseline_messages: int
+    baseline_messages_per_second: float
+    ratio: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def zone(domains: int) -> dict[str, dict[str, Any]]:
+    records: dict[str, dict[str, Any]] = {"mx.bench.test": {"A": ["127.0.0.1"]}}
+    for index in range(domains):
+        records[f"d{index}.bench.test"] = {"MX": [(10, "mx.bench.test")]}
+    return records
+
+
+def recipients(messages: int, domains: int) -> list[RecipientInput]:
+    return [
+        RecipientInput(
+            f"respondent{i}@d{i % domains}.bench.test",
+            f"Befragte Person {i}",
+            {"token": f"{i:08d}"},
+        )
+        for i in range(messages)
+    ]
+
+
+@contextlib.contextmanager
+def sink_process(port: int, log: Path) -> Iterator[Callable[[], int]]:
+    """The sink in its own process; yields a function counting what it got."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mailer.testing.sink", "--listen", f"127.0.0.1:{port}"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 15
+        while "listening on" not in log.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise MailerError(f"the sink did not start: {log.read_text()}")
+            time.sleep(0.05)
+
+        def received() -> int:
+            return len(re.findall(r" from=<", log.read_text()))
+
+        yield received
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def _latencies(app: App) -> list[float]:
+    queued: dict[str, float] = {}
+    latencies: list[float] = []
+    after = 0
+    while page := await app.store.events(after=after, limit=5000):
+        for event in page:
+            if event.state is State.QUEUED:
+                queued[event.send_id] = event.at
+            elif event.state is State.DELIVERED and event.send_id in queued:
+                latencies.append(event.at - queued[event.send_id])
+        after = page[-1].seq
+    return latencies
+
+
+def naive_baseline(port: int, messages: int, domains: int, seconds: float) -> tuple[int, float]:
+    """smtplib, one connection and STARTTLS per message, same templates and
+    composition as the engine. Stops after ``messages`` or ``seconds``."""
+    compiled = compile_content(Content(subject=SUBJECT, html=HTML, text=None))
+    sender = parse_address("from", SENDER, "Kundenservice")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    sent = 0
+    start = time.perf_counter()
+    for item in recipients(messages, domains):
+        rendered = render(compiled, {**item.variables, "name": item.name, "email": item.email})
+        data = build_message(
+            rendered,
+            from_=sender,
+            to=parse_address("to", item.email, item.name),
+            reply_to=None,
+            message_id=f"<naive{sent}@bench.test>",
+            date=datetime.now(UTC),
+        )
+        with smtplib.SMTP("127.0.0.1", port, local_hostname="bench.test") as smtp:
+            smtp.starttls(context=context)
+            smtp.sendmail(SENDER, [item.email], data)
+        sent += 1
+        if time.perf_counter() - start > seconds:
+            break
+    return sent, sent / (time.perf_counter() - start)
+
+
+async def _engine_run(
+    config: Config, messages: int, domains: int
+) -> tuple[float, float, list[float]]:
+    async with App(config) as app:
+        dist = NewDistribution(
+            account="bench",
+            sender_address=SENDER,
+            sender_name="Kundenservice",
+            subject=SUBJECT,
+            html=HTML,
+            text=None,
+            unsubscribe_url="https://survey.bench.test/u/{{ token }}",
+        )
+        start = time.perf_counter()
+        await app.enqueue(dist, recipients(messages, domains))
+        enqueue_seconds = time.perf_counter() - start
+        engine = await app.engine()
+        start = time.perf_counter()
+        await engine.run(drain=True)
+        deliver_seconds = time.perf_counter() - start
+        counts = await app.store.counts()
+        if counts.get(State.DELIVERED, 0) != messages:
+            raise MailerError(f"bench: not everything was delivered: {counts}")
+        return enqueue_seconds, deliver_seconds, await _latencies(app)
+
+
+def run_bench(
+    messages: int,
+    *,
+    domains: int = 4,
+    baseline_messages: int = 1000,
+    baseline_seconds: float = 20.0,
+    workdir: Path | None = None,
+) -> BenchReport:
+    with contextlib.ExitStack() as stack:
+        root = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        dns = stack.enter_context(DNSServer(zone(domains)))
+        port = pick_port(("127.0.0.1",))
+        received = stack.enter_context(sink_process(port, root / "sink.log"))
+        config = load_config(
+            environ={},
+            overrides={
+                "hostname": "bench.test",
+                "database": str(root / "bench.sqlite3"),
+                "keys_dir": str(root / "keys"),
+                "nameservers": [dns.address],
+                "smtp_port": port,
+                "limits": {"default": {"connections": 8, "messages_per_connection": 1000}},
+                "worker": {"max_in_flight": 2000, "poll_interval": 0.2},
+            },
+        )
+        enqueue_seconds, deliver_seconds, latencies = asyncio.run(
+            _engine_run(config, messages, domains)
+        )
+        engine_received = received()
+        baseline_sent, baseline_rate = naive_baseline(
+            port, baseline_messages, domains, baseline_seconds
+        )
+        rate = messages / deliver_seconds
+        return BenchReport(
+            messages=messages,
+            domains=domains,
+            store="sqlite",
+            enqueue_seconds=round(enqueue_seconds, 3),
+            deliver_seconds=round(deliver_seconds, 3),
+            messages_per_second=round(rate, 1),
+            latency_p50_ms=round(statistics.median(latencies) * 1000, 1),
+            latency_p99_ms=round(percentile(latencies, 0.99) * 1000, 1),
+            peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            sink_received=engine_received,
+            baseline_messages=baseline_sent,
+            baseline_messages_per_second=round(baseline_rate, 1),
+            ratio=round(rate / baseline_rate, 2),
+        )
