@@ -31,8 +31,10 @@ from mailer.addresses import parse_address
 from mailer.app import App
 from mailer.compose import build_message
 from mailer.config import Config, load_config
+from mailer.dkim import Signer, naive_sign
 from mailer.enqueue import RecipientInput
 from mailer.errors import MailerError
+from mailer.keys import KeyStore, SigningKey
 from mailer.reasons import State
 from mailer.store.models import NewDistribution
 from mailer.templates import Content, compile_content, render
@@ -49,6 +51,7 @@ dauert nur fünf Minuten und hilft uns, besser zu werden.</p>
 """
 SUBJECT = "Ihre Meinung zählt, {{ name }}: kurze Umfrage"
 SENDER = "umfragen@customer.bench.test"
+OUR_DOMAIN = "bench.test"
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class BenchReport:
     baseline_messages: int
     baseline_messages_per_second: float
     ratio: float
+    dkim_signatures_per_second: float
+    dkimpy_signatures_per_second: float
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,9 +140,38 @@ async def _latencies(app: App) -> list[float]:
     return latencies
 
 
-def naive_baseline(port: int, messages: int, domains: int, seconds: float) -> tuple[int, float]:
+def sample_message() -> bytes:
+    compiled = compile_content(Content(subject=SUBJECT, html=HTML, text=None))
+    [item] = recipients(1, 1)
+    rendered = render(compiled, {**item.variables, "name": item.name, "email": item.email})
+    return build_message(
+        rendered,
+        from_=parse_address("from", SENDER, "Kundenservice"),
+        to=parse_address("to", item.email, item.name),
+        reply_to=None,
+        message_id="<sample@bench.test>",
+        date=datetime.now(UTC),
+        list_unsubscribe=["https://survey.bench.test/u/1"],
+    )
+
+
+def signatures_per_second(sign: Callable[[bytes], bytes], seconds: float = 2.0) -> float:
+    """Signatures of a typical invitation per second of CPU time (one core)."""
+    message = sample_message()
+    count = 0
+    start = time.process_time()
+    while time.process_time() - start < seconds:
+        sign(message)
+        count += 1
+    return count / (time.process_time() - start)
+
+
+def naive_baseline(
+    port: int, messages: int, domains: int, seconds: float, keys: list[SigningKey]
+) -> tuple[int, float]:
     """smtplib, one connection and STARTTLS per message, same templates and
-    composition as the engine. Stops after ``messages`` or ``seconds``."""
+    composition as the engine, signed with plain dkimpy. Stops after
+    ``messages`` or ``seconds``."""
     compiled = compile_content(Content(subject=SUBJECT, html=HTML, text=None))
     sender = parse_address("from", SENDER, "Kundenservice")
     context = ssl.create_default_context()
@@ -155,6 +189,7 @@ def naive_baseline(port: int, messages: int, domains: int, seconds: float) -> tu
             message_id=f"<naive{sent}@bench.test>",
             date=datetime.now(UTC),
         )
+        data = naive_sign(data, keys)
         with smtplib.SMTP("127.0.0.1", port, local_hostname="bench.test") as smtp:
             smtp.starttls(context=context)
             smtp.sendmail(SENDER, [item.email], data)
@@ -200,6 +235,10 @@ def run_bench(
 ) -> BenchReport:
     with contextlib.ExitStack() as stack:
         root = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        keystore = KeyStore(root / "keys")
+        keystore.generate(OUR_DOMAIN, "bench")
+        keys = keystore.load(OUR_DOMAIN)
+        signer = Signer({OUR_DOMAIN: keys}, our_domain=OUR_DOMAIN)
         dns = stack.enter_context(DNSServer(zone(domains)))
         port = pick_port(("127.0.0.1",))
         received = stack.enter_context(sink_process(port, root / "sink.log"))
@@ -209,6 +248,7 @@ def run_bench(
                 "hostname": "bench.test",
                 "database": str(root / "bench.sqlite3"),
                 "keys_dir": str(root / "keys"),
+                "dkim": {"domain": OUR_DOMAIN},
                 "nameservers": [dns.address],
                 "smtp_port": port,
                 "limits": {"default": {"connections": 8, "messages_per_connection": 1000}},
@@ -220,7 +260,7 @@ def run_bench(
         )
         engine_received = received()
         baseline_sent, baseline_rate = naive_baseline(
-            port, baseline_messages, domains, baseline_seconds
+            port, baseline_messages, domains, baseline_seconds, keys
         )
         rate = messages / deliver_seconds
         return BenchReport(
@@ -237,4 +277,8 @@ def run_bench(
             baseline_messages=baseline_sent,
             baseline_messages_per_second=round(baseline_rate, 1),
             ratio=round(rate / baseline_rate, 2),
+            dkim_signatures_per_second=round(signatures_per_second(signer.sign), 1),
+            dkimpy_signatures_per_second=round(
+                signatures_per_second(lambda m: naive_sign(m, keys)), 1
+            ),
         )

@@ -99,10 +99,12 @@ def check_recipients(
             continue
         variables = {**item.variables, "email": address.address, "name": item.name}
         try:
-            render(compiled, variables)
+            render(compiled, variables, derive_text=False)
         except TemplateError as exc:
             raise TemplateError(exc.field, f"{exc.reason} ({where})") from exc
-        accepted.append(NewSend(address.address, item.name, dict(item.variables), item.reference))
+        accepted.append(
+            NewSend(address.address, address.name, dict(item.variables), item.reference)
+        )
     return accepted, rejected
 
 

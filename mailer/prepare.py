@@ -35,6 +35,9 @@ class Prepared:
 
 IdentityFn = Callable[[Distribution], Awaitable[Envelope]]
 SignFn = Callable[[bytes, str], bytes]
+# the service's own unsubscribe URL of a send (mailer.api.tokens), used when
+# the distribution has none
+UnsubscribeFn = Callable[[Send, Distribution], str | None]
 
 
 async def sender_as_given(distribution: Distribution) -> Envelope:
@@ -80,11 +83,13 @@ class Preparer:
         *,
         identity: IdentityFn = sender_as_given,
         sign: SignFn | None = None,
+        unsubscribe: UnsubscribeFn | None = None,
         cache_size: int = 256,
     ) -> None:
         self._load = load
         self._identity = identity
         self._sign = sign
+        self._unsubscribe = unsubscribe
         self._cache: OrderedDict[str, tuple[Distribution, CompiledContent]] = OrderedDict()
         self._cache_size = cache_size
 
@@ -109,12 +114,19 @@ class Preparer:
         variables = dict(send.variables)
         variables.setdefault("email", send.recipient)
         variables.setdefault("name", send.name)
+        service_url = None
+        if distribution.unsubscribe_url is None and self._unsubscribe is not None:
+            service_url = self._unsubscribe(send, distribution)
+            if service_url is not None:
+                variables["unsubscribe_url"] = service_url
         rendered = render(compiled, variables)
-        unsubscribe = [rendered.unsubscribe_url] if rendered.unsubscribe_url else []
+        unsubscribe_url = rendered.unsubscribe_url or service_url
+        unsubscribe = [unsubscribe_url] if unsubscribe_url else []
         data = build_message(
             rendered,
             from_=envelope.header_from,
-            to=parse_address("recipient", send.recipient, send.name),
+            # validated and normalised at enqueue
+            to=Address(send.recipient, send.name),
             reply_to=envelope.reply_to,
             message_id=send.message_id,
             date=datetime.fromtimestamp(now, UTC),

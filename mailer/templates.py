@@ -125,6 +125,9 @@ class CompiledContent:
     html: Template | None
     text: Template | None
     unsubscribe_url: Template | None
+    # the distribution has no text template: ``text`` (when not None) was
+    # derived from the HTML template, else each rendered HTML is converted
+    text_from_html: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,12 +186,40 @@ def compile_content(content: Content) -> CompiledContent:
             "unsubscribe_url",
             content.unsubscribe_url,
         )
+    text_template = None if text is None else _compile(plain, "text", text)
+    if text_template is None and html is not None:
+        derived = derive_text_template(html)
+        if derived is not None:
+            text_template = _compile(plain, "html", derived)
     return CompiledContent(
         subject=_compile(plain, "subject", content.subject),
         html=None if html is None else _compile(_sandbox(autoescape=True), "html", html),
-        text=None if text is None else _compile(plain, "text", text),
+        text=text_template,
         unsubscribe_url=url,
+        text_from_html=text is None,
     )
+
+
+_EXPRESSION = re.compile(r"\{\{.*?\}\}", re.DOTALL)
+
+
+def derive_text_template(html: str) -> str | None:
+    """The text template of an HTML template, converted once per
+    distribution instead of once per recipient (the conversion costs about
+    ten times the rendering).
+
+    Only for templates whose Jinja is plain ``{{ expressions }}`` that the
+    conversion carries over unchanged (text and link targets); a template
+    with statements or comments, or one whose expressions the conversion
+    drops or alters (inside other attributes, containing markup), returns
+    None and is converted per recipient.
+    """
+    if "{%" in html or "{#" in html:
+        return None
+    derived = html_to_text(html)
+    if sorted(_EXPRESSION.findall(derived)) != sorted(_EXPRESSION.findall(html)):
+        return None
+    return derived
 
 
 def _render(template: Template, field: str, variables: Mapping[str, str]) -> str:
@@ -213,7 +244,9 @@ def _check_unsubscribe_url(url: str) -> str:
     return url
 
 
-def render(compiled: CompiledContent, variables: Mapping[str, str]) -> Rendered:
+def render(
+    compiled: CompiledContent, variables: Mapping[str, str], *, derive_text: bool = True
+) -> Rendered:
     """Render one recipient's content.
 
     ``variables`` are the recipient's variables (the engine includes
@@ -227,6 +260,9 @@ def render(compiled: CompiledContent, variables: Mapping[str, str]) -> Rendered:
     a rendered URL that is not https:/mailto: or cannot go in a header;
     ValidationError("variables.unsubscribe_url", ...) when the recipient's
     variables try to set the reserved name.
+
+    ``derive_text=False`` skips the per-recipient HTML conversion (the text
+    is then empty): for validating variables at enqueue time.
     """
     unsubscribe = None
     if compiled.unsubscribe_url is not None:
@@ -242,10 +278,12 @@ def render(compiled: CompiledContent, variables: Mapping[str, str]) -> Rendered:
     subject = check_header_value("subject", _render(compiled.subject, "subject", variables))
     html = None if compiled.html is None else _render(compiled.html, "html", variables)
     if compiled.text is not None:
-        text = _render(compiled.text, "text", variables)
-    else:
+        text = _render(compiled.text, "html" if compiled.text_from_html else "text", variables)
+    elif derive_text:
         assert html is not None  # compile_content guarantees one of the two
         text = html_to_text(html)
+    else:
+        text = ""
     return Rendered(subject=subject, text=text, html=html, unsubscribe_url=unsubscribe)
 
 

@@ -5,7 +5,14 @@ from pathlib import Path
 import pytest
 
 from mailer.errors import TemplateError, ValidationError
-from mailer.templates import CompiledContent, Content, compile_content, html_to_text, render
+from mailer.templates import (
+    CompiledContent,
+    Content,
+    compile_content,
+    derive_text_template,
+    html_to_text,
+    render,
+)
 
 RECIPIENT = {"email": "anna+survey@example.de", "name": "Anna", "token": "t0k"}
 
@@ -227,3 +234,31 @@ def test_html_to_text_keeps_lists_and_drops_scripts_and_anchors_without_targets(
     assert "alert" not in text
     assert "  * eins\n  * zwei" in text
     assert "nach oben info@example.de Kontakt (info@example.de)" in text
+
+
+def test_text_template_is_derived_once_from_a_plain_html_template() -> None:
+    html = "<p>Hallo {{ name }},</p><p><a href='https://s.test/{{ token }}'>Start</a></p>"
+    derived = derive_text_template(html)
+    assert derived is not None
+    assert "{{ name }}" in derived
+    assert "{{ token }}" in derived
+    compiled = compile_content(Content(subject="s", html=html, text=None))
+    variables = {"name": "Jörg <Chef> & Co", "token": "abc"}
+    rendered = render(compiled, variables)
+    assert rendered.text.strip() == html_to_text(rendered.html or "").strip()
+
+
+def test_templates_with_statements_or_hidden_expressions_are_converted_per_recipient() -> None:
+    assert derive_text_template("<p>{% if x %}{{ x }}{% endif %}</p>") is None
+    assert derive_text_template("<img src='{{ logo }}'><p>Hi</p>") is None
+    compiled = compile_content(
+        Content(subject="s", html="<img src='{{ logo }}'><p>Hi</p>", text=None)
+    )
+    assert "Hi" in render(compiled, {"logo": "https://x.test/l.png"}).text
+
+
+def test_undefined_variable_in_derived_text_names_the_html_field() -> None:
+    compiled = compile_content(Content(subject="s", html="<p>{{ missing }}</p>", text=None))
+    with pytest.raises(TemplateError) as err:
+        render(compiled, {})
+    assert err.value.field == "html"
