@@ -31,12 +31,8 @@ pass_ctx = click.make_pass_decorator(Context)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; MailerError becomes a clean exit 2 with
-    the message (which names the field or key)."""
-    try:
-        return asyncio.run(coro)
-    except MailerError as exc:
-        raise click.ClickException(str(exc)) from exc
+    """Run a command's coroutine (errors are reported by MailerGroup)."""
+    return asyncio.run(coro)
 
 
 def on_stop_signals(stop: Callable[[], None]) -> None:
@@ -56,7 +52,18 @@ async def gather_until_first(*aws: Awaitable[None]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class MailerGroup(click.Group):
+    """Every command's MailerError (bad config key, invalid input naming its
+    field, store trouble) ends as a one-line error and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MailerError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=MailerGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",
@@ -72,12 +79,19 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 
 def register_commands() -> None:
     """Import the command modules; each registers its commands on ``cli``."""
-    from mailer.cli import bench, queue, send, worker  # noqa: F401
+    from mailer.cli import (  # noqa: F401
+        bench,
+        check_domain,
+        keys,
+        queue,
+        send,
+        serve,
+        sink,
+        spf,
+        worker,
+    )
 
 
 def main() -> None:
     register_commands()
-    try:
-        cli(prog_name="mailer")
-    except MailerError as exc:  # raised while loading config lazily
-        raise SystemExit(f"error: {exc}") from exc
+    cli(prog_name="mailer")
