@@ -3,6 +3,7 @@ nothing is lost, duplicates are bounded by the in-flight limit."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import os
 import signal
@@ -75,7 +76,7 @@ async def test_sigkill_mid_run_loses_nothing_and_bounds_duplicates(
     while len(sink.messages) < MESSAGES // 3:
         assert first.poll() is None, first.communicate()[0].decode()
         assert time.monotonic() < deadline, "the worker delivered too little"
-        time.sleep(0.02)
+        await asyncio.sleep(0.02)
     first.send_signal(signal.SIGKILL)
     first.wait()
     killed_at = len(sink.messages)
