@@ -85,8 +85,6 @@ def register_commands() -> None:
         keys,
         queue,
         send,
-        serve,
-        sink,
         spf,
         worker,
     )
