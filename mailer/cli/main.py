@@ -85,6 +85,7 @@ def register_commands() -> None:
         keys,
         queue,
         send,
+        sink,
         spf,
         worker,
     )

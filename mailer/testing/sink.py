@@ -16,262 +16,50 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import email
-import email.message
-import email.policy
-import fnmatch
-import re
+import random
 import signal
 import socket
 import ssl
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from types import TracebackType
-from typing import Any, TextIO, cast
-
-from aiosmtpd.smtp import SMTP, Envelope
-from aiosmtpd.smtp import Session as ServerSession
+from typing import TextIO
 
 from mailer.testing.certs import CertFiles, TestCerts
+from mailer.testing.sinkserver import (
+    STAGES,
+    MessageHook,
+    Received,
+    Recorder,
+    Refusal,
+    RefusalHook,
+    Server,
+    Transaction,
+    check_reply,
+)
 
-__all__ = ["Received", "Sink", "Transaction", "main", "pick_port"]
+__all__ = [
+    "Received",
+    "Refusal",
+    "Sink",
+    "Transaction",
+    "certificate_names",
+    "main",
+    "pick_port",
+]
 
 LOOPBACKS = tuple(f"127.0.0.{i}" for i in range(1, 10))
-_REPLY = re.compile(r"[2-5][0-9][0-9](?: .*)?")
-_STAGES = ("rcpt", "data")
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
-    mail_from: str
-    rcpt_tos: tuple[str, ...]
-    data: bytes
-    tls_version: str | None
-    peer: str
-    received_at: float
-
-    @property
-    def message(self) -> email.message.EmailMessage:
-        """The message parsed with ``email.policy.default``; CRLF line ends
-        become ``\\n`` so decoded text compares like Python strings."""
-        return email.message_from_bytes(
-            self.data.replace(b"\r\n", b"\n"), policy=email.policy.default
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Transaction:
-    """A MAIL FROM the server saw, and whether TLS was up at that moment."""
-
-    mail_from: str
-    tls: bool
-
-
-@dataclass(slots=True)
-class _Script:
-    pattern: str
-    reply: str
-    remaining: int | None
-    stage: str
-
-
-class _Recorder:
-    """State shared between the sink's loop thread and its callers."""
-
-    def __init__(self, keep: bool) -> None:
-        self.keep = keep
-        self.changed = threading.Condition()
-        self.messages: list[Received] = []
-        self.dropped: list[Received] = []
-        self.transactions: list[Transaction] = []
-        self.connections = 0
-        self.scripts: list[_Script] = []
-        self.drops = 0
-
-    def reply_for(self, stage: str, recipients: Iterable[str]) -> str | None:
-        lowered = [r.lower() for r in recipients]
-        with self.changed:
-            for script in self.scripts:
-                if script.stage != stage:
-                    continue
-                pattern = script.pattern.lower()
-                if any(fnmatch.fnmatchcase(r, pattern) for r in lowered):
-                    if script.remaining is not None:
-                        script.remaining -= 1
-                        if script.remaining <= 0:
-                            self.scripts.remove(script)
-                    return script.reply
-        return None
-
-    def take_drop(self) -> bool:
-        with self.changed:
-            if self.drops > 0:
-                self.drops -= 1
-                return True
-            return False
-
-    def add(self, items: list[Any], item: Any) -> None:
-        with self.changed:
-            items.append(item)
-            self.changed.notify_all()
-
-
-class _Handler:
-    """aiosmtpd hooks; they run on the sink's loop."""
-
-    def __init__(self, recorder: _Recorder, on_message: Callable[[Received], None] | None) -> None:
-        self._recorder = recorder
-        self._on_message = on_message
-
-    async def handle_MAIL(
-        self,
-        server: SMTP,
-        session: ServerSession,
-        envelope: Envelope,
-        address: str,
-        mail_options: list[str],
-    ) -> str:
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        recorder = self._recorder
-        recorder.add(recorder.transactions, Transaction(address, session.ssl is not None))
-        return "250 2.1.0 OK"
-
-    async def handle_RCPT(
-        self,
-        server: SMTP,
-        session: ServerSession,
-        envelope: Envelope,
-        address: str,
-        rcpt_options: list[str],
-    ) -> str:
-        reply = self._recorder.reply_for("rcpt", (address,))
-        if reply is not None:
-            return _scripted(server, reply)
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
-        return "250 2.1.5 OK"
-
-    async def handle_DATA(self, server: SMTP, session: ServerSession, envelope: Envelope) -> str:
-        recorder = self._recorder
-        received = Received(
-            mail_from=envelope.mail_from or "",
-            rcpt_tos=tuple(envelope.rcpt_tos),
-            data=envelope.original_content or b"",
-            tls_version=session.ssl["ssl_object"].version() if session.ssl else None,
-            peer=_peer(session.peer),
-            received_at=time.time(),
-        )
-        if recorder.take_drop():
-            recorder.add(recorder.dropped, received)
-            cast(asyncio.Transport, server.transport).abort()
-            # connection_lost() cancels this task; no reply is ever written.
-            await asyncio.sleep(3600)
-        reply = recorder.reply_for("data", received.rcpt_tos)
-        if reply is not None:
-            return _scripted(server, reply)
-        if recorder.keep:
-            recorder.add(recorder.messages, received)
-        if self._on_message is not None:
-            self._on_message(received)
-        return "250 2.0.0 OK queued"
-
-
-def _peer(peer: Any) -> str:
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    return str(peer or "")
-
-
-def _scripted(server: SMTP, reply: str) -> str:
-    if reply.startswith("421"):
-        # 421 means the server is closing the channel (RFC 5321 §3.8).
-        assert server.transport is not None
-        server.loop.call_soon(server.transport.close)
-    return reply
-
-
-class _SinkSMTP(SMTP):
-    """Counts accepted connections and remembers their raw transports so a
-    stopping sink can cut them."""
-
-    def __init__(self, handler: _Handler, open_transports: set[asyncio.Transport], **kw: Any):
-        super().__init__(handler, **kw)
-        self._open = open_transports
-        self._raw: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self._raw is None:  # a second call comes after STARTTLS
-            self._raw = cast(asyncio.Transport, transport)
-            self._open.add(self._raw)
-        super().connection_made(transport)
-
-    def connection_lost(self, error: Exception | None) -> None:
-        if self._raw is not None:
-            self._open.discard(self._raw)
-        super().connection_lost(error)
-
-
-class _Server:
-    """One listening socket on the current loop."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        recorder: _Recorder,
-        *,
-        tls: ssl.SSLContext | None,
-        hostname: str,
-        on_message: Callable[[Received], None] | None = None,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self._recorder = recorder
-        self.tls = tls
-        self._hostname = hostname
-        self._handler = _Handler(recorder, on_message)
-        self._open: set[asyncio.Transport] = set()
-        self._server: asyncio.Server | None = None
-
-    def _protocol(self) -> SMTP:
-        with self._recorder.changed:
-            self._recorder.connections += 1
-        return _SinkSMTP(
-            self._handler,
-            self._open,
-            hostname=self._hostname,
-            ident="mailer-sink",
-            tls_context=self.tls,
-            enable_SMTPUTF8=True,
-            loop=asyncio.get_running_loop(),
-        )
-
-    async def listen(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._protocol, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for transport in list(self._open):
-            transport.abort()
-        current = asyncio.current_task()
-        tasks = [t for t in asyncio.all_tasks() if t is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
+def certificate_names(hostname: str, host: str) -> list[str]:
+    """The names a sink's certificate is issued for: its ``hostname``,
+    "localhost" and the loopback addresses it answers on."""
+    return list(dict.fromkeys([hostname, "localhost", "127.0.0.1", host]))
 
 
 def _default_tls(hostname: str, host: str, certs: TestCerts) -> ssl.SSLContext:
-    names = list(dict.fromkeys([hostname, "localhost", "127.0.0.1", host]))
-    return TestCerts.server_context(certs.issue(names))
+    return TestCerts.server_context(certs.issue(certificate_names(hostname, host)))
 
 
 class Sink:
@@ -280,7 +68,10 @@ class Sink:
     ``certs`` supplies the certificate (issued for ``hostname``,
     "localhost" and the listening address); ``tls_cert`` overrides it with
     given files (e.g. ``certs.expired(...)``). ``keep=False`` records no
-    messages (long benchmarks).
+    messages (long benchmarks). ``on_message`` and ``on_refusal`` are called
+    on the sink's own thread for each accepted message and each reply the
+    sink refused on purpose (scripts, greylisting, temporary failures); they
+    must return quickly.
     """
 
     def __init__(
@@ -293,6 +84,8 @@ class Sink:
         hostname: str = "mx.sink.test",
         tls_cert: CertFiles | None = None,
         keep: bool = True,
+        on_message: MessageHook | None = None,
+        on_refusal: RefusalHook | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -301,7 +94,9 @@ class Sink:
         self._owned_certs: TestCerts | None = None
         self.certs = certs
         self._tls_cert = tls_cert
-        self._recorder = _Recorder(keep)
+        self._recorder = Recorder(keep)
+        self._on_message = on_message
+        self._on_refusal = on_refusal
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failure: BaseException | None = None
@@ -323,6 +118,12 @@ class Sink:
             return list(self._recorder.transactions)
 
     @property
+    def refusals(self) -> list[Refusal]:
+        """Every 4xx/5xx reply the sink gave on purpose, oldest first."""
+        with self._recorder.changed:
+            return list(self._recorder.refusals)
+
+    @property
     def connections(self) -> int:
         with self._recorder.changed:
             return self._recorder.connections
@@ -336,19 +137,54 @@ class Sink:
 
         Raises ValueError for a malformed reply or unknown stage.
         """
-        if not _REPLY.fullmatch(reply):
-            raise ValueError(f"reply must look like '550 5.1.1 text', got {reply!r}")
-        if stage not in _STAGES:
-            raise ValueError(f"stage must be one of {_STAGES}, got {stage!r}")
+        check_reply(reply)
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
         if times is not None and times < 1:
             raise ValueError("times must be positive or None")
-        with self._recorder.changed:
-            self._recorder.scripts.append(_Script(pattern, reply, times, stage))
+        self._recorder.add_script(pattern, reply, times, stage)
 
     def clear_scripts(self) -> None:
+        """Forget scripted replies and pending drops."""
         with self._recorder.changed:
             self._recorder.scripts.clear()
             self._recorder.drops = 0
+
+    def greylist(self, enabled: bool = True) -> None:
+        """Refuse the first RCPT of every (sender, recipient) pair with
+        451 4.7.1; later attempts of the pair pass. Scripts come first."""
+        with self._recorder.changed:
+            self._recorder.faults.greylist = enabled
+
+    def tempfail(self, rate: float, *, seed: int | None = None) -> None:
+        """Refuse that fraction of RCPTs (after scripts and greylisting) with
+        451 4.3.0; ``seed`` makes the sequence of refusals repeatable.
+
+        Raises ValueError unless 0 <= rate <= 1.
+        """
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"rate must be between 0 and 1, got {rate}")
+        with self._recorder.changed:
+            self._recorder.faults.tempfail_rate = rate
+            self._recorder.faults.rng = random.Random(seed)
+
+    def delay(self, *, banner: float = 0.0, replies: float = 0.0) -> None:
+        """Wait ``banner`` seconds before the 220 greeting and ``replies``
+        seconds before every later reply (on new and open connections).
+
+        Raises ValueError for a negative delay.
+        """
+        if banner < 0 or replies < 0:
+            raise ValueError("delays must not be negative")
+        with self._recorder.changed:
+            self._recorder.faults.banner_delay = banner
+            self._recorder.faults.reply_delay = replies
+
+    def clear_faults(self) -> None:
+        """Scripts, drops, greylisting (and its memory), the temporary
+        failure rate and delays all off."""
+        self.clear_scripts()
+        self._recorder.reset_faults()
 
     def drop_after_data(self, count: int = 1) -> None:
         """Read the next ``count`` messages, then close without replying."""
@@ -356,11 +192,13 @@ class Sink:
             self._recorder.drops += count
 
     def clear(self) -> None:
-        """Forget recorded messages, transactions and the connection count."""
+        """Forget recorded messages, transactions, refusals and the
+        connection count."""
         with self._recorder.changed:
             self._recorder.messages.clear()
             self._recorder.dropped.clear()
             self._recorder.transactions.clear()
+            self._recorder.refusals.clear()
             self._recorder.connections = 0
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
@@ -391,7 +229,15 @@ class Sink:
                 if self.certs is None:
                     self.certs = self._owned_certs = TestCerts()
                 tls = _default_tls(self.hostname, self.host, self.certs)
-        server = _Server(self.host, self.port, self._recorder, tls=tls, hostname=self.hostname)
+        server = Server(
+            self.host,
+            self.port,
+            self._recorder,
+            tls=tls,
+            hostname=self.hostname,
+            on_message=self._on_message,
+            on_refusal=self._on_refusal,
+        )
         ready = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -406,7 +252,7 @@ class Sink:
         self.port = server.port
         return self
 
-    def _run(self, server: _Server, ready: threading.Event) -> None:
+    def _run(self, server: Server, ready: threading.Event) -> None:
         loop = self._loop
         assert loop is not None
         asyncio.set_event_loop(loop)
@@ -513,14 +359,14 @@ def _parse_listen(value: str) -> tuple[str, int]:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    recorder = _Recorder(keep=False)
+    recorder = Recorder(keep=False)
     printer = None if args.quiet else _Lines(sys.stdout)
     with TestCerts() as certs:
         servers = []
         for host, port in args.listen:
             tls = None if args.no_starttls else _default_tls(args.hostname, host, certs)
             servers.append(
-                _Server(host, port, recorder, tls=tls, hostname=args.hostname, on_message=printer)
+                Server(host, port, recorder, tls=tls, hostname=args.hostname, on_message=printer)
             )
         for server in servers:
             await server.listen()

@@ -1,0 +1,332 @@
+"""``mailer sink``: the developer sink in the foreground, one line per
+message (or JSON lines), optionally with its HTTP JSON API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+import uvicorn
+
+from mailer.cli.main import Context, cli, on_stop_signals, pass_ctx, run
+from mailer.errors import ValidationError
+from mailer.sink.api import create_api
+from mailer.sink.options import (
+    DEFAULT_HOSTNAME,
+    BadCert,
+    SinkOptions,
+    parse_host_port,
+    parse_reply_rule,
+)
+from mailer.sink.report import (
+    SinkMessage,
+    format_line,
+    format_refusal,
+    message_json,
+    refusal_json,
+)
+from mailer.sink.server import DevSink
+from mailer.testing.sinkserver import Refusal
+
+DEFAULT_LISTEN = "127.0.0.1:2525"
+DEFAULT_MAILDIR = Path("var/sink/Maildir")
+_API_START_TIMEOUT = 10.0
+
+
+def options_from_flags(
+    *,
+    listen: str = DEFAULT_LISTEN,
+    maildir: Path | None = DEFAULT_MAILDIR,
+    cert: Path | None = None,
+    key: Path | None = None,
+    hostname: str = DEFAULT_HOSTNAME,
+    replies: Sequence[str] = (),
+    tempfail_rate: float = 0.0,
+    seed: int | None = None,
+    greylist: bool = False,
+    drop_after_data: int = 0,
+    slow_banner: float = 0.0,
+    slow_replies: float = 0.0,
+    no_starttls: bool = False,
+    bad_cert: str | None = None,
+) -> SinkOptions:
+    """The sink's options from its command-line flags (pure).
+
+    Raises ValidationError naming the flag that is malformed or contradicts
+    another.
+    """
+    if (cert is None) != (key is None):
+        raise ValidationError("cert", "--cert and --key go together")
+    host, port = parse_host_port(listen, "listen")
+    return SinkOptions(
+        host=host,
+        port=port,
+        hostname=hostname,
+        maildir=maildir,
+        cert=(cert, key) if cert is not None and key is not None else None,
+        starttls=not no_starttls,
+        bad_cert=BadCert(bad_cert) if bad_cert else None,
+        replies=tuple(parse_reply_rule(rule) for rule in replies),
+        tempfail_rate=tempfail_rate,
+        seed=seed,
+        greylist=greylist,
+        drop_after_data=drop_after_data,
+        slow_banner=slow_banner,
+        slow_replies=slow_replies,
+    )
+
+
+def describe_faults(options: SinkOptions) -> list[str]:
+    """The fault rehearsals that are on, in words (pure)."""
+    faults = [f"reply {r.stage}:{r.pattern} → {r.reply}" for r in options.replies]
+    if options.greylist:
+        faults.append("greylist")
+    if options.tempfail_rate:
+        seed = "" if options.seed is None else f" (seed {options.seed})"
+        faults.append(f"tempfail {options.tempfail_rate:g}{seed}")
+    if options.drop_after_data:
+        faults.append(f"drop after DATA ×{options.drop_after_data}")
+    if options.slow_banner:
+        faults.append(f"banner after {options.slow_banner:g}s")
+    if options.slow_replies:
+        faults.append(f"replies after {options.slow_replies:g}s")
+    if not options.starttls:
+        faults.append("no STARTTLS")
+    if options.bad_cert is not None:
+        faults.append(f"{options.bad_cert} certificate")
+    return faults
+
+
+class _Printer:
+    """Lines to ``out`` from the sink's threads, one at a time."""
+
+    def __init__(self, out: TextIO, as_json: bool) -> None:
+        self._out = out
+        self._json = as_json
+        self._lock = threading.Lock()
+
+    def emit(self, text: str, data: dict[str, Any]) -> None:
+        line = json.dumps(data, ensure_ascii=False) if self._json else text
+        with self._lock:
+            self._out.write(line + "\n")
+            self._out.flush()
+
+    def message(self, message: SinkMessage) -> None:
+        self.emit(format_line(message), message_json(message))
+
+    def refusal(self, refusal: Refusal) -> None:
+        self.emit(format_refusal(refusal), refusal_json(refusal))
+
+    def ready(self, sink: DevSink, http: str | None) -> None:
+        opts = sink.options
+        faults = describe_faults(opts)
+        text = (
+            f"listening on {sink.address} starttls={'yes' if opts.starttls else 'no'}"
+            f" maildir={opts.maildir or '-'} http={http or '-'}"
+        )
+        if sink.ca_path is not None and opts.starttls:
+            text += f" ca={sink.ca_path}"
+        if faults:
+            text += " faults: " + "; ".join(faults)
+        self.emit(
+            text,
+            {
+                "event": "listening",
+                "smtp": sink.address,
+                "starttls": opts.starttls,
+                "maildir": None if opts.maildir is None else str(opts.maildir),
+                "http": http,
+                "ca": None if sink.ca_path is None else str(sink.ca_path),
+                "faults": faults,
+            },
+        )
+
+
+class _ApiServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # `mailer sink` handles SIGTERM/SIGINT itself
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket for the API, bound now so a taken port fails
+    the command at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def _serve(sink: DevSink, http: tuple[str, int] | None, printer: _Printer) -> None:
+    try:
+        await asyncio.to_thread(sink.start)
+    except OSError as exc:
+        raise click.ClickException(f"cannot start the sink on {sink.address}: {exc}") from exc
+    api: _ApiServer | None = None
+    api_task: asyncio.Task[None] | None = None
+    try:
+        address = None
+        if http is not None:
+            try:
+                sock = _bind(*http)
+            except OSError as exc:
+                raise click.ClickException(f"cannot listen on {http[0]}:{http[1]}: {exc}") from exc
+            host, port = sock.getsockname()[:2]
+            address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            api = _ApiServer(uvicorn.Config(create_api(sink), log_level="warning", lifespan="off"))
+            api_task = asyncio.create_task(api.serve(sockets=[sock]))
+            await _started(api, api_task)
+        printer.ready(sink, address)
+        stop = asyncio.Event()
+        on_stop_signals(stop.set)
+        await stop.wait()
+    finally:
+        if api is not None and api_task is not None:
+            api.should_exit = True
+            await api_task
+        await asyncio.to_thread(sink.stop)
+
+
+async def _started(api: _ApiServer, task: asyncio.Task[None]) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _API_START_TIMEOUT
+    while not api.started:
+        if task.done():
+            task.result()  # raises what stopped it
+            raise click.ClickException("the HTTP API stopped at start")
+        if loop.time() > deadline:
+            raise click.ClickException("the HTTP API did not start")
+        await asyncio.sleep(0.02)
+
+
+@cli.command()
+@click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT")
+@click.option(
+    "--maildir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_MAILDIR,
+    show_default=True,
+    help="Store every message here (Maildir: cur/ new/ tmp/).",
+)
+@click.option(
+    "--cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="PEM certificate chain to present (default: one from a throw-away CA).",
+)
+@click.option(
+    "--key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Its PEM key."
+)
+@click.option("--hostname", default=DEFAULT_HOSTNAME, show_default=True, help="Greeting name.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@click.option("--http", default=None, metavar="HOST:PORT", help="Serve the HTTP JSON API.")
+@click.option(
+    "--reply",
+    "replies",
+    multiple=True,
+    metavar="'PATTERN=CODE ENH TEXT'",
+    help="Answer matching recipients so (repeatable; prefix data: to answer after DATA).",
+)
+@click.option(
+    "--tempfail-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    metavar="R",
+    help="Refuse this share of recipients with 451 4.3.0.",
+)
+@click.option("--seed", type=int, default=None, help="Makes --tempfail-rate repeatable.")
+@click.option("--greylist", is_flag=True, help="First try per sender/recipient: 451 4.7.1.")
+@click.option(
+    "--drop-after-data",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="N",
+    help="Read the next N messages, then close the connection without replying.",
+)
+@click.option(
+    "--slow-banner",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    metavar="SECONDS",
+    help="Wait before the 220 greeting.",
+)
+@click.option(
+    "--slow-replies",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    metavar="SECONDS",
+    help="Wait before every reply.",
+)
+@click.option("--no-starttls", is_flag=True, help="Do not offer STARTTLS.")
+@click.option(
+    "--bad-cert",
+    type=click.Choice([b.value for b in BadCert]),
+    default=None,
+    help="Present a certificate the `verify` TLS policy refuses.",
+)
+@pass_ctx
+def sink(
+    ctx: Context,
+    listen: str,
+    maildir: Path,
+    cert: Path | None,
+    key: Path | None,
+    hostname: str,
+    as_json: bool,
+    http: str | None,
+    replies: tuple[str, ...],
+    tempfail_rate: float,
+    seed: int | None,
+    greylist: bool,
+    drop_after_data: int,
+    slow_banner: float,
+    slow_replies: float,
+    no_starttls: bool,
+    bad_cert: str | None,
+) -> None:
+    """A local SMTP sink that tells what a receiver would see.
+
+    Every message is stored in the Maildir and printed with its TLS version,
+    each DKIM signature's result (keys from the configured DNS, else from
+    keys_dir) and the header checks. Fault flags rehearse what real
+    receivers do. Runs until SIGTERM/SIGINT.
+    """
+    try:
+        options = options_from_flags(
+            listen=listen,
+            maildir=maildir,
+            cert=cert,
+            key=key,
+            hostname=hostname,
+            replies=replies,
+            tempfail_rate=tempfail_rate,
+            seed=seed,
+            greylist=greylist,
+            drop_after_data=drop_after_data,
+            slow_banner=slow_banner,
+            slow_replies=slow_replies,
+            no_starttls=no_starttls,
+            bad_cert=bad_cert,
+        )
+        api_address = parse_host_port(http, "http") if http else None
+    except ValidationError as exc:
+        raise click.BadParameter(exc.reason, param_hint=f"--{exc.field}") from exc
+    config = ctx.config
+    printer = _Printer(sys.stdout, as_json)
+    dev_sink = DevSink.for_config(
+        config, options, on_message=printer.message, on_refusal=printer.refusal
+    )
+    run(_serve(dev_sink, api_address, printer))

@@ -1,0 +1,39 @@
+"""The developer sink behind `mailer sink`: an SMTP server on loopback that
+offers STARTTLS, stores every message in a Maildir, verifies each DKIM
+signature, checks the header fields a receiver cares about, serves a small
+HTTP JSON API and rehearses faults (scripted replies, greylisting, a
+temporary-failure rate, dropped DATA, slow replies, no STARTTLS, bad
+certificates).
+
+    from mailer.sink import DevSink, SinkOptions
+
+    with DevSink(SinkOptions(port=2525, greylist=True), nameservers=["127.0.0.1:5353"]) as sink:
+        [message] = sink.wait_for(1)
+        assert message.dkim_pass and message.checks_ok
+"""
+
+from __future__ import annotations
+
+from mailer.sink.checks import HeaderCheck, run_checks
+from mailer.sink.options import BadCert, ReplyRule, SinkOptions, parse_host_port, parse_reply_rule
+from mailer.sink.report import SinkMessage, format_line, message_json
+from mailer.sink.server import DevSink
+from mailer.sink.verify import DkimResult, KeySource
+from mailer.testing.sinkserver import Refusal
+
+__all__ = [
+    "BadCert",
+    "DevSink",
+    "DkimResult",
+    "HeaderCheck",
+    "KeySource",
+    "Refusal",
+    "ReplyRule",
+    "SinkMessage",
+    "SinkOptions",
+    "format_line",
+    "message_json",
+    "parse_host_port",
+    "parse_reply_rule",
+    "run_checks",
+]

@@ -1,0 +1,138 @@
+"""What a developer sink is told to do: where it listens, where it stores,
+which certificate it shows, and which faults it rehearses. Parsed from
+command-line flags by the pure functions here."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from mailer.errors import ValidationError
+from mailer.testing.sinkserver import STAGES, check_reply
+
+__all__ = [
+    "DEFAULT_HOSTNAME",
+    "BadCert",
+    "ReplyRule",
+    "SinkOptions",
+    "parse_host_port",
+    "parse_reply_rule",
+]
+
+DEFAULT_HOSTNAME = "mx.sink.test"
+# Messages kept in memory for the HTTP API and the pytest fixture; the
+# Maildir keeps everything.
+DEFAULT_KEEP = 10_000
+
+# PATTERN=CODE [ENH] [TEXT], with an optional "rcpt:"/"data:" stage prefix.
+# The pattern is the shortest prefix followed by "=" and a reply code, so a
+# pattern may itself contain "=" (rare in addresses, but legal).
+_RULE = re.compile(r"(?:(?P<stage>rcpt|data):)?(?P<pattern>.+?)=(?P<reply>[45][0-9][0-9](?: .*)?)")
+_ENHANCED = re.compile(r"([245])\.[0-9]{1,3}\.[0-9]{1,3}")
+
+
+class BadCert(StrEnum):
+    """A certificate a `verify` TLS policy must refuse."""
+
+    SELF_SIGNED = "self-signed"
+    EXPIRED = "expired"
+    WRONG_NAME = "wrong-name"
+
+
+@dataclass(frozen=True)
+class ReplyRule:
+    """Answer recipients matching ``pattern`` (fnmatch, case-insensitive)
+    with ``reply`` at ``stage``."""
+
+    pattern: str
+    reply: str
+    stage: str = "rcpt"
+
+
+def parse_reply_rule(text: str) -> ReplyRule:
+    """``'unknown*@*=550 5.1.1 no such user'`` → ReplyRule; a ``data:``
+    prefix answers after the message instead of at RCPT.
+
+    Raises ValidationError("reply") unless the reply is a 4xx/5xx code,
+    optionally followed by an enhanced status code of the same class and text.
+    """
+    match = _RULE.fullmatch(text.strip())
+    if match is None:
+        raise ValidationError(
+            "reply", f"{text!r} is not PATTERN=CODE ENH TEXT (e.g. 'gone@*=550 5.1.1 no such user')"
+        )
+    reply = match["reply"]
+    try:
+        check_reply(reply)
+    except ValueError as exc:
+        raise ValidationError("reply", str(exc)) from exc
+    words = reply.split(" ", 2)
+    if len(words) > 1:
+        enhanced = _ENHANCED.fullmatch(words[1])
+        if enhanced is not None and enhanced[1] != reply[0]:
+            raise ValidationError(
+                "reply", f"enhanced code {words[1]} does not match reply code {reply[:3]}"
+            )
+    stage = match["stage"] or "rcpt"
+    assert stage in STAGES
+    return ReplyRule(match["pattern"], reply, stage)
+
+
+def parse_host_port(text: str, field: str = "listen") -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` → (host, port); port 0 means any free.
+
+    Raises ValidationError(field) for anything else.
+    """
+    host, sep, port = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValidationError(field, f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class SinkOptions:
+    """Everything `mailer sink` takes on its command line, validated.
+
+    ``cert`` is a (certificate chain, private key) pair of PEM files; without
+    it (and without ``bad_cert``) a certificate from a throw-away CA is
+    made on start. ``maildir`` None stores nothing on disk.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    hostname: str = DEFAULT_HOSTNAME
+    maildir: Path | None = None
+    cert: tuple[Path, Path] | None = None
+    starttls: bool = True
+    bad_cert: BadCert | None = None
+    replies: tuple[ReplyRule, ...] = ()
+    tempfail_rate: float = 0.0
+    seed: int | None = None
+    greylist: bool = False
+    drop_after_data: int = 0
+    slow_banner: float = 0.0
+    slow_replies: float = 0.0
+    keep: int = DEFAULT_KEEP
+
+    def __post_init__(self) -> None:
+        """Raises ValidationError naming the flag that is out of range or
+        contradicts another."""
+        if not 0 <= self.port < 65536:
+            raise ValidationError("listen", f"port {self.port} is out of range")
+        if not 0.0 <= self.tempfail_rate <= 1.0:
+            raise ValidationError("tempfail-rate", f"{self.tempfail_rate} is not between 0 and 1")
+        if self.drop_after_data < 0:
+            raise ValidationError("drop-after-data", "must not be negative")
+        if self.slow_banner < 0 or self.slow_replies < 0:
+            raise ValidationError("slow-banner", "delays must not be negative")
+        if self.keep < 1:
+            raise ValidationError("keep", "must be at least 1")
+        if not self.starttls and (self.cert is not None or self.bad_cert is not None):
+            raise ValidationError("no-starttls", "a certificate makes no sense without STARTTLS")
+        if self.cert is not None and self.bad_cert is not None:
+            raise ValidationError("bad-cert", "give either --cert/--key or --bad-cert")
+        if not self.hostname or any(c.isspace() for c in self.hostname):
+            raise ValidationError("hostname", f"{self.hostname!r} is not a host name")

@@ -1,0 +1,426 @@
+"""The developer sink: the test kit's SMTP sink plus what a receiver would
+tell about each message (DKIM per signature, header checks), a Maildir
+that ordinary mail tools read, and the fault rehearsal of `mailer sink`.
+
+Threads: the SMTP server runs on the test kit's loop thread and only hands
+each accepted message over; a second thread with its own loop does the
+DKIM key lookups, the verification (CPU work) and the Maildir write, one
+message after another, so the SMTP side keeps accepting meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+
+from mailer.config import Config
+from mailer.dns import Resolver
+from mailer.errors import ValidationError
+from mailer.sink.checks import HeaderCheck, parse_message, run_checks
+from mailer.sink.maildir import MaildirStore
+from mailer.sink.options import BadCert, SinkOptions
+from mailer.sink.report import SinkMessage, trace_headers
+from mailer.sink.verify import DkimResult, Verifier
+from mailer.testing.certs import CertFiles, TestCerts
+from mailer.testing.sink import Sink, certificate_names
+from mailer.testing.sinkserver import Received, Refusal, Transaction
+
+__all__ = ["DevSink"]
+
+log = logging.getLogger(__name__)
+
+_DRAIN_ON_STOP = 10.0
+
+
+class DevSink:
+    """A running developer sink (``start()``/``stop()``, or ``with`` /
+    ``async with``).
+
+    ``nameservers`` are where DKIM keys are looked up (``host:port``; an
+    empty sequence means the system resolver, None means no DNS at all);
+    ``keys_dir`` is the key store whose public keys stand in for selectors
+    DNS does not publish. ``certs`` is the CA that issues the sink's
+    certificate (a throw-away one is made when None). ``on_message`` is
+    called on the checking thread for each message once it is checked and
+    stored, ``on_refusal`` on the SMTP thread for each reply refused on
+    purpose; both must return quickly.
+
+    Raises ConfigError for a bad nameserver.
+    """
+
+    def __init__(
+        self,
+        options: SinkOptions | None = None,
+        *,
+        nameservers: Sequence[str] | None = None,
+        keys_dir: Path | None = None,
+        dns_timeout: float = 5.0,
+        certs: TestCerts | None = None,
+        on_message: Callable[[SinkMessage], None] | None = None,
+        on_refusal: Callable[[Refusal], None] | None = None,
+    ) -> None:
+        self.options = options or SinkOptions()
+        resolver = None if nameservers is None else Resolver(nameservers, timeout=dns_timeout)
+        self._verifier = Verifier(resolver, keys_dir)
+        self.certs = certs
+        self._owned_certs: TestCerts | None = None
+        self._on_message = on_message
+        self._on_refusal = on_refusal
+        self._changed = threading.Condition()
+        self._messages: deque[SinkMessage] = deque(maxlen=self.options.keep)
+        self._received = 0
+        self._checked = 0
+        self._maildir: MaildirStore | None = None
+        self._smtp: Sink | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._serial: asyncio.Lock | None = None
+
+    @classmethod
+    def for_config(
+        cls,
+        config: Config,
+        options: SinkOptions | None = None,
+        *,
+        certs: TestCerts | None = None,
+        on_message: Callable[[SinkMessage], None] | None = None,
+        on_refusal: Callable[[Refusal], None] | None = None,
+    ) -> DevSink:
+        """A sink that looks DKIM keys up where ``config`` points the
+        service: its ``nameservers`` (empty: the system's), then its
+        ``keys_dir``. Raises ConfigError for a bad nameserver."""
+        return cls(
+            options,
+            nameservers=config.nameservers,
+            keys_dir=config.keys_dir,
+            dns_timeout=config.worker.dns_timeout,
+            certs=certs,
+            on_message=on_message,
+            on_refusal=on_refusal,
+        )
+
+    # -- what arrived ---------------------------------------------------------
+
+    @property
+    def messages(self) -> list[SinkMessage]:
+        """Checked messages, oldest first (at most ``options.keep``)."""
+        with self._changed:
+            return list(self._messages)
+
+    def get(self, message_id: str) -> SinkMessage | None:
+        with self._changed:
+            return next((m for m in self._messages if m.id == message_id), None)
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[SinkMessage]:
+        """Block until ``count`` messages are checked; return them all.
+
+        Raises TimeoutError if they are not there within ``timeout`` seconds.
+        """
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self._messages) >= count, timeout):
+                got = len(self._messages)
+                raise TimeoutError(f"sink has {got} of {count} messages after {timeout}s")
+            return list(self._messages)
+
+    async def await_messages(self, count: int, timeout: float = 10.0) -> list[SinkMessage]:  # noqa: ASYNC109
+        """:meth:`wait_for` without blocking the caller's event loop."""
+        return await asyncio.to_thread(self.wait_for, count, timeout)
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Block until every message accepted so far is checked and stored.
+
+        Raises TimeoutError when that takes longer than ``timeout`` seconds.
+        """
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._checked >= self._received, timeout):
+                pending = self._received - self._checked
+                raise TimeoutError(f"{pending} messages still being checked after {timeout}s")
+
+    async def await_idle(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """:meth:`wait_idle` without blocking the caller's event loop."""
+        await asyncio.to_thread(self.wait_idle, timeout)
+
+    def clear(self) -> None:
+        """Forget every message (in memory and in the Maildir), refusal and
+        transaction; faults stay as they are."""
+        with self._changed:
+            self._messages.clear()
+        self._kit().clear()
+        if self._maildir is not None:
+            self._maildir.clear()
+
+    @property
+    def refusals(self) -> list[Refusal]:
+        return self._kit().refusals
+
+    @property
+    def transactions(self) -> list[Transaction]:
+        return self._kit().transactions
+
+    @property
+    def dropped(self) -> list[Received]:
+        return self._kit().dropped
+
+    @property
+    def connections(self) -> int:
+        return self._kit().connections
+
+    # -- where it is ----------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return self.options.host
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one once started with port 0)."""
+        return self._smtp.port if self._smtp is not None else self.options.port
+
+    @property
+    def address(self) -> str:
+        """``host:port``, as the config's ``relay`` takes it."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def ca_path(self) -> Path | None:
+        """The CA file a client trusts to verify this sink's certificate
+        (None when the certificate came from ``--cert``)."""
+        return None if self.certs is None else self.certs.ca_path
+
+    @property
+    def maildir(self) -> Path | None:
+        return self.options.maildir
+
+    # -- faults (the same as the flags, changeable while running) ---------------
+
+    def script(
+        self, pattern: str, reply: str, *, times: int | None = None, stage: str = "rcpt"
+    ) -> None:
+        """See :meth:`mailer.testing.sink.Sink.script`. Raises ValueError."""
+        self._kit().script(pattern, reply, times=times, stage=stage)
+
+    def greylist(self, enabled: bool = True) -> None:
+        self._kit().greylist(enabled)
+
+    def tempfail(self, rate: float, *, seed: int | None = None) -> None:
+        """Raises ValueError unless 0 <= rate <= 1."""
+        self._kit().tempfail(rate, seed=seed)
+
+    def drop_after_data(self, count: int = 1) -> None:
+        self._kit().drop_after_data(count)
+
+    def delay(self, *, banner: float = 0.0, replies: float = 0.0) -> None:
+        """Raises ValueError for a negative delay."""
+        self._kit().delay(banner=banner, replies=replies)
+
+    def clear_faults(self) -> None:
+        self._kit().clear_faults()
+
+    def _kit(self) -> Sink:
+        if self._smtp is None:
+            raise RuntimeError("the sink is not started")
+        return self._smtp
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> DevSink:
+        """Open the Maildir, bind and serve.
+
+        Raises OSError if the address cannot be bound or the Maildir not
+        created, ssl.SSLError/OSError for unusable ``--cert`` files.
+        """
+        if self._smtp is not None:
+            raise RuntimeError("sink already started")
+        opts = self.options
+        if opts.maildir is not None:
+            self._maildir = MaildirStore(opts.maildir)
+        self._loop = asyncio.new_event_loop()
+        self._serial = asyncio.Lock()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="sink-checks", daemon=True
+        )
+        self._thread.start()
+        smtp = Sink(
+            opts.host,
+            opts.port,
+            starttls=opts.starttls,
+            certs=self._certs() if opts.starttls and opts.cert is None else None,
+            hostname=opts.hostname,
+            tls_cert=self._tls_cert(),
+            keep=False,
+            on_message=self._accepted,
+            on_refusal=self._on_refusal,
+        )
+        try:
+            smtp.start()
+        except BaseException:
+            self._stop_checker()
+            self._close_certs()
+            raise
+        self._smtp = smtp
+        for rule in opts.replies:
+            smtp.script(rule.pattern, rule.reply, stage=rule.stage)
+        smtp.greylist(opts.greylist)
+        if opts.tempfail_rate:
+            smtp.tempfail(opts.tempfail_rate, seed=opts.seed)
+        if opts.drop_after_data:
+            smtp.drop_after_data(opts.drop_after_data)
+        smtp.delay(banner=opts.slow_banner, replies=opts.slow_replies)
+        return self
+
+    def _certs(self) -> TestCerts:
+        if self.certs is None:
+            self.certs = self._owned_certs = TestCerts()
+        return self.certs
+
+    def _tls_cert(self) -> CertFiles | None:
+        opts = self.options
+        if not opts.starttls:
+            return None
+        if opts.cert is not None:
+            return opts.cert
+        names = certificate_names(opts.hostname, opts.host)
+        if opts.bad_cert is BadCert.SELF_SIGNED:
+            return self._certs().self_signed(names)
+        if opts.bad_cert is BadCert.EXPIRED:
+            return self._certs().expired(names)
+        if opts.bad_cert is BadCert.WRONG_NAME:
+            return self._certs().other_name()
+        return None
+
+    def stop(self) -> None:
+        """Stop accepting, finish checking what was accepted (for a few
+        seconds at most), stop the checker, remove owned certificates."""
+        if self._smtp is not None:
+            self._smtp.stop()
+            try:
+                self.wait_idle(_DRAIN_ON_STOP)
+            except TimeoutError:
+                log.warning("sink stopped with messages still being checked")
+            self._smtp = None
+        self._stop_checker()
+        self._close_certs()
+
+    def _stop_checker(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        asyncio.run_coroutine_threadsafe(_cancel_all(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+        self._loop = self._thread = None
+
+    def _close_certs(self) -> None:
+        if self._owned_certs is not None:
+            self._owned_certs.close()
+            self._owned_certs = self.certs = None
+
+    def __enter__(self) -> DevSink:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> DevSink:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+    # -- checking -------------------------------------------------------------
+
+    def _accepted(self, received: Received) -> None:
+        """On the SMTP loop: count it and hand it to the checker."""
+        with self._changed:
+            self._received += 1
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self._check(received), self._loop)
+
+    async def _check(self, received: Received) -> None:
+        assert self._serial is not None
+        try:
+            async with self._serial:  # FIFO: messages are checked in arrival order
+                message = await self._examine(received)
+            with self._changed:
+                self._messages.append(message)
+            if self._on_message is not None:
+                self._on_message(message)
+        finally:
+            with self._changed:
+                self._checked += 1
+                self._changed.notify_all()
+
+    async def _examine(self, received: Received) -> SinkMessage:
+        dkim: tuple[DkimResult, ...] = ()
+        checks: tuple[HeaderCheck, ...]
+        try:
+            dkim = tuple(await self._verifier.verify(received.data))
+            checks = run_checks(parse_message(received.data))
+        except ValidationError as exc:
+            checks = (HeaderCheck("message", False, exc.reason),)
+        except Exception as exc:  # a bug here must not lose the message
+            log.exception("checking a message from %s failed", received.mail_from)
+            checks = (HeaderCheck("message", False, f"checking failed: {exc!r}"),)
+        return SinkMessage(
+            id=self._store(received, dkim, checks),
+            mail_from=received.mail_from,
+            rcpt_tos=received.rcpt_tos,
+            data=received.data,
+            tls_version=received.tls_version,
+            peer=received.peer,
+            received_at=received.received_at,
+            dkim=dkim,
+            checks=checks,
+        )
+
+    def _store(
+        self,
+        received: Received,
+        dkim: tuple[DkimResult, ...],
+        checks: tuple[HeaderCheck, ...],
+    ) -> str:
+        """Into the Maildir with trace header fields; returns the key (a
+        random id when there is no Maildir or it cannot be written)."""
+        if self._maildir is None:
+            return uuid.uuid4().hex
+        trace = trace_headers(
+            hostname=self.options.hostname,
+            mail_from=received.mail_from,
+            rcpt_tos=received.rcpt_tos,
+            peer=received.peer,
+            tls_version=received.tls_version,
+            received_at=received.received_at,
+            dkim=dkim,
+            checks=checks,
+        )
+        try:
+            return self._maildir.add(trace, received.data)
+        except OSError as exc:
+            log.error("cannot store a message in %s: %s", self._maildir.path, exc)
+            return uuid.uuid4().hex
+
+
+async def _cancel_all() -> None:
+    current = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks() if task is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,381 @@
+"""The SMTP server inside :class:`mailer.testing.sink.Sink`: aiosmtpd hooks,
+the state they share with the sink's callers, and the fault rehearsal they
+apply (scripted replies, greylisting, a temporary-failure rate, dropping the
+connection after DATA, slow banner and replies).
+
+Everything here runs on the sink's own event loop; :class:`Recorder` is the
+only state touched from other threads, always under its condition's lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.message
+import email.policy
+import fnmatch
+import random
+import re
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, AnyStr, cast
+
+from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import Session as ServerSession
+
+__all__ = [
+    "GREYLIST_REPLY",
+    "STAGES",
+    "TEMPFAIL_REPLY",
+    "MessageHook",
+    "Received",
+    "Recorder",
+    "Refusal",
+    "RefusalHook",
+    "Server",
+    "Transaction",
+    "check_reply",
+]
+
+STAGES = ("rcpt", "data")
+GREYLIST_REPLY = "451 4.7.1 greylisted, try again later (rehearsal)"
+TEMPFAIL_REPLY = "451 4.3.0 temporary failure (rehearsal)"
+_REPLY = re.compile(r"[2-5][0-9][0-9](?: .*)?")
+
+
+def check_reply(reply: str) -> str:
+    """Return ``reply`` if it is one SMTP reply line ('550 5.1.1 text').
+
+    Raises ValueError otherwise (also for CR/LF, which would end the line).
+    """
+    if not _REPLY.fullmatch(reply) or "\r" in reply or "\n" in reply:
+        raise ValueError(f"reply must look like '550 5.1.1 text', got {reply!r}")
+    return reply
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    data: bytes
+    tls_version: str | None
+    peer: str
+    received_at: float
+
+    @property
+    def message(self) -> email.message.EmailMessage:
+        """The message parsed with ``email.policy.default``; CRLF line ends
+        become ``\\n`` so decoded text compares like Python strings."""
+        return email.message_from_bytes(
+            self.data.replace(b"\r\n", b"\n"), policy=email.policy.default
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """A MAIL FROM the server saw, and whether TLS was up at that moment."""
+
+    mail_from: str
+    tls: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A 4xx/5xx the sink answered on purpose, and why (``cause``:
+    "script", "greylist" or "tempfail")."""
+
+    stage: str
+    mail_from: str
+    recipients: tuple[str, ...]
+    reply: str
+    cause: str
+    at: float
+
+
+@dataclass(slots=True)
+class _Script:
+    pattern: str
+    reply: str
+    remaining: int | None
+    stage: str
+
+
+@dataclass(slots=True)
+class _Faults:
+    greylist: bool = False
+    greylisted: set[tuple[str, str]] = field(default_factory=set)
+    tempfail_rate: float = 0.0
+    rng: random.Random = field(default_factory=random.Random)
+    banner_delay: float = 0.0
+    reply_delay: float = 0.0
+
+
+class Recorder:
+    """State shared between the sink's loop thread and its callers."""
+
+    def __init__(self, keep: bool) -> None:
+        self.keep = keep
+        self.changed = threading.Condition()
+        self.messages: list[Received] = []
+        self.dropped: list[Received] = []
+        self.transactions: list[Transaction] = []
+        self.refusals: list[Refusal] = []
+        self.connections = 0
+        self.scripts: list[_Script] = []
+        self.drops = 0
+        self.faults = _Faults()
+
+    def reset_faults(self) -> None:
+        with self.changed:
+            self.faults = _Faults()
+
+    def add_script(self, pattern: str, reply: str, times: int | None, stage: str) -> None:
+        with self.changed:
+            self.scripts.append(_Script(pattern, reply, times, stage))
+
+    def reply_for(self, stage: str, recipients: Iterable[str]) -> str | None:
+        lowered = [r.lower() for r in recipients]
+        with self.changed:
+            for script in self.scripts:
+                if script.stage != stage:
+                    continue
+                pattern = script.pattern.lower()
+                if any(fnmatch.fnmatchcase(r, pattern) for r in lowered):
+                    if script.remaining is not None:
+                        script.remaining -= 1
+                        if script.remaining <= 0:
+                            self.scripts.remove(script)
+                    return script.reply
+        return None
+
+    def fault_for(self, mail_from: str, recipient: str) -> tuple[str, str] | None:
+        """Greylisting, then the temporary-failure rate: (reply, cause) or None."""
+        with self.changed:
+            faults = self.faults
+            if faults.greylist:
+                key = (mail_from.lower(), recipient.lower())
+                if key not in faults.greylisted:
+                    faults.greylisted.add(key)
+                    return GREYLIST_REPLY, "greylist"
+            if faults.tempfail_rate > 0 and faults.rng.random() < faults.tempfail_rate:
+                return TEMPFAIL_REPLY, "tempfail"
+        return None
+
+    def delays(self) -> tuple[float, float]:
+        with self.changed:
+            return self.faults.banner_delay, self.faults.reply_delay
+
+    def take_drop(self) -> bool:
+        with self.changed:
+            if self.drops > 0:
+                self.drops -= 1
+                return True
+            return False
+
+    def add(self, items: list[Any], item: Any) -> None:
+        with self.changed:
+            items.append(item)
+            self.changed.notify_all()
+
+
+MessageHook = Callable[[Received], None]
+RefusalHook = Callable[[Refusal], None]
+
+
+class _Handler:
+    """aiosmtpd hooks; they run on the sink's loop."""
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        on_message: MessageHook | None,
+        on_refusal: RefusalHook | None,
+    ) -> None:
+        self._recorder = recorder
+        self._on_message = on_message
+        self._on_refusal = on_refusal
+
+    def _refuse(
+        self,
+        server: SMTP,
+        stage: str,
+        mail_from: str,
+        recipients: tuple[str, ...],
+        reply: str,
+        cause: str,
+    ) -> str:
+        refusal = Refusal(stage, mail_from, recipients, reply, cause, time.time())
+        self._recorder.add(self._recorder.refusals, refusal)
+        if self._on_refusal is not None:
+            self._on_refusal(refusal)
+        if reply.startswith("421"):
+            # 421 means the server is closing the channel (RFC 5321 §3.8).
+            assert server.transport is not None
+            server.loop.call_soon(server.transport.close)
+        return reply
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: ServerSession,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        recorder = self._recorder
+        recorder.add(recorder.transactions, Transaction(address, session.ssl is not None))
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: ServerSession,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        mail_from = envelope.mail_from or ""
+        reply = self._recorder.reply_for("rcpt", (address,))
+        if reply is not None:
+            return self._refuse(server, "rcpt", mail_from, (address,), reply, "script")
+        fault = self._recorder.fault_for(mail_from, address)
+        if fault is not None:
+            return self._refuse(server, "rcpt", mail_from, (address,), *fault)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: ServerSession, envelope: Envelope) -> str:
+        recorder = self._recorder
+        received = Received(
+            mail_from=envelope.mail_from or "",
+            rcpt_tos=tuple(envelope.rcpt_tos),
+            data=envelope.original_content or b"",
+            tls_version=session.ssl["ssl_object"].version() if session.ssl else None,
+            peer=_peer(session.peer),
+            received_at=time.time(),
+        )
+        if recorder.take_drop():
+            recorder.add(recorder.dropped, received)
+            cast(asyncio.Transport, server.transport).abort()
+            # connection_lost() cancels this task; no reply is ever written.
+            await asyncio.sleep(3600)
+        reply = recorder.reply_for("data", received.rcpt_tos)
+        if reply is not None:
+            return self._refuse(
+                server, "data", received.mail_from, received.rcpt_tos, reply, "script"
+            )
+        if recorder.keep:
+            recorder.add(recorder.messages, received)
+        if self._on_message is not None:
+            self._on_message(received)
+        return "250 2.0.0 OK queued"
+
+
+def _peer(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer or "")
+
+
+class _SinkSMTP(SMTP):
+    """Counts accepted connections, remembers their raw transports so a
+    stopping sink can cut them, and delays the banner and replies when told."""
+
+    def __init__(
+        self,
+        handler: _Handler,
+        recorder: Recorder,
+        open_transports: set[asyncio.Transport],
+        **kw: Any,
+    ):
+        super().__init__(handler, **kw)
+        self._recorder = recorder
+        self._open = open_transports
+        self._raw: asyncio.Transport | None = None
+        self._greeted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._raw is None:  # a second call comes after STARTTLS
+            self._raw = cast(asyncio.Transport, transport)
+            self._open.add(self._raw)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._raw is not None:
+            self._open.discard(self._raw)
+        super().connection_lost(error)
+
+    async def push(self, status: AnyStr) -> None:
+        banner_delay, reply_delay = self._recorder.delays()
+        if not self._greeted:
+            self._greeted = True  # the first line pushed is the 220 banner
+            delay = banner_delay
+        else:
+            line = status if isinstance(status, str) else status.decode("ascii", "replace")
+            # Only the last line of a multi-line reply ("250 HELP", not "250-…").
+            delay = 0.0 if line[3:4] == "-" else reply_delay
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await super().push(status)
+
+
+class Server:
+    """One listening socket on the current loop."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        recorder: Recorder,
+        *,
+        tls: ssl.SSLContext | None,
+        hostname: str,
+        on_message: MessageHook | None = None,
+        on_refusal: RefusalHook | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._recorder = recorder
+        self.tls = tls
+        self._hostname = hostname
+        self._handler = _Handler(recorder, on_message, on_refusal)
+        self._open: set[asyncio.Transport] = set()
+        self._server: asyncio.Server | None = None
+
+    def _protocol(self) -> SMTP:
+        with self._recorder.changed:
+            self._recorder.connections += 1
+        return _SinkSMTP(
+            self._handler,
+            self._recorder,
+            self._open,
+            hostname=self._hostname,
+            ident="mailer-sink",
+            tls_context=self.tls,
+            enable_SMTPUTF8=True,
+            loop=asyncio.get_running_loop(),
+        )
+
+    async def listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._protocol, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for transport in list(self._open):
+            transport.abort()
+        current = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
