@@ -4,20 +4,21 @@ connector, message preparation and the engine, opened and closed in order.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
+from mailer.api.tokens import links_from_config
 from mailer.config import Config
 from mailer.delivery import Connector
 from mailer.dkim import Signer
 from mailer.dns import Resolver
 from mailer.engine import Engine
-from mailer.enqueue import EnqueueResult, RecipientInput, enqueue
+from mailer.enqueue import EnqueueResult, RecipientInput
 from mailer.errors import ConfigError, StoreError
 from mailer.identity import IdentityDecider
 from mailer.keys import KeyStore, SigningKey, check_published
+from mailer.metrics import Metrics, MetricsServer
 from mailer.prepare import Preparer, SignFn, decided_by
 from mailer.store import Store, open_store
 from mailer.store.models import NewDistribution
@@ -27,9 +28,13 @@ class App:
     """``async with App(config) as app:`` opens the store; ``await app.engine()``
     builds a worker over it."""
 
-    def __init__(self, config: Config, *, store: Store | None = None) -> None:
+    def __init__(
+        self, config: Config, *, store: Store | None = None, metrics: Metrics | None = None
+    ) -> None:
         self.config = config
         self._store = store
+        self.metrics = metrics or Metrics()
+        self._metrics_server: MetricsServer | None = None
         self.resolver = Resolver(
             config.nameservers,
             timeout=config.worker.dns_timeout,
@@ -56,6 +61,9 @@ class App:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._metrics_server is not None:
+            await self._metrics_server.close()
+            self._metrics_server = None
         await self.store.close()
 
     def connector(self) -> Connector:
@@ -120,20 +128,41 @@ class App:
         if signer is not None:
             sign = lambda data, domain: signer.sign(data, customer_domain=domain)  # noqa: E731
         return Preparer(
-            self.store.distribution, identity=decided_by(await self.identity()), sign=sign
+            self.store.distribution,
+            identity=decided_by(await self.identity()),
+            sign=sign,
+            unsubscribe=links_from_config(self.config.api.secret, self.config.api.public_url),
         )
 
     async def engine(self, *, owner: str | None = None) -> Engine:
-        """Raises ConfigError when DKIM keys are required and missing."""
-        return Engine(self.config, self.store, self.connector(), await self.preparer(), owner=owner)
+        """A worker counting into ``self.metrics``; with ``worker.metrics_port``
+        set, the first engine also starts serving /metrics until the app
+        closes. Raises ConfigError when DKIM keys are required and missing,
+        OSError when the metrics port cannot be bound."""
+        engine = Engine(
+            self.config,
+            self.store,
+            self.connector(),
+            await self.preparer(),
+            owner=owner,
+            metrics=self.metrics,
+        )
+        cfg = self.config.worker
+        if cfg.metrics_port is not None and self._metrics_server is None:
+            server = MetricsServer(self.metrics, self.store, cfg.metrics_host, cfg.metrics_port)
+            await server.start()
+            self._metrics_server = server
+        return engine
 
     async def enqueue(
         self, distribution: NewDistribution, recipients: Sequence[RecipientInput]
     ) -> EnqueueResult:
-        return await enqueue(
-            self.store,
-            distribution,
-            recipients,
-            hostname=self.config.hostname,
-            now=time.time(),
+        """Validate and store through the one enqueue path of the service
+        (:class:`mailer.client.Client`). Raises ValidationError naming the
+        field, nothing stored."""
+        from mailer.client import Client  # the client is built over the app
+
+        accepted = await Client(self).enqueue(distribution, recipients)
+        return EnqueueResult(
+            accepted.distribution_id, [s.id for s in accepted.sends], accepted.rejected
         )

@@ -133,6 +133,10 @@ class WorkerConfig(_Frozen):
     idle_timeout: Annotated[float, Field(ge=0)] = 2.0
     smtp_timeout: Annotated[float, Field(gt=0)] = 60.0
     dns_timeout: Annotated[float, Field(gt=0)] = 5.0
+    # Prometheus /metrics of the engine on this port (none: not served),
+    # on metrics_host (all interfaces: "0.0.0.0")
+    metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    metrics_host: str = "127.0.0.1"
 
 
 class DKIMConfig(_Frozen):
@@ -150,6 +154,65 @@ class IdentityConfig(_Frozen):
     # bounds on how long an SPF-based sender decision is reused
     min_ttl: Annotated[int, Field(ge=0)] = 60
     max_ttl: Annotated[int, Field(ge=1)] = 3600
+
+
+class ApiConfig(_Frozen):
+    """The HTTP API of ``mailer serve``."""
+
+    # host:port the API listens on
+    listen: str = "127.0.0.1:8025"
+    # bearer tokens accepted on /v1 (none: every /v1 request is refused)
+    keys: tuple[str, ...] = ()
+    # HMAC key of the unsubscribe tokens in service-provided
+    # List-Unsubscribe URLs
+    secret: str | None = None
+    # https base URL under which /u/{token} reaches this service
+    public_url: str | None = None
+    # largest request body in bytes (413 beyond)
+    max_body: Annotated[int, Field(ge=1024, le=1 << 30)] = 16 * 1024 * 1024
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        _host_port(value, 8025)
+        return value
+
+    @field_validator("secret", mode="before")
+    @classmethod
+    def _secret_text(cls, value: Any) -> Any:
+        # an all-digit secret from the environment reads as a TOML integer
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @field_validator("keys")
+    @classmethod
+    def _keys(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for key in value:
+            if len(key) < 16 or not key.isascii() or not key.isprintable() or " " in key:
+                raise ValueError("API keys are at least 16 printable ASCII characters")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        # List-Unsubscribe one-click (RFC 8058) needs an https URI
+        if not value.startswith("https://") or any(c in value for c in ' \r\n\t<>"?#'):
+            raise ValueError("must be an https:// URL without query or fragment")
+        return value.rstrip("/")
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        return _host_port(self.listen, 8025)
 
 
 class Config(_Frozen):
@@ -170,6 +233,7 @@ class Config(_Frozen):
     worker: WorkerConfig = WorkerConfig()
     dkim: DKIMConfig = DKIMConfig()
     identity: IdentityConfig = IdentityConfig()
+    api: ApiConfig = ApiConfig()
 
     @field_validator("outbound_ip")
     @classmethod
@@ -229,7 +293,7 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
-_LIST_KEYS = {("nameservers",)}
+_LIST_KEYS = {("nameservers",), ("api", "keys")}
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -241,8 +305,8 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         if not all(path):
             continue
         value = _parse_env_value(raw)
-        if path in _LIST_KEYS and isinstance(value, str):
-            value = [item.strip() for item in value.split(",") if item.strip()]
+        if path in _LIST_KEYS and not isinstance(value, list):
+            value = [item.strip() for item in raw.split(",") if item.strip()]
         node = overrides
         for part in path[:-1]:
             node = node.setdefault(part, {})

@@ -23,6 +23,7 @@ from mailer.config import Config
 from mailer.delivery import Connector, RouteFailure
 from mailer.destination import Destination
 from mailer.errors import DeliveryError, DNSError, MailerError, SMTPReplyError
+from mailer.metrics import Metrics
 from mailer.prepare import Preparer
 from mailer.reasons import Reason, State
 from mailer.retry import expired, next_due
@@ -59,6 +60,7 @@ class Engine:
         owner: str | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -67,6 +69,7 @@ class Engine:
         self.owner = owner or default_owner()
         self.clock = clock
         self.rng = rng or random.Random()
+        self.metrics = metrics
         self._destinations: dict[str, Destination[Job]] = {}
         self._in_flight: dict[str, Job] = {}
         self._results: list[Outcome] = []
@@ -147,7 +150,7 @@ class Engine:
         if item.suppressed is not None:
             self._finish(job, State.SUPPRESSED, item.suppressed, detail="address is suppressed")
             return
-        if send.attempts and expired(send.created_at, now, self.config.retry):
+        if send.attempts and expired(send.retry_from, now, self.config.retry):
             self._finish(job, State.FAILED, Reason.EXPIRED, detail="older than retry.max_age")
             return
         dest = self._destinations.get(send.domain)
@@ -302,8 +305,8 @@ class Engine:
         send = job.send
         now = self.clock()
         attempts = send.attempts + (1 if record else 0)
-        due = due_at or next_due(attempts, send.created_at, now, self.config.retry, self.rng)
-        if due is None or expired(send.created_at, due, self.config.retry):
+        due = due_at or next_due(attempts, send.retry_from, now, self.config.retry, self.rng)
+        if due is None or expired(send.retry_from, due, self.config.retry):
             self._finish(
                 job,
                 State.FAILED,
@@ -355,6 +358,8 @@ class Engine:
         detail: str | None = None,
     ) -> None:
         self._in_flight.pop(job.send.id, None)
+        if self.metrics is not None:
+            self.metrics.finished(job.send, state, reason, attempt, now=self.clock())
         self._results.append(
             Outcome(
                 send_id=job.send.id,

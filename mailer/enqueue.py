@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from mailer.addresses import check_header_value, parse_address
 from mailer.errors import TemplateError, ValidationError
 from mailer.prepare import content_of
-from mailer.store.base import Store
 from mailer.store.models import Distribution, NewDistribution, NewSend
 from mailer.templates import CompiledContent, compile_content, render
 
@@ -106,26 +105,6 @@ def check_recipients(
             NewSend(address.address, address.name, dict(item.variables), item.reference)
         )
     return accepted, rejected
-
-
-async def enqueue(
-    store: Store,
-    dist: NewDistribution,
-    recipients: Sequence[RecipientInput],
-    *,
-    hostname: str,
-    now: float,
-) -> EnqueueResult:
-    """Validate and store; durable on return. Raises ValidationError
-    (nothing stored) for a structural problem or when no recipient is
-    valid."""
-    compiled = check_distribution(dist)
-    sends, rejected = check_recipients(compiled, recipients)
-    if not sends:
-        first = rejected[0]
-        raise ValidationError(first.field, f"no valid recipient ({first.reason})")
-    distribution_id, ids = await store.enqueue(dist, sends, hostname=hostname, now=now)
-    return EnqueueResult(distribution_id, ids, rejected)
 
 
 def read_recipients_csv(text: str) -> list[RecipientInput]:

@@ -7,14 +7,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from mailer.errors import NotFound
+from mailer.errors import NotFound, ValidationError
 from mailer.reasons import Reason, State
 from mailer.store.models import (
     Attempt,
+    Idempotency,
     NewDistribution,
     NewSend,
     Outcome,
     SendFilter,
+    Suppression,
 )
 from tests.backends import BACKENDS, StoreFactory
 
@@ -215,3 +217,338 @@ async def test_summary_counts_due_in_flight_and_waiting(store) -> None:
     summary = await store.summary(now=102.0)
     assert (summary.due, summary.in_flight, summary.waiting) == (1, 1, 1)
     assert summary.next_due == 100.0
+
+
+async def test_idempotency_key_is_recorded_with_the_enqueue(store) -> None:
+    key = Idempotency("req-1", "hash-a", '{"rejected": []}')
+    dist_id, ids = await store.enqueue(DIST, sends(3), hostname="h", now=100.0, idempotency=key)
+    record = await store.idempotent("acme", "req-1")
+    assert record is not None
+    assert (record.distribution_id, record.send_ids) == (dist_id, tuple(ids))
+    assert (record.body_hash, record.data) == ("hash-a", '{"rejected": []}')
+    assert record.created_at == 100.0
+    assert await store.idempotent("other-account", "req-1") is None
+    assert await store.idempotent("acme", "req-2") is None
+
+
+async def test_reused_idempotency_key_stores_nothing_and_returns_the_first_ids(store) -> None:
+    first = await store.enqueue(
+        DIST, sends(2), hostname="h", now=100.0, idempotency=Idempotency("k", "h1")
+    )
+    again = await store.enqueue(
+        DIST, sends(5), hostname="h", now=101.0, idempotency=Idempotency("k", "h2")
+    )
+    assert again == first
+    assert await store.counts() == {State.QUEUED: 2}
+    record = await store.idempotent("acme", "k")
+    assert record is not None
+    assert record.body_hash == "h1"
+    other = NewDistribution(**{**DIST.__dict__, "account": "globex"})
+    _, ids = await store.enqueue(
+        other, sends(1), hostname="h", now=102.0, idempotency=Idempotency("k", "h1")
+    )
+    assert len(ids) == 1  # keys are per account
+
+
+async def test_cancel_ends_what_is_not_yet_sent_with_an_event(store) -> None:
+    dist_id, ids = await store.enqueue(DIST, sends(4), hostname="h", now=100.0)
+    claimed = await store.claim("w", 2, lease_seconds=60, now=101.0)
+    [leased, delivered] = [c.send.id for c in claimed]
+    await store.complete(
+        "w", [Outcome(delivered, State.DELIVERED, Reason.DELIVERED)], now=102.0
+    )
+    assert await store.cancel(dist_id, now=103.0) == 2
+    assert await store.counts(dist_id) == {
+        State.CANCELLED: 2, State.SENDING: 1, State.DELIVERED: 1,
+    }
+    cancelled = [i for i in ids if i not in (leased, delivered)]
+    for send_id in cancelled:
+        send = await store.send(send_id)
+        assert (send.state, send.reason) == (State.CANCELLED, Reason.CANCELLED)
+        [*_, last] = await store.events(send_id=send_id)
+        assert (last.state, last.reason, last.at) == (State.CANCELLED, Reason.CANCELLED, 103.0)
+    assert await store.claim("w2", 10, lease_seconds=60, now=104.0) == []
+    assert await store.cancel(dist_id, now=105.0) == 0
+    with pytest.raises(NotFound):
+        await store.cancel("nope", now=105.0)
+
+
+async def test_unsubscribe_suppresses_for_the_account_with_an_event_on_the_send(store) -> None:
+    _, ids = await store.enqueue(DIST, sends(2), hostname="h", now=100.0)
+    assert await store.unsubscribe(
+        "acme", "USER0@dest.test", now=110.0, send_id=ids[0], detail="one-click"
+    )
+    [suppression] = await store.suppressions("acme")
+    assert (suppression.address, suppression.reason) == (
+        "user0@dest.test", Reason.SUPPRESSED_UNSUBSCRIBE,
+    )
+    [*_, event] = await store.events(send_id=ids[0])
+    assert (event.state, event.reason, event.detail) == (
+        State.QUEUED, Reason.SUPPRESSED_UNSUBSCRIBE, "one-click",
+    )
+    assert (await store.send(ids[0])).state is State.QUEUED
+    # a second unsubscribe changes nothing
+    assert not await store.unsubscribe("acme", "user0@dest.test", now=111.0, send_id=ids[0])
+    assert len(await store.events(send_id=ids[0])) == 2
+    # a send id that is not to this address gets no event
+    assert await store.unsubscribe("acme", "user9@dest.test", now=112.0, send_id=ids[1])
+    assert len(await store.events(send_id=ids[1])) == 1
+    claimed = {c.send.recipient: c.suppressed for c in await store.claim(
+        "w", 10, lease_seconds=60, now=120.0)}
+    assert claimed["user0@dest.test"] is Reason.SUPPRESSED_UNSUBSCRIBE
+    assert claimed["user1@dest.test"] is None
+
+
+# operator tools: holds, replay, stats -----------------------------------------
+
+
+async def finish(store, outcomes: dict[str, tuple[State, Reason]], *, now: float) -> None:
+    """Lease every due send and record the given outcome for each listed one
+    (the others are given back)."""
+    claimed = await store.claim("w-ops", 10_000, lease_seconds=60, now=now)
+    mine = [c.send.id for c in claimed if c.send.id in outcomes]
+    attempt = Attempt(now, now, Reason.CONNECTION, code=550, enhanced="5.7.1", text="no")
+    await store.complete(
+        "w-ops",
+        [Outcome(i, *outcomes[i], due_at=now + 100, attempt=attempt) for i in mine],
+        now=now,
+    )
+    await store.release("w-ops", [c.send.id for c in claimed if c.send.id not in outcomes], now=now)
+
+
+async def test_hold_moves_waiting_sends_of_the_domain_and_nothing_claims_them(store) -> None:
+    _, held = await store.enqueue(DIST, sends(2, "held.test"), hostname="h", now=100.0)
+    _, free = await store.enqueue(DIST, sends(1, "free.test"), hostname="h", now=100.0)
+    await finish(store, {held[1]: (State.DEFERRED, Reason.CONNECTION)}, now=101.0)
+    assert await store.hold("domain", "HELD.test", now=102.0, note="customer asked") == 2
+    for send_id in held:
+        send = await store.send(send_id)
+        assert (send.state, send.reason) == (State.HELD, Reason.HELD)
+        [*_, event] = await store.events(send_id=send_id)
+        assert (event.state, event.reason, event.at) == (State.HELD, Reason.HELD, 102.0)
+        assert "customer asked" in (event.detail or "")
+    claimed = await store.claim("w", 10, lease_seconds=60, now=500.0)
+    assert [c.send.id for c in claimed] == free
+    [hold] = await store.holds()
+    assert (hold.kind, hold.value, hold.note) == ("domain", "held.test", "customer asked")
+    assert hold.created_at == 102.0
+
+
+async def test_new_sends_to_a_held_domain_start_held(store) -> None:
+    await store.hold("domain", "held.test", now=100.0)
+    _, ids = await store.enqueue(
+        DIST, [*sends(2, "held.test"), *sends(1, "free.test")], hostname="h", now=101.0
+    )
+    states = [(await store.send(i)).state for i in ids]
+    assert states == [State.HELD, State.HELD, State.QUEUED]
+    assert (await store.counts()) == {State.HELD: 2, State.QUEUED: 1}
+
+
+async def test_hold_on_a_distribution_and_release_when_no_other_hold_covers(store) -> None:
+    dist_id, ids = await store.enqueue(
+        DIST, [*sends(1, "a.test"), *sends(1, "b.test")], hostname="h", now=100.0
+    )
+    assert await store.hold("distribution", dist_id, now=101.0) == 2
+    await store.hold("domain", "a.test", now=102.0)
+    assert await store.release_hold("distribution", dist_id, now=103.0) == 1
+    a, b = [await store.send(i) for i in ids]
+    assert (a.state, b.state) == (State.HELD, State.QUEUED)
+    assert (b.reason, b.due_at) == (Reason.RELEASED, 103.0)
+    [*_, event] = await store.events(send_id=b.id)
+    assert (event.state, event.reason) == (State.QUEUED, Reason.RELEASED)
+    assert await store.release_hold("domain", "a.test", now=104.0) == 1
+    assert (await store.send(a.id)).state is State.QUEUED
+    assert await store.holds() == []
+    assert len(await store.claim("w", 10, lease_seconds=60, now=104.0)) == 2
+
+
+async def test_unknown_holds_and_distributions_are_refused(store) -> None:
+    with pytest.raises(NotFound):
+        await store.release_hold("domain", "never.test", now=100.0)
+    with pytest.raises(NotFound):
+        await store.hold("distribution", "nope", now=100.0)
+    with pytest.raises(ValidationError):
+        await store.hold("planet", "mars", now=100.0)
+    assert await store.holds() == []
+
+
+async def test_a_send_in_flight_when_held_is_held_instead_of_deferred(store) -> None:
+    _, ids = await store.enqueue(DIST, sends(3, "held.test"), hostname="h", now=100.0)
+    claimed = await store.claim("w", 10, lease_seconds=60, now=101.0)
+    assert await store.hold("domain", "held.test", now=102.0) == 0  # all three in flight
+    attempt = Attempt(102.0, 103.0, Reason.CONNECTION, text="timeout")
+    await store.complete(
+        "w",
+        [
+            Outcome(ids[0], State.DEFERRED, Reason.CONNECTION, due_at=200.0, attempt=attempt),
+            Outcome(ids[1], State.DELIVERED, Reason.DELIVERED, attempt=attempt),
+        ],
+        now=103.0,
+    )
+    await store.release("w", [ids[2]], now=104.0)  # a stopping worker gives it back
+    assert len(claimed) == 3
+    deferred, delivered, given_back = [await store.send(i) for i in ids]
+    assert (deferred.state, deferred.reason, deferred.attempts) == (State.HELD, Reason.HELD, 1)
+    [*_, event] = await store.events(send_id=deferred.id)
+    assert event.state is State.HELD
+    assert "deferred (connection) while held" in (event.detail or "")
+    assert delivered.state is State.DELIVERED
+    assert given_back.state is State.HELD
+    assert await store.claim("w", 10, lease_seconds=60, now=500.0) == []
+
+
+async def test_replay_requeues_matching_bounced_and_failed_sends_once(store) -> None:
+    _, ids = await store.enqueue(DIST, sends(5), hostname="h", now=100.0)
+    await finish(
+        store,
+        {
+            ids[0]: (State.BOUNCED, Reason.POLICY_BLOCK),
+            ids[1]: (State.BOUNCED, Reason.POLICY_BLOCK),
+            ids[2]: (State.FAILED, Reason.EXPIRED),
+            ids[3]: (State.DELIVERED, Reason.DELIVERED),
+            ids[4]: (State.DEFERRED, Reason.CONNECTION),
+        },
+        now=101.0,
+    )
+    flt = SendFilter(reasons=(Reason.POLICY_BLOCK, Reason.EXPIRED, Reason.DELIVERED))
+    batch = await store.replay(flt, now=102.0, note="ticket 42")
+    assert (batch.requeued, batch.skipped, batch.last_id) == (3, 0, None)
+    for send_id in ids[:3]:
+        send = await store.send(send_id)
+        assert (send.state, send.reason) == (State.QUEUED, Reason.REPLAYED)
+        assert (send.due_at, send.attempts) == (102.0, 1)
+        # the retry window starts again at the replay
+        assert (send.replayed_at, send.retry_from, send.created_at) == (102.0, 102.0, 100.0)
+        [*_, event] = await store.events(send_id=send_id)
+        assert (event.state, event.reason) == (State.QUEUED, Reason.REPLAYED)
+        assert event.detail == "ticket 42"
+    assert (await store.send(ids[3])).state is State.DELIVERED
+    assert (await store.send(ids[4])).state is State.DEFERRED
+    assert len(await store.attempts(ids[0])) == 1
+    again = await store.replay(flt, now=103.0)
+    assert again.requeued == 0
+    assert (await store.replay_plan(flt)).matching == 0
+
+
+async def test_replay_filters_by_domain_reason_distribution_and_time(store) -> None:
+    d1, ids1 = await store.enqueue(DIST, sends(2, "a.test"), hostname="h", now=100.0)
+    _, ids2 = await store.enqueue(DIST, sends(1, "b.test"), hostname="h", now=100.0)
+    await finish(
+        store,
+        {
+            ids1[0]: (State.BOUNCED, Reason.POLICY_BLOCK),
+            ids1[1]: (State.BOUNCED, Reason.MAILBOX_UNKNOWN),
+            ids2[0]: (State.BOUNCED, Reason.POLICY_BLOCK),
+        },
+        now=200.0,
+    )
+    assert (await store.replay_plan(SendFilter(domain="a.test"))).matching == 2
+    assert (await store.replay_plan(SendFilter(reasons=(Reason.POLICY_BLOCK,)))).matching == 2
+    assert (await store.replay_plan(SendFilter(distribution_id=d1))).matching == 2
+    assert (await store.replay_plan(SendFilter(since=150.0, until=250.0))).matching == 3
+    assert (await store.replay_plan(SendFilter(until=150.0))).matching == 0
+    flt = SendFilter(domain="a.test", reasons=(Reason.POLICY_BLOCK,))
+    assert (await store.replay(flt, now=300.0)).requeued == 1
+    assert (await store.send(ids1[0])).state is State.QUEUED
+    assert (await store.send(ids1[1])).state is State.BOUNCED
+    assert (await store.send(ids2[0])).state is State.BOUNCED
+
+
+async def test_replay_refuses_states_other_than_bounced_and_failed(store) -> None:
+    for state in (State.DELIVERED, State.SENDING, State.QUEUED, State.HELD):
+        with pytest.raises(ValidationError):
+            await store.replay(SendFilter(states=(State.BOUNCED, state)), now=100.0)
+        with pytest.raises(ValidationError):
+            await store.replay_plan(SendFilter(states=(state,)))
+
+
+async def test_replay_skips_suppressed_addresses_unless_asked_and_never_global_ones(store) -> None:
+    _, ids = await store.enqueue(DIST, sends(3), hostname="h", now=100.0)
+    await finish(store, {i: (State.BOUNCED, Reason.MAILBOX_UNKNOWN) for i in ids}, now=101.0)
+    await store.suppress("acme", "user0@dest.test", Reason.SUPPRESSED_BOUNCE, now=101.0)
+    await store.suppress("", "user1@dest.test", Reason.SUPPRESSED_BOUNCE, now=101.0)
+    plan = await store.replay_plan(SendFilter())
+    assert (plan.matching, plan.suppressed, plan.globally_suppressed) == (3, 2, 1)
+    assert (plan.replayable(False), plan.replayable(True)) == (1, 2)
+    first = await store.replay(SendFilter(), now=102.0)
+    assert (first.requeued, first.skipped, first.unsuppressed) == (1, 2, 0)
+    assert (await store.send(ids[2])).state is State.QUEUED
+    second = await store.replay(SendFilter(), now=103.0, include_suppressed=True)
+    assert (second.requeued, second.skipped, second.unsuppressed) == (1, 1, 1)
+    assert (await store.send(ids[0])).state is State.QUEUED
+    assert (await store.send(ids[1])).state is State.BOUNCED
+    assert [s.address for s in await store.suppressions()] == ["user1@dest.test"]
+
+
+async def test_replay_pages_by_id_in_batches(store) -> None:
+    _, ids = await store.enqueue(DIST, sends(7), hostname="h", now=100.0)
+    await finish(store, {i: (State.FAILED, Reason.EXPIRED) for i in ids}, now=101.0)
+    await store.suppress("acme", "user3@dest.test", Reason.SUPPRESSED_BOUNCE, now=101.0)
+    batches = []
+    after = None
+    while True:
+        batch = await store.replay(SendFilter(), now=102.0, after=after, limit=3)
+        batches.append((batch.requeued, batch.skipped))
+        after = batch.last_id
+        if after is None:
+            break
+    assert batches == [(3, 0), (2, 1), (1, 0)]
+    assert (await store.counts()) == {State.QUEUED: 6, State.FAILED: 1}
+
+
+async def test_replayed_sends_of_a_held_domain_start_held(store) -> None:
+    _, ids = await store.enqueue(DIST, sends(2), hostname="h", now=100.0)
+    await finish(store, {i: (State.BOUNCED, Reason.POLICY_BLOCK) for i in ids}, now=101.0)
+    await store.hold("domain", "dest.test", now=102.0)
+    batch = await store.replay(SendFilter(), now=103.0)
+    assert (batch.requeued, batch.held) == (2, 2)
+    assert (await store.counts()) == {State.HELD: 2}
+
+
+async def test_stats_counts_reasons_destinations_throughput_and_holds(store) -> None:
+    _, ids = await store.enqueue(DIST, [*sends(4), *sends(2, "slow.test")], hostname="h", now=0.0)
+    await finish(
+        store,
+        {
+            ids[0]: (State.DELIVERED, Reason.DELIVERED),
+            ids[1]: (State.BOUNCED, Reason.POLICY_BLOCK),
+            ids[2]: (State.BOUNCED, Reason.POLICY_BLOCK),
+            ids[3]: (State.FAILED, Reason.EXPIRED),
+            ids[4]: (State.DEFERRED, Reason.TLS_UNAVAILABLE),
+            ids[5]: (State.DEFERRED, Reason.TLS_UNAVAILABLE),
+        },
+        now=6000.0,
+    )
+    await store.hold("domain", "other.test", now=6001.0)
+    stats = await store.stats(now=6030.0, minutes=3)
+    assert stats.counts == {
+        State.DELIVERED: 1,
+        State.BOUNCED: 2,
+        State.FAILED: 1,
+        State.DEFERRED: 2,
+    }
+    assert [(r.state, r.reason, r.count) for r in stats.failure_reasons] == [
+        (State.BOUNCED, Reason.POLICY_BLOCK, 2),
+        (State.FAILED, Reason.EXPIRED, 1),
+    ]
+    assert [(d.domain, d.reason, d.count) for d in stats.deferring] == [
+        ("slow.test", Reason.TLS_UNAVAILABLE, 2),
+    ]
+    assert [t.minute for t in stats.throughput] == [5880.0, 5940.0, 6000.0]
+    last = stats.throughput[-1]
+    assert (last.delivered, last.bounced, last.failed, last.deferred) == (1, 2, 1, 2)
+    assert stats.throughput[0].delivered == 0
+    assert [(h.kind, h.value) for h in stats.holds] == [("domain", "other.test")]
+
+
+async def test_suppress_many_writes_every_entry(store) -> None:
+    entries = [
+        Suppression("acme", "A@dest.test", Reason.SUPPRESSED_BOUNCE, 100.0, "import"),
+        Suppression("", "b@dest.test", Reason.SUPPRESSED_UNSUBSCRIBE, 100.0),
+    ]
+    assert await store.suppress_many(entries) == 2
+    got = {(s.account, s.address, s.reason) for s in await store.suppressions()}
+    assert got == {
+        ("acme", "a@dest.test", Reason.SUPPRESSED_BOUNCE),
+        ("", "b@dest.test", Reason.SUPPRESSED_UNSUBSCRIBE),
+    }

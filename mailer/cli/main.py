@@ -83,10 +83,13 @@ def register_commands() -> None:
         bench,
         check_domain,
         keys,
+        ops,
         queue,
         send,
+        serve,
         sink,
         spf,
+        suppress,
         worker,
     )
 

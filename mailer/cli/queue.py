@@ -1,11 +1,19 @@
-"""``mailer queue list|show``: what happened to the sends."""
+"""``mailer queue list|show``: what happened to the sends.
+
+The filter options and their parsing are shared with ``mailer replay``
+(:mod:`mailer.cli.ops`).
+"""
 
 from __future__ import annotations
 
+import functools
 import json
-from dataclasses import asdict
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -14,17 +22,133 @@ from rich.table import Table
 from mailer.app import App
 from mailer.cli.main import Context, cli, pass_ctx, run
 from mailer.config import Config
+from mailer.errors import ValidationError
 from mailer.reasons import Reason, State
-from mailer.store.models import Attempt, Event, Send, SendFilter
+from mailer.store.models import Attempt, Distribution, Event, Hold, Send, SendFilter, Suppression
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Every table is laid out for this width, so output fits a 100-column
+# terminal (and mail, and tickets) whatever the terminal says.
+WIDTH = 100
+
+_AGO = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-def _time(ts: float | None) -> str:
+def parse_when(field: str, text: str, now: float) -> float:
+    """A point in time (epoch seconds) from ``30m``/``2h``/``1d``/``1w`` ago
+    or an ISO 8601 date or date-time (UTC unless it names an offset).
+
+    Raises ValidationError(field, ...) for anything else.
+    """
+    value = text.strip()
+    ago = _AGO.fullmatch(value.lower())
+    if ago:
+        return now - float(ago.group(1)) * _UNIT[ago.group(2)]
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValidationError(
+            field, f"{text!r} is neither a duration ago (30m, 2h, 1d) nor an ISO date-time"
+        ) from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+@dataclass(frozen=True)
+class FilterArgs:
+    """The filter options as given on the command line."""
+
+    states: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+    distribution: str | None = None
+    domain: str | None = None
+    since: str | None = None
+    until: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self == FilterArgs()
+
+    def build(self, now: float) -> SendFilter:
+        """Raises ValidationError for an unreadable --since/--until."""
+        since = parse_when("since", self.since, now) if self.since else None
+        until = parse_when("until", self.until, now) if self.until else None
+        if since is not None and until is not None and since >= until:
+            raise ValidationError("until", "must be later than --since")
+        return SendFilter(
+            states=tuple(State(s) for s in self.states),
+            reasons=tuple(Reason(r) for r in self.reasons),
+            distribution_id=self.distribution,
+            domain=self.domain.strip().lower() if self.domain else None,
+            since=since,
+            until=until,
+        )
+
+
+def filter_options(states: tuple[State, ...] = tuple(State)) -> Callable[[F], F]:
+    """The filter options of ``queue list`` and ``replay``; the command gets
+    them as one ``flt: FilterArgs`` argument."""
+
+    def decorate(fn: F) -> F:
+        # wraps() also carries over the options click already attached
+        @functools.wraps(fn)
+        def bundle(**kw: Any) -> Any:
+            flt = FilterArgs(
+                states=kw.pop("states"),
+                reasons=kw.pop("reasons"),
+                distribution=kw.pop("distribution"),
+                domain=kw.pop("domain"),
+                since=kw.pop("since"),
+                until=kw.pop("until"),
+            )
+            return fn(flt=flt, **kw)
+
+        options = [
+            click.option(
+                "--state",
+                "states",
+                multiple=True,
+                type=click.Choice([s.value for s in states]),
+                help="Only sends in this state (repeatable).",
+            ),
+            click.option(
+                "--reason",
+                "reasons",
+                multiple=True,
+                type=click.Choice([r.value for r in Reason]),
+                help="Only sends whose last reason is this category (repeatable).",
+            ),
+            click.option("--distribution", default=None, help="Only this distribution's sends."),
+            click.option("--domain", default=None, help="Only sends to this recipient domain."),
+            click.option(
+                "--since", default=None, help="Changed at or after: 30m, 2h, 1d ago or ISO time."
+            ),
+            click.option("--until", default=None, help="Changed before: as --since."),
+        ]
+        wrapped: Any = bundle
+        for option in reversed(options):
+            wrapped = option(wrapped)
+        return wrapped  # type: ignore[no-any-return]
+
+    return decorate
+
+
+def when(ts: float | None, *, short: bool = False) -> str:
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    moment = datetime.fromtimestamp(ts, UTC)
+    return moment.strftime("%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S")
+
+
+def console() -> Console:
+    return Console(width=WIDTH, highlight=False)
 
 
 def send_json(send: Send) -> dict[str, Any]:
+    """One send as ``queue list --json`` prints it (docs/operations.md)."""
     data = asdict(send)
     data["state"] = send.state.value
     data["reason"] = send.reason.value
@@ -32,90 +156,185 @@ def send_json(send: Send) -> dict[str, Any]:
     return data
 
 
+def hold_json(hold: Hold) -> dict[str, Any]:
+    return asdict(hold)
+
+
+def holds_line(holds: list[Hold]) -> str | None:
+    if not holds:
+        return None
+    return "holds: " + ", ".join(f"{h.kind} {h.value}" for h in holds)
+
+
 @cli.group()
 def queue() -> None:
     """Inspect the queue."""
 
 
-async def _list(config: Config, flt: SendFilter, limit: int, after: str | None) -> list[Send]:
+async def _list(
+    config: Config, flt: SendFilter, limit: int, after: str | None
+) -> tuple[list[Send], list[Hold]]:
     async with App(config) as app:
-        return await app.store.list_sends(flt, limit=limit, after=after)
+        return await app.store.list_sends(flt, limit=limit, after=after), await app.store.holds()
+
+
+def sends_table(sends: list[Send]) -> Table:
+    table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold")
+    table.add_column("id", no_wrap=True)
+    table.add_column("recipient", overflow="fold", min_width=12)
+    table.add_column("state", no_wrap=True)
+    table.add_column("reason", no_wrap=True)
+    table.add_column("try", justify="right", no_wrap=True)
+    table.add_column("updated", no_wrap=True)
+    for s in sends:
+        table.add_row(
+            s.id,
+            s.recipient,
+            s.state.value,
+            s.reason.value,
+            str(s.attempts),
+            when(s.updated_at, short=True),
+        )
+    return table
 
 
 @queue.command("list")
-@click.option("--state", "states", multiple=True, type=click.Choice([s.value for s in State]))
-@click.option("--reason", "reasons", multiple=True, type=click.Choice([r.value for r in Reason]))
-@click.option("--distribution", default=None)
-@click.option("--domain", default=None)
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
-@click.option("--after", default=None, help="Page on: list sends after this id.")
+@filter_options()
+@click.option(
+    "--limit", default=50, show_default=True, type=click.IntRange(1, 10_000), help="Page size."
+)
+@click.option("--after", default=None, help="Next page: sends after this id.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array of sends.")
 @pass_ctx
-def list_(
-    ctx: Context,
-    states: tuple[str, ...],
-    reasons: tuple[str, ...],
-    distribution: str | None,
-    domain: str | None,
-    limit: int,
-    after: str | None,
-    as_json: bool,
-) -> None:
-    """List sends with their state and reason."""
-    flt = SendFilter(
-        states=tuple(State(s) for s in states),
-        reasons=tuple(Reason(r) for r in reasons),
-        distribution_id=distribution,
-        domain=domain,
-    )
-    sends = run(_list(ctx.config, flt, limit, after))
+def list_(ctx: Context, flt: FilterArgs, limit: int, after: str | None, as_json: bool) -> None:
+    """List sends (ordered by id) with their state and reason, a page at a
+    time; times are UTC."""
+    sends, holds = run(_list(ctx.config, flt.build(time.time()), limit, after))
     if as_json:
         click.echo(json.dumps([send_json(s) for s in sends], ensure_ascii=False))
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("id", "recipient", "state", "reason", "tries", "updated"):
-        table.add_column(column, overflow="fold")
-    for s in sends:
-        table.add_row(
-            s.id, s.recipient, s.state.value, s.reason.value, str(s.attempts), _time(s.updated_at)
-        )
-    Console(width=100).print(table)
+    out = console()
+    line = holds_line(holds)
+    if line:
+        out.print(line, overflow="fold")
+    if not sends:
+        out.print("no sends match")
+        return
+    out.print(sends_table(sends))
+    if len(sends) == limit:
+        out.print(f"more: add --after {sends[-1].id}")
 
 
-async def _show(config: Config, send_id: str) -> tuple[Send, list[Attempt], list[Event]]:
+@dataclass(frozen=True)
+class Story:
+    send: Send
+    distribution: Distribution
+    attempts: list[Attempt]
+    events: list[Event]
+    holds: list[Hold]
+    suppressions: list[Suppression]
+
+
+async def _show(config: Config, send_id: str) -> Story:
     async with App(config) as app:
-        send = await app.store.send(send_id)
-        return (
-            send,
-            await app.store.attempts(send_id),
-            await app.store.events(send_id=send_id, limit=1000),
+        store = app.store
+        send = await store.send(send_id)
+        mine = {("domain", send.domain), ("distribution", send.distribution_id)}
+        holds = [h for h in await store.holds() if (h.kind, h.value) in mine]
+        return Story(
+            send=send,
+            distribution=await store.distribution(send.distribution_id),
+            attempts=await store.attempts(send_id),
+            events=await store.events(send_id=send_id, limit=10_000),
+            holds=holds,
+            suppressions=await store.suppression_for(send.account, send.recipient),
         )
+
+
+def story_json(story: Story) -> dict[str, Any]:
+    """``queue show --json`` (docs/operations.md)."""
+    dist = story.distribution
+    data = send_json(story.send)
+    data["distribution"] = {
+        "id": dist.id,
+        "account": dist.account,
+        "sender_address": dist.sender_address,
+        "sender_name": dist.sender_name,
+        "subject": dist.subject,
+        "send_at": dist.send_at,
+        "tags": list(dist.tags),
+    }
+    data["attempts"] = [
+        {**asdict(a), "number": n, "reason": a.reason.value}
+        for n, a in enumerate(story.attempts, start=1)
+    ]
+    data["events"] = [
+        {**asdict(e), "state": e.state.value, "reason": e.reason.value} for e in story.events
+    ]
+    data["holds"] = [hold_json(h) for h in story.holds]
+    data["suppressions"] = [
+        {**asdict(s), "reason": s.reason.value, "global": s.account == ""}
+        for s in story.suppressions
+    ]
+    return data
+
+
+def _reply(code: int | None, enhanced: str | None, text: str | None) -> str:
+    return " ".join(str(p) for p in (code, enhanced, text) if p) or "-"
+
+
+def print_story(out: Console, story: Story) -> None:
+    s, dist = story.send, story.distribution
+    out.print(f"[bold]send {s.id}[/] → {s.recipient}" + (f" ({s.name})" if s.name else ""))
+    out.print(f"distribution {dist.id}, account {dist.account}, subject {dist.subject!r}")
+    out.print(f"sender {dist.sender_name!r} <{dist.sender_address}>")
+    waiting = s.state in (State.QUEUED, State.DEFERRED)
+    due = f", next attempt {when(s.due_at)}" if waiting else ""
+    out.print(
+        f"state [bold]{s.state.value}[/] ({s.reason.value}) since {when(s.updated_at)}, "
+        f"{s.attempts} attempt(s){due}"
+    )
+    out.print(f"last reply: {_reply(s.last_code, s.last_enhanced, s.last_text)}")
+    out.print(f"identity: {s.identity or '- (not decided yet)'}")
+    out.print(f"message-id: {s.message_id}, enqueued {when(s.created_at)}")
+    for h in story.holds:
+        note = f": {h.note}" if h.note else ""
+        out.print(f"[bold]held[/] by {h.kind} {h.value} since {when(h.created_at)}{note}")
+    for sup in story.suppressions:
+        scope = "global list" if sup.account == "" else f"account {sup.account}"
+        out.print(
+            f"[bold]suppressed[/] on the {scope}: {sup.reason.value} since "
+            f"{when(sup.created_at)}" + (f" ({sup.detail})" if sup.detail else "")
+        )
+    for number, a in enumerate(story.attempts, start=1):
+        ms = (a.finished_at - a.started_at) * 1000
+        tls = " ".join(p for p in (a.tls_version, a.tls_cipher) if p) or "no TLS"
+        out.print(
+            f"[bold]attempt {number}[/] {when(a.started_at)}, {ms:.0f} ms: {a.reason.value}\n"
+            f"  mx {a.mx_host or '-'} [{a.address or '-'}], {tls}\n"
+            f"  reply: {_reply(a.code, a.enhanced, a.text)}",
+            overflow="fold",
+        )
+    table = Table(title="events", title_justify="left", box=None, pad_edge=False)
+    for column in ("at", "state", "reason", "reply / detail"):
+        table.add_column(column, overflow="fold")
+    for e in story.events:
+        said = [
+            p for p in (" ".join(str(x) for x in (e.code, e.enhanced, e.text) if x), e.detail) if p
+        ]
+        table.add_row(when(e.at), e.state.value, e.reason.value, " / ".join(said))
+    out.print(table)
 
 
 @queue.command("show")
 @click.argument("send_id")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @pass_ctx
 def show(ctx: Context, send_id: str, as_json: bool) -> None:
-    """One send's whole story: identity, attempts, events."""
-    send, attempts, events = run(_show(ctx.config, send_id))
+    """One send's whole story: identity decision, every attempt (MX host and
+    IP, TLS, reply, timing), every event, holds and suppressions."""
+    story = run(_show(ctx.config, send_id))
     if as_json:
-        data = send_json(send)
-        data["attempts"] = [asdict(a) for a in attempts]
-        data["events"] = [asdict(e) for e in events]
-        click.echo(json.dumps(data, ensure_ascii=False, default=str))
+        click.echo(json.dumps(story_json(story), ensure_ascii=False))
         return
-    console = Console(width=100)
-    console.print(f"[bold]send {send.id}[/] → {send.recipient}  ({send.distribution_id})")
-    console.print(f"state {send.state.value} ({send.reason.value}), {send.attempts} attempt(s)")
-    console.print(f"identity: {send.identity or '-'}")
-    console.print(f"message-id: {send.message_id}")
-    for number, a in enumerate(attempts, start=1):
-        reply = " ".join(str(p) for p in (a.code, a.enhanced, a.text) if p)
-        console.print(
-            f"attempt {number} {_time(a.started_at)} {a.reason.value} "
-            f"mx={a.mx_host or '-'}[{a.address or '-'}] tls={a.tls_version or '-'} "
-            f"{a.tls_cipher or ''} {(a.finished_at - a.started_at) * 1000:.0f} ms: {reply}"
-        )
-    for e in events:
-        console.print(f"event {e.seq} {_time(e.at)} {e.state.value} ({e.reason.value})")
+    print_story(console(), story)

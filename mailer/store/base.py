@@ -13,16 +13,23 @@ from mailer.store.models import (
     Claimed,
     Distribution,
     Event,
+    Hold,
+    HoldKind,
+    Idempotency,
+    IdempotencyRecord,
     NewDistribution,
     NewSend,
     Outcome,
     QueueSummary,
+    ReplayBatch,
+    ReplayPlan,
     Send,
     SendFilter,
+    Stats,
     Suppression,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 
 
 class Store(Protocol):
@@ -52,10 +59,28 @@ class Store(Protocol):
         *,
         hostname: str,
         now: float,
+        idempotency: Idempotency | None = None,
     ) -> tuple[str, list[str]]:
         """Store a distribution and its sends in one transaction; returns the
         distribution id and the send ids (in input order). Durable on
-        return."""
+        return.
+
+        With ``idempotency`` the key is recorded in the same transaction.
+        When the account has used the key before, nothing is stored and the
+        ids recorded with the key are returned: the caller compares body
+        hashes through :meth:`idempotent`.
+        """
+        ...
+
+    async def idempotent(self, account: str, key: str) -> IdempotencyRecord | None:
+        """The record of an enqueue with this account's key, if any."""
+        ...
+
+    async def cancel(self, distribution_id: str, *, now: float) -> int:
+        """Cancel the distribution's sends that are not yet sent (queued,
+        deferred, held), each with a ``cancelled`` event; leased sends are
+        left to their worker. Returns how many were cancelled. Raises
+        NotFound for an unknown distribution."""
         ...
 
     async def distribution(self, distribution_id: str) -> Distribution: ...
@@ -99,6 +124,81 @@ class Store(Protocol):
         self, account: str, address: str, reason: Reason, *, now: float, detail: str | None = None
     ) -> None: ...
 
+    async def unsubscribe(
+        self,
+        account: str,
+        address: str,
+        *,
+        now: float,
+        send_id: str | None = None,
+        detail: str | None = None,
+    ) -> bool:
+        """Suppress ``address`` for ``account`` with reason
+        ``suppressed-unsubscribe`` and, when ``send_id`` names a send of that
+        account to that address, record a ``suppressed-unsubscribe`` event
+        on it (its state unchanged). Returns False, changing nothing, when
+        the address was already unsubscribed."""
+        ...
+
     async def unsuppress(self, account: str, address: str) -> bool: ...
 
     async def suppressions(self, account: str | None = None) -> list[Suppression]: ...
+
+    # operator tools -----------------------------------------------------
+
+    async def suppress_many(self, entries: Sequence[Suppression]) -> int:
+        """Add or replace every entry (addresses lower-cased) in one
+        transaction: all or nothing. Returns how many were written."""
+        ...
+
+    async def hold(self, kind: HoldKind, value: str, *, now: float, note: str | None = None) -> int:
+        """Hold a recipient domain or a distribution: record the hold and move
+        its queued and deferred sends to ``held`` (an event each). Sends
+        being delivered finish, but an outcome that would queue or defer them
+        again holds them instead; new sends to a held domain start held.
+        Returns how many sends were moved. Raises NotFound for an unknown
+        distribution and ValidationError for an unknown kind."""
+        ...
+
+    async def release_hold(self, kind: HoldKind, value: str, *, now: float) -> int:
+        """Delete the hold and queue its held sends (due now, a ``released``
+        event each) unless another hold still covers them. Returns how many
+        were queued. Raises NotFound when there is no such hold."""
+        ...
+
+    async def holds(self) -> list[Hold]: ...
+
+    async def replay_plan(self, flt: SendFilter) -> ReplayPlan:
+        """Count what :meth:`replay` would find; changes nothing. Raises
+        ValidationError when ``flt`` names a state other than bounced or
+        failed."""
+        ...
+
+    async def replay(
+        self,
+        flt: SendFilter,
+        *,
+        now: float,
+        note: str | None = None,
+        include_suppressed: bool = False,
+        after: str | None = None,
+        limit: int = 1000,
+    ) -> ReplayBatch:
+        """Requeue (due now, attempts kept, a ``replayed`` event with
+        ``note``) the next ``limit`` bounced or failed sends matching
+        ``flt`` with ids after ``after``, in one transaction. Suppressed
+        addresses are skipped; with ``include_suppressed`` the account's
+        suppression is deleted and the send requeued (the global list is
+        never lifted). Page on with ``after=batch.last_id``.
+        Raises ValidationError like :meth:`replay_plan`."""
+        ...
+
+    async def stats(self, *, now: float, minutes: int = 15, top: int = 10) -> Stats:
+        """Counts per state, the ``top`` failure reasons and deferring
+        destinations, events per minute over the last ``minutes``, holds."""
+        ...
+
+    async def suppression_for(self, account: str, address: str) -> list[Suppression]:
+        """The entries that suppress ``address`` for ``account``: its own,
+        then the global one (account '')."""
+        ...

@@ -6,6 +6,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from mailer.reasons import Reason, State
 
@@ -78,6 +79,14 @@ class Send:
     last_enhanced: str | None = None
     last_text: str | None = None
     identity: str | None = None
+    # when an operator last replayed it: its retry window starts again there
+    replayed_at: float | None = None
+
+    @property
+    def retry_from(self) -> float:
+        """Start of the retry window (``retry.max_age``): enqueue or the
+        last replay."""
+        return self.created_at if self.replayed_at is None else self.replayed_at
 
 
 @dataclass(frozen=True)
@@ -156,3 +165,111 @@ class QueueSummary:
     in_flight: int
     waiting: int
     next_due: float | None
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """An ``Idempotency-Key`` (unique per account) to record with an
+    enqueue: the hash of the request it came with, and the caller's part of
+    the response (``data``, JSON text) to return again on a retry."""
+
+    key: str
+    body_hash: str
+    data: str = "{}"
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    """What an enqueue with an idempotency key left behind."""
+
+    account: str
+    key: str
+    body_hash: str
+    distribution_id: str
+    send_ids: tuple[str, ...]
+    data: str
+    created_at: float
+
+
+# Operator tools: holds, replay, statistics --------------------------------
+
+HoldKind = Literal["domain", "distribution"]
+HOLD_KINDS: tuple[HoldKind, ...] = ("domain", "distribution")
+
+
+@dataclass(frozen=True)
+class Hold:
+    """An operator's hold: sends to ``value`` (a recipient domain or a
+    distribution id) get no attempts until it is released."""
+
+    kind: HoldKind
+    value: str
+    created_at: float
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class ReplayPlan:
+    """What a replay with a filter would find, changing nothing.
+
+    ``matching`` bounced/failed sends match; of those, ``suppressed`` have
+    an address on their account's list or the global list, and
+    ``globally_suppressed`` on the global list (which replay never lifts).
+    """
+
+    matching: int
+    suppressed: int
+    globally_suppressed: int
+
+    def replayable(self, include_suppressed: bool) -> int:
+        skipped = self.globally_suppressed if include_suppressed else self.suppressed
+        return self.matching - skipped
+
+
+@dataclass(frozen=True)
+class ReplayBatch:
+    """One transaction of a replay. ``last_id`` is the keyset cursor for the
+    next batch, None when the filter has no more sends after this one.
+    ``unsuppressed`` counts account suppressions lifted (include_suppressed)
+    and ``held`` the requeued sends that went straight to ``held``."""
+
+    requeued: int
+    skipped: int
+    unsuppressed: int
+    held: int
+    last_id: str | None
+
+
+@dataclass(frozen=True)
+class ReasonCount:
+    state: State
+    reason: Reason
+    count: int
+
+
+@dataclass(frozen=True)
+class DestinationCount:
+    domain: str
+    reason: Reason
+    count: int
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Events of one wall-clock minute (``minute``: its start, epoch s)."""
+
+    minute: float
+    delivered: int = 0
+    deferred: int = 0
+    bounced: int = 0
+    failed: int = 0
+    suppressed: int = 0
+
+
+@dataclass(frozen=True)
+class Stats:
+    counts: Mapping[State, int]
+    failure_reasons: tuple[ReasonCount, ...]
+    deferring: tuple[DestinationCount, ...]
+    throughput: tuple[Throughput, ...]
+    holds: tuple[Hold, ...]

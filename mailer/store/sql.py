@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mailer.errors import ValidationError
+from mailer.reasons import State
 from mailer.store.models import SendFilter
 
 SCHEMA_V1 = """
@@ -85,6 +87,21 @@ CREATE TABLE suppressions (
 );
 """
 
+
+# Idempotency keys of enqueue requests, per account; cancellation and
+# unsubscription need no new columns.
+SCHEMA_V2 = """
+CREATE TABLE idempotency (
+    account TEXT NOT NULL,
+    key TEXT NOT NULL,
+    body_hash TEXT NOT NULL,
+    distribution_id TEXT NOT NULL REFERENCES distributions(id),
+    send_ids TEXT NOT NULL,
+    data TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (account, key)
+)
+"""
 
 def split_statements(script: str) -> list[str]:
     """The schema scripts hold no ';' inside statements, so a split is
@@ -220,3 +237,167 @@ def send_filter(
         clauses.append(f"id > {placeholder}")
         params.append(after)
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+INSERT_IDEMPOTENCY = """
+INSERT INTO idempotency (account, key, body_hash, distribution_id, send_ids, data, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
+SELECT_IDEMPOTENCY = "SELECT * FROM idempotency WHERE account = ? AND key = ?"
+
+# Params: now, distribution_id. Leased sends are left to their worker.
+CANCEL_DISTRIBUTION = """
+UPDATE sends SET state = 'cancelled', reason = 'cancelled', updated_at = ?
+WHERE distribution_id = ? AND state IN ('queued', 'deferred', 'held')
+RETURNING id
+"""
+
+SELECT_SUPPRESSION = "SELECT reason FROM suppressions WHERE account = ? AND address = ?"
+SELECT_SEND_TO = "SELECT * FROM sends WHERE id = ? AND account = ? AND rcpt_key = ?"
+
+
+# Operator tools -------------------------------------------------------------
+
+# Holds on a recipient domain or a distribution; events by time for the
+# throughput of the last minutes.
+SCHEMA_V3 = """
+CREATE TABLE holds (
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    note TEXT,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (kind, value)
+);
+CREATE INDEX events_at ON events (at);
+ALTER TABLE sends ADD COLUMN replayed_at REAL
+"""
+
+UPSERT_HOLD = """
+INSERT INTO holds (kind, value, note, created_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (kind, value) DO UPDATE SET note = coalesce(excluded.note, holds.note)
+"""
+DELETE_HOLD = "DELETE FROM holds WHERE kind = ? AND value = ?"
+SELECT_HOLDS = "SELECT * FROM holds ORDER BY kind, value"
+# Params: domain, distribution id.
+HOLD_FOR = """
+SELECT note FROM holds
+WHERE (kind = 'domain' AND value = ?) OR (kind = 'distribution' AND value = ?) LIMIT 1
+"""
+ANY_HOLD = "SELECT 1 FROM holds LIMIT 1"
+
+# a send matching any hold
+_HELD = """(domain IN (SELECT value FROM holds WHERE kind = 'domain')
+    OR distribution_id IN (SELECT value FROM holds WHERE kind = 'distribution'))"""
+
+# The column a hold kind matches; params: now, value.
+HOLD_SENDS = {
+    kind: f"""
+UPDATE sends SET state = 'held', reason = 'held', updated_at = ?
+WHERE {column} = ? AND state IN ('queued', 'deferred')
+RETURNING id, distribution_id
+"""
+    for kind, column in (("domain", "domain"), ("distribution", "distribution_id"))
+}
+
+# Run after the hold is deleted, so that _HELD sees only the other holds.
+# Params: now (due), now, value.
+RELEASE_HELD = {
+    kind: f"""
+UPDATE sends SET state = 'queued', reason = 'released', due_at = ?, updated_at = ?
+WHERE {column} = ? AND state = 'held' AND NOT {_HELD}
+RETURNING id, distribution_id
+"""
+    for kind, column in (("domain", "domain"), ("distribution", "distribution_id"))
+}
+
+# A new distribution cannot be held yet, so only domain holds apply.
+# Params: distribution id.
+HOLD_NEW_SENDS = """
+UPDATE sends SET state = 'held', reason = 'held'
+WHERE distribution_id = ? AND state = 'queued'
+    AND domain IN (SELECT value FROM holds WHERE kind = 'domain')
+RETURNING id
+"""
+
+# Params: now, send id.
+HOLD_IF_HELD = f"""
+UPDATE sends SET state = 'held', reason = 'held', updated_at = ?
+WHERE id = ? AND state = 'queued' AND {_HELD}
+RETURNING id, distribution_id
+"""
+
+_ON_ACCOUNT = (
+    "EXISTS (SELECT 1 FROM suppressions s WHERE s.account = sends.account "
+    "AND s.address = sends.rcpt_key)"
+)
+_ON_GLOBAL = (
+    "EXISTS (SELECT 1 FROM suppressions s WHERE s.account = '' AND s.address = sends.rcpt_key)"
+)
+
+# {where} from send_filter(replay_filter(...)).
+REPLAY_COUNT = f"""
+SELECT count(*) AS matching,
+    sum(CASE WHEN {_ON_ACCOUNT} OR {_ON_GLOBAL} THEN 1 ELSE 0 END) AS suppressed,
+    sum(CASE WHEN {_ON_GLOBAL} THEN 1 ELSE 0 END) AS globally_suppressed
+FROM sends {{where}}
+"""
+
+REPLAY_CANDIDATES = f"""
+SELECT id, distribution_id, account, rcpt_key, {_ON_ACCOUNT} AS on_account,
+    {_ON_GLOBAL} AS on_global
+FROM sends {{where}} ORDER BY id LIMIT ?
+"""
+
+# Params: now (due), now, now (replayed), send id. Attempts are kept: the
+# count goes on, while the retry window starts again at replayed_at.
+REQUEUE = """
+UPDATE sends SET state = 'queued', reason = 'replayed', due_at = ?, updated_at = ?,
+    replayed_at = ?, lease_owner = NULL, lease_until = NULL
+WHERE id = ? AND state IN ('bounced', 'failed')
+"""
+
+FAILURE_REASONS = """
+SELECT state, reason, count(*) AS n FROM sends
+WHERE state IN ('bounced', 'failed', 'suppressed')
+GROUP BY state, reason ORDER BY n DESC, state, reason LIMIT ?
+"""
+DEFERRING = """
+SELECT domain, reason, count(*) AS n FROM sends WHERE state = 'deferred'
+GROUP BY domain, reason ORDER BY n DESC, domain, reason LIMIT ?
+"""
+# Params: from, to. Minutes are wall-clock minutes (epoch seconds / 60).
+THROUGHPUT = """
+SELECT CAST(at / 60 AS INTEGER) AS minute, state, count(*) AS n FROM events
+WHERE at >= ? AND at < ?
+    AND state IN ('delivered', 'deferred', 'bounced', 'failed', 'suppressed')
+GROUP BY minute, state
+"""
+
+REPLAYABLE_STATES = (State.BOUNCED, State.FAILED)
+
+
+def replay_filter(flt: SendFilter) -> SendFilter:
+    """``flt`` narrowed to the states a replay may touch (pure).
+
+    Raises ValidationError("state", ...) when ``flt`` names another state:
+    delivered, in-flight, queued or held sends are never replayed.
+    """
+    others = [s.value for s in flt.states if s not in REPLAYABLE_STATES]
+    if others:
+        raise ValidationError(
+            "state", f"replay takes only bounced and failed sends, not {', '.join(others)}"
+        )
+    states = flt.states or REPLAYABLE_STATES
+    return SendFilter(
+        states=states,
+        distribution_id=flt.distribution_id,
+        domain=flt.domain,
+        reasons=flt.reasons,
+        since=flt.since,
+        until=flt.until,
+    )
+
+
+# Params: address, account.
+SUPPRESSIONS_FOR = """
+SELECT * FROM suppressions WHERE address = ? AND account IN (?, '') ORDER BY account DESC
+"""

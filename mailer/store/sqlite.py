@@ -12,32 +12,44 @@ import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from mailer.errors import NotFound, StoreError
+from mailer.errors import NotFound, StoreError, ValidationError
 from mailer.reasons import TERMINAL_STATES, Reason, State
 from mailer.store import sql
 from mailer.store.models import (
+    HOLD_KINDS,
     Attempt,
     Claimed,
+    DestinationCount,
     Distribution,
     Event,
+    Hold,
+    HoldKind,
+    Idempotency,
+    IdempotencyRecord,
     NewDistribution,
     NewSend,
     Outcome,
     QueueSummary,
+    ReasonCount,
+    ReplayBatch,
+    ReplayPlan,
     Send,
     SendFilter,
+    Stats,
     Suppression,
+    Throughput,
     new_id,
     new_ids,
 )
 
 T = TypeVar("T")
 
-MIGRATIONS: tuple[str, ...] = (sql.SCHEMA_V1,)
+MIGRATIONS: tuple[str, ...] = (sql.SCHEMA_V1, sql.SCHEMA_V2, sql.SCHEMA_V3)
 
 
 class SQLiteStore:
@@ -143,6 +155,7 @@ class SQLiteStore:
         *,
         hostname: str,
         now: float,
+        idempotency: Idempotency | None = None,
     ) -> tuple[str, list[str]]:
         dist_id = new_id()
         due = distribution.send_at if distribution.send_at is not None else now
@@ -168,7 +181,13 @@ class SQLiteStore:
                 )
             )
 
-        def work(conn: sqlite3.Connection) -> None:
+        def work(conn: sqlite3.Connection) -> tuple[str, list[str]]:
+            if idempotency is not None:
+                row = conn.execute(
+                    sql.SELECT_IDEMPOTENCY, (distribution.account, idempotency.key)
+                ).fetchone()
+                if row is not None:
+                    return row["distribution_id"], json.loads(row["send_ids"])
             conn.execute(
                 sql.INSERT_DISTRIBUTION,
                 (
@@ -193,9 +212,39 @@ class SQLiteStore:
                     for row in send_rows
                 ],
             )
+            _hold_new_sends(conn, dist_id, now)
+            if idempotency is not None:
+                conn.execute(
+                    sql.INSERT_IDEMPOTENCY,
+                    (
+                        distribution.account,
+                        idempotency.key,
+                        idempotency.body_hash,
+                        dist_id,
+                        json.dumps(ids),
+                        idempotency.data,
+                        now,
+                    ),
+                )
+            return dist_id, ids
 
-        await self._run(self._tx, work)
-        return dist_id, ids
+        return await self._run(self._tx, work)
+
+    async def idempotent(self, account: str, key: str) -> IdempotencyRecord | None:
+        row = await self._run(
+            lambda: self.conn.execute(sql.SELECT_IDEMPOTENCY, (account, key)).fetchone()
+        )
+        if row is None:
+            return None
+        return IdempotencyRecord(
+            account=row["account"],
+            key=row["key"],
+            body_hash=row["body_hash"],
+            distribution_id=row["distribution_id"],
+            send_ids=tuple(json.loads(row["send_ids"])),
+            data=row["data"],
+            created_at=row["created_at"],
+        )
 
     async def distribution(self, distribution_id: str) -> Distribution:
         row = await self._run(
@@ -244,7 +293,7 @@ class SQLiteStore:
                 if row is None:
                     continue
                 recorded += 1
-                _record_outcome(conn, row, outcome, now)
+                _record_outcome(conn, row, _unless_held(conn, row, outcome), now)
             return recorded
 
         return await self._run(self._tx, work)
@@ -254,7 +303,24 @@ class SQLiteStore:
             count = 0
             for send_id in send_ids:
                 count += conn.execute(sql.RELEASE, (now, now, send_id, owner)).rowcount
+            _hold_if_held(conn, send_ids, now)
             return count
+
+        return await self._run(self._tx, work)
+
+    async def cancel(self, distribution_id: str, *, now: float) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            if conn.execute(sql.SELECT_DISTRIBUTION, (distribution_id,)).fetchone() is None:
+                raise NotFound("distribution", distribution_id)
+            rows = conn.execute(sql.CANCEL_DISTRIBUTION, (now, distribution_id)).fetchall()
+            conn.executemany(
+                sql.INSERT_EVENT,
+                [
+                    _event_row(row["id"], distribution_id, now, State.CANCELLED, Reason.CANCELLED)
+                    for row in rows
+                ],
+            )
+            return len(rows)
 
         return await self._run(self._tx, work)
 
@@ -322,6 +388,38 @@ class SQLiteStore:
             ),
         )
 
+    async def unsubscribe(
+        self,
+        account: str,
+        address: str,
+        *,
+        now: float,
+        send_id: str | None = None,
+        detail: str | None = None,
+    ) -> bool:
+        key = address.lower()
+        unsubscribed = Reason.SUPPRESSED_UNSUBSCRIBE
+
+        def work(conn: sqlite3.Connection) -> bool:
+            before = conn.execute(sql.SELECT_SUPPRESSION, (account, key)).fetchone()
+            if before is not None and before["reason"] == unsubscribed.value:
+                return False
+            conn.execute(sql.UPSERT_SUPPRESSION, (account, key, unsubscribed.value, now, detail))
+            row = None
+            if send_id is not None:
+                row = conn.execute(sql.SELECT_SEND_TO, (send_id, account, key)).fetchone()
+            if row is not None:
+                state = State(row["state"])
+                conn.execute(
+                    sql.INSERT_EVENT,
+                    _event_row(
+                        row["id"], row["distribution_id"], now, state, unsubscribed, detail=detail
+                    ),
+                )
+            return True
+
+        return await self._run(self._tx, work)
+
     async def unsuppress(self, account: str, address: str) -> bool:
         def work(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(sql.DELETE_SUPPRESSION, (account, address.lower()))
@@ -335,6 +433,174 @@ class SQLiteStore:
         if account is not None:
             query, params = sql.SELECT_ACCOUNT_SUPPRESSIONS, (account,)
         rows = await self._run(lambda: self.conn.execute(query, params).fetchall())
+        return [
+            Suppression(
+                account=row["account"],
+                address=row["address"],
+                reason=Reason(row["reason"]),
+                created_at=row["created_at"],
+                detail=row["detail"],
+            )
+            for row in rows
+        ]
+
+    # operator tools ----------------------------------------------------------
+
+    async def suppress_many(self, entries: Sequence[Suppression]) -> int:
+        rows = [
+            (e.account, e.address.lower(), e.reason.value, e.created_at, e.detail) for e in entries
+        ]
+
+        def work(conn: sqlite3.Connection) -> int:
+            conn.executemany(sql.UPSERT_SUPPRESSION, rows)
+            return len(rows)
+
+        return await self._run(self._tx, work)
+
+    async def hold(self, kind: HoldKind, value: str, *, now: float, note: str | None = None) -> int:
+        value = _hold_value(kind, value)
+        detail = f"{kind} {value} held" + (f": {note}" if note else "")
+
+        def work(conn: sqlite3.Connection) -> int:
+            known = kind == "domain" or conn.execute(sql.SELECT_DISTRIBUTION, (value,)).fetchone()
+            if not known:
+                raise NotFound("distribution", value)
+            conn.execute(sql.UPSERT_HOLD, (kind, value, note, now))
+            rows = conn.execute(sql.HOLD_SENDS[kind], (now, value)).fetchall()
+            conn.executemany(
+                sql.INSERT_EVENT,
+                [
+                    _event_row(
+                        r["id"], r["distribution_id"], now, State.HELD, Reason.HELD, detail=detail
+                    )
+                    for r in rows
+                ],
+            )
+            return len(rows)
+
+        return await self._run(self._tx, work)
+
+    async def release_hold(self, kind: HoldKind, value: str, *, now: float) -> int:
+        value = _hold_value(kind, value)
+        detail = f"{kind} {value} released"
+
+        def work(conn: sqlite3.Connection) -> int:
+            if conn.execute(sql.DELETE_HOLD, (kind, value)).rowcount == 0:
+                raise NotFound("hold", f"on {kind} {value}")
+            rows = conn.execute(sql.RELEASE_HELD[kind], (now, now, value)).fetchall()
+            conn.executemany(
+                sql.INSERT_EVENT,
+                [
+                    _event_row(
+                        r["id"],
+                        r["distribution_id"],
+                        now,
+                        State.QUEUED,
+                        Reason.RELEASED,
+                        detail=detail,
+                    )
+                    for r in rows
+                ],
+            )
+            return len(rows)
+
+        return await self._run(self._tx, work)
+
+    async def holds(self) -> list[Hold]:
+        rows = await self._run(lambda: self.conn.execute(sql.SELECT_HOLDS).fetchall())
+        return [_hold(row) for row in rows]
+
+    async def replay_plan(self, flt: SendFilter) -> ReplayPlan:
+        where, params = sql.send_filter(sql.replay_filter(flt), None, placeholder="?")
+        query = sql.REPLAY_COUNT.format(where=where)
+        row = await self._run(
+            _snapshot, self.conn, lambda conn: conn.execute(query, params).fetchone()
+        )
+        return ReplayPlan(
+            matching=row["matching"] or 0,
+            suppressed=row["suppressed"] or 0,
+            globally_suppressed=row["globally_suppressed"] or 0,
+        )
+
+    async def replay(
+        self,
+        flt: SendFilter,
+        *,
+        now: float,
+        note: str | None = None,
+        include_suppressed: bool = False,
+        after: str | None = None,
+        limit: int = 1000,
+    ) -> ReplayBatch:
+        where, params = sql.send_filter(sql.replay_filter(flt), after, placeholder="?")
+        query = sql.REPLAY_CANDIDATES.format(where=where)
+
+        def work(conn: sqlite3.Connection) -> ReplayBatch:
+            rows = conn.execute(query, (*params, limit)).fetchall()
+            requeue: list[tuple[float, float, float, str]] = []
+            events: list[tuple[object, ...]] = []
+            lift: set[tuple[str, str]] = set()
+            skipped = 0
+            for row in rows:
+                if row["on_global"] or (row["on_account"] and not include_suppressed):
+                    skipped += 1
+                    continue
+                if row["on_account"]:
+                    lift.add((row["account"], row["rcpt_key"]))
+                requeue.append((now, now, now, row["id"]))
+                events.append(
+                    _event_row(
+                        row["id"],
+                        row["distribution_id"],
+                        now,
+                        State.QUEUED,
+                        Reason.REPLAYED,
+                        detail=note,
+                    )
+                )
+            lifted = conn.executemany(sql.DELETE_SUPPRESSION, sorted(lift)).rowcount
+            conn.executemany(sql.REQUEUE, requeue)
+            conn.executemany(sql.INSERT_EVENT, events)
+            held = _hold_if_held(conn, [item[3] for item in requeue], now)
+            return ReplayBatch(
+                requeued=len(requeue),
+                skipped=skipped,
+                unsuppressed=max(lifted, 0),
+                held=held,
+                last_id=rows[-1]["id"] if len(rows) == limit else None,
+            )
+
+        return await self._run(self._tx, work)
+
+    async def stats(self, *, now: float, minutes: int = 15, top: int = 10) -> Stats:
+        last = int(now // 60)
+        first = last - max(minutes, 1) + 1
+
+        def work(conn: sqlite3.Connection) -> Stats:
+            counts = {State(r[0]): r[1] for r in conn.execute(sql.COUNT_STATES)}
+            reasons = tuple(
+                ReasonCount(State(r["state"]), Reason(r["reason"]), r["n"])
+                for r in conn.execute(sql.FAILURE_REASONS, (top,))
+            )
+            deferring = tuple(
+                DestinationCount(r["domain"], Reason(r["reason"]), r["n"])
+                for r in conn.execute(sql.DEFERRING, (top,))
+            )
+            per_minute: dict[int, dict[str, int]] = {m: {} for m in range(first, last + 1)}
+            for r in conn.execute(sql.THROUGHPUT, (first * 60, (last + 1) * 60)):
+                per_minute.setdefault(r["minute"], {})[r["state"]] = r["n"]
+            throughput = tuple(
+                Throughput(minute=float(m * 60), **per_minute[m]) for m in sorted(per_minute)
+            )
+            holds = tuple(_hold(r) for r in conn.execute(sql.SELECT_HOLDS))
+            return Stats(counts, reasons, deferring, throughput, holds)
+
+        return await self._run(_snapshot, self.conn, work)
+
+    async def suppression_for(self, account: str, address: str) -> list[Suppression]:
+        rows = await self._run(
+            lambda: self.conn.execute(sql.SUPPRESSIONS_FOR, (address.lower(), account)).fetchall()
+        )
         return [
             Suppression(
                 account=row["account"],
@@ -462,6 +728,7 @@ def _send(row: sqlite3.Row) -> Send:
         last_enhanced=row["last_enhanced"],
         last_text=row["last_text"],
         identity=row["identity"],
+        replayed_at=row["replayed_at"],
     )
 
 
@@ -493,6 +760,80 @@ def _event(row: sqlite3.Row) -> Event:
         text=row["text"],
         detail=row["detail"],
     )
+
+
+def _snapshot(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Reads in one read transaction: a consistent view that takes no write
+    lock and writes nothing."""
+    conn.execute("BEGIN")
+    try:
+        return fn(conn)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _hold_value(kind: str, value: str) -> str:
+    """A hold's value as sends store it; raises ValidationError."""
+    if kind not in HOLD_KINDS:
+        raise ValidationError("kind", f"a hold is on a domain or a distribution, not {kind!r}")
+    value = value.strip()
+    if not value:
+        raise ValidationError(kind, "empty")
+    if kind == "domain":
+        try:
+            value = value.rstrip(".").encode("idna").decode("ascii").lower()
+        except UnicodeError as exc:
+            raise ValidationError("domain", f"{value!r} is not a domain name") from exc
+    return value
+
+
+def _hold(row: sqlite3.Row) -> Hold:
+    return Hold(
+        kind=row["kind"], value=row["value"], created_at=row["created_at"], note=row["note"]
+    )
+
+
+def _hold_new_sends(conn: sqlite3.Connection, distribution_id: str, now: float) -> None:
+    rows = conn.execute(sql.HOLD_NEW_SENDS, (distribution_id,)).fetchall()
+    conn.executemany(
+        sql.INSERT_EVENT,
+        [
+            _event_row(
+                r["id"], distribution_id, now, State.HELD, Reason.HELD, detail="domain is held"
+            )
+            for r in rows
+        ],
+    )
+
+
+def _unless_held(conn: sqlite3.Connection, row: sqlite3.Row, outcome: Outcome) -> Outcome:
+    """An outcome that would queue or defer a send of a held domain or
+    distribution holds it instead: the hold began while it was in flight."""
+    if outcome.state not in (State.QUEUED, State.DEFERRED):
+        return outcome
+    if conn.execute(sql.HOLD_FOR, (row["domain"], row["distribution_id"])).fetchone() is None:
+        return outcome
+    why = f"{outcome.state.value} ({outcome.reason.value}) while held"
+    return replace(
+        outcome,
+        state=State.HELD,
+        reason=Reason.HELD,
+        detail=f"{why}: {outcome.detail}" if outcome.detail else why,
+    )
+
+
+def _hold_if_held(conn: sqlite3.Connection, send_ids: Sequence[str], now: float) -> int:
+    """Hold those of ``send_ids`` that are queued although a hold covers
+    them (given back by a worker, replayed); returns how many."""
+    if not send_ids or conn.execute(sql.ANY_HOLD).fetchone() is None:
+        return 0
+    events = [
+        _event_row(r["id"], r["distribution_id"], now, State.HELD, Reason.HELD)
+        for send_id in send_ids
+        for r in conn.execute(sql.HOLD_IF_HELD, (now, send_id)).fetchall()
+    ]
+    conn.executemany(sql.INSERT_EVENT, events)
+    return len(events)
 
 
 __all__ = ["TERMINAL_STATES", "SQLiteStore"]

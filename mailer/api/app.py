@@ -1,0 +1,77 @@
+"""The FastAPI application of the survey platform API: ``/v1/...`` needs a
+bearer API key (401 otherwise); ``/u/{token}`` (one-click unsubscribe),
+``/healthz``, ``/metrics`` (Prometheus), ``/openapi.json`` and ``/docs`` are
+open."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fastapi import Depends, FastAPI, Response
+
+from mailer import __version__
+from mailer.api import domains
+from mailer.api.auth import bearer_auth
+from mailer.api.errors import install_error_handlers
+from mailer.api.metrics import ApiMetrics
+from mailer.api.middleware import BodyLimit, CountRequests
+from mailer.api.routes import MAX_CURSOR, UNAUTHORIZED, v1_router
+from mailer.api.tokens import links_from_config
+from mailer.api.unsubscribe import unsubscribe_router
+from mailer.app import App
+from mailer.client import Client
+from mailer.metrics import CONTENT_TYPE
+
+DESCRIPTION = """Enqueue survey distributions, follow every send, read an
+ordered event feed. Errors name the field: `{"detail": [{"field", "reason"}]}`."""
+
+
+def create_api(
+    app: App,
+    *,
+    api_keys: Sequence[str] | None = None,
+    secret: str | None = None,
+    public_url: str | None = None,
+    max_body: int | None = None,
+) -> FastAPI:
+    """The API over an open ``app``. Every argument left out comes from
+    the app's ``[api]`` config: ``api_keys`` (bearer tokens for /v1),
+    ``secret`` and ``public_url`` (the service's unsubscribe links; both or
+    no links), ``max_body`` (bytes; larger requests get 413)."""
+    cfg = app.config.api
+    keys = cfg.keys if api_keys is None else tuple(api_keys)
+    links = links_from_config(secret or cfg.secret, public_url or cfg.public_url)
+    client = Client(app, unsubscribe=links)
+    metrics = ApiMetrics()
+
+    api = FastAPI(
+        title="mailer",
+        version=__version__,
+        description=DESCRIPTION,
+        redoc_url=None,
+    )
+    api.state.client = client
+    api.state.metrics = metrics
+    install_error_handlers(api)
+    auth = bearer_auth(keys)
+    api.include_router(v1_router(client, metrics, auth))
+    api.include_router(domains.router, dependencies=[Depends(auth)], responses=UNAUTHORIZED)
+    api.include_router(unsubscribe_router(client, metrics))
+
+    @api.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """200 while the store answers."""
+        await app.store.events(after=MAX_CURSOR, limit=1)
+        return {"status": "ok"}
+
+    @api.get("/metrics", tags=["operations"], response_class=Response)
+    async def metrics_text() -> Response:
+        """Prometheus exposition: the engine's outcomes and the queue depth
+        (mailer.metrics), then API requests, recipients, unsubscriptions."""
+        body = await app.metrics.scrape(app.store) + metrics.render()
+        return Response(body, media_type=CONTENT_TYPE)
+
+    # added last = outermost: the limit applies before anything reads the body
+    api.add_middleware(CountRequests, metrics=metrics)
+    api.add_middleware(BodyLimit, limit=max_body or cfg.max_body)
+    return api

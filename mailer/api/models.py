@@ -1,0 +1,305 @@
+"""Request and response bodies of the HTTP API (they make its OpenAPI
+schema) and their conversion from and to the service's own values."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+from mailer.client import (
+    Accepted,
+    Cancelled,
+    DistributionStatus,
+    EventPage,
+    SendStatus,
+)
+from mailer.enqueue import MAX_RECIPIENTS, RecipientInput, Rejected
+from mailer.reasons import Reason, State
+from mailer.store.models import Attempt, Event, NewDistribution
+
+
+def _unicode(value: str) -> str:
+    # JSON can spell lone surrogates (\ud800); they cannot be stored or sent
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("contains an unpaired surrogate") from exc
+    return value
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SenderIn(_In):
+    address: Annotated[Text, Field(max_length=320, description="the customer's address")]
+    name: Annotated[Text, Field(max_length=200)] = ""
+
+
+class RecipientIn(_In):
+    email: Annotated[Text, Field(max_length=320)]
+    name: Annotated[Text, Field(max_length=200)] = ""
+    variables: Annotated[
+        dict[Text, Annotated[Text, Field(max_length=10_000)]],
+        Field(max_length=100, description="template variables of this recipient"),
+    ] = {}
+    reference: Annotated[
+        Text | None, Field(max_length=200, description="the platform's own id, echoed back")
+    ] = None
+
+
+class DistributionIn(_In):
+    """One survey distribution: templates (Jinja, sandboxed) and recipients."""
+
+    account: Annotated[Text, Field(min_length=1, max_length=200)]
+    sender: SenderIn
+    subject: Annotated[Text, Field(max_length=2_000)]
+    html: Annotated[Text | None, Field(max_length=1_000_000)] = None
+    text: Annotated[Text | None, Field(max_length=1_000_000)] = None
+    unsubscribe_url: Annotated[
+        Text | None,
+        Field(
+            max_length=2_000,
+            description="URL template; without one the service's own /u/ link is used",
+        ),
+    ] = None
+    send_at: AwareDatetime | None = None
+    tags: Annotated[list[Annotated[Text, Field(max_length=100)]], Field(max_length=50)] = []
+    recipients: Annotated[list[RecipientIn], Field(min_length=1, max_length=MAX_RECIPIENTS)]
+
+    def distribution(self) -> NewDistribution:
+        return NewDistribution(
+            account=self.account,
+            sender_address=self.sender.address,
+            sender_name=self.sender.name,
+            subject=self.subject,
+            html=self.html,
+            text=self.text,
+            unsubscribe_url=self.unsubscribe_url,
+            send_at=None if self.send_at is None else self.send_at.timestamp(),
+            tags=tuple(self.tags),
+        )
+
+    def recipient_inputs(self) -> list[RecipientInput]:
+        return [RecipientInput(r.email, r.name, r.variables, r.reference) for r in self.recipients]
+
+
+# responses -------------------------------------------------------------------
+
+
+def _time(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+class ErrorItem(BaseModel):
+    field: str
+    reason: str
+
+
+class RejectedOut(BaseModel):
+    index: int
+    field: str
+    reason: str
+
+    @classmethod
+    def of(cls, item: Rejected) -> RejectedOut:
+        return cls(index=item.index, field=item.field, reason=item.reason)
+
+
+class ErrorOut(BaseModel):
+    detail: list[ErrorItem]
+    rejected: list[RejectedOut] | None = None
+
+
+class AcceptedSendOut(BaseModel):
+    index: int
+    id: str
+
+
+class AcceptedOut(BaseModel):
+    distribution_id: str
+    accepted: int
+    sends: list[AcceptedSendOut]
+    rejected: list[RejectedOut]
+
+    @classmethod
+    def of(cls, item: Accepted) -> AcceptedOut:
+        # up to 10,000 entries of known-good values: constructed unvalidated
+        return cls.model_construct(
+            distribution_id=item.distribution_id,
+            accepted=len(item.sends),
+            sends=[AcceptedSendOut.model_construct(index=s.index, id=s.id) for s in item.sends],
+            rejected=[RejectedOut.of(r) for r in item.rejected],
+        )
+
+
+class AttemptOut(BaseModel):
+    started_at: datetime
+    finished_at: datetime
+    reason: Reason
+    mx_host: str | None
+    address: str | None
+    tls_version: str | None
+    tls_cipher: str | None
+    code: int | None
+    enhanced: str | None
+    text: str | None
+
+    @classmethod
+    def of(cls, item: Attempt) -> AttemptOut:
+        return cls(
+            started_at=datetime.fromtimestamp(item.started_at, UTC),
+            finished_at=datetime.fromtimestamp(item.finished_at, UTC),
+            reason=item.reason,
+            mx_host=item.mx_host,
+            address=item.address,
+            tls_version=item.tls_version,
+            tls_cipher=item.tls_cipher,
+            code=item.code,
+            enhanced=item.enhanced,
+            text=item.text,
+        )
+
+
+class EventOut(BaseModel):
+    seq: int
+    send_id: str
+    distribution_id: str
+    at: datetime
+    state: State
+    reason: Reason
+    code: int | None
+    enhanced: str | None
+    text: str | None
+    detail: str | None
+
+    @classmethod
+    def of(cls, item: Event) -> EventOut:
+        return cls(
+            seq=item.seq,
+            send_id=item.send_id,
+            distribution_id=item.distribution_id,
+            at=datetime.fromtimestamp(item.at, UTC),
+            state=item.state,
+            reason=item.reason,
+            code=item.code,
+            enhanced=item.enhanced,
+            text=item.text,
+            detail=item.detail,
+        )
+
+
+class ReplyOut(BaseModel):
+    code: int | None
+    enhanced: str | None
+    text: str | None
+
+
+class SendOut(BaseModel):
+    id: str
+    distribution_id: str
+    account: str
+    recipient: str
+    name: str
+    reference: str | None
+    message_id: str
+    state: State
+    reason: Reason
+    identity: str | None = Field(description="the sender identity decision and why")
+    due_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    last_reply: ReplyOut | None
+    attempts: list[AttemptOut]
+    events: list[EventOut]
+
+    @classmethod
+    def of(cls, item: SendStatus) -> SendOut:
+        send = item.send
+        last = None
+        if send.last_code is not None or send.last_text is not None:
+            last = ReplyOut(code=send.last_code, enhanced=send.last_enhanced, text=send.last_text)
+        return cls(
+            id=send.id,
+            distribution_id=send.distribution_id,
+            account=send.account,
+            recipient=send.recipient,
+            name=send.name,
+            reference=send.reference,
+            message_id=send.message_id,
+            state=send.state,
+            reason=send.reason,
+            identity=send.identity,
+            due_at=datetime.fromtimestamp(send.due_at, UTC),
+            created_at=datetime.fromtimestamp(send.created_at, UTC),
+            updated_at=datetime.fromtimestamp(send.updated_at, UTC),
+            last_reply=last,
+            attempts=[AttemptOut.of(a) for a in item.attempts],
+            events=[EventOut.of(e) for e in item.events],
+        )
+
+
+def _all_states(counts: dict[State, int]) -> dict[str, int]:
+    return {state.value: counts.get(state, 0) for state in State}
+
+
+class SenderOut(BaseModel):
+    address: str
+    name: str
+
+
+class DistributionOut(BaseModel):
+    id: str
+    account: str
+    sender: SenderOut
+    subject: str
+    unsubscribe_url: str | None
+    send_at: datetime | None
+    tags: list[str]
+    created_at: datetime
+    total: int
+    counts: dict[str, int] = Field(description="sends per state, every state listed")
+
+    @classmethod
+    def of(cls, item: DistributionStatus) -> DistributionOut:
+        dist = item.distribution
+        return cls(
+            id=dist.id,
+            account=dist.account,
+            sender=SenderOut(address=dist.sender_address, name=dist.sender_name),
+            subject=dist.subject,
+            unsubscribe_url=dist.unsubscribe_url,
+            send_at=_time(dist.send_at),
+            tags=list(dist.tags),
+            created_at=datetime.fromtimestamp(dist.created_at, UTC),
+            total=item.total,
+            counts=_all_states(item.counts),
+        )
+
+
+class CancelledOut(BaseModel):
+    distribution_id: str
+    cancelled: int
+    counts: dict[str, int]
+
+    @classmethod
+    def of(cls, item: Cancelled) -> CancelledOut:
+        return cls(
+            distribution_id=item.distribution_id,
+            cancelled=item.cancelled,
+            counts=_all_states(item.counts),
+        )
+
+
+class EventPageOut(BaseModel):
+    events: list[EventOut]
+    next: int = Field(description="pass as ?after= to read on; the same value when nothing is new")
+
+    @classmethod
+    def of(cls, item: EventPage) -> EventPageOut:
+        return cls(events=[EventOut.of(e) for e in item.events], next=item.next)

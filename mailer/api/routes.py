@@ -1,0 +1,103 @@
+"""The /v1 routes: a thin HTTP layer over :class:`mailer.client.Client`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Response
+
+from mailer.api.metrics import ApiMetrics
+from mailer.api.models import (
+    AcceptedOut,
+    CancelledOut,
+    DistributionIn,
+    DistributionOut,
+    ErrorOut,
+    EventPageOut,
+    SendOut,
+)
+from mailer.client import MAX_EVENTS_PAGE, MAX_IDEMPOTENCY_KEY, Client
+
+# SQLite integers are 64-bit; a larger cursor is a client error, not a crash
+MAX_CURSOR = 2**62
+
+UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "no valid API key"},
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    **UNAUTHORIZED,
+    422: {"model": ErrorOut, "description": "invalid input; `field` says where"},
+}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "no such id"}
+}
+
+Id = Annotated[str, Path(min_length=1, max_length=200)]
+
+
+def v1_router(
+    client: Client, metrics: ApiMetrics, auth: Callable[..., Awaitable[None]]
+) -> APIRouter:
+    router = APIRouter(prefix="/v1", dependencies=[Depends(auth)], responses=_ERRORS)
+
+    @router.post(
+        "/distributions",
+        status_code=202,
+        responses={
+            400: {"model": ErrorOut, "description": "the body cannot be read (not UTF-8)"},
+            409: {"model": ErrorOut, "description": "Idempotency-Key used with another body"},
+            413: {"model": ErrorOut, "description": "request body too large"},
+        },
+    )
+    async def create_distribution(
+        body: DistributionIn,
+        response: Response,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                alias="Idempotency-Key",
+                max_length=MAX_IDEMPOTENCY_KEY,
+                description="a retry with the same key and body returns the first answer",
+            ),
+        ] = None,
+    ) -> AcceptedOut:
+        """Enqueue a distribution. Invalid recipient addresses are rejected
+        by index; the valid ones are stored in one transaction."""
+        accepted = await client.enqueue(
+            body.distribution(), body.recipient_inputs(), idempotency_key=idempotency_key
+        )
+        if accepted.replayed:
+            response.headers["Idempotency-Replayed"] = "true"
+        else:
+            metrics.recipients.labels("accepted").inc(len(accepted.sends))
+            metrics.recipients.labels("rejected").inc(len(accepted.rejected))
+        return AcceptedOut.of(accepted)
+
+    @router.get("/distributions/{distribution_id}", responses=_NOT_FOUND)
+    async def get_distribution(distribution_id: Id) -> DistributionOut:
+        """A distribution and how many of its sends are in each state."""
+        return DistributionOut.of(await client.distribution(distribution_id))
+
+    @router.delete("/distributions/{distribution_id}", responses=_NOT_FOUND)
+    async def cancel_distribution(distribution_id: Id) -> CancelledOut:
+        """Cancel the sends not yet sent (queued, deferred, held); sends in
+        an SMTP transaction finish."""
+        return CancelledOut.of(await client.cancel(distribution_id))
+
+    @router.get("/sends/{send_id}", responses=_NOT_FOUND)
+    async def get_send(send_id: Id) -> SendOut:
+        """One send: state, sender identity decision, attempts (MX host,
+        TLS version, SMTP reply) and events."""
+        return SendOut.of(await client.send(send_id))
+
+    @router.get("/events")
+    async def get_events(
+        after: Annotated[int, Query(ge=0, le=MAX_CURSOR, description="cursor: `next`")] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = 100,
+    ) -> EventPageOut:
+        """State changes in order, resumable: read on with ``after=next``;
+        no event is skipped or repeated across pages."""
+        return EventPageOut.of(await client.events(after, limit))
+
+    return router

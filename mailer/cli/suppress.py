@@ -1,0 +1,209 @@
+"""``mailer suppress add|remove|list|import``: the suppression lists, per
+account and global (account ``""``), with reasons."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from mailer.addresses import parse_address
+from mailer.app import App
+from mailer.cli.main import Context, cli, pass_ctx, run
+from mailer.cli.queue import console, when
+from mailer.config import Config
+from mailer.errors import ValidationError
+from mailer.reasons import Reason
+from mailer.store.models import Suppression
+
+SUPPRESSION_REASONS = (Reason.SUPPRESSED_BOUNCE, Reason.SUPPRESSED_UNSUBSCRIBE)
+
+
+def parse_suppression_csv(
+    text: str, *, account: str, reason: Reason, now: float, detail: str | None = None
+) -> list[Suppression]:
+    """Rows ``address[,reason][,account]`` (a header row naming those columns
+    is optional); an empty reason or account cell takes ``reason`` /
+    ``account``. Pure.
+
+    Raises ValidationError("line N", ...) for the first bad line, and
+    ValidationError("csv", ...) when there is no address at all.
+    """
+    reader = csv.reader(io.StringIO(text))
+    columns: tuple[str, ...] = ("address", "reason", "account")
+    out: list[Suppression] = []
+    first = True
+    end = 0
+    for row in reader:
+        # a quoted cell may span lines: name the line the row starts on
+        where, end = f"line {end + 1}", reader.line_num
+        cells = [cell.strip() for cell in row]
+        if not any(cells):
+            continue
+        if first and cells[0].lower() in ("address", "email"):
+            first = False
+            names = tuple("address" if c.lower() == "email" else c.lower() for c in cells)
+            unknown = [n for n in names if n not in columns]
+            if unknown or len(set(names)) != len(names):
+                raise ValidationError(where, f"header columns are {', '.join(columns)}")
+            columns = names
+            continue
+        first = False
+        if len(cells) > len(columns):
+            raise ValidationError(
+                where, f"{len(cells)} columns; expected {', '.join(columns)} at most"
+            )
+        values = dict(zip(columns, cells, strict=False))
+        address = parse_address(where, values.get("address", "")).address
+        why = values.get("reason") or reason.value
+        if why not in {r.value for r in SUPPRESSION_REASONS}:
+            allowed = " or ".join(r.value for r in SUPPRESSION_REASONS)
+            raise ValidationError(where, f"reason {why!r} is not {allowed}")
+        owner = values.get("account") or account
+        out.append(Suppression(owner, address.lower(), Reason(why), now, detail))
+    if not out:
+        raise ValidationError("csv", "no addresses")
+    return out
+
+
+def _scope(account: str | None, everyone: bool, *, required: bool = True) -> str | None:
+    if account is not None and everyone:
+        raise click.UsageError("--account and --global exclude each other")
+    if everyone:
+        return ""
+    if account is None and required:
+        raise click.UsageError("say whose list: --account NAME or --global")
+    return account
+
+
+def scope_options(fn: Any) -> Any:
+    fn = click.option("--global", "everyone", is_flag=True, help="The global list.")(fn)
+    return click.option("--account", default=None, help="That account's list.")(fn)
+
+
+reason_option = click.option(
+    "--reason",
+    type=click.Choice([r.value for r in SUPPRESSION_REASONS]),
+    default=Reason.SUPPRESSED_BOUNCE.value,
+    show_default=True,
+)
+
+
+@cli.group()
+def suppress() -> None:
+    """The suppression lists: per account, and global (every account)."""
+
+
+async def _suppress_many(config: Config, entries: list[Suppression]) -> int:
+    async with App(config) as app:
+        return await app.store.suppress_many(entries)
+
+
+@suppress.command("add")
+@click.argument("addresses", nargs=-1, required=True)
+@scope_options
+@reason_option
+@click.option("--note", default=None, help="Why (kept as the entry's detail).")
+@pass_ctx
+def suppress_add(
+    ctx: Context,
+    addresses: tuple[str, ...],
+    account: str | None,
+    everyone: bool,
+    reason: str,
+    note: str | None,
+) -> None:
+    """Put ADDRESSES on a suppression list: later sends to them end
+    `suppressed`."""
+    owner = _scope(account, everyone) or ""
+    now = time.time()
+    entries = [
+        Suppression(owner, parse_address(f"address {a!r}", a).address, Reason(reason), now, note)
+        for a in addresses
+    ]
+    count = run(_suppress_many(ctx.config, entries))
+    click.echo(f"suppressed {count} address(es) on {_scope_name(owner)}")
+
+
+def _scope_name(account: str) -> str:
+    return "the global list" if account == "" else f"account {account}'s list"
+
+
+async def _unsuppress(config: Config, account: str, addresses: tuple[str, ...]) -> int:
+    async with App(config) as app:
+        return sum([await app.store.unsuppress(account, a) for a in addresses])
+
+
+@suppress.command("remove")
+@click.argument("addresses", nargs=-1, required=True)
+@scope_options
+@pass_ctx
+def suppress_remove(
+    ctx: Context, addresses: tuple[str, ...], account: str | None, everyone: bool
+) -> None:
+    """Take ADDRESSES off a suppression list."""
+    owner = _scope(account, everyone) or ""
+    removed = run(_unsuppress(ctx.config, owner, addresses))
+    click.echo(f"removed {removed} of {len(addresses)} address(es) from {_scope_name(owner)}")
+
+
+async def _suppressions(config: Config, account: str | None) -> list[Suppression]:
+    async with App(config) as app:
+        return await app.store.suppressions(account)
+
+
+@suppress.command("list")
+@scope_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON array.")
+@pass_ctx
+def suppress_list(ctx: Context, account: str | None, everyone: bool, as_json: bool) -> None:
+    """List suppressions (all lists unless --account or --global)."""
+    entries = run(_suppressions(ctx.config, _scope(account, everyone, required=False)))
+    if as_json:
+        rows = [{**asdict(e), "reason": e.reason.value} for e in entries]
+        click.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("account", "address", "reason", "since", "detail"):
+        table.add_column(column, overflow="fold")
+    for e in entries:
+        table.add_row(
+            e.account or "(global)", e.address, e.reason.value, when(e.created_at), e.detail or ""
+        )
+    console().print(table if entries else "no suppressions")
+
+
+@suppress.command("import")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@scope_options
+@reason_option
+@click.option("--note", default=None, help="Detail recorded with every entry.")
+@pass_ctx
+def suppress_import(
+    ctx: Context,
+    csv_file: Path,
+    account: str | None,
+    everyone: bool,
+    reason: str,
+    note: str | None,
+) -> None:
+    """Import CSV_FILE (address[,reason][,account]); rows without an account
+    go on the --account/--global list. All or nothing: a bad line is
+    reported by number and nothing is imported."""
+    owner = _scope(account, everyone) or ""
+    try:
+        text = csv_file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationError("csv", f"cannot read {csv_file}: {exc}") from exc
+    entries = parse_suppression_csv(
+        text, account=owner, reason=Reason(reason), now=time.time(), detail=note
+    )
+    count = run(_suppress_many(ctx.config, entries))
+    click.echo(f"imported {count} suppression(s)")

@@ -1,0 +1,194 @@
+"""Prometheus metrics of one process and the ``/metrics`` endpoint of
+``mailer worker``.
+
+Every :class:`Metrics` owns its own ``CollectorRegistry`` (never the
+library's global default one), so two apps in one process, or two tests,
+never share counters. Counters count what this process did; the queue depth
+is read from the store at every scrape, so it is the same whichever worker
+is asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Self
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from mailer.errors import MailerError
+from mailer.reasons import Reason, State
+from mailer.store.base import Store
+from mailer.store.models import Attempt, Send
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CONTENT_TYPE", "TLS_REASONS", "Metrics", "MetricsServer"]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# Attempt reasons that mean the destination's TLS was the trouble.
+TLS_REASONS = frozenset({Reason.TLS_UNAVAILABLE, Reason.TLS_HANDSHAKE, Reason.CERTIFICATE})
+
+# Enqueue to 250: from seconds (a warm queue) to the retry horizon (days).
+LATENCY_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0, 5 * 86400.0)
+ATTEMPT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    """The service's metrics (names in docs/operations.md)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.sends = Counter(
+            "mailer_sends",
+            "Outcomes recorded by this process, by state and reason.",
+            ["state", "reason"],
+            registry=self.registry,
+        )
+        self.attempts = Counter(
+            "mailer_attempts",
+            "Delivery attempts made by this process, by the reason of their result.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.tls_failures = Counter(
+            "mailer_tls_failures",
+            "Attempts that failed on TLS (no STARTTLS, handshake, certificate), "
+            "by recipient domain.",
+            ["destination", "reason"],
+            registry=self.registry,
+        )
+        self.delivery_latency = Histogram(
+            "mailer_delivery_latency_seconds",
+            "From enqueue to the receiving server's acceptance, retries included.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.attempt_duration = Histogram(
+            "mailer_attempt_duration_seconds",
+            "Duration of one delivery attempt (the SMTP transaction).",
+            buckets=ATTEMPT_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "mailer_queue_depth",
+            "Sends in the store by state, read at scrape time.",
+            ["state"],
+            registry=self.registry,
+        )
+
+    def finished(
+        self, send: Send, state: State, reason: Reason, attempt: Attempt | None, *, now: float
+    ) -> None:
+        """Count one outcome (and its attempt) of ``send``. Raises nothing."""
+        self.sends.labels(state=state.value, reason=reason.value).inc()
+        if state is State.DELIVERED:
+            self.delivery_latency.observe(max(now - send.created_at, 0.0))
+        if attempt is None:
+            return
+        self.attempts.labels(reason=attempt.reason.value).inc()
+        self.attempt_duration.observe(max(attempt.finished_at - attempt.started_at, 0.0))
+        if attempt.reason in TLS_REASONS:
+            self.tls_failures.labels(destination=send.domain, reason=attempt.reason.value).inc()
+
+    def set_queue(self, counts: Mapping[State, int]) -> None:
+        """Every state gets a value, 0 included, so that a drained queue
+        shows as 0 rather than as a stale number."""
+        for state in State:
+            self.queue_depth.labels(state=state.value).set(counts.get(state, 0))
+
+    def render(self) -> bytes:
+        """The text exposition format (``CONTENT_TYPE``)."""
+        return generate_latest(self.registry)
+
+    async def scrape(self, store: Store) -> bytes:
+        """Read the queue depth from ``store``, then render. Raises
+        StoreError when the store cannot be read."""
+        self.set_queue(await store.counts())
+        return self.render()
+
+
+class MetricsServer:
+    """``GET /metrics`` over HTTP/1.1 on ``host:port`` (port 0: any free
+    port, see ``.port`` once started); one request per connection."""
+
+    def __init__(self, metrics: Metrics, store: Store, host: str, port: int) -> None:
+        self.metrics = metrics
+        self.store = store
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        """Raises OSError when the address cannot be bound."""
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10.0)
+            status, body, ctype = await self._respond(head)
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode("ascii")
+                + body
+            )
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+            pass  # a client that went away or never finished its request
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _respond(self, head: bytes) -> tuple[str, bytes, str]:
+        method, path = parse_request_line(head)
+        text = "text/plain; charset=utf-8"
+        if path.partition("?")[0] != "/metrics":
+            return "404 Not Found", b"not found: try /metrics\n", text
+        if method != "GET":
+            return "405 Method Not Allowed", b"GET only\n", text
+        try:
+            return "200 OK", await self.metrics.scrape(self.store), CONTENT_TYPE
+        except MailerError as exc:
+            log.warning("metrics scrape: %s", exc)
+            return "503 Service Unavailable", f"{exc}\n".encode(), text
+
+
+def parse_request_line(head: bytes) -> tuple[str, str]:
+    """Method and target of an HTTP request head (pure); an unreadable
+    request line gives ``("", "")``. Raises nothing."""
+    line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = line.split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        return "", ""
+    return parts[0], parts[1]

@@ -1,0 +1,137 @@
+"""Prometheus metrics: counted by the engine, served for ``mailer worker``
+on the configured port, one registry per Metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+
+from mailer.app import App
+from mailer.enqueue import RecipientInput
+from mailer.metrics import Metrics, MetricsServer, parse_request_line
+from mailer.reasons import Reason, State
+from mailer.store.models import Attempt, Send
+from mailer.store.sqlite import SQLiteStore
+from mailer.testing.dnsserver import DNSServer
+from mailer.testing.sink import pick_port
+from tests.conftest import SURVEY, make_config, run_until_settled
+
+
+def people(*names: str, domain: str = "dest.test") -> list[RecipientInput]:
+    return [RecipientInput(f"{n}@{domain}", n, {"token": n}) for n in names]
+
+
+async def test_engine_counts_outcomes_attempts_latency_and_tls_failures(
+    tmp_path: Path, dns_server: DNSServer, smtp_port: int, make_sink
+) -> None:
+    dns_server.set("notls.test", "MX", [(10, "mx.notls.test")])
+    dns_server.set("mx.notls.test", "A", ["127.0.0.5"])
+    make_sink("127.0.0.5", starttls=False)
+    make_sink("127.0.0.2").script("gone@dest.test", "550 5.1.1 No such user")
+    make_sink("127.0.0.3")
+    config = make_config(tmp_path, dns_server, smtp_port, retry={"max_age": 0.5})
+    async with App(config) as app:
+        await app.enqueue(
+            SURVEY, [*people("anna", "bert", "gone"), *people("x", domain="notls.test")]
+        )
+        await run_until_settled(app)
+        sample = app.metrics.registry.get_sample_value
+        assert sample("mailer_sends_total", {"state": "delivered", "reason": "delivered"}) == 2
+        assert sample("mailer_sends_total", {"state": "bounced", "reason": "mailbox-unknown"}) == 1
+        assert sample("mailer_sends_total", {"state": "failed", "reason": "expired"}) == 1
+        assert sample("mailer_attempts_total", {"reason": "delivered"}) == 2
+        tls = sample(
+            "mailer_tls_failures_total", {"destination": "notls.test", "reason": "tls-unavailable"}
+        )
+        assert tls is not None
+        assert tls >= 1
+        assert sample("mailer_attempts_total", {"reason": "tls-unavailable"}) == tls
+        assert sample("mailer_delivery_latency_seconds_count") == 2
+        assert sample("mailer_attempt_duration_seconds_count") == 3 + tls
+
+
+async def test_worker_serves_metrics_on_the_configured_port_until_the_app_closes(
+    tmp_path: Path, dns_server: DNSServer, smtp_port: int
+) -> None:
+    port = pick_port(["127.0.0.1"])
+    config = make_config(tmp_path, dns_server, smtp_port, worker={"metrics_port": port})
+    url = f"http://127.0.0.1:{port}"
+    async with App(config) as app:
+        await app.enqueue(SURVEY, people("anna", "bert"))
+        await app.store.hold("domain", "held.test", now=0.0)
+        await app.enqueue(SURVEY, people("cora", domain="held.test"))
+        await app.engine()  # built, not run: the endpoint is up
+        async with httpx.AsyncClient() as client:
+            scraped = await client.get(f"{url}/metrics")
+            missing = await client.get(f"{url}/")
+            posted = await client.post(f"{url}/metrics")
+    assert scraped.status_code == 200
+    assert scraped.headers["content-type"].startswith("text/plain")
+    assert 'mailer_queue_depth{state="queued"} 2.0' in scraped.text
+    assert 'mailer_queue_depth{state="held"} 1.0' in scraped.text
+    assert 'mailer_queue_depth{state="delivered"} 0.0' in scraped.text
+    assert "# TYPE mailer_delivery_latency_seconds histogram" in scraped.text
+    assert missing.status_code == 404
+    assert posted.status_code == 405
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.get(f"{url}/metrics")
+
+
+async def test_metrics_server_answers_503_when_the_store_cannot_be_read(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.sqlite3")  # never opened
+    async with (
+        MetricsServer(Metrics(), store, "127.0.0.1", 0) as server,
+        httpx.AsyncClient() as client,
+    ):
+        response = await client.get(f"http://127.0.0.1:{server.port}/metrics")
+    assert response.status_code == 503
+    assert "not open" in response.text
+
+
+def test_every_metrics_object_has_a_registry_of_its_own() -> None:
+    one, two = Metrics(), Metrics()
+    send = Send(
+        id="s1",
+        distribution_id="d1",
+        account="acme",
+        recipient="a@dest.test",
+        domain="dest.test",
+        name="",
+        variables={},
+        reference=None,
+        message_id="<s1@h>",
+        state=State.SENDING,
+        reason=Reason.QUEUED,
+        due_at=0.0,
+        attempts=0,
+        created_at=100.0,
+        updated_at=100.0,
+    )
+    attempt = Attempt(101.0, 101.5, Reason.CERTIFICATE, mx_host="mx.dest.test")
+    one.finished(send, State.DEFERRED, Reason.CERTIFICATE, attempt, now=101.5)
+    labels = {"state": "deferred", "reason": "certificate"}
+    assert one.registry.get_sample_value("mailer_sends_total", labels) == 1
+    assert two.registry.get_sample_value("mailer_sends_total", labels) is None
+    assert REGISTRY.get_sample_value("mailer_sends_total", labels) is None
+    failures = {"destination": "dest.test", "reason": "certificate"}
+    assert one.registry.get_sample_value("mailer_tls_failures_total", failures) == 1
+    assert one.registry.get_sample_value("mailer_attempt_duration_seconds_sum") == 0.5
+    # only deliveries feed the latency histogram
+    assert one.registry.get_sample_value("mailer_delivery_latency_seconds_count") == 0
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", ("GET", "/metrics")),
+        (b"POST /metrics?x=1 HTTP/1.0\r\n\r\n", ("POST", "/metrics?x=1")),
+        (b"garbage\r\n\r\n", ("", "")),
+        (b"GET /metrics\r\n\r\n", ("", "")),
+    ],
+)
+def test_request_line_parsing(head: bytes, expected: tuple[str, str]) -> None:
+    assert parse_request_line(head) == expected
