@@ -103,6 +103,7 @@ CREATE TABLE idempotency (
 )
 """
 
+
 def split_statements(script: str) -> list[str]:
     """The schema scripts hold no ';' inside statements, so a split is
     enough (and keeps every statement inside the migration transaction,
@@ -237,6 +238,7 @@ def send_filter(
         clauses.append(f"id > {placeholder}")
         params.append(after)
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
 
 INSERT_IDEMPOTENCY = """
 INSERT INTO idempotency (account, key, body_hash, distribution_id, send_ids, data, created_at)
