@@ -83,6 +83,11 @@ def check_recipients(
         )
     accepted: list[NewSend] = []
     rejected: list[Rejected] = []
+    # Rendering every recipient costs more than everything else at the
+    # door. A recipient whose variables have the same names as one already
+    # rendered, and include every name the templates refer to, cannot meet
+    # an undefined variable: render once per set of names.
+    rendered: set[frozenset[str]] = set()
     for index, item in enumerate(recipients):
         where = f"recipients[{index}]"
         try:
@@ -91,16 +96,22 @@ def check_recipients(
             for key, value in item.variables.items():
                 if not isinstance(value, str):
                     raise ValidationError(f"{where}.variables.{key}", "must be a string")
+                if key in compiled.in_headers:
+                    # rendered into the subject or a header: CR/LF would inject
+                    check_header_value(f"{where}.variables.{key}", value)
         except TemplateError:
             raise
         except ValidationError as exc:
             rejected.append(Rejected(index, exc.field, exc.reason))
             continue
         variables = {**item.variables, "email": address.address, "name": item.name}
-        try:
-            render(compiled, variables, derive_text=False)
-        except TemplateError as exc:
-            raise TemplateError(exc.field, f"{exc.reason} ({where})") from exc
+        names = frozenset(variables)
+        if names not in rendered or not compiled.referenced <= names:
+            try:
+                render(compiled, variables, derive_text=False)
+            except TemplateError as exc:
+                raise TemplateError(exc.field, f"{exc.reason} ({where})") from exc
+            rendered.add(names)
         accepted.append(
             NewSend(address.address, address.name, dict(item.variables), item.reference)
         )

@@ -27,7 +27,7 @@ from inscriptis import get_text
 from inscriptis.css_profiles import CSS_PROFILES
 from inscriptis.model.config import ParserConfig
 from inscriptis.model.tag import CustomHtmlTagHandlerMapping
-from jinja2 import StrictUndefined, Template, nodes
+from jinja2 import StrictUndefined, Template, meta, nodes
 from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
@@ -128,6 +128,10 @@ class CompiledContent:
     # the distribution has no text template: ``text`` (when not None) was
     # derived from the HTML template, else each rendered HTML is converted
     text_from_html: bool = False
+    # every variable name the templates refer to, and those of the
+    # templates that end up in header fields (subject, unsubscribe URL)
+    referenced: frozenset[str] = frozenset()
+    in_headers: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,9 +195,24 @@ def compile_content(content: Content) -> CompiledContent:
         derived = derive_text_template(html)
         if derived is not None:
             text_template = _compile(plain, "html", derived)
+
+    subject = _compile(plain, "subject", content.subject)
+    html_template = None if html is None else _compile(_sandbox(autoescape=True), "html", html)
+
+    def names(*sources: str | None) -> frozenset[str]:
+        # every source compiled above, so parsing cannot fail here
+        return frozenset(
+            name
+            for source in sources
+            if source is not None
+            for name in meta.find_undeclared_variables(plain.parse(source))
+        )
+
     return CompiledContent(
-        subject=_compile(plain, "subject", content.subject),
-        html=None if html is None else _compile(_sandbox(autoescape=True), "html", html),
+        referenced=names(content.subject, html, text, content.unsubscribe_url),
+        in_headers=names(content.subject, content.unsubscribe_url),
+        subject=subject,
+        html=html_template,
         text=text_template,
         unsubscribe_url=url,
         text_from_html=text is None,

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import pytest
+from email_validator import validate_email
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailer.addresses import (
     MAX_DISPLAY_NAME,
     Address,
+    _plain_address,
     check_header_value,
     normalise_display_name,
     parse_address,
@@ -92,3 +96,37 @@ def test_test_domains_are_admitted_other_special_use_names_are_not() -> None:
         parse_address("to", "a@customer.invalid")
     with pytest.raises(ValidationError):
         parse_address("to", "a@localhost")
+
+
+_ATOM = st.text(alphabet="abcXYZ019!#$%&'*+/=?^_`{|}~-.", min_size=1, max_size=12)
+_LABEL = st.text(alphabet="abz019-XN", min_size=1, max_size=12)
+_TLD = st.sampled_from(
+    ["de", "se", "com", "test", "local", "localhost", "onion", "c", "x1", "invalid"]
+)
+
+
+@given(
+    local=st.lists(_ATOM, min_size=1, max_size=3).map(".".join),
+    labels=st.lists(_LABEL, min_size=0, max_size=3),
+    tld=_TLD,
+)
+@settings(max_examples=400, deadline=None)
+def test_fast_path_accepts_only_what_email_validator_accepts_with_the_same_result(
+    local: str, labels: list[str], tld: str
+) -> None:
+    candidate = "@".join([local, ".".join([*labels, tld])])
+    fast = _plain_address(candidate)
+    if fast is None:
+        return
+    valid = validate_email(
+        candidate, check_deliverability=False, allow_smtputf8=False, test_environment=True
+    )
+    assert fast == valid.ascii_email
+
+
+def test_plain_addresses_take_the_fast_path_and_odd_ones_the_full_check() -> None:
+    assert _plain_address("Anna.Berg+survey@Example.DE") == "Anna.Berg+survey@example.de"
+    assert _plain_address("anna@xn--mller-kva.de") is None  # IDN: full check
+    assert _plain_address('"quoted"@example.de') is None
+    assert _plain_address("anna@localhost") is None
+    assert parse_address("to", "anna@xn--mller-kva.de").domain == "xn--mller-kva.de"

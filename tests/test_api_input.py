@@ -102,7 +102,7 @@ async def test_line_break_rendered_into_the_subject_by_a_variable_is_refused(
     body["recipients"][0]["variables"]["team"] = "Vertrieb\r\nBcc: victim@elsewhere.test"
     reply = await post(served, body)
     assert reply.status_code == 422
-    assert fields(reply) == ["subject"]
+    assert fields(reply) == ["recipients[0].variables.team"]
     assert await nothing_stored(served)
 
 

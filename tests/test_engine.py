@@ -243,3 +243,26 @@ async def test_invalid_recipient_is_rejected_by_index_the_rest_stored(app) -> No
     [rejected] = result.rejected
     assert rejected.index == 2
     assert rejected.field == "recipients[2].email"
+
+
+async def test_crlf_in_a_variable_used_in_the_subject_rejects_that_recipient(app) -> None:
+    recipients = [*people(1), RecipientInput("x@dest.test", "X", {"token": "a\r\nBcc: y@z.test"})]
+    bad = NewDistribution(**{**SURVEY.__dict__, "subject": "Code {{ token }}"})
+    result = await app.enqueue(bad, recipients)
+    [rejected] = result.rejected
+    assert (rejected.index, rejected.field) == (1, "recipients[1].variables.token")
+    assert len(result.send_ids) == 1
+
+
+async def test_conditionally_used_variable_missing_for_one_recipient_is_refused(app) -> None:
+    html = "<p>{% if vip %}{{ vip_code }}{% endif %}{{ token }}</p>"
+    dist = NewDistribution(**{**SURVEY.__dict__, "html": html})
+    recipients = [
+        RecipientInput("a@dest.test", "A", {"token": "1", "vip": ""}),
+        RecipientInput("b@dest.test", "B", {"token": "2", "vip": "yes"}),
+    ]
+    with pytest.raises(ValidationError) as err:
+        await app.enqueue(dist, recipients)
+    assert "vip_code" in err.value.reason
+    assert "recipients[1]" in err.value.reason
+    assert await app.store.counts() == {}
