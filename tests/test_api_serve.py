@@ -91,7 +91,7 @@ def test_dev_serve_delivers_the_sample_to_its_sink_and_stops_on_sigterm(dev_serv
     process.wait_for(rf"^API on {re.escape(url)}")
     key = process.wait_for(r"^API key: (\S+)").group(1)
     process.wait_for(r"sample distribution \w+: 3 recipients queued")
-    arrived = [process.wait_for(r"→ .*(TLSv1\.[23]) dkim=pass") for _ in range(3)]
+    arrived = [process.wait_for(r"→ .*(TLSv1\.[23]) \| dkim: d=\S+ s=\S+ pass") for _ in range(3)]
     assert all(m.group(1) for m in arrived)
     assert any("zählt" in line for line in process.seen)
 
@@ -105,7 +105,9 @@ def test_dev_serve_delivers_the_sample_to_its_sink_and_stops_on_sigterm(dev_serv
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as http:
         assert http.get("/healthz").status_code == 200
         assert http.post("/v1/distributions", json=body).status_code == 202
-    process.wait_for(r"→ neu@beispiel\.test “Noch eine Frage”")
+    process.wait_for(
+        r"→ <neu@beispiel\.test> \"Noch eine Frage\" TLSv1\.[23] \| dkim: \S+ \S+ pass"
+    )
 
     process.proc.send_signal(signal.SIGTERM)
     assert process.proc.wait(timeout=30) == 0

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +27,13 @@ from mailer.app import App
 from mailer.cli.main import Context, cli, on_stop_signals, pass_ctx, run
 from mailer.client import Client
 from mailer.config import Config, load_config
-from mailer.dkim import records_dnsfunc, verify
 from mailer.engine import Engine
 from mailer.enqueue import RecipientInput
-from mailer.errors import ConfigError, ValidationError
+from mailer.errors import ConfigError
 from mailer.keys import KeyStore, dns_name, dns_record_value
+from mailer.sink import DevSink, SinkOptions, format_line
 from mailer.store.models import NewDistribution
 from mailer.testing.dnsserver import DNSServer
-from mailer.testing.sink import Received, Sink
 
 SAMPLE = NewDistribution(
     account="beispiel",
@@ -62,8 +60,7 @@ class _Dev:
     """What ``--dev`` started, and the config pointing at it."""
 
     config: Config
-    sink: Sink
-    dkim_records: dict[str, str]
+    sink: DevSink
 
 
 def parse_address(value: str, option: str) -> tuple[str, int]:
@@ -101,50 +98,28 @@ def _dev_setup(ctx: Context, api_listen: tuple[str, int], sink_listen: str) -> I
             "listen": f"{host}:{port}",
         },
     }
-    sink = Sink(sink_host, sink_port, hostname="sink.localhost")
-    try:
-        sink.start()
-    except OSError as exc:
-        raise ConfigError("--sink", f"cannot listen on {sink_listen}: {exc.strerror}") from exc
-    try:
-        with DNSServer(zone) as dns:
-            overrides["nameservers"] = [dns.address]
-            config = load_config(ctx.config_path, overrides=overrides)
-            yield _Dev(config, sink, dkim_records)
-    finally:
-        sink.stop()
-
-
-def _dkim_summary(received: Received, records: dict[str, str]) -> str:
-    try:
-        checks = verify(received.data, dnsfunc=records_dnsfunc(records))
-    except ValidationError:
-        return "dkim=unparseable"
-    if not checks:
-        return "dkim=none"
-    return " ".join(f"dkim={'pass' if c.ok else 'fail'}({c.domain})" for c in checks)
-
-
-def received_line(received: Received, dkim_records: dict[str, str]) -> str:
-    """One line about a message the dev sink got."""
-    when = time.strftime("%H:%M:%S", time.localtime(received.received_at))
-    subject = str(received.message.get("Subject", ""))
-    return (
-        f"{when} {received.mail_from} → {', '.join(received.rcpt_tos)} "
-        f"“{subject}” {received.tls_version or 'PLAINTEXT'} "
-        f"{_dkim_summary(received, dkim_records)}"
-    )
-
-
-async def _print_received(dev: _Dev) -> None:
-    # the sink records in its own thread; polling keeps it unmodified
-    seen = 0
-    while True:
-        messages = dev.sink.messages
-        for received in messages[seen:]:
-            click.echo(received_line(received, dev.dkim_records))
-        seen = len(messages)
-        await asyncio.sleep(0.2)
+    with DNSServer(zone) as dns:
+        overrides["nameservers"] = [dns.address]
+        config = load_config(ctx.config_path, overrides=overrides)
+        # the sink checks DKIM against the dev DNS, like a receiver would
+        sink = DevSink.for_config(
+            config,
+            SinkOptions(
+                host=sink_host,
+                port=sink_port,
+                hostname="sink.localhost",
+                maildir=dev_dir / "Maildir",
+            ),
+            on_message=lambda message: click.echo(format_line(message)),
+        )
+        try:
+            sink.start()
+        except OSError as exc:
+            raise ConfigError("--sink", f"cannot listen on {sink_listen}: {exc.strerror}") from exc
+        try:
+            yield _Dev(config, sink)
+        finally:
+            sink.stop()
 
 
 async def _enqueue_sample(app: App) -> None:
@@ -154,7 +129,7 @@ async def _enqueue_sample(app: App) -> None:
     )
 
 
-async def _run_until_stopped(server: ApiServer, engine: Engine | None, dev: _Dev | None) -> None:
+async def _run_until_stopped(server: ApiServer, engine: Engine | None) -> None:
     """Until SIGTERM/SIGINT, or until the API or the engine ends by itself;
     then both stop: requests in progress and sends in an SMTP transaction
     finish, the engine's other leases are released."""
@@ -162,8 +137,6 @@ async def _run_until_stopped(server: ApiServer, engine: Engine | None, dev: _Dev
     on_stop_signals(stop.set)
     engine_run = asyncio.create_task(engine.run()) if engine is not None else None
     waiters = {asyncio.create_task(stop.wait()), asyncio.create_task(server.wait())}
-    if dev is not None:
-        waiters.add(asyncio.create_task(_print_received(dev)))
     try:
         await asyncio.wait(
             waiters | ({engine_run} if engine_run else set()),
@@ -202,11 +175,14 @@ async def _serve(
             click.echo(f"API on {server.url}  (docs: {server.url}/docs)")
             if dev is not None:
                 click.echo(f"API key: {config.api.keys[0]}")
-                click.echo(f"sink on {dev.sink.host}:{dev.sink.port}: every message goes there")
+                click.echo(
+                    f"sink on {dev.sink.address}: every message goes there, one line each; "
+                    f"Maildir {dev.sink.maildir}"
+                )
             click.echo("engine running" if engine is not None else "no engine (--no-worker)")
             if sample:
                 await _enqueue_sample(app)
-            await _run_until_stopped(server, engine, dev)
+            await _run_until_stopped(server, engine)
         finally:
             server.stop()
             await server.wait()
