@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import re
 import resource
+import secrets
 import smtplib
 import ssl
 import statistics
@@ -33,7 +34,7 @@ from mailer.compose import build_message
 from mailer.config import Config, load_config
 from mailer.dkim import Signer, naive_sign
 from mailer.enqueue import RecipientInput
-from mailer.errors import MailerError
+from mailer.errors import ConfigError, MailerError
 from mailer.keys import KeyStore, SigningKey
 from mailer.reasons import State
 from mailer.store.models import NewDistribution
@@ -225,6 +226,26 @@ async def _engine_run(
         return enqueue_seconds, deliver_seconds, await _latencies(app)
 
 
+@contextlib.contextmanager
+def bench_database(root: Path, postgres: str | None) -> Iterator[str]:
+    """The bench's store: an SQLite file under ``root``, or with a
+    ``postgres`` URL a scratch schema there, dropped afterwards. Raises
+    MailerError (StoreError, ConfigError) when PostgreSQL cannot be used."""
+    if postgres is None:
+        yield str(root / "bench.sqlite3")
+        return
+    try:
+        from mailer.store.postgres import create_schema, drop_schema
+    except ImportError as exc:
+        raise ConfigError("database", f"PostgreSQL needs the postgres extra: {exc}") from exc
+    schema = f"mailer_bench_{secrets.token_hex(4)}"
+    url = asyncio.run(create_schema(postgres, schema))
+    try:
+        yield url
+    finally:
+        asyncio.run(drop_schema(postgres, schema))
+
+
 def run_bench(
     messages: int,
     *,
@@ -232,7 +253,10 @@ def run_bench(
     baseline_messages: int = 1000,
     baseline_seconds: float = 20.0,
     workdir: Path | None = None,
+    postgres: str | None = None,
 ) -> BenchReport:
+    """With ``postgres`` (a postgresql:// URL) the queue lives in a scratch
+    schema of that database instead of an SQLite file."""
     with contextlib.ExitStack() as stack:
         root = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         keystore = KeyStore(root / "keys")
@@ -246,7 +270,7 @@ def run_bench(
             environ={},
             overrides={
                 "hostname": "bench.test",
-                "database": str(root / "bench.sqlite3"),
+                "database": stack.enter_context(bench_database(root, postgres)),
                 "keys_dir": str(root / "keys"),
                 "dkim": {"domain": OUR_DOMAIN},
                 "nameservers": [dns.address],
@@ -266,7 +290,7 @@ def run_bench(
         return BenchReport(
             messages=messages,
             domains=domains,
-            store="sqlite",
+            store="sqlite" if postgres is None else "postgres",
             enqueue_seconds=round(enqueue_seconds, 3),
             deliver_seconds=round(deliver_seconds, 3),
             messages_per_second=round(rate, 1),

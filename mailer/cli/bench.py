@@ -21,15 +21,38 @@ from mailer.cli.main import cli
     type=click.IntRange(1, 100_000),
     help="Messages for the naive smtplib baseline.",
 )
+@click.option(
+    "--store",
+    type=click.Choice(["sqlite", "postgres"]),
+    default="sqlite",
+    show_default=True,
+    help="Queue in a fresh SQLite file, or in a scratch schema of --database.",
+)
+@click.option(
+    "--database",
+    envvar="MAILER_BENCH_DATABASE",
+    default="postgresql://postgres@127.0.0.1:5432/test",
+    show_default=True,
+    metavar="URL",
+    help="PostgreSQL for --store postgres (a schema is made and dropped).",
+)
 @click.option("--json", "as_json", is_flag=True)
-def bench(messages: int, domains: int, baseline_messages: int, as_json: bool) -> None:
+def bench(
+    messages: int, domains: int, baseline_messages: int, store: str, database: str, as_json: bool
+) -> None:
     """Deliver N messages on loopback and compare with a naive baseline."""
-    report = run_bench(messages, domains=domains, baseline_messages=baseline_messages)
+    report = run_bench(
+        messages,
+        domains=domains,
+        baseline_messages=baseline_messages,
+        postgres=database if store == "postgres" else None,
+    )
     if as_json:
         click.echo(json.dumps(report.as_dict()))
         return
     click.echo(
         f"engine:   {report.messages} messages to {report.domains} domains over STARTTLS "
+        f"({report.store} store) "
         f"in {report.deliver_seconds:.2f} s = {report.messages_per_second:.0f} msg/s "
         f"(sink received {report.sink_received})"
     )

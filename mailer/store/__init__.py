@@ -10,9 +10,22 @@ from mailer.store.sqlite import SQLiteStore
 
 def open_store(database: str) -> Store:
     """The backend for a ``database`` setting: a PostgreSQL URL or an SQLite
-    path. The store still has to be opened (``async with``)."""
+    path. The store still has to be opened (``async with``).
+
+    Raises ConfigError for a PostgreSQL URL when the ``postgres`` extra
+    (psycopg) is not installed.
+    """
     if database.startswith(("postgres://", "postgresql://")):
-        raise ConfigError("database", "this build has no PostgreSQL store; use an SQLite path")
+        # imported here: psycopg is an optional extra, needed only when configured
+        try:
+            from mailer.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise ConfigError(
+                "database",
+                "a PostgreSQL URL needs the postgres extra "
+                f"(pip install 'mailer[postgres]'): {exc}",
+            ) from exc
+        return PostgresStore(database)
     return SQLiteStore(database)
 
 

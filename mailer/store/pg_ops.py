@@ -1,0 +1,271 @@
+"""Operator tools of the PostgreSQL store (holds, replay, statistics, bulk
+suppression) as functions over a connection in the caller's transaction.
+:class:`mailer.store.postgres.PostgresStore` opens the transaction and
+translates psycopg exceptions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import psycopg
+from psycopg.rows import DictRow
+
+from mailer.errors import NotFound
+from mailer.reasons import Reason, State
+from mailer.store import pg_events, pg_rows
+from mailer.store import pg_sql as q
+from mailer.store.models import (
+    DestinationCount,
+    Hold,
+    HoldKind,
+    Outcome,
+    ReasonCount,
+    ReplayBatch,
+    ReplayPlan,
+    SendFilter,
+    Stats,
+    Suppression,
+    Throughput,
+)
+from mailer.store.sql import replay_filter, send_filter
+
+# the one validation of hold values, shared with the SQLite store
+from mailer.store.sqlite import _hold_value as hold_value
+
+Conn = psycopg.AsyncConnection[DictRow]
+
+
+async def unsubscribe(
+    conn: Conn,
+    key: int,
+    account: str,
+    address: str,
+    *,
+    now: float,
+    send_id: str | None,
+    detail: str | None,
+) -> bool:
+    """Store.unsubscribe: False, changing nothing, when already
+    unsubscribed."""
+    address = address.lower()
+    params = {"account": account, "address": address, "now": now, "detail": detail}
+    cur = await conn.execute(q.UNSUBSCRIBE, params)
+    if await cur.fetchone() is None:
+        return False
+    if send_id is not None:
+        cur = await conn.execute(q.SELECT_SEND_TO, (send_id, account, address))
+        why = Reason.SUPPRESSED_UNSUBSCRIBE
+        events = [
+            pg_rows.event_row(
+                r["id"], r["distribution_id"], now, State(r["state"]), why, detail=detail
+            )
+            for r in await cur.fetchall()
+        ]
+        await pg_events.append(conn, key, events)
+    return True
+
+
+async def suppress_many(conn: Conn, entries: Sequence[Suppression]) -> int:
+    rows = [(e.account, e.address.lower(), e.reason.value, e.created_at, e.detail) for e in entries]
+    if rows:
+        async with conn.cursor() as cur:
+            await cur.executemany(q.UPSERT_SUPPRESSION, rows)
+    return len(rows)
+
+
+async def hold(
+    conn: Conn, key: int, kind: HoldKind, value: str, *, now: float, note: str | None
+) -> int:
+    """Raises NotFound for an unknown distribution, ValidationError for an
+    unknown kind or a malformed value."""
+    value = hold_value(kind, value)
+    detail = f"{kind} {value} held" + (f": {note}" if note else "")
+    if kind == "distribution":
+        cur = await conn.execute(q.SELECT_DISTRIBUTION, (value,))
+        if await cur.fetchone() is None:
+            raise NotFound("distribution", value)
+    # waits for enqueues in progress, whose new sends this UPDATE cannot see
+    await conn.execute(q.ADVISORY_LOCK, (q.LOCK_HOLDS, key))
+    await conn.execute(q.UPSERT_HOLD, (kind, value, note, now))
+    cur = await conn.execute(q.HOLD_SENDS[kind], (now, value))
+    rows = await cur.fetchall()
+    await pg_events.append(
+        conn,
+        key,
+        [
+            pg_rows.event_row(
+                r["id"], r["distribution_id"], now, State.HELD, Reason.HELD, detail=detail
+            )
+            for r in rows
+        ],
+    )
+    return len(rows)
+
+
+async def release_hold(conn: Conn, key: int, kind: HoldKind, value: str, *, now: float) -> int:
+    """Raises NotFound when there is no such hold."""
+    value = hold_value(kind, value)
+    cur = await conn.execute(q.DELETE_HOLD, (kind, value))
+    if cur.rowcount == 0:
+        raise NotFound("hold", f"on {kind} {value}")
+    cur = await conn.execute(q.RELEASE_HELD[kind], (now, now, value))
+    rows = await cur.fetchall()
+    detail = f"{kind} {value} released"
+    await pg_events.append(
+        conn,
+        key,
+        [
+            pg_rows.event_row(
+                r["id"], r["distribution_id"], now, State.QUEUED, Reason.RELEASED, detail=detail
+            )
+            for r in rows
+        ],
+    )
+    return len(rows)
+
+
+async def holds(conn: Conn) -> list[Hold]:
+    cur = await conn.execute(q.SELECT_HOLDS)
+    return [pg_rows.hold(row) for row in await cur.fetchall()]
+
+
+async def held_values(conn: Conn) -> set[tuple[str, str]]:
+    """Every hold as (kind, value): a handful of rows, read once per batch."""
+    return {(h.kind, h.value) for h in await holds(conn)}
+
+
+def unless_held(
+    outcome: Outcome, domain: str, distribution_id: str, held: set[tuple[str, str]]
+) -> Outcome:
+    """An outcome that would queue or defer a send of a held domain or
+    distribution holds it instead: the hold began while it was in flight
+    (pure)."""
+    if outcome.state not in (State.QUEUED, State.DEFERRED):
+        return outcome
+    if ("domain", domain) not in held and ("distribution", distribution_id) not in held:
+        return outcome
+    why = f"{outcome.state.value} ({outcome.reason.value}) while held"
+    return replace(
+        outcome,
+        state=State.HELD,
+        reason=Reason.HELD,
+        detail=f"{why}: {outcome.detail}" if outcome.detail else why,
+    )
+
+
+async def hold_new_sends(
+    conn: Conn, key: int, distribution_id: str, now: float
+) -> list[tuple[object, ...]]:
+    """Hold the new sends of a distribution to held domains; returns their
+    events for the caller to append."""
+    await conn.execute(q.ADVISORY_LOCK_SHARED, (q.LOCK_HOLDS, key))
+    cur = await conn.execute(q.HOLD_NEW_SENDS, (distribution_id,))
+    return [
+        pg_rows.event_row(
+            r["id"], distribution_id, now, State.HELD, Reason.HELD, detail="domain is held"
+        )
+        for r in await cur.fetchall()
+    ]
+
+
+async def hold_if_held(conn: Conn, send_ids: Sequence[str], now: float) -> list[tuple[object, ...]]:
+    """Hold those of ``send_ids`` that are queued although a hold covers
+    them (given back by a worker, replayed); returns their events."""
+    if not send_ids:
+        return []
+    cur = await conn.execute(q.HOLD_IF_HELD, (now, list(send_ids)))
+    return [
+        pg_rows.event_row(r["id"], r["distribution_id"], now, State.HELD, Reason.HELD)
+        for r in await cur.fetchall()
+    ]
+
+
+async def replay_plan(conn: Conn, flt: SendFilter) -> ReplayPlan:
+    """Raises ValidationError for states other than bounced and failed."""
+    where, params = send_filter(replay_filter(flt), None, placeholder="%s")
+    cur = await conn.execute(q.REPLAY_COUNT.format(where=where), params)
+    row = await cur.fetchone()
+    assert row is not None  # an aggregate always gives a row
+    return ReplayPlan(
+        matching=row["matching"],
+        suppressed=row["suppressed"],
+        globally_suppressed=row["globally_suppressed"],
+    )
+
+
+async def replay(
+    conn: Conn,
+    key: int,
+    flt: SendFilter,
+    *,
+    now: float,
+    note: str | None,
+    include_suppressed: bool,
+    after: str | None,
+    limit: int,
+) -> ReplayBatch:
+    """Raises ValidationError for states other than bounced and failed."""
+    where, params = send_filter(replay_filter(flt), after, placeholder="%s")
+    cur = await conn.execute(q.REPLAY_CANDIDATES.format(where=where), (*params, limit))
+    rows = await cur.fetchall()
+    requeue: list[tuple[float, float, float, str]] = []
+    events: list[tuple[object, ...]] = []
+    lift: set[tuple[str, str]] = set()
+    skipped = 0
+    for row in rows:
+        if row["on_global"] or (row["on_account"] and not include_suppressed):
+            skipped += 1
+            continue
+        if row["on_account"]:
+            lift.add((row["account"], row["rcpt_key"]))
+        requeue.append((now, now, now, row["id"]))
+        events.append(
+            pg_rows.event_row(
+                row["id"], row["distribution_id"], now, State.QUEUED, Reason.REPLAYED, detail=note
+            )
+        )
+    lifted = 0
+    async with conn.cursor() as cur2:
+        for address in sorted(lift):
+            await cur2.execute(q.DELETE_SUPPRESSION, address)
+            lifted += cur2.rowcount
+        if requeue:
+            await cur2.executemany(q.REQUEUE, requeue)
+    held = await hold_if_held(conn, [item[3] for item in requeue], now)
+    await pg_events.append(conn, key, events + held)
+    return ReplayBatch(
+        requeued=len(requeue),
+        skipped=skipped,
+        unsuppressed=lifted,
+        held=len(held),
+        last_id=rows[-1]["id"] if len(rows) == limit else None,
+    )
+
+
+async def stats(conn: Conn, *, now: float, minutes: int, top: int) -> Stats:
+    """Read in the caller's (snapshot) transaction."""
+    last = int(now // 60)
+    first = last - max(minutes, 1) + 1
+
+    async def fetch(query: str, params: Sequence[object] = ()) -> list[DictRow]:
+        cur = await conn.execute(query, params)
+        return await cur.fetchall()
+
+    counts = {State(r["state"]): r["n"] for r in await fetch(q.COUNT_STATES)}
+    reasons = tuple(
+        ReasonCount(State(r["state"]), Reason(r["reason"]), r["n"])
+        for r in await fetch(q.FAILURE_REASONS, (top,))
+    )
+    deferring = tuple(
+        DestinationCount(r["domain"], Reason(r["reason"]), r["n"])
+        for r in await fetch(q.DEFERRING, (top,))
+    )
+    per_minute: dict[int, dict[str, int]] = {m: {} for m in range(first, last + 1)}
+    for r in await fetch(q.THROUGHPUT, (first * 60, (last + 1) * 60)):
+        per_minute.setdefault(r["minute"], {})[r["state"]] = r["n"]
+    throughput = tuple(
+        Throughput(minute=float(m * 60), **per_minute[m]) for m in sorted(per_minute)
+    )
+    held = tuple(pg_rows.hold(r) for r in await fetch(q.SELECT_HOLDS))
+    return Stats(counts, reasons, deferring, throughput, held)

@@ -1,0 +1,247 @@
+"""PostgreSQL rows (dicts from psycopg's ``dict_row``) to the store's
+typed values, and typed values to statement parameters (pure). jsonb
+columns arrive already decoded."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from mailer.reasons import Reason, State
+from mailer.store.models import (
+    Attempt,
+    Distribution,
+    Event,
+    Hold,
+    IdempotencyRecord,
+    NewDistribution,
+    NewSend,
+    Outcome,
+    Send,
+    Suppression,
+)
+
+Row = Mapping[str, Any]
+Params = tuple[object, ...]
+
+
+def distribution(row: Row) -> Distribution:
+    return Distribution(
+        id=row["id"],
+        account=row["account"],
+        sender_address=row["sender_address"],
+        sender_name=row["sender_name"],
+        subject=row["subject"],
+        html=row["html"],
+        text=row["text"],
+        unsubscribe_url=row["unsubscribe_url"],
+        send_at=row["send_at"],
+        tags=tuple(row["tags"]),
+        created_at=row["created_at"],
+    )
+
+
+def send(row: Row) -> Send:
+    return Send(
+        id=row["id"],
+        distribution_id=row["distribution_id"],
+        account=row["account"],
+        recipient=row["recipient"],
+        domain=row["domain"],
+        name=row["name"],
+        variables=dict(row["variables"]),
+        reference=row["reference"],
+        message_id=row["message_id"],
+        state=State(row["state"]),
+        reason=Reason(row["reason"]),
+        due_at=row["due_at"],
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        last_code=row["last_code"],
+        last_enhanced=row["last_enhanced"],
+        last_text=row["last_text"],
+        identity=row["identity"],
+        replayed_at=row["replayed_at"],
+    )
+
+
+def attempt(row: Row) -> Attempt:
+    return Attempt(
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        reason=Reason(row["reason"]),
+        mx_host=row["mx_host"],
+        address=row["address"],
+        tls_version=row["tls_version"],
+        tls_cipher=row["tls_cipher"],
+        code=row["code"],
+        enhanced=row["enhanced"],
+        text=row["text"],
+    )
+
+
+def event(row: Row) -> Event:
+    return Event(
+        seq=row["seq"],
+        send_id=row["send_id"],
+        distribution_id=row["distribution_id"],
+        at=row["at"],
+        state=State(row["state"]),
+        reason=Reason(row["reason"]),
+        code=row["code"],
+        enhanced=row["enhanced"],
+        text=row["text"],
+        detail=row["detail"],
+    )
+
+
+def suppression(row: Row) -> Suppression:
+    return Suppression(
+        account=row["account"],
+        address=row["address"],
+        reason=Reason(row["reason"]),
+        created_at=row["created_at"],
+        detail=row["detail"],
+    )
+
+
+def idempotency_record(row: Row) -> IdempotencyRecord:
+    return IdempotencyRecord(
+        account=row["account"],
+        key=row["key"],
+        body_hash=row["body_hash"],
+        distribution_id=row["distribution_id"],
+        send_ids=tuple(row["send_ids"]),
+        data=row["data"],
+        created_at=row["created_at"],
+    )
+
+
+def hold(row: Row) -> Hold:
+    return Hold(
+        kind=row["kind"], value=row["value"], created_at=row["created_at"], note=row["note"]
+    )
+
+
+def attempt_row(send_id: str, number: int, done: Attempt) -> tuple[object, ...]:
+    """The parameters of one attempt insert."""
+    return (
+        send_id,
+        number,
+        done.started_at,
+        done.finished_at,
+        done.reason.value,
+        done.mx_host,
+        done.address,
+        done.tls_version,
+        done.tls_cipher,
+        done.code,
+        done.enhanced,
+        done.text,
+    )
+
+
+def columns(rows: Sequence[Params]) -> list[list[object]]:
+    """Rows turned into one list per column, for ``unnest(%s::type[], …)``."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def event_row(
+    send_id: str,
+    distribution_id: str,
+    at: float,
+    state: State,
+    reason: Reason,
+    *,
+    code: int | None = None,
+    enhanced: str | None = None,
+    text: str | None = None,
+    detail: str | None = None,
+) -> Params:
+    """The parameters of one event insert."""
+    return (send_id, distribution_id, at, state.value, reason.value, code, enhanced, text, detail)
+
+
+@dataclass
+class OutcomeRows:
+    """The statement parameters that record a batch of outcomes: the send
+    update, attempt, suppression and event of each."""
+
+    finish: list[Params] = field(default_factory=list)
+    attempts: list[Params] = field(default_factory=list)
+    suppress: list[Params] = field(default_factory=list)
+    events: list[Params] = field(default_factory=list)
+
+    def add(self, row: Row, outcome: Outcome, now: float) -> None:
+        """``row``: the leased send (id, distribution_id, account, rcpt_key,
+        attempts, due_at)."""
+        done = outcome.attempt
+        number = row["attempts"] + (1 if done is not None else 0)
+        if done is not None:
+            self.attempts.append(attempt_row(outcome.send_id, number, done))
+        code = done.code if done else None
+        enhanced = done.enhanced if done else None
+        text = done.text if done else outcome.detail
+        due = outcome.due_at if outcome.due_at is not None else row["due_at"]
+        state, reason = outcome.state, outcome.reason
+        values = (state.value, reason.value, due, number, now, code, enhanced, text)
+        self.finish.append((*values, outcome.identity, outcome.send_id))
+        self.events.append(
+            event_row(
+                outcome.send_id,
+                row["distribution_id"],
+                now,
+                state,
+                reason,
+                code=code,
+                enhanced=enhanced,
+                text=text,
+                detail=outcome.detail,
+            )
+        )
+        if outcome.suppress is not None:
+            self.suppress.append(
+                (row["account"], row["rcpt_key"], outcome.suppress.value, now, text)
+            )
+
+
+def distribution_row(dist_id: str, new: NewDistribution, now: float) -> Params:
+    """The parameters of the distribution insert."""
+    return (
+        dist_id,
+        new.account,
+        new.sender_address,
+        new.sender_name,
+        new.subject,
+        new.html,
+        new.text,
+        new.unsubscribe_url,
+        new.send_at,
+        Jsonb(list(new.tags)),
+        now,
+    )
+
+
+def send_rows(
+    ids: Sequence[str], dist_id: str, sends: Sequence[NewSend], *, account: str, hostname: str
+) -> Iterator[Params]:
+    """The columns of new sends up to ``reference`` and ``message_id``
+    (COPY_SENDS; the caller adds the times)."""
+    for send_id, item in zip(ids, sends, strict=True):
+        yield (
+            send_id,
+            dist_id,
+            account,
+            item.recipient,
+            item.recipient.lower(),
+            item.recipient.rpartition("@")[2].lower(),
+            item.name,
+            json.dumps(dict(item.variables), ensure_ascii=False),
+            item.reference,
+            f"<{send_id}@{hostname}>",
+        )

@@ -1,0 +1,416 @@
+"""Named SQL of the PostgreSQL store, kept apart from the code that runs it.
+
+Migrations are numbered like the SQLite ones: PostgreSQL migration N makes
+the same change as SQLite migration N, in PostgreSQL's types (times are
+``double precision`` seconds, like SQLite's REAL; event ``seq`` is an
+identity column). Placeholders are psycopg's ``%s`` / ``%(name)s``.
+"""
+
+from __future__ import annotations
+
+SCHEMA_V1 = """
+CREATE TABLE distributions (
+    id text PRIMARY KEY,
+    account text NOT NULL,
+    sender_address text NOT NULL,
+    sender_name text NOT NULL,
+    subject text NOT NULL,
+    html text,
+    text text,
+    unsubscribe_url text,
+    send_at double precision,
+    tags jsonb NOT NULL DEFAULT '[]',
+    created_at double precision NOT NULL
+);
+CREATE TABLE sends (
+    id text PRIMARY KEY,
+    distribution_id text NOT NULL REFERENCES distributions(id),
+    account text NOT NULL,
+    recipient text NOT NULL,
+    rcpt_key text NOT NULL,
+    domain text NOT NULL,
+    name text NOT NULL,
+    variables jsonb NOT NULL,
+    reference text,
+    message_id text NOT NULL,
+    state text NOT NULL DEFAULT 'queued',
+    reason text NOT NULL DEFAULT 'queued',
+    due_at double precision NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    lease_owner text,
+    lease_until double precision,
+    created_at double precision NOT NULL,
+    updated_at double precision NOT NULL,
+    last_code integer,
+    last_enhanced text,
+    last_text text,
+    identity text
+);
+CREATE INDEX sends_ready ON sends (due_at) WHERE state IN ('queued', 'deferred');
+CREATE INDEX sends_leased ON sends (lease_until) WHERE state = 'sending';
+CREATE INDEX sends_active ON sends (state) WHERE state IN ('queued', 'deferred', 'sending');
+CREATE INDEX sends_distribution ON sends (distribution_id, state);
+CREATE INDEX sends_domain ON sends (domain, state);
+CREATE TABLE attempts (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    send_id text NOT NULL REFERENCES sends(id),
+    number integer NOT NULL,
+    started_at double precision NOT NULL,
+    finished_at double precision NOT NULL,
+    reason text NOT NULL,
+    mx_host text,
+    address text,
+    tls_version text,
+    tls_cipher text,
+    code integer,
+    enhanced text,
+    text text
+);
+CREATE INDEX attempts_send ON attempts (send_id, number);
+CREATE TABLE events (
+    seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    send_id text NOT NULL,
+    distribution_id text NOT NULL,
+    at double precision NOT NULL,
+    state text NOT NULL,
+    reason text NOT NULL,
+    code integer,
+    enhanced text,
+    text text,
+    detail text
+);
+CREATE INDEX events_send ON events (send_id, seq);
+CREATE TABLE suppressions (
+    account text NOT NULL,
+    address text NOT NULL,
+    reason text NOT NULL,
+    created_at double precision NOT NULL,
+    detail text,
+    PRIMARY KEY (account, address)
+)
+"""
+
+# The foreign key is checked at commit so that the key can be inserted
+# first in the enqueue transaction: a concurrent enqueue with the same key
+# then waits on it and finds the first one's ids instead of failing.
+SCHEMA_V2 = """
+CREATE TABLE idempotency (
+    account text NOT NULL,
+    key text NOT NULL,
+    body_hash text NOT NULL,
+    distribution_id text NOT NULL REFERENCES distributions(id) DEFERRABLE INITIALLY DEFERRED,
+    send_ids text[] NOT NULL,
+    data text NOT NULL,
+    created_at double precision NOT NULL,
+    PRIMARY KEY (account, key)
+)
+"""
+
+# Holds on a recipient domain or a distribution; events by time for the
+# throughput of the last minutes.
+SCHEMA_V3 = """
+CREATE TABLE holds (
+    kind text NOT NULL,
+    value text NOT NULL,
+    note text,
+    created_at double precision NOT NULL,
+    PRIMARY KEY (kind, value)
+);
+CREATE INDEX events_at ON events (at);
+ALTER TABLE sends ADD COLUMN replayed_at double precision
+"""
+
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
+
+
+def split_statements(script: str) -> list[str]:
+    """The schema scripts hold no ';' inside statements."""
+    return [part.strip() for part in script.split(";") if part.strip()]
+
+
+# Advisory-lock keys (two-int form: class, object). The object part is the
+# schema's key, so deployments in separate schemas do not wait on each other.
+LOCK_MIGRATE = 0x6D61_696C  # "mail"
+LOCK_EVENTS = 0x6D61_696D
+# Taken shared by enqueue and exclusively by hold(): new sends, invisible to
+# a concurrent hold's UPDATE, must see every hold committed before them.
+LOCK_HOLDS = 0x6D61_696E
+
+CURRENT_SCHEMA = "SELECT current_schema() AS schema"
+CREATE_SCHEMA_VERSION = "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)"
+SELECT_SCHEMA_VERSION = "SELECT coalesce(max(version), 0) AS version FROM schema_version"
+INSERT_SCHEMA_VERSION = "INSERT INTO schema_version (version) VALUES (%s)"
+ADVISORY_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
+ADVISORY_LOCK_SHARED = "SELECT pg_advisory_xact_lock_shared(%s, %s)"
+
+INSERT_DISTRIBUTION = """
+INSERT INTO distributions (id, account, sender_address, sender_name, subject, html, text,
+    unsubscribe_url, send_at, tags, created_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+"""
+
+COPY_SENDS = """
+COPY sends (id, distribution_id, account, recipient, rcpt_key, domain, name, variables,
+    reference, message_id, due_at, created_at, updated_at) FROM STDIN
+"""
+
+COPY_EVENTS = """
+COPY events (send_id, distribution_id, at, state, reason, code, enhanced, text, detail)
+FROM STDIN
+"""
+
+# Rows as one array per column (pg_rows.columns): one statement, one round
+# trip, however many rows; unnest keeps their order, and so their seq order.
+INSERT_EVENTS = """
+INSERT INTO events (send_id, distribution_id, at, state, reason, code, enhanced, text, detail)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::float8[], %s::text[], %s::text[], %s::int[],
+                     %s::text[], %s::text[], %s::text[])
+"""
+
+# Inserted before the distribution (the foreign key is deferred): a second
+# enqueue with the same key blocks here until the first commits, then
+# inserts nothing.
+INSERT_IDEMPOTENCY = """
+INSERT INTO idempotency (account, key, body_hash, distribution_id, send_ids, data, created_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (account, key) DO NOTHING
+RETURNING key
+"""
+SELECT_IDEMPOTENCY = "SELECT * FROM idempotency WHERE account = %s AND key = %s"
+
+SELECT_DISTRIBUTION = "SELECT * FROM distributions WHERE id = %s"
+
+_SUPPRESSED = """(
+    SELECT reason FROM suppressions
+    WHERE address = s.rcpt_key AND account IN (s.account, '')
+    ORDER BY account DESC LIMIT 1
+) AS suppressed"""
+
+# Sends whose lease ran out (their worker died) first, then due sends,
+# oldest first. SKIP LOCKED: rows another worker is claiming right now are
+# passed over instead of waited for; a row that another worker claimed and
+# committed meanwhile is re-checked against the WHERE clause and dropped.
+# ``ord`` is the order before the update (RETURNING has no order).
+CLAIM_EXPIRED = f"""
+UPDATE sends s SET state = 'sending', lease_owner = %(owner)s, lease_until = %(until)s,
+    updated_at = %(now)s
+FROM (
+    SELECT id, lease_until AS ord FROM sends
+    WHERE state = 'sending' AND lease_until < %(now)s
+    ORDER BY lease_until LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+) picked
+WHERE s.id = picked.id
+RETURNING s.*, picked.ord, {_SUPPRESSED}
+"""
+
+CLAIM_DUE = f"""
+UPDATE sends s SET state = 'sending', lease_owner = %(owner)s, lease_until = %(until)s,
+    updated_at = %(now)s
+FROM (
+    SELECT id, due_at AS ord FROM sends
+    WHERE state IN ('queued', 'deferred') AND due_at <= %(now)s
+    ORDER BY due_at LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+) picked
+WHERE s.id = picked.id
+RETURNING s.*, picked.ord, {_SUPPRESSED}
+"""
+
+# The rows a batch of outcomes may touch, locked until the batch commits.
+LEASED_SENDS = """
+SELECT id, distribution_id, account, rcpt_key, domain, attempts, due_at FROM sends
+WHERE id = ANY(%s) AND state = 'sending' AND lease_owner = %s
+ORDER BY id
+FOR UPDATE
+"""
+
+# A whole batch in one statement: one array per column (pg_rows.columns),
+# in the order of pg_rows.OutcomeRows.finish.
+FINISH_SENDS = """
+UPDATE sends SET state = o.state, reason = o.reason, due_at = o.due_at, attempts = o.attempts,
+    updated_at = o.updated_at, last_code = o.code, last_enhanced = o.enhanced,
+    last_text = o.text, identity = coalesce(o.identity, sends.identity),
+    lease_owner = NULL, lease_until = NULL
+FROM unnest(%s::text[], %s::text[], %s::float8[], %s::int[], %s::float8[], %s::int[],
+            %s::text[], %s::text[], %s::text[], %s::text[])
+    AS o(state, reason, due_at, attempts, updated_at, code, enhanced, text, identity, id)
+WHERE sends.id = o.id
+"""
+
+INSERT_ATTEMPTS = """
+INSERT INTO attempts (send_id, number, started_at, finished_at, reason, mx_host, address,
+    tls_version, tls_cipher, code, enhanced, text)
+SELECT * FROM unnest(%s::text[], %s::int[], %s::float8[], %s::float8[], %s::text[], %s::text[],
+                     %s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[])
+"""
+
+RELEASE = """
+UPDATE sends SET state = 'queued', due_at = %(now)s, updated_at = %(now)s, lease_owner = NULL,
+    lease_until = NULL
+WHERE id = ANY(%(ids)s) AND state = 'sending' AND lease_owner = %(owner)s
+"""
+
+# Leased sends are left to their worker.
+CANCEL_DISTRIBUTION = """
+UPDATE sends SET state = 'cancelled', reason = 'cancelled', updated_at = %s
+WHERE distribution_id = %s AND state IN ('queued', 'deferred', 'held')
+RETURNING id
+"""
+
+SELECT_SEND = "SELECT * FROM sends WHERE id = %s"
+SELECT_ATTEMPTS = "SELECT * FROM attempts WHERE send_id = %s ORDER BY number"
+SELECT_EVENTS = "SELECT * FROM events WHERE seq > %s ORDER BY seq LIMIT %s"
+SELECT_SEND_EVENTS = "SELECT * FROM events WHERE send_id = %s AND seq > %s ORDER BY seq LIMIT %s"
+COUNT_STATES = "SELECT state, count(*) AS n FROM sends GROUP BY state"
+COUNT_DISTRIBUTION_STATES = (
+    "SELECT state, count(*) AS n FROM sends WHERE distribution_id = %s GROUP BY state"
+)
+
+SUMMARY = """
+SELECT
+    count(*) FILTER (WHERE (state IN ('queued', 'deferred') AND due_at <= %(now)s)
+                        OR (state = 'sending' AND lease_until < %(now)s)) AS due,
+    count(*) FILTER (WHERE state = 'sending' AND lease_until >= %(now)s) AS in_flight,
+    count(*) FILTER (WHERE state IN ('queued', 'deferred') AND due_at > %(now)s) AS waiting,
+    min(CASE WHEN state IN ('queued', 'deferred') THEN due_at
+             WHEN state = 'sending' THEN lease_until END) AS next_due
+FROM sends WHERE state IN ('queued', 'deferred', 'sending')
+"""
+
+UPSERT_SUPPRESSION = """
+INSERT INTO suppressions (account, address, reason, created_at, detail) VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (account, address) DO UPDATE SET reason = excluded.reason,
+    created_at = excluded.created_at, detail = excluded.detail
+"""
+
+# Inserts or overwrites unless the address is already unsubscribed: no row
+# comes back then, atomically with respect to a concurrent unsubscribe.
+UNSUBSCRIBE = """
+INSERT INTO suppressions (account, address, reason, created_at, detail)
+VALUES (%(account)s, %(address)s, 'suppressed-unsubscribe', %(now)s, %(detail)s)
+ON CONFLICT (account, address) DO UPDATE SET reason = excluded.reason,
+    created_at = excluded.created_at, detail = excluded.detail
+WHERE suppressions.reason <> 'suppressed-unsubscribe'
+RETURNING address
+"""
+
+DELETE_SUPPRESSION = "DELETE FROM suppressions WHERE account = %s AND address = %s"
+SELECT_SUPPRESSIONS = "SELECT * FROM suppressions ORDER BY account, address"
+SELECT_ACCOUNT_SUPPRESSIONS = "SELECT * FROM suppressions WHERE account = %s ORDER BY address"
+SELECT_SEND_TO = "SELECT * FROM sends WHERE id = %s AND account = %s AND rcpt_key = %s"
+SUPPRESSIONS_FOR = """
+SELECT * FROM suppressions WHERE address = %s AND account IN (%s, '') ORDER BY account DESC
+"""
+
+
+# Operator tools ---------------------------------------------------------------
+
+UPSERT_HOLD = """
+INSERT INTO holds (kind, value, note, created_at) VALUES (%s, %s, %s, %s)
+ON CONFLICT (kind, value) DO UPDATE SET note = coalesce(excluded.note, holds.note)
+"""
+DELETE_HOLD = "DELETE FROM holds WHERE kind = %s AND value = %s"
+SELECT_HOLDS = "SELECT * FROM holds ORDER BY kind, value"
+# Params: domain, distribution id.
+HOLD_FOR = """
+SELECT note FROM holds
+WHERE (kind = 'domain' AND value = %s) OR (kind = 'distribution' AND value = %s) LIMIT 1
+"""
+
+# a send matching any hold
+_HELD = """(domain IN (SELECT value FROM holds WHERE kind = 'domain')
+    OR distribution_id IN (SELECT value FROM holds WHERE kind = 'distribution'))"""
+
+_HOLD_COLUMNS = (("domain", "domain"), ("distribution", "distribution_id"))
+
+# Params: now, value.
+HOLD_SENDS = {
+    kind: f"""
+UPDATE sends SET state = 'held', reason = 'held', updated_at = %s
+WHERE {column} = %s AND state IN ('queued', 'deferred')
+RETURNING id, distribution_id
+"""
+    for kind, column in _HOLD_COLUMNS
+}
+
+# Run after the hold is deleted, so that _HELD sees only the other holds.
+# Params: now (due), now, value.
+RELEASE_HELD = {
+    kind: f"""
+UPDATE sends SET state = 'queued', reason = 'released', due_at = %s, updated_at = %s
+WHERE {column} = %s AND state = 'held' AND NOT {_HELD}
+RETURNING id, distribution_id
+"""
+    for kind, column in _HOLD_COLUMNS
+}
+
+# A new distribution cannot be held yet, so only domain holds apply.
+# Params: distribution id.
+HOLD_NEW_SENDS = """
+UPDATE sends SET state = 'held', reason = 'held'
+WHERE distribution_id = %s AND state = 'queued'
+    AND domain IN (SELECT value FROM holds WHERE kind = 'domain')
+RETURNING id
+"""
+
+# Sends queued although a hold covers them (given back, replayed).
+# Params: now, send ids.
+HOLD_IF_HELD = f"""
+UPDATE sends SET state = 'held', reason = 'held', updated_at = %s
+WHERE id = ANY(%s) AND state = 'queued' AND {_HELD}
+RETURNING id, distribution_id
+"""
+
+_ON_ACCOUNT = (
+    "EXISTS (SELECT 1 FROM suppressions s WHERE s.account = sends.account "
+    "AND s.address = sends.rcpt_key)"
+)
+_ON_GLOBAL = (
+    "EXISTS (SELECT 1 FROM suppressions s WHERE s.account = '' AND s.address = sends.rcpt_key)"
+)
+
+# {where} from send_filter(replay_filter(...)).
+REPLAY_COUNT = f"""
+SELECT count(*) AS matching,
+    count(*) FILTER (WHERE {_ON_ACCOUNT} OR {_ON_GLOBAL}) AS suppressed,
+    count(*) FILTER (WHERE {_ON_GLOBAL}) AS globally_suppressed
+FROM sends {{where}}
+"""
+
+# Locked so that a concurrent replay of the same sends waits, then finds
+# them queued and leaves them.
+REPLAY_CANDIDATES = f"""
+SELECT id, distribution_id, account, rcpt_key, {_ON_ACCOUNT} AS on_account,
+    {_ON_GLOBAL} AS on_global
+FROM sends {{where}} ORDER BY id LIMIT %s
+FOR UPDATE OF sends
+"""
+
+# Params: now (due), now, now (replayed), send id. Attempts are kept: the
+# count goes on, while the retry window starts again at replayed_at.
+REQUEUE = """
+UPDATE sends SET state = 'queued', reason = 'replayed', due_at = %s, updated_at = %s,
+    replayed_at = %s, lease_owner = NULL, lease_until = NULL
+WHERE id = %s AND state IN ('bounced', 'failed')
+"""
+
+READ_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+
+FAILURE_REASONS = """
+SELECT state, reason, count(*) AS n FROM sends
+WHERE state IN ('bounced', 'failed', 'suppressed')
+GROUP BY state, reason ORDER BY n DESC, state, reason LIMIT %s
+"""
+DEFERRING = """
+SELECT domain, reason, count(*) AS n FROM sends WHERE state = 'deferred'
+GROUP BY domain, reason ORDER BY n DESC, domain, reason LIMIT %s
+"""
+# Params: from, to. Minutes are wall-clock minutes (epoch seconds / 60);
+# floor, since a cast to an integer type rounds in PostgreSQL.
+THROUGHPUT = """
+SELECT floor(at / 60)::bigint AS minute, state, count(*) AS n FROM events
+WHERE at >= %s AND at < %s
+    AND state IN ('delivered', 'deferred', 'bounced', 'failed', 'suppressed')
+GROUP BY minute, state
+"""

@@ -1,0 +1,403 @@
+"""The shared store: PostgreSQL through psycopg 3 and a connection pool.
+
+Several worker processes, on several hosts, share one queue. A claim takes
+rows with ``SELECT … FOR UPDATE SKIP LOCKED`` and leases them; a batch of
+outcomes is one transaction. Event inserts come last in every transaction,
+under a lock that keeps the feed gap-free (mailer.store.pg_events).
+Migrations and scratch schemas: mailer.store.pg_schema; operator tools:
+mailer.store.pg_ops. psycopg exceptions are translated here into
+StoreError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import psycopg
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from mailer.errors import NotFound, StoreError
+from mailer.reasons import Reason, State
+from mailer.store import pg_events, pg_ops, pg_rows
+from mailer.store import pg_sql as q
+from mailer.store.models import (
+    Attempt,
+    Claimed,
+    Distribution,
+    Event,
+    Hold,
+    HoldKind,
+    Idempotency,
+    IdempotencyRecord,
+    NewDistribution,
+    NewSend,
+    Outcome,
+    QueueSummary,
+    ReplayBatch,
+    ReplayPlan,
+    Send,
+    SendFilter,
+    Stats,
+    Suppression,
+    new_id,
+    new_ids,
+)
+from mailer.store.pg_schema import create_schema, describe, drop_schema, migrate, with_schema
+from mailer.store.sql import send_filter
+
+Conn = psycopg.AsyncConnection[DictRow]
+
+
+class PostgresStore:
+    """:class:`mailer.store.base.Store` over a PostgreSQL database.
+
+    ``dsn`` is a libpq URL; ``options=-csearch_path=…`` in it picks the
+    schema (which must exist; default ``public``). :meth:`open` opens the
+    pool, waiting up to ``connect_timeout`` seconds for the server, and
+    brings the schema up to date; :meth:`close` closes the pool.
+    """
+
+    def __init__(
+        self, dsn: str, *, min_size: int = 1, max_size: int = 8, connect_timeout: float = 10.0
+    ) -> None:
+        self.dsn = dsn
+        self.min_size = min_size
+        self.max_size = max_size
+        self.connect_timeout = connect_timeout
+        self._pool: AsyncConnectionPool[Conn] | None = None
+        self._key = 0  # the schema's advisory-lock key, known once migrated
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({describe(self.dsn)})"
+
+    # lifecycle -----------------------------------------------------------
+
+    async def open(self) -> None:
+        """Raises StoreError when the server cannot be reached in time or
+        the schema is unusable."""
+        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            self.dsn,
+            connection_class=psycopg.AsyncConnection[DictRow],
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            min_size=self.min_size,
+            max_size=self.max_size,
+            open=False,
+            # a connection the server dropped (restart, failover) is replaced
+            # before use instead of failing the next operation
+            check=AsyncConnectionPool.check_connection,
+            name="mailer-store",
+        )
+        try:
+            await pool.open(wait=True, timeout=self.connect_timeout)
+        except psycopg.Error as exc:
+            await pool.close()
+            raise StoreError(f"postgres {describe(self.dsn)}: not reachable: {exc}") from exc
+        self._pool = pool
+        try:
+            async with self._tx() as conn:
+                self._key = await migrate(conn, self.dsn)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[Conn]:
+        """A pooled connection in autocommit mode: each statement commits."""
+        if self._pool is None:
+            raise StoreError("store is not open")
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except psycopg.Error as exc:
+            raise StoreError(f"postgres {describe(self.dsn)}: {exc}") from exc
+
+    @contextlib.asynccontextmanager
+    async def _tx(self, *, snapshot: bool = False) -> AsyncIterator[Conn]:
+        """One transaction; with ``snapshot`` a read-only consistent view."""
+        async with self._conn() as conn, conn.transaction():
+            if snapshot:
+                await conn.execute(q.READ_SNAPSHOT)
+            yield conn
+
+    async def _all(self, query: str, params: Any = None) -> list[DictRow]:
+        async with self._conn() as conn:
+            return await _all(conn, query, params)
+
+    # enqueue ---------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        distribution: NewDistribution,
+        sends: Sequence[NewSend],
+        *,
+        hostname: str,
+        now: float,
+        idempotency: Idempotency | None = None,
+    ) -> tuple[str, list[str]]:
+        dist_id = new_id()
+        due = distribution.send_at if distribution.send_at is not None else now
+        ids = new_ids(len(sends))
+        account = distribution.account
+        async with self._tx() as conn:
+            if idempotency is not None:
+                record = (account, idempotency.key, idempotency.body_hash, dist_id, ids)
+                inserted = await _all(conn, q.INSERT_IDEMPOTENCY, (*record, idempotency.data, now))
+                if not inserted:
+                    [first] = await _all(conn, q.SELECT_IDEMPOTENCY, (account, idempotency.key))
+                    return first["distribution_id"], list(first["send_ids"])
+            await conn.execute(
+                q.INSERT_DISTRIBUTION, pg_rows.distribution_row(dist_id, distribution, now)
+            )
+            rows = pg_rows.send_rows(ids, dist_id, sends, account=account, hostname=hostname)
+            async with conn.cursor() as cur, cur.copy(q.COPY_SENDS) as copy:
+                for row in rows:
+                    await copy.write_row((*row, due, now, now))
+            held = await pg_ops.hold_new_sends(conn, self._key, dist_id, now)
+            await pg_events.lock(conn, self._key)
+            async with conn.cursor() as cur, cur.copy(q.COPY_EVENTS) as copy:
+                for send_id in ids:
+                    await copy.write_row(
+                        pg_rows.event_row(send_id, dist_id, now, State.QUEUED, Reason.QUEUED)
+                    )
+            await pg_events.append(conn, self._key, held)
+        return dist_id, ids
+
+    async def idempotent(self, account: str, key: str) -> IdempotencyRecord | None:
+        rows = await self._all(q.SELECT_IDEMPOTENCY, (account, key))
+        return pg_rows.idempotency_record(rows[0]) if rows else None
+
+    async def distribution(self, distribution_id: str) -> Distribution:
+        rows = await self._all(q.SELECT_DISTRIBUTION, (distribution_id,))
+        if not rows:
+            raise NotFound("distribution", distribution_id)
+        return pg_rows.distribution(rows[0])
+
+    # the worker's side ------------------------------------------------------
+
+    async def claim(
+        self, owner: str, limit: int, *, lease_seconds: float, now: float
+    ) -> list[Claimed]:
+        params = {"owner": owner, "until": now + lease_seconds, "now": now, "limit": limit}
+        async with self._tx() as conn:
+            expired = sorted(await _all(conn, q.CLAIM_EXPIRED, params), key=_claim_order)
+            due: list[DictRow] = []
+            if len(expired) < limit:
+                params["limit"] = limit - len(expired)
+                due = sorted(await _all(conn, q.CLAIM_DUE, params), key=_claim_order)
+            rows = [(r, Reason.LEASE_EXPIRED) for r in expired] + [(r, Reason.QUEUED) for r in due]
+            await pg_events.append(
+                conn,
+                self._key,
+                [
+                    pg_rows.event_row(
+                        r["id"], r["distribution_id"], now, State.SENDING, why, detail=owner
+                    )
+                    for r, why in rows
+                ],
+            )
+        return [
+            Claimed(pg_rows.send(r), Reason(r["suppressed"]) if r["suppressed"] else None)
+            for r, _ in rows
+        ]
+
+    async def complete(self, owner: str, outcomes: Sequence[Outcome], *, now: float) -> int:
+        # the first outcome per send counts, as if recorded one after another
+        first: dict[str, Outcome] = {}
+        for outcome in outcomes:
+            first.setdefault(outcome.send_id, outcome)
+        async with self._tx() as conn:
+            leased = await _all(conn, q.LEASED_SENDS, (list(first), owner))
+            held = await pg_ops.held_values(conn) if leased else set()
+            batch = pg_rows.OutcomeRows()
+            for row in leased:
+                outcome = first[row["id"]]
+                batch.add(
+                    row,
+                    pg_ops.unless_held(outcome, row["domain"], row["distribution_id"], held),
+                    now,
+                )
+            if batch.finish:
+                await conn.execute(q.FINISH_SENDS, pg_rows.columns(batch.finish))
+            if batch.attempts:
+                await conn.execute(q.INSERT_ATTEMPTS, pg_rows.columns(batch.attempts))
+            if batch.suppress:
+                async with conn.cursor() as cur:
+                    await cur.executemany(q.UPSERT_SUPPRESSION, batch.suppress)
+            await pg_events.append(conn, self._key, batch.events)
+        return len(leased)
+
+    async def release(self, owner: str, send_ids: Sequence[str], *, now: float) -> int:
+        async with self._tx() as conn:
+            ids = list(send_ids)
+            cur = await conn.execute(q.RELEASE, {"now": now, "ids": ids, "owner": owner})
+            count = cur.rowcount
+            await pg_events.append(conn, self._key, await pg_ops.hold_if_held(conn, ids, now))
+        return count
+
+    async def cancel(self, distribution_id: str, *, now: float) -> int:
+        async with self._tx() as conn:
+            if not await _all(conn, q.SELECT_DISTRIBUTION, (distribution_id,)):
+                raise NotFound("distribution", distribution_id)
+            rows = await _all(conn, q.CANCEL_DISTRIBUTION, (now, distribution_id))
+            cancelled = State.CANCELLED, Reason.CANCELLED
+            events = [pg_rows.event_row(r["id"], distribution_id, now, *cancelled) for r in rows]
+            await pg_events.append(conn, self._key, events)
+        return len(rows)
+
+    # reading ---------------------------------------------------------------
+
+    async def send(self, send_id: str) -> Send:
+        rows = await self._all(q.SELECT_SEND, (send_id,))
+        if not rows:
+            raise NotFound("send", send_id)
+        return pg_rows.send(rows[0])
+
+    async def attempts(self, send_id: str) -> list[Attempt]:
+        return [pg_rows.attempt(r) for r in await self._all(q.SELECT_ATTEMPTS, (send_id,))]
+
+    async def list_sends(
+        self, flt: SendFilter, *, limit: int = 100, after: str | None = None
+    ) -> list[Send]:
+        where, params = send_filter(flt, after, placeholder="%s")
+        query = f"SELECT * FROM sends {where} ORDER BY id LIMIT %s"
+        return [pg_rows.send(r) for r in await self._all(query, (*params, limit))]
+
+    async def events(
+        self, *, after: int = 0, limit: int = 100, send_id: str | None = None
+    ) -> list[Event]:
+        if send_id is None:
+            rows = await self._all(q.SELECT_EVENTS, (after, limit))
+        else:
+            rows = await self._all(q.SELECT_SEND_EVENTS, (send_id, after, limit))
+        return [pg_rows.event(r) for r in rows]
+
+    async def counts(self, distribution_id: str | None = None) -> dict[State, int]:
+        if distribution_id is None:
+            rows = await self._all(q.COUNT_STATES)
+        else:
+            rows = await self._all(q.COUNT_DISTRIBUTION_STATES, (distribution_id,))
+        return {State(r["state"]): r["n"] for r in rows}
+
+    async def summary(self, *, now: float) -> QueueSummary:
+        [row] = await self._all(q.SUMMARY, {"now": now})
+        return QueueSummary(row["due"], row["in_flight"], row["waiting"], row["next_due"])
+
+    # suppression -----------------------------------------------------------
+
+    async def suppress(
+        self, account: str, address: str, reason: Reason, *, now: float, detail: str | None = None
+    ) -> None:
+        async with self._conn() as conn:
+            params = (account, address.lower(), reason.value, now, detail)
+            await conn.execute(q.UPSERT_SUPPRESSION, params)
+
+    async def unsubscribe(
+        self,
+        account: str,
+        address: str,
+        *,
+        now: float,
+        send_id: str | None = None,
+        detail: str | None = None,
+    ) -> bool:
+        async with self._tx() as conn:
+            return await pg_ops.unsubscribe(
+                conn, self._key, account, address, now=now, send_id=send_id, detail=detail
+            )
+
+    async def unsuppress(self, account: str, address: str) -> bool:
+        async with self._conn() as conn:
+            cur = await conn.execute(q.DELETE_SUPPRESSION, (account, address.lower()))
+            return cur.rowcount > 0
+
+    async def suppressions(self, account: str | None = None) -> list[Suppression]:
+        if account is None:
+            rows = await self._all(q.SELECT_SUPPRESSIONS)
+        else:
+            rows = await self._all(q.SELECT_ACCOUNT_SUPPRESSIONS, (account,))
+        return [pg_rows.suppression(r) for r in rows]
+
+    async def suppression_for(self, account: str, address: str) -> list[Suppression]:
+        rows = await self._all(q.SUPPRESSIONS_FOR, (address.lower(), account))
+        return [pg_rows.suppression(r) for r in rows]
+
+    # operator tools (mailer.store.pg_ops) ------------------------------------
+
+    async def suppress_many(self, entries: Sequence[Suppression]) -> int:
+        async with self._tx() as conn:
+            return await pg_ops.suppress_many(conn, entries)
+
+    async def hold(self, kind: HoldKind, value: str, *, now: float, note: str | None = None) -> int:
+        async with self._tx() as conn:
+            return await pg_ops.hold(conn, self._key, kind, value, now=now, note=note)
+
+    async def release_hold(self, kind: HoldKind, value: str, *, now: float) -> int:
+        async with self._tx() as conn:
+            return await pg_ops.release_hold(conn, self._key, kind, value, now=now)
+
+    async def holds(self) -> list[Hold]:
+        async with self._conn() as conn:
+            return await pg_ops.holds(conn)
+
+    async def replay_plan(self, flt: SendFilter) -> ReplayPlan:
+        async with self._conn() as conn:
+            return await pg_ops.replay_plan(conn, flt)
+
+    async def replay(
+        self,
+        flt: SendFilter,
+        *,
+        now: float,
+        note: str | None = None,
+        include_suppressed: bool = False,
+        after: str | None = None,
+        limit: int = 1000,
+    ) -> ReplayBatch:
+        async with self._tx() as conn:
+            return await pg_ops.replay(
+                conn,
+                self._key,
+                flt,
+                now=now,
+                note=note,
+                include_suppressed=include_suppressed,
+                after=after,
+                limit=limit,
+            )
+
+    async def stats(self, *, now: float, minutes: int = 15, top: int = 10) -> Stats:
+        async with self._tx(snapshot=True) as conn:
+            return await pg_ops.stats(conn, now=now, minutes=minutes, top=top)
+
+
+async def _all(conn: Conn, query: str, params: Any = None) -> list[DictRow]:
+    cur = await conn.execute(query, params)
+    return await cur.fetchall()
+
+
+def _claim_order(row: DictRow) -> tuple[float, str]:
+    return (row["ord"], row["id"])
+
+
+__all__ = ["PostgresStore", "create_schema", "drop_schema", "with_schema"]
