@@ -90,15 +90,18 @@ class Engine:
             dest.arrived.set()
 
     async def run(self, *, drain: bool = False) -> None:
-        flusher = asyncio.create_task(self._flush_loop())
+        helpers = [
+            asyncio.create_task(self._flush_loop()),
+            asyncio.create_task(self._renew_loop()),
+        ]
         try:
             await self._loop(drain)
         finally:
             self._stopping = True
             await self._shutdown()
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
             await self._flush()
 
     async def _loop(self, drain: bool) -> None:
@@ -384,3 +387,16 @@ class Engine:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
             await self._flush()
+
+    async def _renew_loop(self) -> None:
+        """Sends wait in destination queues (rate limits, slow servers,
+        connection limits) for longer than a lease may last; renewing the
+        leases of everything still in flight keeps another worker from
+        taking them while this one lives."""
+        lease = self.config.worker.lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            if self._in_flight:
+                await self.store.renew(
+                    self.owner, list(self._in_flight), lease_seconds=lease, now=self.clock()
+                )

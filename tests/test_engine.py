@@ -3,6 +3,7 @@ STARTTLS, real SQLite."""
 
 from __future__ import annotations
 
+import asyncio
 import email.policy
 from email import message_from_bytes
 from pathlib import Path
@@ -266,3 +267,30 @@ async def test_conditionally_used_variable_missing_for_one_recipient_is_refused(
     assert "vip_code" in err.value.reason
     assert "recipients[1]" in err.value.reason
     assert await app.store.counts() == {}
+
+
+async def test_leases_of_waiting_sends_are_renewed(
+    tmp_path: Path, dns_server: DNSServer, smtp_port: int, keys_dir: Path, make_sink
+) -> None:
+    mx1 = make_sink("127.0.0.2")
+    # 8 messages at 4/s take 2 s; the lease is 0.6 s
+    config = make_config(
+        tmp_path,
+        dns_server,
+        smtp_port,
+        keys_dir,
+        limits={"default": {"rate": 4}},
+        worker={"lease_seconds": 0.6},
+    )
+    async with App(config) as app:
+        await app.enqueue(SURVEY, people(8))
+        first, second = await app.engine(owner="w1"), await app.engine(owner="w2")
+        runs = [asyncio.create_task(first.run()), asyncio.create_task(second.run())]
+        await run_until_settled(app)
+        first.stop()
+        second.stop()
+        await asyncio.gather(*runs)
+        claims = [e for e in await app.store.events(limit=1000) if e.state is State.SENDING]
+    ids = [m.message["Message-ID"] for m in mx1.messages]
+    assert len(ids) == len(set(ids)) == 8
+    assert len(claims) == 8

@@ -552,3 +552,14 @@ async def test_suppress_many_writes_every_entry(store) -> None:
         ("acme", "a@dest.test", Reason.SUPPRESSED_BOUNCE),
         ("", "b@dest.test", Reason.SUPPRESSED_UNSUBSCRIBE),
     }
+
+
+async def test_renew_extends_only_the_owners_live_leases(store) -> None:
+    _, ids = await store.enqueue(DIST, sends(2), hostname="h", now=100.0)
+    await store.claim("w1", 1, lease_seconds=10, now=100.0)
+    await store.claim("w2", 1, lease_seconds=10, now=100.0)
+    assert await store.renew("w1", ids, lease_seconds=10, now=105.0) == 1
+    # w1's lease now runs to 115, w2's ran out at 110
+    again = await store.claim("w3", 10, lease_seconds=10, now=111.0)
+    assert len(again) == 1
+    assert await store.renew("w2", ids, lease_seconds=10, now=111.0) == 0

@@ -98,6 +98,14 @@ class Store(Protocol):
         leased by ``owner`` are ignored; returns how many were recorded."""
         ...
 
+    async def renew(
+        self, owner: str, send_ids: Sequence[str], *, lease_seconds: float, now: float
+    ) -> int:
+        """Extend ``owner``'s leases of ``send_ids`` to ``now + lease_seconds``
+        (sends waiting in a live worker must not fall to another one);
+        returns how many it still held."""
+        ...
+
     async def release(self, owner: str, send_ids: Sequence[str], *, now: float) -> int:
         """Give leased sends back (due now) without an attempt."""
         ...

@@ -251,6 +251,11 @@ UPDATE sends SET state = 'queued', due_at = %(now)s, updated_at = %(now)s, lease
 WHERE id = ANY(%(ids)s) AND state = 'sending' AND lease_owner = %(owner)s
 """
 
+RENEW = """
+UPDATE sends SET lease_until = %(until)s
+WHERE id = ANY(%(ids)s) AND state = 'sending' AND lease_owner = %(owner)s
+"""
+
 # Leased sends are left to their worker.
 CANCEL_DISTRIBUTION = """
 UPDATE sends SET state = 'cancelled', reason = 'cancelled', updated_at = %s

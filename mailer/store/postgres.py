@@ -247,6 +247,15 @@ class PostgresStore:
             await pg_events.append(conn, self._key, batch.events)
         return len(leased)
 
+    async def renew(
+        self, owner: str, send_ids: Sequence[str], *, lease_seconds: float, now: float
+    ) -> int:
+        async with self._tx() as conn:
+            cur = await conn.execute(
+                q.RENEW, {"until": now + lease_seconds, "ids": list(send_ids), "owner": owner}
+            )
+            return cur.rowcount
+
     async def release(self, owner: str, send_ids: Sequence[str], *, now: float) -> int:
         async with self._tx() as conn:
             ids = list(send_ids)

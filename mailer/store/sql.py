@@ -171,6 +171,11 @@ UPDATE sends SET state = 'queued', due_at = ?, updated_at = ?, lease_owner = NUL
 WHERE id = ? AND state = 'sending' AND lease_owner = ?
 """
 
+RENEW = """
+UPDATE sends SET lease_until = ?
+WHERE id = ? AND state = 'sending' AND lease_owner = ?
+"""
+
 INSERT_ATTEMPT = """
 INSERT INTO attempts (send_id, number, started_at, finished_at, reason, mx_host, address,
     tls_version, tls_cipher, code, enhanced, text)

@@ -298,6 +298,18 @@ class SQLiteStore:
 
         return await self._run(self._tx, work)
 
+    async def renew(
+        self, owner: str, send_ids: Sequence[str], *, lease_seconds: float, now: float
+    ) -> int:
+        until = now + lease_seconds
+
+        def work(conn: sqlite3.Connection) -> int:
+            return sum(
+                conn.execute(sql.RENEW, (until, send_id, owner)).rowcount for send_id in send_ids
+            )
+
+        return await self._run(self._tx, work)
+
     async def release(self, owner: str, send_ids: Sequence[str], *, now: float) -> int:
         def work(conn: sqlite3.Connection) -> int:
             count = 0
