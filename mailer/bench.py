@@ -30,6 +30,7 @@ from typing import Any
 
 from mailer.addresses import parse_address
 from mailer.app import App
+from mailer.bench_api import api_enqueue_rate
 from mailer.compose import build_message
 from mailer.config import Config, load_config
 from mailer.dkim import Signer, naive_sign
@@ -72,6 +73,8 @@ class BenchReport:
     ratio: float
     dkim_signatures_per_second: float
     dkimpy_signatures_per_second: float
+    api_recipients: int
+    api_recipients_per_second: float
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -254,6 +257,7 @@ def run_bench(
     baseline_seconds: float = 20.0,
     workdir: Path | None = None,
     postgres: str | None = None,
+    api_recipients: int = 20_000,
 ) -> BenchReport:
     """With ``postgres`` (a postgresql:// URL) the queue lives in a scratch
     schema of that database instead of an SQLite file."""
@@ -287,6 +291,17 @@ def run_bench(
             port, baseline_messages, domains, baseline_seconds, keys
         )
         rate = messages / deliver_seconds
+        api_root = root / "api"
+        api_root.mkdir()
+        api_rate = asyncio.run(
+            api_enqueue_rate(
+                api_root,
+                api_recipients,
+                html=HTML,
+                subject=SUBJECT,
+                database=stack.enter_context(bench_database(api_root, postgres)),
+            )
+        )
         return BenchReport(
             messages=messages,
             domains=domains,
@@ -305,4 +320,6 @@ def run_bench(
             dkimpy_signatures_per_second=round(
                 signatures_per_second(lambda m: naive_sign(m, keys)), 1
             ),
+            api_recipients=api_recipients,
+            api_recipients_per_second=round(api_rate, 1),
         )
