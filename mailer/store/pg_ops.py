@@ -15,6 +15,7 @@ from mailer.errors import NotFound
 from mailer.reasons import Reason, State
 from mailer.store import pg_events, pg_rows
 from mailer.store import pg_sql as q
+from mailer.store import rows as typed
 from mailer.store.models import (
     DestinationCount,
     Hold,
@@ -28,10 +29,9 @@ from mailer.store.models import (
     Suppression,
     Throughput,
 )
-from mailer.store.sql import replay_filter, send_filter
+from mailer.store.sql import hold_value, replay_filter, send_filter
 
 # the one validation of hold values, shared with the SQLite store
-from mailer.store.sqlite import _hold_value as hold_value
 
 Conn = psycopg.AsyncConnection[DictRow]
 
@@ -127,7 +127,7 @@ async def release_hold(conn: Conn, key: int, kind: HoldKind, value: str, *, now:
 
 async def holds(conn: Conn) -> list[Hold]:
     cur = await conn.execute(q.SELECT_HOLDS)
-    return [pg_rows.hold(row) for row in await cur.fetchall()]
+    return [typed.hold(row) for row in await cur.fetchall()]
 
 
 async def held_values(conn: Conn) -> set[tuple[str, str]]:
@@ -267,5 +267,5 @@ async def stats(conn: Conn, *, now: float, minutes: int, top: int) -> Stats:
     throughput = tuple(
         Throughput(minute=float(m * 60), **per_minute[m]) for m in sorted(per_minute)
     )
-    held = tuple(pg_rows.hold(r) for r in await fetch(q.SELECT_HOLDS))
+    held = tuple(typed.hold(r) for r in await fetch(q.SELECT_HOLDS))
     return Stats(counts, reasons, deferring, throughput, held)

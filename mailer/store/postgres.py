@@ -24,6 +24,7 @@ from mailer.errors import NotFound, StoreError
 from mailer.reasons import Reason, State
 from mailer.store import pg_events, pg_ops, pg_rows
 from mailer.store import pg_sql as q
+from mailer.store import rows as typed
 from mailer.store.models import (
     Attempt,
     Claimed,
@@ -185,13 +186,13 @@ class PostgresStore:
 
     async def idempotent(self, account: str, key: str) -> IdempotencyRecord | None:
         rows = await self._all(q.SELECT_IDEMPOTENCY, (account, key))
-        return pg_rows.idempotency_record(rows[0]) if rows else None
+        return typed.idempotency_record(rows[0]) if rows else None
 
     async def distribution(self, distribution_id: str) -> Distribution:
         rows = await self._all(q.SELECT_DISTRIBUTION, (distribution_id,))
         if not rows:
             raise NotFound("distribution", distribution_id)
-        return pg_rows.distribution(rows[0])
+        return typed.distribution(rows[0])
 
     # the worker's side ------------------------------------------------------
 
@@ -217,7 +218,7 @@ class PostgresStore:
                 ],
             )
         return [
-            Claimed(pg_rows.send(r), Reason(r["suppressed"]) if r["suppressed"] else None)
+            Claimed(typed.send(r), Reason(r["suppressed"]) if r["suppressed"] else None)
             for r, _ in rows
         ]
 
@@ -280,17 +281,17 @@ class PostgresStore:
         rows = await self._all(q.SELECT_SEND, (send_id,))
         if not rows:
             raise NotFound("send", send_id)
-        return pg_rows.send(rows[0])
+        return typed.send(rows[0])
 
     async def attempts(self, send_id: str) -> list[Attempt]:
-        return [pg_rows.attempt(r) for r in await self._all(q.SELECT_ATTEMPTS, (send_id,))]
+        return [typed.attempt(r) for r in await self._all(q.SELECT_ATTEMPTS, (send_id,))]
 
     async def list_sends(
         self, flt: SendFilter, *, limit: int = 100, after: str | None = None
     ) -> list[Send]:
         where, params = send_filter(flt, after, placeholder="%s")
         query = f"SELECT * FROM sends {where} ORDER BY id LIMIT %s"
-        return [pg_rows.send(r) for r in await self._all(query, (*params, limit))]
+        return [typed.send(r) for r in await self._all(query, (*params, limit))]
 
     async def events(
         self, *, after: int = 0, limit: int = 100, send_id: str | None = None
@@ -299,7 +300,7 @@ class PostgresStore:
             rows = await self._all(q.SELECT_EVENTS, (after, limit))
         else:
             rows = await self._all(q.SELECT_SEND_EVENTS, (send_id, after, limit))
-        return [pg_rows.event(r) for r in rows]
+        return [typed.event(r) for r in rows]
 
     async def counts(self, distribution_id: str | None = None) -> dict[State, int]:
         if distribution_id is None:
@@ -345,11 +346,11 @@ class PostgresStore:
             rows = await self._all(q.SELECT_SUPPRESSIONS)
         else:
             rows = await self._all(q.SELECT_ACCOUNT_SUPPRESSIONS, (account,))
-        return [pg_rows.suppression(r) for r in rows]
+        return [typed.suppression(r) for r in rows]
 
     async def suppression_for(self, account: str, address: str) -> list[Suppression]:
         rows = await self._all(q.SUPPRESSIONS_FOR, (address.lower(), account))
-        return [pg_rows.suppression(r) for r in rows]
+        return [typed.suppression(r) for r in rows]
 
     # operator tools (mailer.store.pg_ops) ------------------------------------
 

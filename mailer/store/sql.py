@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mailer.errors import ValidationError
 from mailer.reasons import State
-from mailer.store.models import SendFilter
+from mailer.store.models import HOLD_KINDS, SendFilter
 
 SCHEMA_V1 = """
 CREATE TABLE distributions (
@@ -148,10 +148,6 @@ WHERE id IN (
     ORDER BY due_at LIMIT ?
 )
 RETURNING *
-"""
-
-SUPPRESSED_FOR = """
-SELECT reason FROM suppressions WHERE address = ? AND account IN (?, '') LIMIT 1
 """
 
 LEASED_SEND = """
@@ -408,3 +404,18 @@ def replay_filter(flt: SendFilter) -> SendFilter:
 SUPPRESSIONS_FOR = """
 SELECT * FROM suppressions WHERE address = ? AND account IN (?, '') ORDER BY account DESC
 """
+
+
+def hold_value(kind: str, value: str) -> str:
+    """A hold's value as sends store it; raises ValidationError."""
+    if kind not in HOLD_KINDS:
+        raise ValidationError("kind", f"a hold is on a domain or a distribution, not {kind!r}")
+    value = value.strip()
+    if not value:
+        raise ValidationError(kind, "empty")
+    if kind == "domain":
+        try:
+            value = value.rstrip(".").encode("idna").decode("ascii").lower()
+        except UnicodeError as exc:
+            raise ValidationError("domain", f"{value!r} is not a domain name") from exc
+    return value

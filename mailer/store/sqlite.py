@@ -17,11 +17,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from mailer.errors import NotFound, StoreError, ValidationError
+from mailer.errors import NotFound, StoreError
 from mailer.reasons import TERMINAL_STATES, Reason, State
-from mailer.store import sql
+from mailer.store import rows, sql
 from mailer.store.models import (
-    HOLD_KINDS,
     Attempt,
     Claimed,
     DestinationCount,
@@ -236,15 +235,7 @@ class SQLiteStore:
         )
         if row is None:
             return None
-        return IdempotencyRecord(
-            account=row["account"],
-            key=row["key"],
-            body_hash=row["body_hash"],
-            distribution_id=row["distribution_id"],
-            send_ids=tuple(json.loads(row["send_ids"])),
-            data=row["data"],
-            created_at=row["created_at"],
-        )
+        return rows.idempotency_record(row)
 
     async def distribution(self, distribution_id: str) -> Distribution:
         row = await self._run(
@@ -252,7 +243,7 @@ class SQLiteStore:
         )
         if row is None:
             raise NotFound("distribution", distribution_id)
-        return _distribution(row)
+        return rows.distribution(row)
 
     # the worker's side ------------------------------------------------------
 
@@ -261,23 +252,22 @@ class SQLiteStore:
     ) -> list[Claimed]:
         def work(conn: sqlite3.Connection) -> list[Claimed]:
             lease = (owner, now + lease_seconds, now, now)
-            rows = conn.execute(sql.CLAIM_EXPIRED, (*lease, limit)).fetchall()
-            expired = len(rows)
+            leased = conn.execute(sql.CLAIM_EXPIRED, (*lease, limit)).fetchall()
+            expired = len(leased)
             if expired < limit:
-                rows += conn.execute(sql.CLAIM_DUE, (*lease, limit - expired)).fetchall()
+                leased += conn.execute(sql.CLAIM_DUE, (*lease, limit - expired)).fetchall()
+            suppressed = _suppressions_of(conn, leased)
             claimed = []
             events = []
-            for index, row in enumerate(rows):
-                suppressed = conn.execute(
-                    sql.SUPPRESSED_FOR, (row["rcpt_key"], row["account"])
-                ).fetchone()
-                claimed.append(
-                    Claimed(_send(row), Reason(suppressed["reason"]) if suppressed else None)
+            for index, row in enumerate(leased):
+                reason = suppressed.get((row["account"], row["rcpt_key"])) or suppressed.get(
+                    ("", row["rcpt_key"])
                 )
-                reason = Reason.LEASE_EXPIRED if index < expired else Reason.QUEUED
+                claimed.append(Claimed(rows.send(row), Reason(reason) if reason else None))
+                why = Reason.LEASE_EXPIRED if index < expired else Reason.QUEUED
                 events.append(
                     _event_row(
-                        row["id"], row["distribution_id"], now, State.SENDING, reason, detail=owner
+                        row["id"], row["distribution_id"], now, State.SENDING, why, detail=owner
                     )
                 )
             conn.executemany(sql.INSERT_EVENT, events)
@@ -342,21 +332,21 @@ class SQLiteStore:
         row = await self._run(lambda: self.conn.execute(sql.SELECT_SEND, (send_id,)).fetchone())
         if row is None:
             raise NotFound("send", send_id)
-        return _send(row)
+        return rows.send(row)
 
     async def attempts(self, send_id: str) -> list[Attempt]:
-        rows = await self._run(
+        found = await self._run(
             lambda: self.conn.execute(sql.SELECT_ATTEMPTS, (send_id,)).fetchall()
         )
-        return [_attempt(row) for row in rows]
+        return [rows.attempt(row) for row in found]
 
     async def list_sends(
         self, flt: SendFilter, *, limit: int = 100, after: str | None = None
     ) -> list[Send]:
         where, params = sql.send_filter(flt, after, placeholder="?")
         query = f"SELECT * FROM sends {where} ORDER BY id LIMIT ?"
-        rows = await self._run(lambda: self.conn.execute(query, (*params, limit)).fetchall())
-        return [_send(row) for row in rows]
+        found = await self._run(lambda: self.conn.execute(query, (*params, limit)).fetchall())
+        return [rows.send(row) for row in found]
 
     async def events(
         self, *, after: int = 0, limit: int = 100, send_id: str | None = None
@@ -366,16 +356,16 @@ class SQLiteStore:
             params: tuple[object, ...] = (after, limit)
         else:
             query, params = sql.SELECT_SEND_EVENTS, (send_id, after, limit)
-        rows = await self._run(lambda: self.conn.execute(query, params).fetchall())
-        return [_event(row) for row in rows]
+        found = await self._run(lambda: self.conn.execute(query, params).fetchall())
+        return [rows.event(row) for row in found]
 
     async def counts(self, distribution_id: str | None = None) -> dict[State, int]:
         query: str = sql.COUNT_STATES
         params: tuple[object, ...] = ()
         if distribution_id is not None:
             query, params = sql.COUNT_DISTRIBUTION_STATES, (distribution_id,)
-        rows = await self._run(lambda: self.conn.execute(query, params).fetchall())
-        return {State(row[0]): row[1] for row in rows}
+        found = await self._run(lambda: self.conn.execute(query, params).fetchall())
+        return {State(row[0]): row[1] for row in found}
 
     async def summary(self, *, now: float) -> QueueSummary:
         row = await self._run(
@@ -444,17 +434,8 @@ class SQLiteStore:
         params: tuple[object, ...] = ()
         if account is not None:
             query, params = sql.SELECT_ACCOUNT_SUPPRESSIONS, (account,)
-        rows = await self._run(lambda: self.conn.execute(query, params).fetchall())
-        return [
-            Suppression(
-                account=row["account"],
-                address=row["address"],
-                reason=Reason(row["reason"]),
-                created_at=row["created_at"],
-                detail=row["detail"],
-            )
-            for row in rows
-        ]
+        found = await self._run(lambda: self.conn.execute(query, params).fetchall())
+        return [rows.suppression(row) for row in found]
 
     # operator tools ----------------------------------------------------------
 
@@ -470,7 +451,7 @@ class SQLiteStore:
         return await self._run(self._tx, work)
 
     async def hold(self, kind: HoldKind, value: str, *, now: float, note: str | None = None) -> int:
-        value = _hold_value(kind, value)
+        value = sql.hold_value(kind, value)
         detail = f"{kind} {value} held" + (f": {note}" if note else "")
 
         def work(conn: sqlite3.Connection) -> int:
@@ -493,7 +474,7 @@ class SQLiteStore:
         return await self._run(self._tx, work)
 
     async def release_hold(self, kind: HoldKind, value: str, *, now: float) -> int:
-        value = _hold_value(kind, value)
+        value = sql.hold_value(kind, value)
         detail = f"{kind} {value} released"
 
         def work(conn: sqlite3.Connection) -> int:
@@ -519,8 +500,8 @@ class SQLiteStore:
         return await self._run(self._tx, work)
 
     async def holds(self) -> list[Hold]:
-        rows = await self._run(lambda: self.conn.execute(sql.SELECT_HOLDS).fetchall())
-        return [_hold(row) for row in rows]
+        found = await self._run(lambda: self.conn.execute(sql.SELECT_HOLDS).fetchall())
+        return [rows.hold(row) for row in found]
 
     async def replay_plan(self, flt: SendFilter) -> ReplayPlan:
         where, params = sql.send_filter(sql.replay_filter(flt), None, placeholder="?")
@@ -604,25 +585,32 @@ class SQLiteStore:
             throughput = tuple(
                 Throughput(minute=float(m * 60), **per_minute[m]) for m in sorted(per_minute)
             )
-            holds = tuple(_hold(r) for r in conn.execute(sql.SELECT_HOLDS))
+            holds = tuple(rows.hold(r) for r in conn.execute(sql.SELECT_HOLDS))
             return Stats(counts, reasons, deferring, throughput, holds)
 
         return await self._run(_snapshot, self.conn, work)
 
     async def suppression_for(self, account: str, address: str) -> list[Suppression]:
-        rows = await self._run(
+        found = await self._run(
             lambda: self.conn.execute(sql.SUPPRESSIONS_FOR, (address.lower(), account)).fetchall()
         )
-        return [
-            Suppression(
-                account=row["account"],
-                address=row["address"],
-                reason=Reason(row["reason"]),
-                created_at=row["created_at"],
-                detail=row["detail"],
-            )
-            for row in rows
-        ]
+        return [rows.suppression(row) for row in found]
+
+
+def _suppressions_of(
+    conn: sqlite3.Connection, leased: list[sqlite3.Row]
+) -> dict[tuple[str, str], str]:
+    """The suppression reasons of the leased sends' addresses by (account,
+    address), global entries under account '': one query per 500 sends."""
+    keys = sorted({row["rcpt_key"] for row in leased})
+    found: dict[tuple[str, str], str] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        query = f"SELECT account, address, reason FROM suppressions WHERE address IN ({marks})"
+        for entry in conn.execute(query, chunk):
+            found[(entry["account"], entry["address"])] = entry["reason"]
+    return found
 
 
 def _event_row(
@@ -703,77 +691,6 @@ def _record_outcome(
         )
 
 
-def _distribution(row: sqlite3.Row) -> Distribution:
-    return Distribution(
-        id=row["id"],
-        account=row["account"],
-        sender_address=row["sender_address"],
-        sender_name=row["sender_name"],
-        subject=row["subject"],
-        html=row["html"],
-        text=row["text"],
-        unsubscribe_url=row["unsubscribe_url"],
-        send_at=row["send_at"],
-        tags=tuple(json.loads(row["tags"])),
-        created_at=row["created_at"],
-    )
-
-
-def _send(row: sqlite3.Row) -> Send:
-    return Send(
-        id=row["id"],
-        distribution_id=row["distribution_id"],
-        account=row["account"],
-        recipient=row["recipient"],
-        domain=row["domain"],
-        name=row["name"],
-        variables=json.loads(row["variables"]),
-        reference=row["reference"],
-        message_id=row["message_id"],
-        state=State(row["state"]),
-        reason=Reason(row["reason"]),
-        due_at=row["due_at"],
-        attempts=row["attempts"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        last_code=row["last_code"],
-        last_enhanced=row["last_enhanced"],
-        last_text=row["last_text"],
-        identity=row["identity"],
-        replayed_at=row["replayed_at"],
-    )
-
-
-def _attempt(row: sqlite3.Row) -> Attempt:
-    return Attempt(
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        reason=Reason(row["reason"]),
-        mx_host=row["mx_host"],
-        address=row["address"],
-        tls_version=row["tls_version"],
-        tls_cipher=row["tls_cipher"],
-        code=row["code"],
-        enhanced=row["enhanced"],
-        text=row["text"],
-    )
-
-
-def _event(row: sqlite3.Row) -> Event:
-    return Event(
-        seq=row["seq"],
-        send_id=row["send_id"],
-        distribution_id=row["distribution_id"],
-        at=row["at"],
-        state=State(row["state"]),
-        reason=Reason(row["reason"]),
-        code=row["code"],
-        enhanced=row["enhanced"],
-        text=row["text"],
-        detail=row["detail"],
-    )
-
-
 def _snapshot(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
     """Reads in one read transaction: a consistent view that takes no write
     lock and writes nothing."""
@@ -782,27 +699,6 @@ def _snapshot(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -
         return fn(conn)
     finally:
         conn.execute("COMMIT")
-
-
-def _hold_value(kind: str, value: str) -> str:
-    """A hold's value as sends store it; raises ValidationError."""
-    if kind not in HOLD_KINDS:
-        raise ValidationError("kind", f"a hold is on a domain or a distribution, not {kind!r}")
-    value = value.strip()
-    if not value:
-        raise ValidationError(kind, "empty")
-    if kind == "domain":
-        try:
-            value = value.rstrip(".").encode("idna").decode("ascii").lower()
-        except UnicodeError as exc:
-            raise ValidationError("domain", f"{value!r} is not a domain name") from exc
-    return value
-
-
-def _hold(row: sqlite3.Row) -> Hold:
-    return Hold(
-        kind=row["kind"], value=row["value"], created_at=row["created_at"], note=row["note"]
-    )
 
 
 def _hold_new_sends(conn: sqlite3.Connection, distribution_id: str, now: float) -> None:
