@@ -296,10 +296,15 @@ def _parse_env_value(raw: str) -> Any:
 _LIST_KEYS = {("nameservers",), ("api", "keys")}
 
 
+# MAILER_* variables that are not settings: the config file's path, and
+# those of the test suite and the benchmark
+_NOT_SETTINGS = (CONFIG_ENV, "MAILER_TEST_", "MAILER_BENCH_")
+
+
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+        if not name.startswith(ENV_PREFIX) or name.startswith(_NOT_SETTINGS):
             continue
         path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
         if not all(path):
