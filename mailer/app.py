@@ -5,7 +5,6 @@ connector, message preparation and the engine, opened and closed in order.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Self
 
@@ -23,10 +22,6 @@ from mailer.metrics import Metrics, MetricsServer
 from mailer.prepare import Preparer, SignFn, decided_by
 from mailer.store import Store, open_store
 from mailer.store.models import NewDistribution
-
-# DKIM signing threads: the RSA step runs outside the GIL (OpenSSL), so
-# two threads keep a second core busy without starving the event loop
-SIGNING_THREADS = 2
 
 
 class App:
@@ -46,7 +41,6 @@ class App:
         )
         self.keys = KeyStore(config.keys_dir)
         self._signer: Signer | None = None
-        self._sign_pool: ThreadPoolExecutor | None = None
         self._identity: IdentityDecider | None = None
 
     @property
@@ -70,9 +64,6 @@ class App:
         if self._metrics_server is not None:
             await self._metrics_server.close()
             self._metrics_server = None
-        if self._sign_pool is not None:
-            self._sign_pool.shutdown(wait=True)
-            self._sign_pool = None
         await self.store.close()
 
     def connector(self) -> Connector:
@@ -136,13 +127,10 @@ class App:
         sign: SignFn | None = None
         if signer is not None:
             sign = lambda data, domain: signer.sign(data, customer_domain=domain)  # noqa: E731
-        if self._sign_pool is None:
-            self._sign_pool = ThreadPoolExecutor(SIGNING_THREADS, thread_name_prefix="dkim")
         return Preparer(
             self.store.distribution,
             identity=decided_by(await self.identity()),
             sign=sign,
-            sign_executor=self._sign_pool,
             unsubscribe=links_from_config(self.config.api.secret, self.config.api.public_url),
         )
 

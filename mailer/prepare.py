@@ -3,10 +3,8 @@ identity, MIME composition and DKIM signing."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -85,17 +83,12 @@ class Preparer:
         *,
         identity: IdentityFn = sender_as_given,
         sign: SignFn | None = None,
-        sign_executor: Executor | None = None,
         unsubscribe: UnsubscribeFn | None = None,
         cache_size: int = 256,
     ) -> None:
-        """``sign_executor`` runs the signing off the event loop: OpenSSL
-        releases the GIL for the RSA step, so signatures use a second core
-        while the loop goes on with SMTP."""
         self._load = load
         self._identity = identity
         self._sign = sign
-        self._sign_executor = sign_executor
         self._unsubscribe = unsubscribe
         self._cache: OrderedDict[str, tuple[Distribution, CompiledContent]] = OrderedDict()
         self._cache_size = cache_size
@@ -143,10 +136,5 @@ class Preparer:
             # the customer's key signs too where we hold one, whichever
             # address ended up in From
             customer_domain = distribution.sender_address.rpartition("@")[2].lower()
-            if self._sign_executor is None:
-                data = self._sign(data, customer_domain)
-            else:
-                data = await asyncio.get_running_loop().run_in_executor(
-                    self._sign_executor, self._sign, data, customer_domain
-                )
+            data = self._sign(data, customer_domain)
         return Prepared(envelope.mail_from, send.recipient, data, envelope.reason)
