@@ -12,14 +12,15 @@ import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from mailer.errors import NotFound, StoreError
-from mailer.reasons import TERMINAL_STATES, Reason, State
-from mailer.store import rows, sql
+from mailer.reasons import Reason, State
+from mailer.store import rows as typed
+from mailer.store import sql
+from mailer.store import sqlite_ops as ops
 from mailer.store.models import (
     Attempt,
     Claimed,
@@ -207,11 +208,11 @@ class SQLiteStore:
             conn.executemany(
                 sql.INSERT_EVENT,
                 [
-                    _event_row(row[0], dist_id, now, State.QUEUED, Reason.QUEUED)
+                    ops.event_row(row[0], dist_id, now, State.QUEUED, Reason.QUEUED)
                     for row in send_rows
                 ],
             )
-            _hold_new_sends(conn, dist_id, now)
+            ops.hold_new_sends(conn, dist_id, now)
             if idempotency is not None:
                 conn.execute(
                     sql.INSERT_IDEMPOTENCY,
@@ -235,7 +236,7 @@ class SQLiteStore:
         )
         if row is None:
             return None
-        return rows.idempotency_record(row)
+        return typed.idempotency_record(row)
 
     async def distribution(self, distribution_id: str) -> Distribution:
         row = await self._run(
@@ -243,7 +244,7 @@ class SQLiteStore:
         )
         if row is None:
             raise NotFound("distribution", distribution_id)
-        return rows.distribution(row)
+        return typed.distribution(row)
 
     # the worker's side ------------------------------------------------------
 
@@ -256,17 +257,17 @@ class SQLiteStore:
             expired = len(leased)
             if expired < limit:
                 leased += conn.execute(sql.CLAIM_DUE, (*lease, limit - expired)).fetchall()
-            suppressed = _suppressions_of(conn, leased)
+            suppressed = ops.suppressions_of(conn, leased)
             claimed = []
             events = []
             for index, row in enumerate(leased):
                 reason = suppressed.get((row["account"], row["rcpt_key"])) or suppressed.get(
                     ("", row["rcpt_key"])
                 )
-                claimed.append(Claimed(rows.send(row), Reason(reason) if reason else None))
+                claimed.append(Claimed(typed.send(row), Reason(reason) if reason else None))
                 why = Reason.LEASE_EXPIRED if index < expired else Reason.QUEUED
                 events.append(
-                    _event_row(
+                    ops.event_row(
                         row["id"], row["distribution_id"], now, State.SENDING, why, detail=owner
                     )
                 )
@@ -283,7 +284,7 @@ class SQLiteStore:
                 if row is None:
                     continue
                 recorded += 1
-                _record_outcome(conn, row, _unless_held(conn, row, outcome), now)
+                ops.record_outcome(conn, row, ops.unless_held(conn, row, outcome), now)
             return recorded
 
         return await self._run(self._tx, work)
@@ -305,7 +306,7 @@ class SQLiteStore:
             count = 0
             for send_id in send_ids:
                 count += conn.execute(sql.RELEASE, (now, now, send_id, owner)).rowcount
-            _hold_if_held(conn, send_ids, now)
+            ops.hold_if_held(conn, send_ids, now)
             return count
 
         return await self._run(self._tx, work)
@@ -318,7 +319,9 @@ class SQLiteStore:
             conn.executemany(
                 sql.INSERT_EVENT,
                 [
-                    _event_row(row["id"], distribution_id, now, State.CANCELLED, Reason.CANCELLED)
+                    ops.event_row(
+                        row["id"], distribution_id, now, State.CANCELLED, Reason.CANCELLED
+                    )
                     for row in rows
                 ],
             )
@@ -332,13 +335,13 @@ class SQLiteStore:
         row = await self._run(lambda: self.conn.execute(sql.SELECT_SEND, (send_id,)).fetchone())
         if row is None:
             raise NotFound("send", send_id)
-        return rows.send(row)
+        return typed.send(row)
 
     async def attempts(self, send_id: str) -> list[Attempt]:
         found = await self._run(
             lambda: self.conn.execute(sql.SELECT_ATTEMPTS, (send_id,)).fetchall()
         )
-        return [rows.attempt(row) for row in found]
+        return [typed.attempt(row) for row in found]
 
     async def list_sends(
         self, flt: SendFilter, *, limit: int = 100, after: str | None = None
@@ -346,7 +349,7 @@ class SQLiteStore:
         where, params = sql.send_filter(flt, after, placeholder="?")
         query = f"SELECT * FROM sends {where} ORDER BY id LIMIT ?"
         found = await self._run(lambda: self.conn.execute(query, (*params, limit)).fetchall())
-        return [rows.send(row) for row in found]
+        return [typed.send(row) for row in found]
 
     async def events(
         self, *, after: int = 0, limit: int = 100, send_id: str | None = None
@@ -357,7 +360,7 @@ class SQLiteStore:
         else:
             query, params = sql.SELECT_SEND_EVENTS, (send_id, after, limit)
         found = await self._run(lambda: self.conn.execute(query, params).fetchall())
-        return [rows.event(row) for row in found]
+        return [typed.event(row) for row in found]
 
     async def counts(self, distribution_id: str | None = None) -> dict[State, int]:
         query: str = sql.COUNT_STATES
@@ -414,7 +417,7 @@ class SQLiteStore:
                 state = State(row["state"])
                 conn.execute(
                     sql.INSERT_EVENT,
-                    _event_row(
+                    ops.event_row(
                         row["id"], row["distribution_id"], now, state, unsubscribed, detail=detail
                     ),
                 )
@@ -435,7 +438,7 @@ class SQLiteStore:
         if account is not None:
             query, params = sql.SELECT_ACCOUNT_SUPPRESSIONS, (account,)
         found = await self._run(lambda: self.conn.execute(query, params).fetchall())
-        return [rows.suppression(row) for row in found]
+        return [typed.suppression(row) for row in found]
 
     # operator tools ----------------------------------------------------------
 
@@ -463,7 +466,7 @@ class SQLiteStore:
             conn.executemany(
                 sql.INSERT_EVENT,
                 [
-                    _event_row(
+                    ops.event_row(
                         r["id"], r["distribution_id"], now, State.HELD, Reason.HELD, detail=detail
                     )
                     for r in rows
@@ -484,7 +487,7 @@ class SQLiteStore:
             conn.executemany(
                 sql.INSERT_EVENT,
                 [
-                    _event_row(
+                    ops.event_row(
                         r["id"],
                         r["distribution_id"],
                         now,
@@ -501,13 +504,13 @@ class SQLiteStore:
 
     async def holds(self) -> list[Hold]:
         found = await self._run(lambda: self.conn.execute(sql.SELECT_HOLDS).fetchall())
-        return [rows.hold(row) for row in found]
+        return [typed.hold(row) for row in found]
 
     async def replay_plan(self, flt: SendFilter) -> ReplayPlan:
         where, params = sql.send_filter(sql.replay_filter(flt), None, placeholder="?")
         query = sql.REPLAY_COUNT.format(where=where)
         row = await self._run(
-            _snapshot, self.conn, lambda conn: conn.execute(query, params).fetchone()
+            ops.snapshot, self.conn, lambda conn: conn.execute(query, params).fetchone()
         )
         return ReplayPlan(
             matching=row["matching"] or 0,
@@ -542,7 +545,7 @@ class SQLiteStore:
                     lift.add((row["account"], row["rcpt_key"]))
                 requeue.append((now, now, now, row["id"]))
                 events.append(
-                    _event_row(
+                    ops.event_row(
                         row["id"],
                         row["distribution_id"],
                         now,
@@ -554,7 +557,7 @@ class SQLiteStore:
             lifted = conn.executemany(sql.DELETE_SUPPRESSION, sorted(lift)).rowcount
             conn.executemany(sql.REQUEUE, requeue)
             conn.executemany(sql.INSERT_EVENT, events)
-            held = _hold_if_held(conn, [item[3] for item in requeue], now)
+            held = ops.hold_if_held(conn, [item[3] for item in requeue], now)
             return ReplayBatch(
                 requeued=len(requeue),
                 skipped=skipped,
@@ -585,163 +588,16 @@ class SQLiteStore:
             throughput = tuple(
                 Throughput(minute=float(m * 60), **per_minute[m]) for m in sorted(per_minute)
             )
-            holds = tuple(rows.hold(r) for r in conn.execute(sql.SELECT_HOLDS))
+            holds = tuple(typed.hold(r) for r in conn.execute(sql.SELECT_HOLDS))
             return Stats(counts, reasons, deferring, throughput, holds)
 
-        return await self._run(_snapshot, self.conn, work)
+        return await self._run(ops.snapshot, self.conn, work)
 
     async def suppression_for(self, account: str, address: str) -> list[Suppression]:
         found = await self._run(
             lambda: self.conn.execute(sql.SUPPRESSIONS_FOR, (address.lower(), account)).fetchall()
         )
-        return [rows.suppression(row) for row in found]
+        return [typed.suppression(row) for row in found]
 
 
-def _suppressions_of(
-    conn: sqlite3.Connection, leased: list[sqlite3.Row]
-) -> dict[tuple[str, str], str]:
-    """The suppression reasons of the leased sends' addresses by (account,
-    address), global entries under account '': one query per 500 sends."""
-    keys = sorted({row["rcpt_key"] for row in leased})
-    found: dict[tuple[str, str], str] = {}
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
-        marks = ", ".join("?" for _ in chunk)
-        query = f"SELECT account, address, reason FROM suppressions WHERE address IN ({marks})"
-        for entry in conn.execute(query, chunk):
-            found[(entry["account"], entry["address"])] = entry["reason"]
-    return found
-
-
-def _event_row(
-    send_id: str,
-    distribution_id: str,
-    at: float,
-    state: State,
-    reason: Reason,
-    *,
-    code: int | None = None,
-    enhanced: str | None = None,
-    text: str | None = None,
-    detail: str | None = None,
-) -> tuple[object, ...]:
-    return (send_id, distribution_id, at, state.value, reason.value, code, enhanced, text, detail)
-
-
-def _record_outcome(
-    conn: sqlite3.Connection, row: sqlite3.Row, outcome: Outcome, now: float
-) -> None:
-    attempt = outcome.attempt
-    attempts = row["attempts"] + (1 if attempt is not None else 0)
-    if attempt is not None:
-        conn.execute(
-            sql.INSERT_ATTEMPT,
-            (
-                outcome.send_id,
-                attempts,
-                attempt.started_at,
-                attempt.finished_at,
-                attempt.reason.value,
-                attempt.mx_host,
-                attempt.address,
-                attempt.tls_version,
-                attempt.tls_cipher,
-                attempt.code,
-                attempt.enhanced,
-                attempt.text,
-            ),
-        )
-    code = attempt.code if attempt else None
-    enhanced = attempt.enhanced if attempt else None
-    text = attempt.text if attempt else outcome.detail
-    due = outcome.due_at if outcome.due_at is not None else row["due_at"]
-    conn.execute(
-        sql.FINISH_SEND,
-        (
-            outcome.state.value,
-            outcome.reason.value,
-            due,
-            attempts,
-            now,
-            code,
-            enhanced,
-            text,
-            outcome.identity,
-            outcome.send_id,
-        ),
-    )
-    conn.execute(
-        sql.INSERT_EVENT,
-        _event_row(
-            outcome.send_id,
-            row["distribution_id"],
-            now,
-            outcome.state,
-            outcome.reason,
-            code=code,
-            enhanced=enhanced,
-            text=text,
-            detail=outcome.detail,
-        ),
-    )
-    if outcome.suppress is not None:
-        conn.execute(
-            sql.UPSERT_SUPPRESSION,
-            (row["account"], row["rcpt_key"], outcome.suppress.value, now, text),
-        )
-
-
-def _snapshot(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """Reads in one read transaction: a consistent view that takes no write
-    lock and writes nothing."""
-    conn.execute("BEGIN")
-    try:
-        return fn(conn)
-    finally:
-        conn.execute("COMMIT")
-
-
-def _hold_new_sends(conn: sqlite3.Connection, distribution_id: str, now: float) -> None:
-    rows = conn.execute(sql.HOLD_NEW_SENDS, (distribution_id,)).fetchall()
-    conn.executemany(
-        sql.INSERT_EVENT,
-        [
-            _event_row(
-                r["id"], distribution_id, now, State.HELD, Reason.HELD, detail="domain is held"
-            )
-            for r in rows
-        ],
-    )
-
-
-def _unless_held(conn: sqlite3.Connection, row: sqlite3.Row, outcome: Outcome) -> Outcome:
-    """An outcome that would queue or defer a send of a held domain or
-    distribution holds it instead: the hold began while it was in flight."""
-    if outcome.state not in (State.QUEUED, State.DEFERRED):
-        return outcome
-    if conn.execute(sql.HOLD_FOR, (row["domain"], row["distribution_id"])).fetchone() is None:
-        return outcome
-    why = f"{outcome.state.value} ({outcome.reason.value}) while held"
-    return replace(
-        outcome,
-        state=State.HELD,
-        reason=Reason.HELD,
-        detail=f"{why}: {outcome.detail}" if outcome.detail else why,
-    )
-
-
-def _hold_if_held(conn: sqlite3.Connection, send_ids: Sequence[str], now: float) -> int:
-    """Hold those of ``send_ids`` that are queued although a hold covers
-    them (given back by a worker, replayed); returns how many."""
-    if not send_ids or conn.execute(sql.ANY_HOLD).fetchone() is None:
-        return 0
-    events = [
-        _event_row(r["id"], r["distribution_id"], now, State.HELD, Reason.HELD)
-        for send_id in send_ids
-        for r in conn.execute(sql.HOLD_IF_HELD, (now, send_id)).fetchall()
-    ]
-    conn.executemany(sql.INSERT_EVENT, events)
-    return len(events)
-
-
-__all__ = ["TERMINAL_STATES", "SQLiteStore"]
+__all__ = ["SQLiteStore"]

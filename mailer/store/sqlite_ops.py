@@ -1,0 +1,162 @@
+"""The SQLite store's work inside a transaction: outcomes, holds and the
+event rows they write (pure over a connection; no I/O of their own)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import TypeVar
+
+from mailer.reasons import Reason, State
+from mailer.store import sql
+from mailer.store.models import Outcome
+
+T = TypeVar("T")
+
+
+def suppressions_of(
+    conn: sqlite3.Connection, leased: list[sqlite3.Row]
+) -> dict[tuple[str, str], str]:
+    """The suppression reasons of the leased sends' addresses by (account,
+    address), global entries under account '': one query per 500 sends."""
+    keys = sorted({row["rcpt_key"] for row in leased})
+    found: dict[tuple[str, str], str] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        query = f"SELECT account, address, reason FROM suppressions WHERE address IN ({marks})"
+        for entry in conn.execute(query, chunk):
+            found[(entry["account"], entry["address"])] = entry["reason"]
+    return found
+
+
+def event_row(
+    send_id: str,
+    distribution_id: str,
+    at: float,
+    state: State,
+    reason: Reason,
+    *,
+    code: int | None = None,
+    enhanced: str | None = None,
+    text: str | None = None,
+    detail: str | None = None,
+) -> tuple[object, ...]:
+    return (send_id, distribution_id, at, state.value, reason.value, code, enhanced, text, detail)
+
+
+def record_outcome(
+    conn: sqlite3.Connection, row: sqlite3.Row, outcome: Outcome, now: float
+) -> None:
+    attempt = outcome.attempt
+    attempts = row["attempts"] + (1 if attempt is not None else 0)
+    if attempt is not None:
+        conn.execute(
+            sql.INSERT_ATTEMPT,
+            (
+                outcome.send_id,
+                attempts,
+                attempt.started_at,
+                attempt.finished_at,
+                attempt.reason.value,
+                attempt.mx_host,
+                attempt.address,
+                attempt.tls_version,
+                attempt.tls_cipher,
+                attempt.code,
+                attempt.enhanced,
+                attempt.text,
+            ),
+        )
+    code = attempt.code if attempt else None
+    enhanced = attempt.enhanced if attempt else None
+    text = attempt.text if attempt else outcome.detail
+    due = outcome.due_at if outcome.due_at is not None else row["due_at"]
+    conn.execute(
+        sql.FINISH_SEND,
+        (
+            outcome.state.value,
+            outcome.reason.value,
+            due,
+            attempts,
+            now,
+            code,
+            enhanced,
+            text,
+            outcome.identity,
+            outcome.send_id,
+        ),
+    )
+    conn.execute(
+        sql.INSERT_EVENT,
+        event_row(
+            outcome.send_id,
+            row["distribution_id"],
+            now,
+            outcome.state,
+            outcome.reason,
+            code=code,
+            enhanced=enhanced,
+            text=text,
+            detail=outcome.detail,
+        ),
+    )
+    if outcome.suppress is not None:
+        conn.execute(
+            sql.UPSERT_SUPPRESSION,
+            (row["account"], row["rcpt_key"], outcome.suppress.value, now, text),
+        )
+
+
+def snapshot(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Reads in one read transaction: a consistent view that takes no write
+    lock and writes nothing."""
+    conn.execute("BEGIN")
+    try:
+        return fn(conn)
+    finally:
+        conn.execute("COMMIT")
+
+
+def hold_new_sends(conn: sqlite3.Connection, distribution_id: str, now: float) -> None:
+    rows = conn.execute(sql.HOLD_NEW_SENDS, (distribution_id,)).fetchall()
+    conn.executemany(
+        sql.INSERT_EVENT,
+        [
+            event_row(
+                r["id"], distribution_id, now, State.HELD, Reason.HELD, detail="domain is held"
+            )
+            for r in rows
+        ],
+    )
+
+
+def unless_held(conn: sqlite3.Connection, row: sqlite3.Row, outcome: Outcome) -> Outcome:
+    """An outcome that would queue or defer a send of a held domain or
+    distribution holds it instead: the hold began while it was in flight."""
+    if outcome.state not in (State.QUEUED, State.DEFERRED):
+        return outcome
+    if conn.execute(sql.HOLD_FOR, (row["domain"], row["distribution_id"])).fetchone() is None:
+        return outcome
+    why = f"{outcome.state.value} ({outcome.reason.value}) while held"
+    return replace(
+        outcome,
+        state=State.HELD,
+        reason=Reason.HELD,
+        detail=f"{why}: {outcome.detail}" if outcome.detail else why,
+    )
+
+
+def hold_if_held(conn: sqlite3.Connection, send_ids: Sequence[str], now: float) -> int:
+    """Hold those of ``send_ids`` that are queued although a hold covers
+    them (given back by a worker, replayed); returns how many."""
+    if not send_ids or conn.execute(sql.ANY_HOLD).fetchone() is None:
+        return 0
+    events = [
+        event_row(r["id"], r["distribution_id"], now, State.HELD, Reason.HELD)
+        for send_id in send_ids
+        for r in conn.execute(sql.HOLD_IF_HELD, (now, send_id)).fetchall()
+    ]
+    conn.executemany(sql.INSERT_EVENT, events)
+    return len(events)
