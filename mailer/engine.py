@@ -34,7 +34,6 @@ from mailer.store.models import Attempt, Claimed, Outcome, Send
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.05
-FLUSH_BATCH = 500
 
 
 @dataclass
@@ -75,7 +74,6 @@ class Engine:
         self._results: list[Outcome] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
-        self._flushed = asyncio.Event()
         self._stopping = False
         self.delivered = 0
 
@@ -183,17 +181,22 @@ class Engine:
     # one connection ----------------------------------------------------------
 
     async def _connection(self, dest: Destination[Job]) -> None:
+        served = False
         try:
-            await self._serve_destination(dest)
+            served = await self._serve_destination(dest)
         except MailerError as exc:
             log.exception("destination %s: %s", dest.domain, exc)
             self._defer_queue(dest, Reason.PROTOCOL, str(exc), attempt=True)
         finally:
             dest.connections -= 1
-            if dest.queue and not self._stopping:
+            # a connection that could not be opened is not replaced at once:
+            # the destination refuses more connections than those it has
+            if served and dest.queue and not self._stopping:
                 self._spawn(dest)
 
-    async def _serve_destination(self, dest: Destination[Job]) -> None:
+    async def _serve_destination(self, dest: Destination[Job]) -> bool:
+        """Deliver the destination's queue over one connection; False when
+        no connection could be opened."""
         policy = self.config.tls.for_domain(dest.domain)
         try:
             session = await self.connector.connect(dest.domain, policy)
@@ -202,16 +205,17 @@ class Engine:
                 self._defer_queue(dest, Reason.DNS, str(exc), attempt=True)
             else:
                 self._bounce_queue(dest, Reason.DOMAIN_UNKNOWN, str(exc))
-            return
+            return False
         except RouteFailure as exc:
             # other connections to this destination may still be working
             if dest.connections <= 1:
                 self._defer_queue(dest, exc.reason, exc.text, attempt=True, mx_host=exc.last_host)
-            return
+            return False
         try:
             await self._send_on(dest, session)
         finally:
             await session.close()
+        return True
 
     async def _send_on(self, dest: Destination[Job], session: Session) -> None:
         limit = dest.limits.messages_per_connection
@@ -378,15 +382,25 @@ class Engine:
         self._wake.set()
 
     async def _flush(self) -> None:
+        """Raises StoreError with the batch kept for the next try."""
         if not self._results:
             return
         batch, self._results = self._results, []
-        await self.store.complete(self.owner, batch, now=self.clock())
+        try:
+            await self.store.complete(self.owner, batch, now=self.clock())
+        except MailerError:
+            self._results = batch + self._results
+            raise
 
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
-            await self._flush()
+            try:
+                await self._flush()
+            except MailerError as exc:
+                # a busy or briefly unreachable store: the outcomes stay in
+                # memory (their sends stay leased) and go with the next try
+                log.warning("recording outcomes failed, will retry: %s", exc)
 
     async def _renew_loop(self) -> None:
         """Sends wait in destination queues (rate limits, slow servers,
