@@ -48,7 +48,6 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOT_ATOM = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*\Z")
 _DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9-]{2,63}"
-_ASCII_DOMAIN = re.compile(rf"{_DOMAIN}\Z")
 _ADDR_SPEC = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@{_DOMAIN}\Z")
 _MESSAGE_ID = re.compile(r"<[^<>@\s]+@[^<>@\s]+>\Z")
 # A display name made of atoms separated by single spaces needs no quoting.
@@ -95,8 +94,10 @@ def make_message_id(send_id: str, domain: str) -> str:
     """
     if not _DOT_ATOM.match(send_id):
         raise ValidationError("send_id", "not usable in a Message-ID (dot-atom text required)")
-    if not _ASCII_DOMAIN.match(domain):
-        raise ValidationError("domain", "not an ASCII (IDNA) domain name")
+    # the right of a msg-id is dot-atom text (RFC 5322 §3.6.4): a host name
+    # such as "localhost" will do
+    if not _DOT_ATOM.match(domain):
+        raise ValidationError("domain", "not usable in a Message-ID (dot-atom text required)")
     return f"<{send_id}@{domain.lower()}>"
 
 

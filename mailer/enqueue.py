@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mailer.addresses import check_header_value, parse_address
@@ -141,14 +141,3 @@ def read_recipients_csv(text: str) -> list[RecipientInput]:
             )
         )
     return out
-
-
-def recipients_from_rows(rows: Iterable[Mapping[str, str]]) -> list[RecipientInput]:
-    return [
-        RecipientInput(
-            email=row["email"],
-            name=row.get("name", ""),
-            variables={k: v for k, v in row.items() if k not in ("email", "name")},
-        )
-        for row in rows
-    ]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from psycopg.types.json import Jsonb
 
+from mailer.compose import make_message_id
 from mailer.reasons import Reason, State
 from mailer.store.models import (
     Attempt,
@@ -137,5 +138,5 @@ def send_rows(
             item.name,
             json.dumps(dict(item.variables), ensure_ascii=False),
             item.reference,
-            f"<{send_id}@{hostname}>",
+            make_message_id(send_id, hostname),
         )

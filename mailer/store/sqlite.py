@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from mailer.compose import make_message_id
 from mailer.errors import NotFound, StoreError
 from mailer.reasons import Reason, State
 from mailer.store import rows as typed
@@ -174,7 +175,7 @@ class SQLiteStore:
                     item.name,
                     json.dumps(dict(item.variables), ensure_ascii=False),
                     item.reference,
-                    f"<{send_id}@{hostname}>",
+                    make_message_id(send_id, hostname),
                     due,
                     now,
                     now,
