@@ -164,3 +164,33 @@ async def test_engine_refuses_to_start_without_our_dkim_key(
         with pytest.raises(ConfigError, match=r"no DKIM key for mailer\.test") as err:
             await app.engine()
     assert err.value.key == "dkim.domain"
+
+
+async def test_dkim_alignment_option_keeps_the_customer_sender_without_spf(
+    tmp_path: Path, region_dns: DNSServer, smtp_port: int, keys_dir: Path, make_sink
+) -> None:
+    # acme.test publishes no SPF for us, but we hold its DKIM key and DNS
+    # publishes the matching record (tests/conftest.py dkim_zone)
+    config = make_config(
+        tmp_path, region_dns, smtp_port, keys_dir, dkim={"domain": "mailer.test", "alignment": True}
+    )
+    send, received = await deliver(config, "hr@acme.test", make_sink)
+    msg = message_from_bytes(received.data, policy=email.policy.default)
+    assert send.identity is not None
+    assert send.identity.startswith("dkim key for acme.test")
+    assert msg["From"].addresses[0].addr_spec == "hr@acme.test"
+    assert received.mail_from.endswith("@netigate.se")
+    checks = await verify_with_resolver(received.data, Resolver([region_dns.address]))
+    assert ("acme.test", True) in {(c.domain, c.ok) for c in checks}
+
+
+async def test_dkim_alignment_needs_the_key_to_be_published(
+    tmp_path: Path, region_dns: DNSServer, smtp_port: int, keys_dir: Path, make_sink
+) -> None:
+    region_dns.remove("cust1._domainkey.acme.test")
+    config = make_config(
+        tmp_path, region_dns, smtp_port, keys_dir, dkim={"domain": "mailer.test", "alignment": True}
+    )
+    send, received = await deliver(config, "hr@acme.test", make_sink)
+    assert send.identity == "spf=none → neutral sender"
+    assert received.mail_from.endswith("@netigate.se")
