@@ -111,9 +111,9 @@ class Preparer:
         since)."""
         distribution, compiled = await self._distribution(send.distribution_id)
         envelope = await self._identity(distribution)
-        variables = dict(send.variables)
-        variables.setdefault("email", send.recipient)
-        variables.setdefault("name", send.name)
+        # as at enqueue (mailer.enqueue.check_recipients): the recipient's
+        # own address and name win over variables of the same names
+        variables = {**send.variables, "email": send.recipient, "name": send.name}
         service_url = None
         if distribution.unsubscribe_url is None and self._unsubscribe is not None:
             service_url = self._unsubscribe(send, distribution)

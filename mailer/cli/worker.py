@@ -1,4 +1,5 @@
-"""``mailer worker`` and ``mailer serve``: running the engine."""
+"""``mailer worker``: the delivery engine alone (``mailer serve`` runs it
+beside the HTTP API)."""
 
 from __future__ import annotations
 
