@@ -32,6 +32,7 @@ from mailer.enqueue import RecipientInput
 from mailer.errors import ConfigError
 from mailer.keys import KeyStore, dns_name, dns_record_value
 from mailer.sink import DevSink, SinkOptions, format_line
+from mailer.sink.options import parse_host_port
 from mailer.store.models import NewDistribution
 from mailer.testing.dnsserver import DNSServer
 
@@ -63,20 +64,10 @@ class _Dev:
     sink: DevSink
 
 
-def parse_address(value: str, option: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT``) of a command-line option; raises
-    ConfigError naming the option."""
-    host, _, port = value.rpartition(":")
-    host = host.strip("[]")
-    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ConfigError(option, f"expected HOST:PORT, got {value!r}")
-    return host, int(port)
-
-
 @contextlib.contextmanager
 def _dev_setup(ctx: Context, api_listen: tuple[str, int], sink_listen: str) -> Iterator[_Dev]:
     base = ctx.config
-    sink_host, sink_port = parse_address(sink_listen, "--sink")
+    sink_host, sink_port = parse_host_port(sink_listen, "--sink")
     dev_dir = Path(base.database).parent / "dev"
     keys = KeyStore(dev_dir / "keys")
     if not keys.list(base.dkim_domain):
@@ -228,7 +219,7 @@ def serve(
     """Serve the HTTP API and run the engine in one process."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     log_level = "info" if verbose else "warning"
-    address = parse_address(listen, "--listen") if listen else ctx.config.api.listen_address
+    address = parse_host_port(listen, "--listen") if listen else ctx.config.api.listen_address
     if not dev:
         _check_production(ctx.config)
         run(
