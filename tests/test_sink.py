@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mailer.testing.certs import TestCerts
 from mailer.testing.sink import Sink, pick_port
@@ -256,3 +258,60 @@ def test_closing_test_certs_removes_their_files() -> None:
         directory: Path = c.directory
         assert cert_path.exists()
     assert not directory.exists()
+
+
+_PATHS = [
+    "<a@b.test>",
+    "<respondent1@d0.bench.test> SIZE=1234 BODY=8BITMIME",
+    "  <x.y+tag@sub-domain.example.test>",
+    "<first.last@x.test>   ",
+    "<a..b@x.test>",
+    "<.a@x.test>",
+    "<a.@x.test>",
+    '<"quoted local"@x.test>',
+    "<a@[192.0.2.1]>",
+    "<a@-x.test>",
+    "<a@x..test>",
+    "<a@x.test> (comment) SIZE=1",
+    "\t<a@x.test>\t",
+    "<>",
+    "<a@x.test",
+    "a@x.test",
+    "<@relay.test:a@x.test>",
+    "<ü@x.test>",
+    "<a@x..test>",
+    "<a@x.test> (comment) SIZE=1",
+    "\t<a@x.test>\t",
+    f"<{'l' * 70}@x.test>",
+]
+
+
+@pytest.mark.parametrize("path", _PATHS)
+def test_sink_splits_mail_and_rcpt_paths_as_aiosmtpd_does(path: str) -> None:
+    from aiosmtpd.smtp import SMTP
+
+    from mailer.testing.sinkserver import _SinkSMTP
+
+    class _Probe(_SinkSMTP):
+        def __init__(self) -> None:  # only the parser is exercised
+            self.local_part_limit = 64
+
+    assert _Probe()._getaddr(path) == SMTP._getaddr(_Probe(), path)
+
+
+@given(
+    local=st.from_regex(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,12}", fullmatch=True),
+    domain=st.from_regex(r"[A-Za-z0-9.-]{1,12}", fullmatch=True),
+    rest=st.sampled_from(["", " SIZE=10", "  BODY=8BITMIME SMTPUTF8", " ", " (c) SIZE=1", "\t"]),
+)
+def test_sink_path_fast_split_agrees_with_aiosmtpd(local: str, domain: str, rest: str) -> None:
+    from aiosmtpd.smtp import SMTP
+
+    from mailer.testing.sinkserver import _SinkSMTP
+
+    class _Probe(_SinkSMTP):
+        def __init__(self) -> None:
+            self.local_part_limit = 0
+
+    path = f"<{local}@{domain}>{rest}"
+    assert _Probe()._getaddr(path) == SMTP._getaddr(_Probe(), path)

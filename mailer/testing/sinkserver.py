@@ -44,6 +44,15 @@ STAGES = ("rcpt", "data")
 GREYLIST_REPLY = "451 4.7.1 greylisted, try again later (rehearsal)"
 TEMPFAIL_REPLY = "451 4.3.0 temporary failure (rehearsal)"
 _REPLY = re.compile(r"[2-5][0-9][0-9](?: .*)?")
+# A path whose mailbox is a plain dot-atom (RFC 5321 §4.1.2), with what follows
+# it (ESMTP parameters; the blanks after '>' go, as aiosmtpd drops them).
+# Any other form goes to aiosmtpd's own parser.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_PLAIN_PATH = re.compile(
+    rf"[ \t]*<({_ATEXT}(?:\.{_ATEXT})*@{_LABEL}(?:\.{_LABEL})*)>[ \t]*+(?![(\r\n])(.*)",
+    re.DOTALL,
+)
 
 
 def check_reply(reply: str) -> str:
@@ -310,6 +319,19 @@ class _SinkSMTP(SMTP):
         if self._raw is not None:
             self._open.discard(self._raw)
         super().connection_lost(error)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # aiosmtpd runs every MAIL and RCPT path through the email package's
+        # full RFC 5322 parser (and builds a class per call): a quarter of the
+        # sink's time in benchmarks. Plain paths, which is what senders
+        # write, are split here with the same result; the rest go to aiosmtpd.
+        plain = _PLAIN_PATH.fullmatch(arg)
+        if plain is None:
+            return super()._getaddr(arg)
+        address, rest = plain.groups()
+        if self.local_part_limit and address.index("@") > self.local_part_limit:
+            return None, None
+        return address, rest
 
     async def push(self, status: AnyStr) -> None:
         banner_delay, reply_delay = self._recorder.delays()
