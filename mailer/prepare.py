@@ -34,7 +34,7 @@ class Prepared:
 
 
 IdentityFn = Callable[[Distribution], Awaitable[Envelope]]
-SignFn = Callable[[bytes, str], bytes]
+SignFn = Callable[[bytes, str], Awaitable[bytes]]
 # the service's own unsubscribe URL of a send (mailer.api.tokens), used when
 # the distribution has none
 UnsubscribeFn = Callable[[Send, Distribution], str | None]
@@ -136,5 +136,5 @@ class Preparer:
             # the customer's key signs too where we hold one, whichever
             # address ended up in From
             customer_domain = distribution.sender_address.rpartition("@")[2].lower()
-            data = self._sign(data, customer_domain)
+            data = await self._sign(data, customer_domain)
         return Prepared(envelope.mail_from, send.recipient, data, envelope.reason)
