@@ -10,7 +10,6 @@ between the two is reported. Nothing leaves the machine.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import resource
@@ -28,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mailer import loop
 from mailer.addresses import parse_address
 from mailer.app import App
 from mailer.bench_api import api_enqueue_rate
@@ -242,11 +242,11 @@ def bench_database(root: Path, postgres: str | None) -> Iterator[str]:
     except ImportError as exc:
         raise ConfigError("database", f"PostgreSQL needs the postgres extra: {exc}") from exc
     schema = f"mailer_bench_{secrets.token_hex(4)}"
-    url = asyncio.run(create_schema(postgres, schema))
+    url = loop.run(create_schema(postgres, schema))
     try:
         yield url
     finally:
-        asyncio.run(drop_schema(postgres, schema))
+        loop.run(drop_schema(postgres, schema))
 
 
 def run_bench(
@@ -283,7 +283,7 @@ def run_bench(
                 "worker": {"max_in_flight": 2000, "poll_interval": 0.2},
             },
         )
-        enqueue_seconds, deliver_seconds, latencies = asyncio.run(
+        enqueue_seconds, deliver_seconds, latencies = loop.run(
             _engine_run(config, messages, domains)
         )
         engine_received = received()
@@ -293,7 +293,7 @@ def run_bench(
         rate = messages / deliver_seconds
         api_root = root / "api"
         api_root.mkdir()
-        api_rate = asyncio.run(
+        api_rate = loop.run(
             api_enqueue_rate(
                 api_root,
                 api_recipients,

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
+from mailer import loop
 from mailer.config import Config, load_config
 from mailer.errors import MailerError
 
@@ -32,7 +33,7 @@ pass_ctx = click.make_pass_decorator(Context)
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine (errors are reported by MailerGroup)."""
-    return asyncio.run(coro)
+    return loop.run(coro)
 
 
 def on_stop_signals(stop: Callable[[], None]) -> None:

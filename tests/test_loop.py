@@ -1,0 +1,28 @@
+"""The service's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import pytest
+
+from mailer import loop
+
+
+async def _loop_module() -> str:
+    return type(asyncio.get_running_loop()).__module__
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uvloop is not a dependency on Windows")
+def test_the_service_runs_on_uvloop_where_it_is_a_dependency() -> None:
+    assert loop.run(_loop_module()).startswith("uvloop")
+
+
+def test_run_returns_the_result_and_raises_the_error() -> None:
+    async def fails() -> None:
+        raise ValueError("boom")
+
+    assert loop.run(asyncio.sleep(0, "done")) == "done"
+    with pytest.raises(ValueError, match="boom"):
+        loop.run(fails())
