@@ -138,6 +138,9 @@ def _to_text(name: dns.name.Name) -> str:
     return "" if name == dns.name.root else name.to_text(omit_final_dot=True).lower()
 
 
+# Asked once or more per message (the sender's domain) for a few thousand
+# distinct names at most; the dnspython round trip is the costly part.
+@functools.lru_cache(maxsize=4096)
 def normalize_name(name: str) -> str:
     """The ASCII (A-label), lower-case form of ``name`` without trailing dot,
     as it is looked up. Raises DNSPermanentError for an invalid name."""
