@@ -4,7 +4,6 @@ connector, message preparation and the engine, opened and closed in order.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
@@ -132,18 +131,15 @@ class App:
         signer = self.signer()
         sign: SignFn | None = None
         if signer is not None:
-            # Signing runs on a thread of its own beside the event loop:
-            # OpenSSL releases the GIL for the RSA operation, the largest
-            # single cost of a message, so it overlaps the loop's SMTP work.
+            # The private-key operations run on a thread of their own beside
+            # the event loop: OpenSSL releases the GIL for them, and RSA is
+            # the largest single cost of a message.
             if self._signing is None:
                 self._signing = ThreadPoolExecutor(1, thread_name_prefix="mailer-dkim")
             pool = self._signing
 
             async def sign(data: bytes, domain: str) -> bytes:
-                loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(
-                    pool, lambda: signer.sign(data, customer_domain=domain)
-                )
+                return await signer.sign_beside(data, pool, customer_domain=domain)
 
         return Preparer(
             self.store.distribution,

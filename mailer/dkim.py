@@ -23,11 +23,13 @@ dkimpy errors are translated into :mod:`mailer.errors` here.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import dkim
@@ -135,7 +137,9 @@ class _Prepared:
         body = _CANON.canonicalize_body(parsed.body)
         self.body_hash = base64.b64encode(hashlib.sha256(body).digest())
 
-    def signature(self, key: _Key, timestamp: int) -> bytes:
+    def unsigned(self, key: _Key, timestamp: int) -> _Unsigned:
+        """The signature's tags with ``b=`` still to fill, and the digest to
+        sign for it."""
         # The tags, their order and both folds are DKIM.sign's and
         # gen_header's (dkimpy 1.1), so the bytes come out the same.
         fields = [
@@ -159,9 +163,24 @@ class _Prepared:
         dkim.hash_headers(
             hasher, _CANON, self.headers, self.include, (_HEADER_NAME, b" " + template), None
         )
-        fields[-1] = (b"b", base64.b64encode(key.sign_digest(hasher.digest())))
+        return _Unsigned(key, fields, hasher.digest())
+
+
+@dataclass(frozen=True)
+class _Unsigned:
+    key: _Key
+    fields: list[tuple[bytes, bytes]]
+    digest: bytes
+
+    def header(self, signature: bytes) -> bytes:
+        """The DKIM-Signature header field with ``signature`` as ``b=``."""
+        fields = [*self.fields[:-1], (b"b", base64.b64encode(signature))]
         value: bytes = dkim.fold(_join(fields) + _CRLF, namelen=len(_HEADER_NAME), linesep=_CRLF)
         return _HEADER_NAME + b": " + value
+
+
+def _private_key_operations(unsigned: Sequence[_Unsigned]) -> list[bytes]:
+    return [u.key.sign_digest(u.digest) for u in unsigned]
 
 
 def _join(fields: Sequence[tuple[bytes, bytes]]) -> bytes:
@@ -211,14 +230,36 @@ class Signer:
         Raises ValidationError("message") for a message without a From header
         field or one dkimpy cannot parse.
         """
+        unsigned = self._unsigned(message, customer_domain)
+        signatures = _private_key_operations(unsigned)
+        return (
+            b"".join(u.header(sig) for u, sig in zip(unsigned, signatures, strict=True)) + message
+        )
+
+    async def sign_beside(
+        self, message: bytes, executor: Executor, *, customer_domain: str | None = None
+    ) -> bytes:
+        """:meth:`sign` with only the private-key operations run on
+        ``executor``. They release the GIL (OpenSSL), so a thread runs them
+        beside the event loop on another core; parsing and canonicalisation
+        stay on the caller's thread, which keeps the executor thread from
+        holding the GIL, and the loop waiting for it, for more than an
+        instant."""
+        unsigned = self._unsigned(message, customer_domain)
+        loop = asyncio.get_running_loop()
+        signatures = await loop.run_in_executor(executor, _private_key_operations, unsigned)
+        return (
+            b"".join(u.header(sig) for u, sig in zip(unsigned, signatures, strict=True)) + message
+        )
+
+    def _unsigned(self, message: bytes, customer_domain: str | None) -> list[_Unsigned]:
         prepared = _Prepared(message, self._headers)
         timestamp = int(self._clock())
-        signatures = [
-            prepared.signature(key, timestamp)
+        return [
+            prepared.unsigned(key, timestamp)
             for domain in self._domains(customer_domain)
             for key in self._bound[domain]
         ]
-        return b"".join(signatures) + message
 
     def _domains(self, customer_domain: str | None) -> list[str]:
         if customer_domain is not None:

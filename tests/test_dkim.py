@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dkim
@@ -228,6 +230,28 @@ def test_customer_key_present_means_both_domains_sign(
         (b"netigate.test", b"rsa-sha256"),
         (b"netigate.test", b"ed25519-sha256"),
     ]
+
+
+async def test_signing_beside_the_loop_gives_the_same_bytes_from_the_executor_thread(
+    keys: dict[str, list[SigningKey]],
+) -> None:
+    signer = Signer(keys, our_domain=OURS, clock=lambda: NOW)
+    threads: list[str] = []
+
+    class Recording(ThreadPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+            def run():  # type: ignore[no-untyped-def]
+                threads.append(threading.current_thread().name)
+                return fn(*args, **kwargs)
+
+            return super().submit(run)
+
+    with Recording(1, thread_name_prefix="dkim-test") as pool:
+        beside = await signer.sign_beside(SIMPLE, pool, customer_domain="customer.test")
+    assert beside == signer.sign(SIMPLE, customer_domain="customer.test")
+    assert len(signatures(beside)) == 3
+    assert threads
+    assert all(name.startswith("dkim-test") for name in threads)
 
 
 @pytest.mark.parametrize("customer", ["nokeys.test", OURS, None])
