@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
+import itertools
 import re
 import secrets
 from collections.abc import Sequence
@@ -65,6 +67,7 @@ _URL_FORBIDDEN = re.compile(r"[\s<>,\"]")
 # so the same words serve display names and unstructured headers.
 _Q_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
 _Q_BYTE = tuple(chr(b) if b in _Q_SAFE else "_" if b == 0x20 else f"={b:02X}" for b in range(256))
+_Q_LEN = bytes(map(len, _Q_BYTE))
 
 _RESERVED_HEADERS = frozenset(
     {
@@ -118,35 +121,35 @@ def _encoded_words(text: str, first_room: int) -> list[str]:
 
 
 def _split_words(text: str, first_room: int, *, b: bool) -> list[str]:
+    # Cut the UTF-8 octets greedily, each word as long as its room allows,
+    # only ever between characters (a continuation octet is 10xxxxxx); the
+    # sizes come from C-level passes, not a Python step per character.
+    data = text.encode("utf-8")
+    size = len(data)
+    # encoded length of data[:i] for "Q"; for "B" it follows from the octets
+    ends = None if b else [0, *itertools.accumulate(map(_Q_LEN.__getitem__, data))]
     words: list[str] = []
     room = first_room - _WORD_OVERHEAD
-    chunk: list[str] = []
-    used = 0  # octets of the chunk for "B", characters of its encoding for "Q"
-    for char in text:
-        raw = char.encode("utf-8")
-        if b:
-            piece = char
-            over = (used + len(raw) + 2) // 3 * 4 > room
-            size = len(raw)
+    start = 0
+    while start < size:
+        if ends is None:
+            end = min(start + room // 4 * 3, size)
         else:
-            piece = "".join(map(_Q_BYTE.__getitem__, raw))
-            over = used + len(piece) > room
-            size = len(piece)
-        if chunk and over:
-            words.append(_word(chunk, b=b))
-            chunk, used, room = [], 0, _MAX_WORD - _WORD_OVERHEAD
-        chunk.append(piece)
-        used += size
-    if chunk:
-        words.append(_word(chunk, b=b))
+            end = bisect.bisect_right(ends, ends[start] + room, lo=start) - 1
+        while start < end < size and data[end] & 0xC0 == 0x80:
+            end -= 1
+        if end <= start:  # not even one character fits: it gets a word of its own
+            end = start + 1
+            while end < size and data[end] & 0xC0 == 0x80:
+                end += 1
+        chunk = data[start:end]
+        if b:
+            words.append(f"{_B_PREFIX}{base64.b64encode(chunk).decode('ascii')}{_SUFFIX}")
+        else:
+            words.append(f"{_Q_PREFIX}{''.join(map(_Q_BYTE.__getitem__, chunk))}{_SUFFIX}")
+        start = end
+        room = _MAX_WORD - _WORD_OVERHEAD
     return words
-
-
-def _word(pieces: list[str], *, b: bool) -> str:
-    if b:
-        encoded = base64.b64encode("".join(pieces).encode("utf-8")).decode("ascii")
-        return f"{_B_PREFIX}{encoded}{_SUFFIX}"
-    return f"{_Q_PREFIX}{''.join(pieces)}{_SUFFIX}"
 
 
 def _fold_words(words: Sequence[str], first_room: int) -> str:
