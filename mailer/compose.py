@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import hashlib
 import itertools
 import re
 import secrets
@@ -39,6 +40,19 @@ from mailer.templates import Rendered
 __all__ = ["build_message", "make_message_id"]
 
 _CRLF = "\r\n"
+# MIME boundaries: a keyed BLAKE2b of a counter is as unpredictable as fresh
+# random bits to whoever writes a template, and needs no getrandom() system
+# call, which gives up the GIL, per message: on the event loop's thread every
+# GIL release can mean waiting for the signing and store threads.
+_BOUNDARY_KEY = secrets.token_bytes(32)
+_BOUNDARY_COUNT = itertools.count()
+
+
+def _boundary_bits() -> str:
+    counter = next(_BOUNDARY_COUNT).to_bytes(8, "big")
+    return hashlib.blake2b(counter, key=_BOUNDARY_KEY, digest_size=16).hexdigest()
+
+
 _IDEAL_LINE = 78
 _MAX_LINE = 998
 _MAX_WORD = 75  # RFC 2047 limit for one encoded-word
@@ -339,8 +353,8 @@ def build_message(
         head = _CRLF.join(headers) + _CRLF
         return head.encode("ascii") + _text_part("plain", rendered.text, delimited=False)
     # "=_" cannot occur in base64 output; a 7bit part could only contain the
-    # delimiter by guessing 128 secret random bits.
-    boundary = f"=_{secrets.token_hex(16)}"
+    # delimiter by guessing 128 secret pseudo-random bits.
+    boundary = f"=_{_boundary_bits()}"
     headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
     head = _CRLF.join(headers) + _CRLF + _CRLF
     delimiter = f"\r\n--{boundary}\r\n".encode("ascii")
