@@ -135,7 +135,9 @@ class App:
             # the event loop: OpenSSL releases the GIL for them, and RSA is
             # the largest single cost of a message.
             if self._signing is None:
-                self._signing = ThreadPoolExecutor(1, thread_name_prefix="mailer-dkim")
+                self._signing = ThreadPoolExecutor(
+                    self.config.dkim.signing_threads, thread_name_prefix="mailer-dkim"
+                )
             pool = self._signing
 
             async def sign(data: bytes, domain: str) -> bytes:

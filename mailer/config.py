@@ -148,6 +148,9 @@ class DKIMConfig(_Frozen):
     # let a customer address stand without SPF pass when we hold a DKIM key
     # for its domain that DNS publishes (DMARC alignment through DKIM)
     alignment: bool = False
+    # threads for the private-key operations, beside the event loop: OpenSSL
+    # runs them without the GIL, so up to one per core adds signing capacity
+    signing_threads: Annotated[int, Field(ge=1, le=64)] = 2
 
 
 class IdentityConfig(_Frozen):

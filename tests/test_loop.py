@@ -26,3 +26,8 @@ def test_run_returns_the_result_and_raises_the_error() -> None:
     assert loop.run(asyncio.sleep(0, "done")) == "done"
     with pytest.raises(ValueError, match="boom"):
         loop.run(fails())
+
+
+def test_threads_hand_the_gil_back_to_the_loop_quickly() -> None:
+    loop.run(asyncio.sleep(0))
+    assert sys.getswitchinterval() == pytest.approx(loop.SWITCH_INTERVAL)
