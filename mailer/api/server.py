@@ -45,6 +45,9 @@ class ApiServer:
         self.port = port
         self._config = uvicorn.Config(
             api,
+            # httptools (the [standard] extra) parses HTTP in C; with h11, uvicorn's
+            # pure-Python fallback, `mailer bench` enqueued about an eighth less
+            http="httptools",
             lifespan="off",
             log_level=log_level,
             access_log=False,
