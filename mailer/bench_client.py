@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
-import sys
 from typing import Any
 from urllib.parse import urlsplit
 

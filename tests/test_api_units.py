@@ -4,14 +4,18 @@ config) and the in-process client and preparer hook without HTTP."""
 from __future__ import annotations
 
 import email.policy
+import json
 from dataclasses import replace
 from email import message_from_bytes
 from pathlib import Path
+from typing import Any
 
+import pydantic
 import pytest
 
 from mailer.api.auth import key_matches
 from mailer.api.errors import field_of
+from mailer.api.models import DistributionIn
 from mailer.api.tokens import UnsubscribeLinks, UnsubscribeToken, read_token, sign_token
 from mailer.api.unsubscribe import form_fields
 from mailer.app import App
@@ -265,3 +269,71 @@ async def test_preparer_keeps_the_distributions_own_unsubscribe_url(client) -> N
     prepared = await preparer.prepare(send, now=1_800_000_000.0)
     message = message_from_bytes(prepared.data, policy=email.policy.default)
     assert message["List-Unsubscribe"] == "<https://survey.test/unsubscribe/t0>"
+
+
+# lone surrogates -------------------------------------------------------------
+
+_SURROGATE = "\ud800"
+
+
+def _request() -> dict[str, Any]:
+    return {
+        "account": "acme",
+        "sender": {"address": "hr@acme.test", "name": "HR"},
+        "subject": "s",
+        "html": "h",
+        "text": "t",
+        "unsubscribe_url": "https://acme.test/u",
+        "tags": ["t"],
+        "recipients": [
+            {"email": "a@dest.test", "name": "A", "variables": {"k": "v"}, "reference": "r"}
+        ],
+    }
+
+
+def _request_with_surrogate(path: tuple[str | int, ...]) -> dict[str, Any]:
+    body = _request()
+    if path[-1] == "variables-key":
+        body["recipients"][0]["variables"] = {_SURROGATE: "v"}
+        return body
+    target: Any = body
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = _SURROGATE
+    return body
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("account",),
+        ("sender", "address"),
+        ("sender", "name"),
+        ("subject",),
+        ("html",),
+        ("text",),
+        ("unsubscribe_url",),
+        ("tags", 0),
+        ("recipients", 0, "email"),
+        ("recipients", 0, "name"),
+        ("recipients", 0, "variables", "k"),
+        ("recipients", 0, "variables-key"),
+        ("recipients", 0, "reference"),
+    ],
+)
+def test_lone_surrogate_in_any_string_of_a_request_is_refused_there(
+    path: tuple[str | int, ...],
+) -> None:
+    DistributionIn.model_validate(_request())
+    body = _request_with_surrogate(path)
+    with pytest.raises(pydantic.ValidationError) as python_mode:
+        DistributionIn.model_validate(body)
+    [error] = python_mode.value.errors()
+    assert error["type"] == "string_unicode"
+    named = (*path[:-1], "variables") if path[-1] == "variables-key" else path
+    assert error["loc"][: len(named)] == named
+    # pydantic's JSON parser refuses the escape before any field sees it
+    raw = json.dumps(body).encode()
+    with pytest.raises(pydantic.ValidationError) as json_mode:
+        DistributionIn.model_validate_json(raw)
+    assert [e["type"] for e in json_mode.value.errors()] == ["json_invalid"]
