@@ -244,34 +244,20 @@ class Client:
         self, distribution: NewDistribution, recipients: Sequence[RecipientInput]
     ) -> tuple[list[NewSend], list[Rejected]]:
         compiled = check_distribution(distribution)
-        links = self.links if distribution.unsubscribe_url is None else None
-        if links is not None:
+        service: dict[str, str] = {}
+        if distribution.unsubscribe_url is None and self.links is not None:
             # templates may use the service's unsubscribe URL, which is made
             # per send at delivery: validate with a stand-in
-            probe = links.url(distribution.account, _PROBE_ADDRESS, "probe")
             for index, item in enumerate(recipients):
                 if _RESERVED in item.variables:
                     raise ValidationError(
                         f"recipients[{index}].variables.{_RESERVED}",
                         "reserved: the service provides the unsubscribe URL",
                     )
-            recipients = [
-                RecipientInput(r.email, r.name, {**r.variables, _RESERVED: probe}, r.reference)
-                for r in recipients
-            ]
-        sends, rejected = check_recipients(compiled, recipients)
+            service[_RESERVED] = self.links.url(distribution.account, _PROBE_ADDRESS, "probe")
+        sends, rejected = check_recipients(compiled, recipients, service=service)
         if not sends:
             raise NoValidRecipient(rejected)
-        if links is not None:
-            sends = [
-                NewSend(
-                    s.recipient,
-                    s.name,
-                    {k: v for k, v in s.variables.items() if k != _RESERVED},
-                    s.reference,
-                )
-                for s in sends
-            ]
         return sends, rejected
 
     # reading -----------------------------------------------------------------

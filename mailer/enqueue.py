@@ -67,9 +67,15 @@ def check_distribution(dist: NewDistribution) -> CompiledContent:
 
 
 def check_recipients(
-    compiled: CompiledContent, recipients: Sequence[RecipientInput]
+    compiled: CompiledContent,
+    recipients: Sequence[RecipientInput],
+    *,
+    service: Mapping[str, str] | None = None,
 ) -> tuple[list[NewSend], list[Rejected]]:
     """Splits recipients into sends to store and rejections by index.
+
+    ``service``: variables the service itself provides at delivery (the
+    unsubscribe URL), rendered with but not stored.
 
     An undefined template variable is a fault of the request, not of one
     recipient: raises TemplateError naming the template field and the
@@ -81,6 +87,7 @@ def check_recipients(
         raise ValidationError(
             "recipients", f"{len(recipients)} recipients; at most {MAX_RECIPIENTS} per request"
         )
+    service = service or {}
     accepted: list[NewSend] = []
     rejected: list[Rejected] = []
     # Rendering every recipient costs more than everything else at the
@@ -88,29 +95,32 @@ def check_recipients(
     # rendered, and include every name the templates refer to, cannot meet
     # an undefined variable: render once per set of names.
     rendered: set[frozenset[str]] = set()
+    always = frozenset(service) | {"email", "name"}
+    in_headers = compiled.in_headers
+    # Field names are spelt out only for a rejection: the checks name the
+    # field within the recipient, the index is put in front.
     for index, item in enumerate(recipients):
-        where = f"recipients[{index}]"
         try:
-            check_header_value(f"{where}.name", item.name)
-            address = parse_address(f"{where}.email", item.email, item.name)
+            check_header_value("name", item.name)
+            address = parse_address("email", item.email, item.name)
             for key, value in item.variables.items():
                 if not isinstance(value, str):
-                    raise ValidationError(f"{where}.variables.{key}", "must be a string")
-                if key in compiled.in_headers:
+                    raise ValidationError(f"variables.{key}", "must be a string")
+                if key in in_headers:
                     # rendered into the subject or a header: CR/LF would inject
-                    check_header_value(f"{where}.variables.{key}", value)
+                    check_header_value(f"variables.{key}", value)
         except TemplateError:
             raise
         except ValidationError as exc:
-            rejected.append(Rejected(index, exc.field, exc.reason))
+            rejected.append(Rejected(index, f"recipients[{index}].{exc.field}", exc.reason))
             continue
-        variables = {**item.variables, "email": address.address, "name": item.name}
-        names = frozenset(variables)
+        names = always.union(item.variables)
         if names not in rendered or not compiled.referenced <= names:
+            variables = {**item.variables, **service, "email": address.address, "name": item.name}
             try:
                 render(compiled, variables, derive_text=False)
             except TemplateError as exc:
-                raise TemplateError(exc.field, f"{exc.reason} ({where})") from exc
+                raise TemplateError(exc.field, f"{exc.reason} (recipients[{index}])") from exc
             rendered.add(names)
         accepted.append(
             NewSend(address.address, address.name, dict(item.variables), item.reference)
