@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, replace
 
 from mailer.api.tokens import UnsubscribeLinks, UnsubscribeToken, links_from_config
 from mailer.app import App
-from mailer.enqueue import RecipientInput, Rejected, check_distribution, check_recipients
+from mailer.enqueue import Recipient, Rejected, check_distribution, check_recipients
 from mailer.errors import ValidationError
 from mailer.reasons import State
 from mailer.store.models import (
@@ -127,7 +127,7 @@ class Unsubscribed:
     changed: bool
 
 
-def request_hash(distribution: NewDistribution, recipients: Sequence[RecipientInput]) -> str:
+def request_hash(distribution: NewDistribution, recipients: Sequence[Recipient]) -> str:
     """SHA-256 over a canonical form of the request: equal for requests
     that say the same thing, whatever their JSON spelling was."""
     canonical = json.dumps(
@@ -194,7 +194,7 @@ class Client:
     async def enqueue(
         self,
         distribution: NewDistribution,
-        recipients: Sequence[RecipientInput],
+        recipients: Sequence[Recipient],
         *,
         idempotency_key: str | None = None,
     ) -> Accepted:
@@ -241,7 +241,7 @@ class Client:
         return _replay(record)
 
     def _validate(
-        self, distribution: NewDistribution, recipients: Sequence[RecipientInput]
+        self, distribution: NewDistribution, recipients: Sequence[Recipient]
     ) -> tuple[list[NewSend], list[Rejected]]:
         compiled = check_distribution(distribution)
         service: dict[str, str] = {}

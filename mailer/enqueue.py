@@ -9,6 +9,7 @@ import csv
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from mailer.addresses import check_header_value, parse_address
 from mailer.errors import TemplateError, ValidationError
@@ -17,6 +18,20 @@ from mailer.store.models import Distribution, NewDistribution, NewSend
 from mailer.templates import CompiledContent, compile_content, render
 
 MAX_RECIPIENTS = 10_000
+
+
+class Recipient(Protocol):
+    """A recipient as the door reads it: a RecipientInput, or the API's
+    parsed request item as it is (not copied into one)."""
+
+    @property
+    def email(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def variables(self) -> Mapping[str, str]: ...
+    @property
+    def reference(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -68,7 +83,7 @@ def check_distribution(dist: NewDistribution) -> CompiledContent:
 
 def check_recipients(
     compiled: CompiledContent,
-    recipients: Sequence[RecipientInput],
+    recipients: Sequence[Recipient],
     *,
     service: Mapping[str, str] | None = None,
 ) -> tuple[list[NewSend], list[Rejected]]:

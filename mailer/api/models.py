@@ -16,7 +16,7 @@ from mailer.client import (
     EventPage,
     SendStatus,
 )
-from mailer.enqueue import MAX_RECIPIENTS, RecipientInput, Rejected
+from mailer.enqueue import MAX_RECIPIENTS, Rejected
 from mailer.reasons import Reason, State
 from mailer.store.models import Attempt, Event, NewDistribution
 
@@ -80,9 +80,6 @@ class DistributionIn(_In):
             send_at=None if self.send_at is None else self.send_at.timestamp(),
             tags=tuple(self.tags),
         )
-
-    def recipient_inputs(self) -> list[RecipientInput]:
-        return [RecipientInput(r.email, r.name, r.variables, r.reference) for r in self.recipients]
 
 
 # responses -------------------------------------------------------------------

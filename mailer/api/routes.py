@@ -71,7 +71,7 @@ def v1_router(
         by index; the valid ones are stored in one transaction."""
         body = await distribution_in(request)
         accepted = await client.enqueue(
-            body.distribution(), body.recipient_inputs(), idempotency_key=idempotency_key
+            body.distribution(), body.recipients, idempotency_key=idempotency_key
         )
         response = Response(accepted_json(accepted), 202, media_type="application/json")
         if accepted.replayed:
