@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mailer import bench_client
 from mailer.api.app import create_api
-from mailer.api.server import ApiServer
+from mailer.api.server import ApiServer, settle_heap
 from mailer.app import App
 from mailer.config import load_config
 from mailer.errors import MailerError
@@ -59,6 +59,7 @@ async def api_enqueue_rate(
     )
     batches = max(1, recipients // BATCH)
     async with App(config) as app, ApiServer(create_api(app)) as server:
+        settle_heap()  # as `mailer serve` does
         plan = bench_client.Plan(server.url, KEY, batches, IN_FLIGHT, html, subject)
         outcome = await _client(plan)
     if outcome.error is not None:
