@@ -19,7 +19,13 @@ from dataclasses import asdict, dataclass, replace
 
 from mailer.api.tokens import UnsubscribeLinks, UnsubscribeToken, links_from_config
 from mailer.app import App
-from mailer.enqueue import Recipient, Rejected, check_distribution, check_recipients
+from mailer.enqueue import (
+    CompiledTemplates,
+    Recipient,
+    Rejected,
+    check_distribution,
+    check_recipients,
+)
 from mailer.errors import ValidationError
 from mailer.reasons import State
 from mailer.store.models import (
@@ -188,6 +194,7 @@ class Client:
         api = app.config.api
         self.links = unsubscribe or links_from_config(api.secret, api.public_url)
         self.clock = clock
+        self.templates = CompiledTemplates()
 
     # enqueue -----------------------------------------------------------------
 
@@ -243,7 +250,7 @@ class Client:
     def _validate(
         self, distribution: NewDistribution, recipients: Sequence[Recipient]
     ) -> tuple[list[NewSend], list[Rejected]]:
-        compiled = check_distribution(distribution)
+        compiled = check_distribution(distribution, templates=self.templates)
         service: dict[str, str] = {}
         if distribution.unsubscribe_url is None and self.links is not None:
             # templates may use the service's unsubscribe URL, which is made

@@ -21,10 +21,11 @@ from mailer.api.unsubscribe import form_fields
 from mailer.app import App
 from mailer.client import Client, IdempotencyConflict, NoValidRecipient, request_hash
 from mailer.config import load_config
-from mailer.enqueue import RecipientInput
+from mailer.enqueue import CompiledTemplates, RecipientInput
 from mailer.errors import ConfigError, TemplateError, ValidationError
 from mailer.prepare import Preparer
 from mailer.reasons import Reason, State
+from mailer.templates import Content
 from tests.conftest import SURVEY
 
 SECRET = b"a-secret-of-enough-length"
@@ -337,3 +338,28 @@ def test_lone_surrogate_in_any_string_of_a_request_is_refused_there(
     with pytest.raises(pydantic.ValidationError) as json_mode:
         DistributionIn.model_validate_json(raw)
     assert [e["type"] for e in json_mode.value.errors()] == ["json_invalid"]
+
+
+# compiled templates kept between requests --------------------------------------
+
+
+def test_templates_are_compiled_once_per_source_and_the_oldest_dropped() -> None:
+    templates = CompiledTemplates(size=2)
+    first = Content(subject="Hallo {{ name }}", html="<p>1</p>", text=None)
+    second = Content(subject="Hallo {{ name }}", html="<p>2</p>", text=None)
+    third = Content(subject="Hallo {{ name }}", html="<p>3</p>", text=None)
+    compiled = templates.compile(first)
+    assert templates.compile(replace(first)) is compiled  # equal, not the same object
+    templates.compile(second)
+    templates.compile(third)
+    assert templates.compile(first) is not compiled  # dropped, compiled anew
+    assert templates.compile(third) is templates.compile(third)
+
+
+def test_a_refused_template_is_refused_again() -> None:
+    templates = CompiledTemplates()
+    broken = Content(subject="Hallo {{ name", html="<p>x</p>", text=None)
+    for _ in range(2):
+        with pytest.raises(TemplateError) as refused:
+            templates.compile(broken)
+        assert refused.value.field == "subject"
