@@ -130,15 +130,15 @@ SELECT json_extract(value, '$[0]'), ?1, ?2, json_extract(value, '$[1]'),
     json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'),
     json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]'),
     ?3, ?4, ?4
-FROM json_each(?5) ORDER BY key
+FROM json_each(?5)
 """
 
-# The queued event of each send of INSERT_SENDS_JSON, in the array's order.
-# Params: distribution id, now, the array.
-INSERT_QUEUED_EVENTS_JSON = """
+# The queued event of each send of a new distribution, in the order of the
+# send ids (their order in the request). Params: distribution id, now.
+INSERT_QUEUED_EVENTS = """
 INSERT INTO events (send_id, distribution_id, at, state, reason)
-SELECT json_extract(value, '$[0]'), ?1, ?2, 'queued', 'queued'
-FROM json_each(?3) ORDER BY key
+SELECT id, distribution_id, ?2, 'queued', 'queued'
+FROM sends WHERE distribution_id = ?1 ORDER BY id
 """
 
 INSERT_EVENT = """

@@ -186,7 +186,7 @@ class SQLiteStore:
                 ),
             )
             conn.execute(sql.INSERT_SENDS_JSON, (dist_id, distribution.account, due, now, rows))
-            conn.execute(sql.INSERT_QUEUED_EVENTS_JSON, (dist_id, now, rows))
+            conn.execute(sql.INSERT_QUEUED_EVENTS, (dist_id, now))
             ops.hold_new_sends(conn, dist_id, now)
             if idempotency is not None:
                 conn.execute(
