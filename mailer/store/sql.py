@@ -119,7 +119,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 # A whole batch of new sends in one statement, from a JSON array with one
 # [id, recipient, rcpt_key, domain, name, variables, reference, message_id]
-# per send (sqlite_ops.new_sends_json): executemany() would hand the GIL
+# per send (rows.new_sends_json): executemany() would hand the GIL
 # back and take it again for every row, and under a busy event loop each
 # take can wait a switch interval. Params: distribution id, account,
 # due_at, now, the array.

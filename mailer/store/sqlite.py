@@ -160,7 +160,7 @@ class SQLiteStore:
         dist_id = new_id()
         due = distribution.send_at if distribution.send_at is not None else now
         ids = new_ids(len(sends))
-        rows = ops.new_sends_json(ids, sends, hostname=hostname)
+        rows = typed.new_sends_json(ids, sends, hostname=hostname)
 
         def work(conn: sqlite3.Connection) -> tuple[str, list[str]]:
             if idempotency is not None:

@@ -8,12 +8,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
-from pydantic_core import to_json
-
-from mailer.compose import make_message_id
 from mailer.reasons import Reason, State
 from mailer.store import sql
-from mailer.store.models import NewSend, Outcome
+from mailer.store.models import Outcome
 
 T = TypeVar("T")
 
@@ -32,26 +29,6 @@ def suppressions_of(
         for entry in conn.execute(query, chunk):
             found[(entry["account"], entry["address"])] = entry["reason"]
     return found
-
-
-def new_sends_json(ids: Sequence[str], sends: Sequence[NewSend], *, hostname: str) -> str:
-    """The JSON array of INSERT_SENDS_JSON for ``sends`` under ``ids``.
-    Raises ValueError for a string that is not valid Unicode."""
-    rows = [
-        (
-            send_id,
-            item.recipient,
-            item.recipient.lower(),
-            item.recipient.rpartition("@")[2].lower(),
-            item.name,
-            dict(item.variables),
-            item.reference,
-            make_message_id(send_id, hostname),
-        )
-        for send_id, item in zip(ids, sends, strict=True)
-    ]
-    # pydantic-core's encoder: a tenth of the json module's time a row
-    return to_json(rows).decode("utf-8")
 
 
 def event_row(
