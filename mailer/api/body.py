@@ -1,12 +1,12 @@
 """The enqueue body, parsed and validated by pydantic-core straight from
 the request's bytes.
 
-FastAPI's own body handling decodes JSON into Python objects with the
-json module and validates those: for 10,000 recipients the objects alone
-cost more than pydantic's JSON parser doing both. A body that parser
-refuses goes the old way, so every refusal is answered as before: 422
-naming the field, 422 on the body for invalid JSON, 400 for a body that is
-not UTF-8 (or any encoding the json module detects)."""
+FastAPI's own body handling decodes the JSON into Python objects with the
+json module and then validates those objects: about twice the work of
+pydantic-core parsing and validating the bytes in one pass. A body that
+parser refuses goes FastAPI's way, so every refusal is answered as before:
+422 naming the field, 422 on the body for invalid JSON, 400 for a body that
+is not UTF-8 (or another encoding the json module detects)."""
 
 from __future__ import annotations
 
