@@ -6,6 +6,7 @@ durably."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import sys
 from dataclasses import asdict
@@ -58,10 +59,16 @@ async def api_enqueue_rate(
         },
     )
     batches = max(1, recipients // BATCH)
+    thresholds = gc.get_threshold()
     async with App(config) as app, ApiServer(create_api(app)) as server:
         settle_heap()  # as `mailer serve` does
-        plan = bench_client.Plan(server.url, KEY, batches, IN_FLIGHT, html, subject)
-        outcome = await _client(plan)
+        try:
+            plan = bench_client.Plan(server.url, KEY, batches, IN_FLIGHT, html, subject)
+            outcome = await _client(plan)
+        finally:
+            # the rest of `mailer bench` measures with the collector as it was
+            gc.unfreeze()
+            gc.set_threshold(*thresholds)
     if outcome.error is not None:
         raise MailerError(f"bench: enqueue {outcome.error}")
     return outcome.accepted / outcome.seconds
