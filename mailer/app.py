@@ -15,7 +15,7 @@ from mailer.delivery import Connector
 from mailer.dkim import Signer
 from mailer.dns import Resolver
 from mailer.engine import Engine
-from mailer.enqueue import EnqueueResult, RecipientInput
+from mailer.enqueue import EnqueueResult, Recipient
 from mailer.errors import ConfigError, StoreError
 from mailer.identity import IdentityDecider
 from mailer.keys import KeyStore, SigningKey, check_published
@@ -171,7 +171,7 @@ class App:
         return engine
 
     async def enqueue(
-        self, distribution: NewDistribution, recipients: Sequence[RecipientInput]
+        self, distribution: NewDistribution, recipients: Sequence[Recipient]
     ) -> EnqueueResult:
         """Validate and store through the one enqueue path of the service
         (:class:`mailer.client.Client`). Raises ValidationError naming the

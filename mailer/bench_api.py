@@ -1,41 +1,41 @@
 """API enqueue throughput for ``mailer bench``: distributions of 1,000
-recipients POSTed to a real server on loopback, each answered only once
-stored durably."""
+recipients POSTed to a real server on loopback by a client in another
+process (:mod:`mailer.bench_client`), each answered only once stored
+durably."""
 
 from __future__ import annotations
 
 import asyncio
-import time
+import gc
+import json
+import sys
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
-import httpx
-
+from mailer import bench_client
 from mailer.api.app import create_api
-from mailer.api.server import ApiServer
+from mailer.api.server import ApiServer, settle_heap
 from mailer.app import App
 from mailer.config import load_config
 from mailer.errors import MailerError
 
-BATCH = 1000
+BATCH = bench_client.BATCH
 KEY = "bench-key-0123456789abcdef"
+IN_FLIGHT = 2
 
 
-def distribution_body(batch: int, size: int, html: str, subject: str) -> dict[str, Any]:
-    return {
-        "account": "bench",
-        "sender": {"address": "umfragen@customer.bench.test", "name": "Kundenservice"},
-        "subject": subject,
-        "html": html,
-        "recipients": [
-            {
-                "email": f"r{batch}-{i}@d{i % 4}.bench.test",
-                "name": f"Befragte Person {i}",
-                "variables": {"token": f"{batch:04d}{i:06d}"},
-            }
-            for i in range(size)
-        ],
-    }
+async def _client(plan: bench_client.Plan) -> bench_client.Outcome:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mailer.bench_client",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await process.communicate(json.dumps(asdict(plan)).encode("utf-8"))
+    if process.returncode != 0:
+        raise MailerError(f"bench: the API client process exited with {process.returncode}")
+    return bench_client.Outcome(**json.loads(out))
 
 
 async def api_enqueue_rate(
@@ -43,7 +43,8 @@ async def api_enqueue_rate(
 ) -> float:
     """Recipients per second accepted by ``POST /v1/distributions`` in
     batches of 1,000 (two requests in flight, as a platform with a couple of
-    senders would have)."""
+    senders would have). Raises MailerError when an answer is not a 202
+    accepting the whole batch."""
     config = load_config(
         environ={},
         overrides={
@@ -58,24 +59,16 @@ async def api_enqueue_rate(
         },
     )
     batches = max(1, recipients // BATCH)
-    bodies = [distribution_body(b, BATCH, html, subject) for b in range(batches)]
-    async with App(config) as app:
-        api = create_api(app)
-        async with (
-            ApiServer(api) as server,
-            httpx.AsyncClient(
-                base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120
-            ) as client,
-        ):
-
-            async def post(body: dict[str, Any]) -> None:
-                reply = await client.post("/v1/distributions", json=body)
-                if reply.status_code != 202:
-                    raise MailerError(f"bench: enqueue answered {reply.status_code}: {reply.text}")
-
-            start = time.perf_counter()
-            for index in range(0, len(bodies), 2):
-                pair = bodies[index : index + 2]
-                await asyncio.gather(*(post(body) for body in pair))
-            elapsed = time.perf_counter() - start
-    return batches * BATCH / elapsed
+    thresholds = gc.get_threshold()
+    async with App(config) as app, ApiServer(create_api(app)) as server:
+        settle_heap()  # as `mailer serve` does
+        try:
+            plan = bench_client.Plan(server.url, KEY, batches, IN_FLIGHT, html, subject)
+            outcome = await _client(plan)
+        finally:
+            # the rest of `mailer bench` measures with the collector as it was
+            gc.unfreeze()
+            gc.set_threshold(*thresholds)
+    if outcome.error is not None:
+        raise MailerError(f"bench: enqueue {outcome.error}")
+    return outcome.accepted / outcome.seconds

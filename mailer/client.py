@@ -19,7 +19,13 @@ from dataclasses import asdict, dataclass, replace
 
 from mailer.api.tokens import UnsubscribeLinks, UnsubscribeToken, links_from_config
 from mailer.app import App
-from mailer.enqueue import RecipientInput, Rejected, check_distribution, check_recipients
+from mailer.enqueue import (
+    CompiledTemplates,
+    Recipient,
+    Rejected,
+    check_distribution,
+    check_recipients,
+)
 from mailer.errors import ValidationError
 from mailer.reasons import State
 from mailer.store.models import (
@@ -127,7 +133,7 @@ class Unsubscribed:
     changed: bool
 
 
-def request_hash(distribution: NewDistribution, recipients: Sequence[RecipientInput]) -> str:
+def request_hash(distribution: NewDistribution, recipients: Sequence[Recipient]) -> str:
     """SHA-256 over a canonical form of the request: equal for requests
     that say the same thing, whatever their JSON spelling was."""
     canonical = json.dumps(
@@ -188,13 +194,14 @@ class Client:
         api = app.config.api
         self.links = unsubscribe or links_from_config(api.secret, api.public_url)
         self.clock = clock
+        self.templates = CompiledTemplates()
 
     # enqueue -----------------------------------------------------------------
 
     async def enqueue(
         self,
         distribution: NewDistribution,
-        recipients: Sequence[RecipientInput],
+        recipients: Sequence[Recipient],
         *,
         idempotency_key: str | None = None,
     ) -> Accepted:
@@ -241,37 +248,23 @@ class Client:
         return _replay(record)
 
     def _validate(
-        self, distribution: NewDistribution, recipients: Sequence[RecipientInput]
+        self, distribution: NewDistribution, recipients: Sequence[Recipient]
     ) -> tuple[list[NewSend], list[Rejected]]:
-        compiled = check_distribution(distribution)
-        links = self.links if distribution.unsubscribe_url is None else None
-        if links is not None:
+        compiled = check_distribution(distribution, templates=self.templates)
+        service: dict[str, str] = {}
+        if distribution.unsubscribe_url is None and self.links is not None:
             # templates may use the service's unsubscribe URL, which is made
             # per send at delivery: validate with a stand-in
-            probe = links.url(distribution.account, _PROBE_ADDRESS, "probe")
             for index, item in enumerate(recipients):
                 if _RESERVED in item.variables:
                     raise ValidationError(
                         f"recipients[{index}].variables.{_RESERVED}",
                         "reserved: the service provides the unsubscribe URL",
                     )
-            recipients = [
-                RecipientInput(r.email, r.name, {**r.variables, _RESERVED: probe}, r.reference)
-                for r in recipients
-            ]
-        sends, rejected = check_recipients(compiled, recipients)
+            service[_RESERVED] = self.links.url(distribution.account, _PROBE_ADDRESS, "probe")
+        sends, rejected = check_recipients(compiled, recipients, service=service)
         if not sends:
             raise NoValidRecipient(rejected)
-        if links is not None:
-            sends = [
-                NewSend(
-                    s.recipient,
-                    s.name,
-                    {k: v for k, v in s.variables.items() if k != _RESERVED},
-                    s.reference,
-                )
-                for s in sends
-            ]
         return sends, rejected
 
     # reading -----------------------------------------------------------------

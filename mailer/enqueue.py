@@ -7,16 +7,33 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from mailer.addresses import check_header_value, parse_address
 from mailer.errors import TemplateError, ValidationError
 from mailer.prepare import content_of
 from mailer.store.models import Distribution, NewDistribution, NewSend
-from mailer.templates import CompiledContent, compile_content, render
+from mailer.templates import CompiledContent, Content, compile_content, render
 
 MAX_RECIPIENTS = 10_000
+
+
+class Recipient(Protocol):
+    """A recipient as the door reads it: a RecipientInput, or the API's
+    parsed request item as it is (not copied into one)."""
+
+    @property
+    def email(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def variables(self) -> Mapping[str, str]: ...
+    @property
+    def reference(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -41,8 +58,38 @@ class EnqueueResult:
     rejected: list[Rejected]
 
 
-def check_distribution(dist: NewDistribution) -> CompiledContent:
-    """Raises ValidationError naming the field."""
+class CompiledTemplates:
+    """The compiled templates of the last ``size`` distinct template
+    sources. A platform enqueues a large distribution as many requests with
+    the same templates, and compiling them (Jinja) costs about as much as
+    checking a thousand recipients. Safe to share between threads."""
+
+    def __init__(self, size: int = 16) -> None:
+        self._size = size
+        self._items: OrderedDict[Content, CompiledContent] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def compile(self, content: Content) -> CompiledContent:
+        """compile_content, once per source. Raises what it raises (a
+        refused template is not kept)."""
+        with self._lock:
+            hit = self._items.get(content)
+            if hit is not None:
+                self._items.move_to_end(content)
+                return hit
+        compiled = compile_content(content)
+        with self._lock:
+            self._items[content] = compiled
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return compiled
+
+
+def check_distribution(
+    dist: NewDistribution, *, templates: CompiledTemplates | None = None
+) -> CompiledContent:
+    """Raises ValidationError naming the field. ``templates``: where
+    compiled templates are kept between requests (none: compiled anew)."""
     if not dist.account.strip():
         raise ValidationError("account", "must not be empty")
     check_header_value("account", dist.account)
@@ -63,13 +110,20 @@ def check_distribution(dist: NewDistribution) -> CompiledContent:
         tags=dist.tags,
         created_at=0.0,
     )
-    return compile_content(content_of(probe))
+    content = content_of(probe)
+    return compile_content(content) if templates is None else templates.compile(content)
 
 
 def check_recipients(
-    compiled: CompiledContent, recipients: Sequence[RecipientInput]
+    compiled: CompiledContent,
+    recipients: Sequence[Recipient],
+    *,
+    service: Mapping[str, str] | None = None,
 ) -> tuple[list[NewSend], list[Rejected]]:
     """Splits recipients into sends to store and rejections by index.
+
+    ``service``: variables the service itself provides at delivery (the
+    unsubscribe URL), rendered with but not stored.
 
     An undefined template variable is a fault of the request, not of one
     recipient: raises TemplateError naming the template field and the
@@ -81,6 +135,7 @@ def check_recipients(
         raise ValidationError(
             "recipients", f"{len(recipients)} recipients; at most {MAX_RECIPIENTS} per request"
         )
+    service = service or {}
     accepted: list[NewSend] = []
     rejected: list[Rejected] = []
     # Rendering every recipient costs more than everything else at the
@@ -88,29 +143,32 @@ def check_recipients(
     # rendered, and include every name the templates refer to, cannot meet
     # an undefined variable: render once per set of names.
     rendered: set[frozenset[str]] = set()
+    always = frozenset(service) | {"email", "name"}
+    in_headers = compiled.in_headers
+    # Field names are spelt out only for a rejection: the checks name the
+    # field within the recipient, the index is put in front.
     for index, item in enumerate(recipients):
-        where = f"recipients[{index}]"
         try:
-            check_header_value(f"{where}.name", item.name)
-            address = parse_address(f"{where}.email", item.email, item.name)
+            check_header_value("name", item.name)
+            address = parse_address("email", item.email, item.name)
             for key, value in item.variables.items():
                 if not isinstance(value, str):
-                    raise ValidationError(f"{where}.variables.{key}", "must be a string")
-                if key in compiled.in_headers:
+                    raise ValidationError(f"variables.{key}", "must be a string")
+                if key in in_headers:
                     # rendered into the subject or a header: CR/LF would inject
-                    check_header_value(f"{where}.variables.{key}", value)
+                    check_header_value(f"variables.{key}", value)
         except TemplateError:
             raise
         except ValidationError as exc:
-            rejected.append(Rejected(index, exc.field, exc.reason))
+            rejected.append(Rejected(index, f"recipients[{index}].{exc.field}", exc.reason))
             continue
-        variables = {**item.variables, "email": address.address, "name": item.name}
-        names = frozenset(variables)
+        names = always.union(item.variables)
         if names not in rendered or not compiled.referenced <= names:
+            variables = {**item.variables, **service, "email": address.address, "name": item.name}
             try:
                 render(compiled, variables, derive_text=False)
             except TemplateError as exc:
-                raise TemplateError(exc.field, f"{exc.reason} ({where})") from exc
+                raise TemplateError(exc.field, f"{exc.reason} (recipients[{index}])") from exc
             rendered.add(names)
         accepted.append(
             NewSend(address.address, address.name, dict(item.variables), item.reference)

@@ -257,3 +257,53 @@ async def test_unknown_ids_are_404_naming_the_id(served: Served) -> None:
     dist = await served.http.get("/v1/distributions/0000")
     assert (send.status_code, fields(send)) == (404, ["send_id"])
     assert (dist.status_code, fields(dist)) == (404, ["distribution_id"])
+
+
+@pytest.mark.parametrize(
+    ("spelling", "field"),
+    [
+        ('"subject": "Umfrage \\ud800"', "subject"),
+        ('"sender": {"address": "hr@acme.test", "name": "\\udc80"}', "sender.name"),
+        ('"tags": ["ok", "\\ud83d"]', "tags[1]"),
+    ],
+)
+async def test_lone_surrogate_names_the_field(served: Served, spelling: str, field: str) -> None:
+    # JSON can spell a lone surrogate; it can be neither stored nor sent
+    base = json.dumps(body_for(["a@dest.test"]))
+    raw = base[:-1] + ", " + spelling + "}"
+    reply = await served.http.post(
+        "/v1/distributions", content=raw.encode(), headers={"Content-Type": "application/json"}
+    )
+    assert reply.status_code == 422, reply.text
+    assert fields(reply) == [field]
+    assert await nothing_stored(served)
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status"),
+    [
+        (b'{"account": "acme\xff"}', "application/json", 400),  # not UTF-8
+        (b"[" * 100_000, "application/json", 400),  # nested too deep to read
+        (b"", "application/json", 422),
+        (b'{"account": "acme"}', "text/plain", 422),
+        (b'{"account": "acme"}', None, 422),
+        (b"[1, 2]", "application/json", 422),
+    ],
+)
+async def test_unreadable_or_missing_body_names_the_body(
+    served: Served, content: bytes, content_type: str | None, status: int
+) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    reply = await served.http.post("/v1/distributions", content=content, headers=headers)
+    assert reply.status_code == status, reply.text
+    assert fields(reply) == ["body"]
+    assert await nothing_stored(served)
+
+
+async def test_json_with_a_utf8_byte_order_mark_is_read_as_before(served: Served) -> None:
+    raw = b"\xef\xbb\xbf" + json.dumps(body_for(["a@dest.test"])).encode()
+    reply = await served.http.post(
+        "/v1/distributions", content=raw, headers={"Content-Type": "application/json"}
+    )
+    assert reply.status_code == 202, reply.text
+    assert reply.json()["accepted"] == 1

@@ -4,23 +4,28 @@ config) and the in-process client and preparer hook without HTTP."""
 from __future__ import annotations
 
 import email.policy
+import json
 from dataclasses import replace
 from email import message_from_bytes
 from pathlib import Path
+from typing import Any
 
+import pydantic
 import pytest
 
 from mailer.api.auth import key_matches
 from mailer.api.errors import field_of
+from mailer.api.models import DistributionIn
 from mailer.api.tokens import UnsubscribeLinks, UnsubscribeToken, read_token, sign_token
 from mailer.api.unsubscribe import form_fields
 from mailer.app import App
 from mailer.client import Client, IdempotencyConflict, NoValidRecipient, request_hash
 from mailer.config import load_config
-from mailer.enqueue import RecipientInput
+from mailer.enqueue import CompiledTemplates, RecipientInput
 from mailer.errors import ConfigError, TemplateError, ValidationError
 from mailer.prepare import Preparer
 from mailer.reasons import Reason, State
+from mailer.templates import Content
 from tests.conftest import SURVEY
 
 SECRET = b"a-secret-of-enough-length"
@@ -265,3 +270,96 @@ async def test_preparer_keeps_the_distributions_own_unsubscribe_url(client) -> N
     prepared = await preparer.prepare(send, now=1_800_000_000.0)
     message = message_from_bytes(prepared.data, policy=email.policy.default)
     assert message["List-Unsubscribe"] == "<https://survey.test/unsubscribe/t0>"
+
+
+# lone surrogates -------------------------------------------------------------
+
+_SURROGATE = "\ud800"
+
+
+def _request() -> dict[str, Any]:
+    return {
+        "account": "acme",
+        "sender": {"address": "hr@acme.test", "name": "HR"},
+        "subject": "s",
+        "html": "h",
+        "text": "t",
+        "unsubscribe_url": "https://acme.test/u",
+        "tags": ["t"],
+        "recipients": [
+            {"email": "a@dest.test", "name": "A", "variables": {"k": "v"}, "reference": "r"}
+        ],
+    }
+
+
+def _request_with_surrogate(path: tuple[str | int, ...]) -> dict[str, Any]:
+    body = _request()
+    if path[-1] == "variables-key":
+        body["recipients"][0]["variables"] = {_SURROGATE: "v"}
+        return body
+    target: Any = body
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = _SURROGATE
+    return body
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("account",),
+        ("sender", "address"),
+        ("sender", "name"),
+        ("subject",),
+        ("html",),
+        ("text",),
+        ("unsubscribe_url",),
+        ("tags", 0),
+        ("recipients", 0, "email"),
+        ("recipients", 0, "name"),
+        ("recipients", 0, "variables", "k"),
+        ("recipients", 0, "variables-key"),
+        ("recipients", 0, "reference"),
+    ],
+)
+def test_lone_surrogate_in_any_string_of_a_request_is_refused_there(
+    path: tuple[str | int, ...],
+) -> None:
+    DistributionIn.model_validate(_request())
+    body = _request_with_surrogate(path)
+    with pytest.raises(pydantic.ValidationError) as python_mode:
+        DistributionIn.model_validate(body)
+    [error] = python_mode.value.errors()
+    assert error["type"] == "string_unicode"
+    named = (*path[:-1], "variables") if path[-1] == "variables-key" else path
+    assert error["loc"][: len(named)] == named
+    # pydantic's JSON parser refuses the escape before any field sees it
+    raw = json.dumps(body).encode()
+    with pytest.raises(pydantic.ValidationError) as json_mode:
+        DistributionIn.model_validate_json(raw)
+    assert [e["type"] for e in json_mode.value.errors()] == ["json_invalid"]
+
+
+# compiled templates kept between requests --------------------------------------
+
+
+def test_templates_are_compiled_once_per_source_and_the_oldest_dropped() -> None:
+    templates = CompiledTemplates(size=2)
+    first = Content(subject="Hallo {{ name }}", html="<p>1</p>", text=None)
+    second = Content(subject="Hallo {{ name }}", html="<p>2</p>", text=None)
+    third = Content(subject="Hallo {{ name }}", html="<p>3</p>", text=None)
+    compiled = templates.compile(first)
+    assert templates.compile(replace(first)) is compiled  # equal, not the same object
+    templates.compile(second)
+    templates.compile(third)
+    assert templates.compile(first) is not compiled  # dropped, compiled anew
+    assert templates.compile(third) is templates.compile(third)
+
+
+def test_a_refused_template_is_refused_again() -> None:
+    templates = CompiledTemplates()
+    broken = Content(subject="Hallo {{ name", html="<p>x</p>", text=None)
+    for _ in range(2):
+        with pytest.raises(TemplateError) as refused:
+            templates.compile(broken)
+        assert refused.value.field == "subject"

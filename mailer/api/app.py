@@ -6,12 +6,16 @@ open."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from fastapi import Depends, FastAPI, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.openapi.models import OpenAPI
 
 from mailer import __version__
 from mailer.api import domains
 from mailer.api.auth import bearer_auth
+from mailer.api.body import openapi_schemas
 from mailer.api.errors import install_error_handlers
 from mailer.api.metrics import ApiMetrics
 from mailer.api.middleware import BodyLimit, CountRequests
@@ -24,6 +28,27 @@ from mailer.metrics import CONTENT_TYPE
 
 DESCRIPTION = """Enqueue survey distributions, follow every send, read an
 ordered event feed. Errors name the field: `{"detail": [{"field", "reason"}]}`."""
+
+
+def _document_request_bodies(api: FastAPI) -> None:
+    """Adds the schemas of the bodies that routes read themselves
+    (:mod:`mailer.api.body`) to the OpenAPI components."""
+    generate = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            schema = generate()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for name, body in openapi_schemas().items():
+                components.setdefault(name, body)
+            # through FastAPI's OpenAPI model as its own part went, which
+            # leaves out nulls such as "default": null
+            api.openapi_schema = jsonable_encoder(
+                OpenAPI.model_validate(schema), by_alias=True, exclude_none=True
+            )
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_api(
@@ -53,6 +78,7 @@ def create_api(
     api.state.client = client
     api.state.metrics = metrics
     install_error_handlers(api)
+    _document_request_bodies(api)
     auth = bearer_auth(keys)
     api.include_router(v1_router(client, metrics, auth))
     api.include_router(domains.router, dependencies=[Depends(auth)], responses=UNAUTHORIZED)

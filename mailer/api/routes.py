@@ -5,17 +5,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
+from mailer.api.body import OPENAPI_BODY, distribution_in
 from mailer.api.metrics import ApiMetrics
 from mailer.api.models import (
     AcceptedOut,
     CancelledOut,
-    DistributionIn,
     DistributionOut,
     ErrorOut,
     EventPageOut,
     SendOut,
+    accepted_json,
 )
 from mailer.client import MAX_EVENTS_PAGE, MAX_IDEMPOTENCY_KEY, Client
 
@@ -41,9 +42,14 @@ def v1_router(
 ) -> APIRouter:
     router = APIRouter(prefix="/v1", dependencies=[Depends(auth)], responses=_ERRORS)
 
+    # The body is read by distribution_in, not by FastAPI (which would
+    # decode it into Python objects first), and the answer is written
+    # directly: OPENAPI_BODY and response_model document both.
     @router.post(
         "/distributions",
         status_code=202,
+        response_model=AcceptedOut,
+        openapi_extra=OPENAPI_BODY,
         responses={
             400: {"model": ErrorOut, "description": "the body cannot be read (not UTF-8)"},
             409: {"model": ErrorOut, "description": "Idempotency-Key used with another body"},
@@ -51,8 +57,7 @@ def v1_router(
         },
     )
     async def create_distribution(
-        body: DistributionIn,
-        response: Response,
+        request: Request,
         idempotency_key: Annotated[
             str | None,
             Header(
@@ -61,18 +66,20 @@ def v1_router(
                 description="a retry with the same key and body returns the first answer",
             ),
         ] = None,
-    ) -> AcceptedOut:
+    ) -> Response:
         """Enqueue a distribution. Invalid recipient addresses are rejected
         by index; the valid ones are stored in one transaction."""
+        body = await distribution_in(request)
         accepted = await client.enqueue(
-            body.distribution(), body.recipient_inputs(), idempotency_key=idempotency_key
+            body.distribution(), body.recipients, idempotency_key=idempotency_key
         )
+        response = Response(accepted_json(accepted), 202, media_type="application/json")
         if accepted.replayed:
             response.headers["Idempotency-Replayed"] = "true"
         else:
             metrics.recipients.labels("accepted").inc(len(accepted.sends))
             metrics.recipients.labels("rejected").inc(len(accepted.rejected))
-        return AcceptedOut.of(accepted)
+        return response
 
     @router.get("/distributions/{distribution_id}", responses=_NOT_FOUND)
     async def get_distribution(distribution_id: Id) -> DistributionOut:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal, NamedTuple
 
 from mailer.reasons import Reason, State
 
@@ -35,11 +36,12 @@ class NewDistribution:
     tags: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class NewSend:
+class NewSend(NamedTuple):
+    # a NamedTuple rather than a frozen dataclass: made once per recipient
+    # of every enqueue, in less than half the time
     recipient: str
     name: str = ""
-    variables: Mapping[str, str] = field(default_factory=dict)
+    variables: Mapping[str, str] = MappingProxyType({})
     reference: str | None = None
 
 

@@ -4,18 +4,15 @@ columns arrive already decoded."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from psycopg.types.json import Jsonb
 
-from mailer.compose import make_message_id
 from mailer.reasons import Reason, State
 from mailer.store.models import (
     Attempt,
     NewDistribution,
-    NewSend,
     Outcome,
 )
 from mailer.store.rows import Row
@@ -120,23 +117,3 @@ def distribution_row(dist_id: str, new: NewDistribution, now: float) -> Params:
         Jsonb(list(new.tags)),
         now,
     )
-
-
-def send_rows(
-    ids: Sequence[str], dist_id: str, sends: Sequence[NewSend], *, account: str, hostname: str
-) -> Iterator[Params]:
-    """The columns of new sends up to ``reference`` and ``message_id``
-    (COPY_SENDS; the caller adds the times)."""
-    for send_id, item in zip(ids, sends, strict=True):
-        yield (
-            send_id,
-            dist_id,
-            account,
-            item.recipient,
-            item.recipient.lower(),
-            item.recipient.rpartition("@")[2].lower(),
-            item.name,
-            json.dumps(dict(item.variables), ensure_ascii=False),
-            item.reference,
-            make_message_id(send_id, hostname),
-        )

@@ -149,14 +149,23 @@ INSERT INTO distributions (id, account, sender_address, sender_name, subject, ht
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 """
 
-COPY_SENDS = """
-COPY sends (id, distribution_id, account, recipient, rcpt_key, domain, name, variables,
-    reference, message_id, due_at, created_at, updated_at) FROM STDIN
+# A whole batch of new sends in one statement, from one JSON array
+# (rows.new_sends_json), parsed by the server rather than formatted row by
+# row here. Params: distribution id, account, due_at, now, the array.
+INSERT_SENDS_JSON = """
+INSERT INTO sends (id, distribution_id, account, recipient, rcpt_key, domain, name, variables,
+    reference, message_id, due_at, created_at, updated_at)
+SELECT e->>0, %(distribution)s, %(account)s, e->>1, e->>2, e->>3, e->>4, (e->5)::jsonb,
+    e->>6, e->>7, %(due)s, %(now)s, %(now)s
+FROM json_array_elements(%(rows)s::json) AS e
 """
 
-COPY_EVENTS = """
-COPY events (send_id, distribution_id, at, state, reason, code, enhanced, text, detail)
-FROM STDIN
+# The queued event of each send of a new distribution, in the order of the
+# send ids (their order in the request), which is their seq order.
+INSERT_QUEUED_EVENTS = """
+INSERT INTO events (send_id, distribution_id, at, state, reason)
+SELECT id, distribution_id, %(now)s, 'queued', 'queued'
+FROM sends WHERE distribution_id = %(distribution)s ORDER BY id
 """
 
 # Rows as one array per column (pg_rows.columns): one statement, one round

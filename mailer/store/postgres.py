@@ -160,6 +160,7 @@ class PostgresStore:
         due = distribution.send_at if distribution.send_at is not None else now
         ids = new_ids(len(sends))
         account = distribution.account
+        rows = typed.new_sends_json(ids, sends, hostname=hostname)
         async with self._tx() as conn:
             if idempotency is not None:
                 record = (account, idempotency.key, idempotency.body_hash, dist_id, ids)
@@ -170,17 +171,11 @@ class PostgresStore:
             await conn.execute(
                 q.INSERT_DISTRIBUTION, pg_rows.distribution_row(dist_id, distribution, now)
             )
-            rows = pg_rows.send_rows(ids, dist_id, sends, account=account, hostname=hostname)
-            async with conn.cursor() as cur, cur.copy(q.COPY_SENDS) as copy:
-                for row in rows:
-                    await copy.write_row((*row, due, now, now))
+            batch = {"distribution": dist_id, "account": account, "due": due, "now": now}
+            await conn.execute(q.INSERT_SENDS_JSON, {**batch, "rows": rows})
             held = await pg_ops.hold_new_sends(conn, self._key, dist_id, now)
             await pg_events.lock(conn, self._key)
-            async with conn.cursor() as cur, cur.copy(q.COPY_EVENTS) as copy:
-                for send_id in ids:
-                    await copy.write_row(
-                        pg_rows.event_row(send_id, dist_id, now, State.QUEUED, Reason.QUEUED)
-                    )
+            await conn.execute(q.INSERT_QUEUED_EVENTS, batch)
             await pg_events.append(conn, self._key, held)
         return dist_id, ids
 

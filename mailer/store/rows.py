@@ -1,4 +1,5 @@
-"""Database rows to the store's typed values, for every backend (pure).
+"""Database rows to the store's typed values, for every backend (pure),
+and new sends to the JSON array both backends insert a batch from.
 
 A row is anything indexable by column name: ``sqlite3.Row`` or a psycopg
 ``dict_row``. JSON columns arrive as text from SQLite and decoded from
@@ -7,9 +8,12 @@ PostgreSQL's jsonb; :func:`_json` takes either."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pydantic_core import to_json
+
+from mailer.compose import make_message_id
 from mailer.reasons import Reason, State
 from mailer.store.models import (
     Attempt,
@@ -17,6 +21,7 @@ from mailer.store.models import (
     Event,
     Hold,
     IdempotencyRecord,
+    NewSend,
     Send,
     Suppression,
 )
@@ -125,3 +130,26 @@ def hold(row: Row) -> Hold:
     return Hold(
         kind=row["kind"], value=row["value"], created_at=row["created_at"], note=row["note"]
     )
+
+
+def new_sends_json(ids: Sequence[str], sends: Sequence[NewSend], *, hostname: str) -> str:
+    """``sends`` under ``ids`` as one JSON array of
+    [id, recipient, rcpt_key, domain, name, variables, reference, message_id]
+    per send: a whole batch is inserted by one statement (sql.INSERT_SENDS_JSON,
+    pg_sql.INSERT_SENDS_JSON). Raises ValueError for a string that is not
+    valid Unicode."""
+    rows = [
+        (
+            send_id,
+            item.recipient,
+            item.recipient.lower(),
+            item.recipient.rpartition("@")[2].lower(),
+            item.name,
+            dict(item.variables),
+            item.reference,
+            make_message_id(send_id, hostname),
+        )
+        for send_id, item in zip(ids, sends, strict=True)
+    ]
+    # pydantic-core's encoder: a tenth of the json module's time a row
+    return to_json(rows).decode("utf-8")

@@ -117,10 +117,28 @@ INSERT INTO distributions (id, account, sender_address, sender_name, subject, ht
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
-INSERT_SEND = """
+# A whole batch of new sends in one statement, from a JSON array with one
+# [id, recipient, rcpt_key, domain, name, variables, reference, message_id]
+# per send (rows.new_sends_json): executemany() would hand the GIL
+# back and take it again for every row, and under a busy event loop each
+# take can wait a switch interval. Params: distribution id, account,
+# due_at, now, the array.
+INSERT_SENDS_JSON = """
 INSERT INTO sends (id, distribution_id, account, recipient, rcpt_key, domain, name, variables,
     reference, message_id, due_at, created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+SELECT json_extract(value, '$[0]'), ?1, ?2, json_extract(value, '$[1]'),
+    json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'),
+    json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]'),
+    ?3, ?4, ?4
+FROM json_each(?5)
+"""
+
+# The queued event of each send of a new distribution, in the order of the
+# send ids (their order in the request). Params: distribution id, now.
+INSERT_QUEUED_EVENTS = """
+INSERT INTO events (send_id, distribution_id, at, state, reason)
+SELECT id, distribution_id, ?2, 'queued', 'queued'
+FROM sends WHERE distribution_id = ?1 ORDER BY id
 """
 
 INSERT_EVENT = """

@@ -16,7 +16,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from mailer.compose import make_message_id
 from mailer.errors import NotFound, StoreError
 from mailer.reasons import Reason, State
 from mailer.store import rows as typed
@@ -160,27 +159,8 @@ class SQLiteStore:
     ) -> tuple[str, list[str]]:
         dist_id = new_id()
         due = distribution.send_at if distribution.send_at is not None else now
-        send_rows = []
         ids = new_ids(len(sends))
-        for send_id, item in zip(ids, sends, strict=True):
-            domain = item.recipient.rpartition("@")[2].lower()
-            send_rows.append(
-                (
-                    send_id,
-                    dist_id,
-                    distribution.account,
-                    item.recipient,
-                    item.recipient.lower(),
-                    domain,
-                    item.name,
-                    json.dumps(dict(item.variables), ensure_ascii=False),
-                    item.reference,
-                    make_message_id(send_id, hostname),
-                    due,
-                    now,
-                    now,
-                )
-            )
+        rows = typed.new_sends_json(ids, sends, hostname=hostname)
 
         def work(conn: sqlite3.Connection) -> tuple[str, list[str]]:
             if idempotency is not None:
@@ -205,14 +185,8 @@ class SQLiteStore:
                     now,
                 ),
             )
-            conn.executemany(sql.INSERT_SEND, send_rows)
-            conn.executemany(
-                sql.INSERT_EVENT,
-                [
-                    ops.event_row(row[0], dist_id, now, State.QUEUED, Reason.QUEUED)
-                    for row in send_rows
-                ],
-            )
+            conn.execute(sql.INSERT_SENDS_JSON, (dist_id, distribution.account, due, now, rows))
+            conn.execute(sql.INSERT_QUEUED_EVENTS, (dist_id, now))
             ops.hold_new_sends(conn, dist_id, now)
             if idempotency is not None:
                 conn.execute(
