@@ -12,9 +12,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from mailer import bench_client
+from mailer import bench_client, loop
 from mailer.api.app import create_api
-from mailer.api.server import ApiServer, settle_heap
+from mailer.api.server import ApiServer
 from mailer.app import App
 from mailer.config import load_config
 from mailer.errors import MailerError
@@ -61,7 +61,7 @@ async def api_enqueue_rate(
     batches = max(1, recipients // BATCH)
     thresholds = gc.get_threshold()
     async with App(config) as app, ApiServer(create_api(app)) as server:
-        settle_heap()  # as `mailer serve` does
+        loop.settle_heap()  # as `mailer serve` does
         try:
             plan = bench_client.Plan(server.url, KEY, batches, IN_FLIGHT, html, subject)
             outcome = await _client(plan)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 
 import pytest
@@ -31,3 +32,14 @@ def test_run_returns_the_result_and_raises_the_error() -> None:
 def test_threads_hand_the_gil_back_to_the_loop_quickly() -> None:
     loop.run(asyncio.sleep(0))
     assert sys.getswitchinterval() == pytest.approx(loop.SWITCH_INTERVAL)
+
+
+def test_a_settled_heap_is_left_out_of_collections_and_young_ones_are_rarer() -> None:
+    thresholds = gc.get_threshold()
+    try:
+        loop.settle_heap()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold()[0] == loop.GC_THRESHOLD
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import socket
 from collections.abc import Iterator
 from types import TracebackType
@@ -17,23 +16,6 @@ from typing import Self
 
 import uvicorn
 from starlette.types import ASGIApp
-
-# Young objects are collected every this many container allocations
-# instead of Python's 700: an enqueue of 1,000 recipients makes tens of
-# thousands of short-lived containers, and with the default the collector
-# took about a fifth of the API's CPU in `mailer bench`.
-GC_THRESHOLD = 10_000
-
-
-def settle_heap() -> None:
-    """For the process that serves, once it is up: what start-up allocated
-    (modules, the app, FastAPI's and pydantic's schemas) lives as long as
-    the process, so the cyclic collector stops walking it (gc.freeze), and
-    young objects are collected every GC_THRESHOLD allocations."""
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_THRESHOLD, older, oldest)
 
 
 class _Server(uvicorn.Server):

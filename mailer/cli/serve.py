@@ -21,8 +21,9 @@ from typing import Any
 
 import click
 
+from mailer import loop
 from mailer.api.app import create_api
-from mailer.api.server import ApiServer, settle_heap
+from mailer.api.server import ApiServer
 from mailer.app import App
 from mailer.cli.main import Context, cli, on_stop_signals, pass_ctx, run
 from mailer.client import Client
@@ -162,7 +163,7 @@ async def _serve(
             raise ConfigError(
                 "--listen", f"cannot listen on {host}:{port}: {exc.strerror}"
             ) from exc
-        settle_heap()
+        loop.settle_heap()
         try:
             click.echo(f"API on {server.url}  (docs: {server.url}/docs)")
             if dev is not None:

@@ -7,6 +7,7 @@ import logging
 
 import click
 
+from mailer import loop
 from mailer.app import App
 from mailer.cli.main import Context, cli, on_stop_signals, pass_ctx, run
 from mailer.config import Config
@@ -15,6 +16,7 @@ from mailer.config import Config
 async def _work(config: Config, drain: bool) -> int:
     async with App(config) as app:
         engine = await app.engine()
+        loop.settle_heap()
         on_stop_signals(engine.stop)
         await engine.run(drain=drain)
         return engine.delivered
