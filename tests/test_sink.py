@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import signal
 import smtplib
+import socket
 import ssl
 import subprocess
 import sys
@@ -315,3 +316,20 @@ def test_sink_path_fast_split_agrees_with_aiosmtpd(local: str, domain: str, rest
 
     path = f"<{local}@{domain}>{rest}"
     assert _Probe()._getaddr(path) == SMTP._getaddr(_Probe(), path)
+
+
+def test_plaintext_sent_after_starttls_is_not_read_as_a_command(certs: TestCerts) -> None:
+    with Sink(certs=certs) as sink, socket.create_connection((sink.host, sink.port), 5) as raw:
+        reader = raw.makefile("rb")
+        assert reader.readline().startswith(b"220")
+        raw.sendall(b"EHLO client.test\r\n")
+        while not reader.readline().startswith(b"250 "):
+            pass
+        # RFC 3207 §4.2: a command smuggled behind STARTTLS must be discarded
+        raw.sendall(b"STARTTLS\r\nRSET\r\n")
+        assert reader.readline().startswith(b"220")
+        context = ssl.create_default_context(cafile=str(certs.ca_path))
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"EHLO client.test\r\n")
+            reply = tls.makefile("rb").readline()
+    assert reply.startswith(b"250-"), reply
