@@ -131,17 +131,22 @@ class App:
         signer = self.signer()
         sign: SignFn | None = None
         if signer is not None:
-            # The private-key operations run on a thread of their own beside
-            # the event loop: OpenSSL releases the GIL for them, and RSA is
-            # the largest single cost of a message.
-            if self._signing is None:
-                self._signing = ThreadPoolExecutor(
-                    self.config.dkim.signing_threads, thread_name_prefix="mailer-dkim"
-                )
-            pool = self._signing
+            threads = self.config.dkim.signing_threads
+            if threads == 0:
 
-            async def sign(data: bytes, domain: str) -> bytes:
-                return await signer.sign_beside(data, pool, customer_domain=domain)
+                async def sign(data: bytes, domain: str) -> bytes:
+                    return signer.sign(data, customer_domain=domain)
+
+            else:
+                # The private-key operations run on threads beside the event
+                # loop: OpenSSL releases the GIL for them, and RSA is the
+                # largest single cost of a message.
+                if self._signing is None:
+                    self._signing = ThreadPoolExecutor(threads, thread_name_prefix="mailer-dkim")
+                pool = self._signing
+
+                async def sign(data: bytes, domain: str) -> bytes:
+                    return await signer.sign_beside(data, pool, customer_domain=domain)
 
         return Preparer(
             self.store.distribution,

@@ -10,9 +10,10 @@ between the two is reported. Nothing leaves the machine.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import gc
 import hashlib
+import multiprocessing
 import re
 import resource
 import secrets
@@ -29,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mailer import loop
+from mailer import loop as service_loop
 from mailer.addresses import parse_address
 from mailer.app import App
 from mailer.bench_api import api_enqueue_rate
@@ -62,6 +63,7 @@ OUR_DOMAIN = "bench.test"
 class BenchReport:
     messages: int
     domains: int
+    workers: int
     store: str
     enqueue_seconds: float
     deliver_seconds: float
@@ -220,9 +222,7 @@ def naive_baseline(
     return sent, sent / (time.perf_counter() - start)
 
 
-async def _engine_run(
-    config: Config, messages: int, domains: int
-) -> tuple[float, float, list[float]]:
+async def _enqueue(config: Config, messages: int, domains: int) -> float:
     async with App(config) as app:
         dist = NewDistribution(
             account="bench",
@@ -235,19 +235,70 @@ async def _engine_run(
         )
         start = time.perf_counter()
         await app.enqueue(dist, recipients(messages, domains))
-        enqueue_seconds = time.perf_counter() - start
-        engine = await app.engine()
-        thresholds = gc.get_threshold()
-        loop.settle_heap()  # as `mailer worker` does
+        return time.perf_counter() - start
+
+
+def _engine_process(config: Config, owner: str, ready: Any, go: Any, done: Any) -> None:
+    """One engine process of the bench, as ``mailer worker --drain`` runs it:
+    it builds its engine, says it is ready, waits for the start and drains
+    the queue with the others."""
+
+    async def work() -> int:
+        async with App(config) as app:
+            engine = await app.engine(owner=owner)
+            service_loop.settle_heap()
+            ready.set()
+            await asyncio.get_running_loop().run_in_executor(None, go.wait)
+            await engine.run(drain=True)
+            return engine.delivered
+
+    delivered = service_loop.run(work())
+    done.put((delivered, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+
+
+def _deliver(config: Config, workers: int) -> tuple[float, float]:
+    """Seconds from the start signal until ``workers`` engine processes have
+    drained the queue, and the largest peak RSS (MB) among them. Start-up
+    (imports, keys, connections to the store) is not timed: it is not
+    throughput."""
+    context = multiprocessing.get_context("spawn")
+    go, done = context.Event(), context.Queue()
+    ready = [context.Event() for _ in range(workers)]
+    processes = [
+        context.Process(
+            target=_engine_process, args=(config, f"bench-{i}", ready[i], go, done), daemon=True
+        )
+        for i in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        for event, process in zip(ready, processes, strict=True):
+            while not event.wait(0.1):
+                if not process.is_alive():
+                    raise MailerError(f"bench: an engine process exited ({process.exitcode})")
         start = time.perf_counter()
-        await engine.run(drain=True)
-        deliver_seconds = time.perf_counter() - start
-        gc.unfreeze()
-        gc.set_threshold(*thresholds)
+        go.set()
+        for process in processes:
+            process.join()
+        seconds = time.perf_counter() - start
+        failed = [p.exitcode for p in processes if p.exitcode != 0]
+        if failed:
+            raise MailerError(f"bench: engine processes exited with {failed}")
+        peaks = [done.get(timeout=10)[1] for _ in processes]
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+    return seconds, max(peaks) / 1024
+
+
+async def _outcome(config: Config, messages: int) -> list[float]:
+    async with App(config) as app:
         counts = await app.store.counts()
         if counts.get(State.DELIVERED, 0) != messages:
             raise MailerError(f"bench: not everything was delivered: {counts}")
-        return enqueue_seconds, deliver_seconds, await _latencies(app)
+        return await _latencies(app)
 
 
 @contextlib.contextmanager
@@ -263,11 +314,11 @@ def bench_database(root: Path, postgres: str | None) -> Iterator[str]:
     except ImportError as exc:
         raise ConfigError("database", f"PostgreSQL needs the postgres extra: {exc}") from exc
     schema = f"mailer_bench_{secrets.token_hex(4)}"
-    url = loop.run(create_schema(postgres, schema))
+    url = service_loop.run(create_schema(postgres, schema))
     try:
         yield url
     finally:
-        loop.run(drop_schema(postgres, schema))
+        service_loop.run(drop_schema(postgres, schema))
 
 
 def run_bench(
@@ -279,9 +330,12 @@ def run_bench(
     workdir: Path | None = None,
     postgres: str | None = None,
     api_recipients: int = 20_000,
+    workers: int = 1,
 ) -> BenchReport:
     """With ``postgres`` (a postgresql:// URL) the queue lives in a scratch
-    schema of that database instead of an SQLite file."""
+    schema of that database instead of an SQLite file. The engine runs as
+    ``workers`` processes (``mailer worker``), as on a host with one per
+    core."""
     with contextlib.ExitStack() as stack:
         root = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         keystore = KeyStore(root / "keys")
@@ -291,22 +345,30 @@ def run_bench(
         dns = stack.enter_context(DNSServer(zone(domains)))
         port = pick_port(("127.0.0.1",))
         received = stack.enter_context(sink_process(port, root / "sink.log"))
+        # The same connections and leases in all, shared by the processes.
+        # With one process per core, each signs on its own loop's thread:
+        # signing threads would only wait for that process's GIL.
         config = load_config(
             environ={},
             overrides={
                 "hostname": "bench.test",
                 "database": stack.enter_context(bench_database(root, postgres)),
                 "keys_dir": str(root / "keys"),
-                "dkim": {"domain": OUR_DOMAIN},
+                "dkim": {"domain": OUR_DOMAIN, "signing_threads": 0 if workers > 1 else 2},
                 "nameservers": [dns.address],
                 "smtp_port": port,
-                "limits": {"default": {"connections": 8, "messages_per_connection": 1000}},
-                "worker": {"max_in_flight": 2000, "poll_interval": 0.2},
+                "limits": {
+                    "default": {
+                        "connections": max(1, 8 // workers),
+                        "messages_per_connection": 1000,
+                    }
+                },
+                "worker": {"max_in_flight": max(100, 2000 // workers), "poll_interval": 0.2},
             },
         )
-        enqueue_seconds, deliver_seconds, latencies = loop.run(
-            _engine_run(config, messages, domains)
-        )
+        enqueue_seconds = service_loop.run(_enqueue(config, messages, domains))
+        deliver_seconds, engine_rss_mb = _deliver(config, workers)
+        latencies = service_loop.run(_outcome(config, messages))
         # the sink writes its lines a few times a second
         engine_received = settled(received, messages)
         baseline_sent, baseline_rate = naive_baseline(
@@ -315,7 +377,7 @@ def run_bench(
         rate = messages / deliver_seconds
         api_root = root / "api"
         api_root.mkdir()
-        api_rate = loop.run(
+        api_rate = service_loop.run(
             api_enqueue_rate(
                 api_root,
                 api_recipients,
@@ -327,13 +389,14 @@ def run_bench(
         return BenchReport(
             messages=messages,
             domains=domains,
+            workers=workers,
             store="sqlite" if postgres is None else "postgres",
             enqueue_seconds=round(enqueue_seconds, 3),
             deliver_seconds=round(deliver_seconds, 3),
             messages_per_second=round(rate, 1),
             latency_p50_ms=round(statistics.median(latencies) * 1000, 1),
             latency_p99_ms=round(percentile(latencies, 0.99) * 1000, 1),
-            peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            peak_rss_mb=round(engine_rss_mb, 1),
             sink_received=engine_received,
             baseline_messages=baseline_sent,
             baseline_messages_per_second=round(baseline_rate, 1),

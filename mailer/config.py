@@ -149,8 +149,10 @@ class DKIMConfig(_Frozen):
     # for its domain that DNS publishes (DMARC alignment through DKIM)
     alignment: bool = False
     # threads for the private-key operations, beside the event loop: OpenSSL
-    # runs them without the GIL, so up to one per core adds signing capacity
-    signing_threads: Annotated[int, Field(ge=1, le=64)] = 2
+    # runs them without the GIL. 0: on the loop's own thread, which is
+    # cheaper when there is one worker process per core (no thread waits
+    # for the GIL, nor makes the loop wait for it)
+    signing_threads: Annotated[int, Field(ge=0, le=64)] = 2
 
 
 class IdentityConfig(_Frozen):

@@ -68,7 +68,7 @@ def test_environment_overrides_the_file_with_nested_keys_and_lists(tmp_path: Pat
         ({"MAILER_NAMESERVERS": "127.0.0.1:99999"}, "nameservers"),
         ({"MAILER_RETRY__JITTER": "2"}, "retry.jitter"),
         ({"MAILER_TLS__POLICY": "maybe"}, "tls.policy"),
-        ({"MAILER_DKIM__SIGNING_THREADS": "0"}, "dkim.signing_threads"),
+        ({"MAILER_DKIM__SIGNING_THREADS": "-1"}, "dkim.signing_threads"),
         ({"MAILER_NO_SUCH_KEY": "1"}, "no_such_key"),
     ],
 )

@@ -23,7 +23,7 @@ from mailer.keys import KeyStore
 from mailer.reasons import State
 from mailer.store.models import NewDistribution
 from mailer.testing.dnsserver import DNSServer
-from tests.conftest import make_config, run_until_settled
+from tests.conftest import OUR_DOMAIN, make_config, run_until_settled
 from tests.test_dkim_opendkim import Verdict, opendkim_verify
 
 OUR_IP = "192.0.2.10"
@@ -114,10 +114,22 @@ async def test_german_include_authorises_the_de_region_only(
     assert received.mail_from == expected
 
 
+@pytest.mark.parametrize("signing_threads", [2, 0], ids=["beside-the-loop", "on-the-loop"])
 async def test_every_received_message_verifies_with_dkimpy_and_opendkim(
-    tmp_path: Path, region_dns: DNSServer, smtp_port: int, keys_dir: Path, make_sink
+    tmp_path: Path,
+    region_dns: DNSServer,
+    smtp_port: int,
+    keys_dir: Path,
+    make_sink,
+    signing_threads: int,
 ) -> None:
-    config = make_config(tmp_path, region_dns, smtp_port, keys_dir)
+    config = make_config(
+        tmp_path,
+        region_dns,
+        smtp_port,
+        keys_dir,
+        dkim={"domain": OUR_DOMAIN, "required": True, "signing_threads": signing_threads},
+    )
     _, received = await deliver(config, "hr@acme.test", make_sink)
     checks = await verify_with_resolver(received.data, Resolver([region_dns.address]))
     assert {(c.domain, c.algorithm, c.ok) for c in checks} == {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
@@ -43,6 +44,13 @@ from mailer.cli.main import cli
     type=click.IntRange(1000, 1_000_000),
     help="Recipients POSTed to the HTTP API in distributions of 1,000.",
 )
+@click.option(
+    "--workers",
+    default=os.cpu_count() or 1,
+    show_default="the number of CPUs",
+    type=click.IntRange(1, 64),
+    help="Engine processes (mailer worker), one per core as deployed.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def bench(
     messages: int,
@@ -51,6 +59,7 @@ def bench(
     store: str,
     database: str,
     api_recipients: int,
+    workers: int,
     as_json: bool,
 ) -> None:
     """Deliver N messages on loopback and compare with a naive baseline."""
@@ -60,13 +69,15 @@ def bench(
         baseline_messages=baseline_messages,
         postgres=database if store == "postgres" else None,
         api_recipients=api_recipients,
+        workers=workers,
     )
     if as_json:
         click.echo(json.dumps(report.as_dict()))
         return
     click.echo(
         f"engine:   {report.messages} messages to {report.domains} domains over STARTTLS "
-        f"({report.store} store) "
+        f"({report.store} store, {report.workers} engine process"
+        f"{'es' if report.workers > 1 else ''}) "
         f"in {report.deliver_seconds:.2f} s = {report.messages_per_second:.0f} msg/s "
         f"(sink received {report.sink_received})"
     )
@@ -74,7 +85,7 @@ def bench(
         f"latency:  enqueue→delivered p50 {report.latency_p50_ms:.0f} ms, "
         f"p99 {report.latency_p99_ms:.0f} ms; enqueue took {report.enqueue_seconds:.2f} s"
     )
-    click.echo(f"memory:   peak RSS {report.peak_rss_mb:.0f} MB")
+    click.echo(f"memory:   peak RSS {report.peak_rss_mb:.0f} MB per engine process")
     click.echo(
         f"baseline: smtplib, one connection + STARTTLS per message, dkimpy-signed: "
         f"{report.baseline_messages} messages, {report.baseline_messages_per_second:.0f} msg/s"
