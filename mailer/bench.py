@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import multiprocessing
+import queue
 import re
 import resource
 import secrets
@@ -243,17 +244,16 @@ def _engine_process(config: Config, owner: str, ready: Any, go: Any, done: Any) 
     it builds its engine, says it is ready, waits for the start and drains
     the queue with the others."""
 
-    async def work() -> int:
+    async def work() -> None:
         async with App(config) as app:
             engine = await app.engine(owner=owner)
             service_loop.settle_heap()
             ready.set()
             await asyncio.get_running_loop().run_in_executor(None, go.wait)
             await engine.run(drain=True)
-            return engine.delivered
 
-    delivered = service_loop.run(work())
-    done.put((delivered, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+    service_loop.run(work())
+    done.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def _deliver(config: Config, workers: int) -> tuple[float, float]:
@@ -279,13 +279,19 @@ def _deliver(config: Config, workers: int) -> tuple[float, float]:
                     raise MailerError(f"bench: an engine process exited ({process.exitcode})")
         start = time.perf_counter()
         go.set()
+        # each process reports once drained; read before joining, as a
+        # process that has put on a queue may not end until it is read
+        peaks: list[int] = []
+        while len(peaks) < workers:
+            try:
+                peaks.append(done.get(timeout=0.5))
+            except queue.Empty:
+                failed = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
+                if failed:
+                    raise MailerError(f"bench: engine processes exited with {failed}") from None
+        seconds = time.perf_counter() - start
         for process in processes:
             process.join()
-        seconds = time.perf_counter() - start
-        failed = [p.exitcode for p in processes if p.exitcode != 0]
-        if failed:
-            raise MailerError(f"bench: engine processes exited with {failed}")
-        peaks = [done.get(timeout=10)[1] for _ in processes]
     finally:
         for process in processes:
             if process.is_alive():
