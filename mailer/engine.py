@@ -95,7 +95,9 @@ class Engine:
         try:
             await self._loop(drain)
         finally:
-            self._stopping = True
+            # wakes connections waiting out their idle_timeout for more
+            # sends: drained or stopping, none will come
+            self.stop()
             await self._shutdown()
             for task in helpers:
                 task.cancel()

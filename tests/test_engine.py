@@ -220,6 +220,22 @@ async def test_many_messages_reuse_connections(app, make_sink) -> None:
     assert mx1.connections <= 10
 
 
+async def test_drain_ends_without_waiting_out_idle_connections(
+    tmp_path: Path, dns_server: DNSServer, smtp_port: int, keys_dir: Path, make_sink
+) -> None:
+    """Open connections wait ``idle_timeout`` for more sends; once the queue
+    is drained they close at once instead of keeping the worker alive."""
+    mx1 = make_sink("127.0.0.2")
+    config = make_config(tmp_path, dns_server, smtp_port, keys_dir, worker={"idle_timeout": 3600})
+    async with App(config) as app:
+        await app.enqueue(SURVEY, people(3))
+        engine = await app.engine()
+        # a guard against a hang, far below the idle timeout
+        await asyncio.wait_for(engine.run(drain=True), 60)
+        assert {s for s, _ in (await states(app)).values()} == {State.DELIVERED}
+    assert len(mx1.messages) == 3
+
+
 async def test_header_injection_is_refused_naming_the_field(app) -> None:
     bad = NewDistribution(**{**SURVEY.__dict__, "sender_name": "Evil\r\nBcc: x@y.test"})
     with pytest.raises(ValidationError) as err:
