@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, AnyStr, cast
 
-from aiosmtpd.smtp import MISSING, SMTP, Envelope
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, TLSSetupException
 from aiosmtpd.smtp import Session as ServerSession
 
 __all__ = [
@@ -440,6 +440,41 @@ class _SinkSMTP(SMTP):
         status = await self._call_handler_hook("DATA")
         self.envelope = self._create_envelope()  # aiosmtpd's post-DATA state
         await self.push("250 OK" if status is MISSING else status)
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        # aiosmtpd puts asyncio's pure-Python SSL protocol under the session;
+        # the loop's own start_tls (uvloop's compiled TLS where the sink runs
+        # on it) takes a fifth of the sink's CPU less per message. The rest
+        # is aiosmtpd's (1.4): its replies, and after the handshake the state
+        # RFC 3207 §4.2 asks for, as its connection_made sets it.
+        if arg:
+            await self.push("501 Syntax: STARTTLS")
+            return
+        if not self.tls_context:
+            await self.push("454 TLS not available")
+            return
+        await self.push("220 Ready to start TLS")
+        # RFC 3207 §4.2: whatever the client sent before the handshake is
+        # not a command (nothing is awaited from here to start_tls taking
+        # over the socket, so no later plaintext can slip in)
+        cast(Any, self._reader)._buffer.clear()
+        try:
+            await self._writer.start_tls(self.tls_context)
+        except Exception as error:
+            raise TLSSetupException() from error
+        tls = self.transport = self._writer.transport
+        self._tls_protocol = cast(Any, tls)  # aiosmtpd only asks whether there is one
+        self.envelope = self._create_envelope()
+        peer = self.session.peer if self.session is not None else None
+        self.session = self._create_session()
+        self.session.peer = peer
+        self.session.ssl = {
+            name: tls.get_extra_info(name)
+            for name in ("ssl_object", "peercert", "cipher", "compression")
+        }
+        self._reset_timeout()
+        hook = self._handle_hooks.get("STARTTLS")
+        self._tls_handshake_okay = hook is None or hook(self, self.session, self.envelope)
 
     async def push(self, status: AnyStr) -> None:
         banner_delay, reply_delay = self._recorder.delays()
