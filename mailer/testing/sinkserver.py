@@ -335,7 +335,7 @@ class _Data:
 
     def _too_long(self, data: bytes) -> bool:
         limit = self._line_limit
-        return len(data) > limit and any(len(line) + 2 > limit for line in data.split(b"\r\n"))
+        return len(data) > limit and max(map(len, data.split(b"\r\n"))) + 2 > limit
 
 
 def _peer(peer: Any) -> str:
