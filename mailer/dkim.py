@@ -17,9 +17,10 @@ the same key, message, header list and ``t=`` (the tests compare them).
 Per message the body is canonicalised and hashed once and the headers
 canonicalised once, however many signatures are made; keys are parsed once,
 when the :class:`Signer` is built. For a message with CRLF line ends only
-(what the composer makes) dkimpy parses the header block alone, and a body
-with nothing for relaxed canonicalisation to fold skips dkimpy's no-op
-substitutions; a property test holds the result to ``dkim.sign``'s bytes.
+(what the composer makes) dkimpy parses the header block alone, and header
+fields and a body with no blank runs for relaxed canonicalisation to fold
+skip dkimpy's substitutions, which would change nothing there; a property
+test holds the result to ``dkim.sign``'s bytes.
 
 dkimpy errors are translated into :mod:`mailer.errors` here.
 """
@@ -41,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from dkim.canonicalization import (
     CanonicalizationPolicy,
+    compress_whitespace,
     correct_empty_body,
     strip_trailing_lines,
 )
@@ -167,6 +169,21 @@ def _canonical_body(body: bytes) -> bytes:
     return canonical
 
 
+def _canonical_headers(headers: list[list[bytes]]) -> list[tuple[bytes, bytes]]:
+    """dkimpy's relaxed header canonicalisation for header fields of a
+    message with CRLF line ends only (see :func:`_split`): unfolding is
+    removing each CRLF, and dkimpy's blank-run substitution runs only on a
+    value that has a tab or two spaces in a row, the others it leaves as
+    they are."""
+    canonical = []
+    for name, value in headers:
+        flat = value.replace(b"\r\n", b"")
+        if b"\t" in flat or b"  " in flat:
+            flat = compress_whitespace(flat)
+        canonical.append((name.lower().rstrip(), flat.strip() + b"\r\n"))
+    return canonical
+
+
 class _Prepared:
     """One message, canonicalised once for all its signatures."""
 
@@ -174,7 +191,10 @@ class _Prepared:
         split = _split(message)
         parsed, self.include = _parse(message if split is None else split[0], headers)
         self.h_value = b" : ".join(self.include)
-        self.headers = _CANON.canonicalize_headers(parsed.headers)
+        if split is None:
+            self.headers = _CANON.canonicalize_headers(parsed.headers)
+        else:
+            self.headers = _canonical_headers(parsed.headers)
         body = _canonical_body(parsed.body if split is None else split[1])
         self.body_hash = base64.b64encode(hashlib.sha256(body).digest())
 
