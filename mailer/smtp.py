@@ -152,6 +152,7 @@ class Session:
         # connection; kept here so the socket can still be cut at once.
         self._transport = smtp.transport
         self._where = f"{host} [{address}]"
+        self._timeout = smtp.timeout
         self._lost = False
         self._size = smtp.supports_extension("size")
         self._eightbit = smtp.supports_extension("8bitmime")
@@ -176,27 +177,47 @@ class Session:
             raise ConnectFailed(f"{self._where}: connection is no longer usable")
         sender_arg, recipient_arg, options = self._envelope(mail_from, recipient, data)
         smtp = self._smtp
+        # One deadline moved on at each step instead of aiosmtplib's
+        # asyncio.wait_for around every read (a future, a timer and two
+        # callbacks each, four times a message); the bound per step is the
+        # same, and DATA (354, the message, the reply) gets two reads' worth.
+        loop = asyncio.get_running_loop()
+        step = self._timeout
+
+        def after(steps: int) -> float | None:
+            return None if step is None else loop.time() + steps * step
+
         try:
-            response = await smtp.execute_command(b"MAIL", b"FROM:" + sender_arg, *options)
-            if not 200 <= response.code < 300:
-                raise await self._refused(response)
-            response = await smtp.execute_command(b"RCPT", b"TO:" + recipient_arg)
-            if not 200 <= response.code < 300:
-                raise await self._refused(response)
-            try:
-                response = await smtp.data(data)
-            except SMTPDataError as exc:
-                raise await self._refused(SMTPResponse(exc.code, exc.message)) from exc
-        except (SMTPServerDisconnected, SMTPTimeoutError) as exc:
-            self._lose()
-            raise ConnectFailed(f"{self._where}: {exc.message}") from exc
-        except SMTPException as exc:
-            self._lose()
-            raise DeliveryError(Reason.PROTOCOL, f"{self._where}: {exc}") from exc
-        except asyncio.CancelledError:
-            # Mid-transaction state is unknown; the connection cannot be reused.
-            self._lose()
-            raise
+            async with asyncio.timeout_at(after(1)) as deadline:
+                try:
+                    response = await smtp.execute_command(
+                        b"MAIL", b"FROM:" + sender_arg, *options, timeout=None
+                    )
+                    if not 200 <= response.code < 300:
+                        raise await self._refused(response)
+                    deadline.reschedule(after(1))
+                    response = await smtp.execute_command(
+                        b"RCPT", b"TO:" + recipient_arg, timeout=None
+                    )
+                    if not 200 <= response.code < 300:
+                        raise await self._refused(response)
+                    deadline.reschedule(after(2))
+                    try:
+                        response = await smtp.data(data, timeout=None)
+                    except SMTPDataError as exc:
+                        raise await self._refused(SMTPResponse(exc.code, exc.message)) from exc
+                except (SMTPServerDisconnected, SMTPTimeoutError) as exc:
+                    self._lose()
+                    raise ConnectFailed(f"{self._where}: {exc.message}") from exc
+                except SMTPException as exc:
+                    self._lose()
+                    raise DeliveryError(Reason.PROTOCOL, f"{self._where}: {exc}") from exc
+                except asyncio.CancelledError:
+                    # Mid-transaction state is unknown; the connection cannot be reused.
+                    self._lose()
+                    raise
+        except TimeoutError as exc:
+            raise ConnectFailed(f"{self._where}: timed out waiting for the server") from exc
         self.messages_sent += 1
         enhanced, text = parse_reply(response.code, response.message)
         return Reply(response.code, enhanced, text)

@@ -159,6 +159,33 @@ async def test_server_that_never_greets_is_connect_failed_after_timeout(
             )
 
 
+async def test_a_server_stalling_mid_transaction_is_connect_failed_and_the_session_dropped(
+    sink: Sink, contexts: TLSContexts
+) -> None:
+    session = await open_session(
+        MX, sink.host, sink.port, helo="client.test", contexts=contexts, timeout=0.3
+    )
+    sink.delay(replies=5.0)
+    with pytest.raises(ConnectFailed, match="timed out"):
+        await asyncio.wait_for(session.send("a@sender.test", "b@dest.test", MESSAGE), 4.0)
+    assert not session.usable
+    await session.close()
+
+
+async def test_each_step_of_a_transaction_has_the_whole_timeout(
+    sink: Sink, contexts: TLSContexts
+) -> None:
+    """The bound is per step: three replies each slower than half the
+    timeout make a transaction longer than the timeout, and it succeeds."""
+    session = await open_session(
+        MX, sink.host, sink.port, helo="client.test", contexts=contexts, timeout=1.0
+    )
+    sink.delay(replies=0.6)
+    async with session:
+        reply = await session.send("a@sender.test", "b@dest.test", MESSAGE)
+    assert reply.code == 250
+
+
 async def test_unknown_mailbox_is_permanent_suppressing_and_session_stays_usable(
     sink: Sink, contexts: TLSContexts
 ) -> None:
