@@ -205,13 +205,17 @@ class Session:
                     try:
                         response = await smtp.data(data, timeout=None)
                     except SMTPDataError as exc:
-                        raise await self._refused(SMTPResponse(exc.code, exc.message)) from exc
+                        raise await self._refused(
+                            SMTPResponse(exc.code, _said(exc.message))
+                        ) from exc
                 except (SMTPServerDisconnected, SMTPTimeoutError) as exc:
                     self._lose()
-                    raise ConnectFailed(f"{self._where}: {exc.message}") from exc
+                    raise ConnectFailed(f"{self._where}: {_said(exc.message)}") from exc
                 except SMTPException as exc:
                     self._lose()
-                    raise DeliveryError(Reason.PROTOCOL, f"{self._where}: {exc}") from exc
+                    raise DeliveryError(
+                        Reason.PROTOCOL, f"{self._where}: {_said(str(exc))}"
+                    ) from exc
                 except asyncio.CancelledError:
                     # Mid-transaction state is unknown; the connection cannot be reused.
                     self._lose()
@@ -219,7 +223,7 @@ class Session:
         except TimeoutError as exc:
             raise ConnectFailed(f"{self._where}: timed out waiting for the server") from exc
         self.messages_sent += 1
-        enhanced, text = parse_reply(response.code, response.message)
+        enhanced, text = parse_reply(response.code, _said(response.message))
         return Reply(response.code, enhanced, text)
 
     async def close(self) -> None:
@@ -272,7 +276,7 @@ class Session:
     async def _refused(self, response: SMTPResponse) -> SMTPReplyError:
         """The error for a refusal; resets the transaction so the session
         can carry the next message, unless the server is going away."""
-        error = _reply_error(response.code, response.message)
+        error = _reply_error(response.code, _said(response.message))
         if response.code == 421 or not self._smtp.is_connected:
             self._lose()
         else:
@@ -367,9 +371,9 @@ async def _establish(
     try:
         await smtp.connect()
     except SMTPConnectResponseError as exc:
-        raise _reply_error(exc.code, exc.message) from exc
+        raise _reply_error(exc.code, _said(exc.message)) from exc
     except (SMTPConnectError, SMTPTimeoutError, SMTPServerDisconnected) as exc:
-        raise ConnectFailed(f"{where}: {exc.message}") from exc
+        raise ConnectFailed(f"{where}: {_said(exc.message)}") from exc
     await _ehlo(smtp, where)
     if not smtp.supports_extension("starttls"):
         await _quit_quietly(smtp)
@@ -382,13 +386,13 @@ async def _establish(
         raise TLSFailed(f"{where}: TLS handshake failed: {exc.reason or exc}") from exc
     except SMTPResponseException as exc:
         if exc.code == 421:
-            raise _reply_error(exc.code, exc.message) from exc
-        refused = TLSUnavailable(f"{where}: STARTTLS refused: {exc.code} {exc.message}")
+            raise _reply_error(exc.code, _said(exc.message)) from exc
+        refused = TLSUnavailable(f"{where}: STARTTLS refused: {exc.code} {_said(exc.message)}")
         refused.code = exc.code
-        refused.enhanced = parse_reply(exc.code, exc.message)[0]
+        refused.enhanced = parse_reply(exc.code, _said(exc.message))[0]
         raise refused from exc
     except (SMTPException, OSError) as exc:
-        raise TLSFailed(f"{where}: TLS handshake failed: {exc}") from exc
+        raise TLSFailed(f"{where}: TLS handshake failed: {_said(str(exc))}") from exc
     await _ehlo(smtp, where)
     ssl_object = smtp.get_transport_info("ssl_object")
     if not isinstance(ssl_object, ssl.SSLObject):
@@ -404,12 +408,14 @@ async def _ehlo(smtp: aiosmtplib.SMTP, where: str) -> None:
         if exc.code in (500, 502, 504):
             # No ESMTP at all, hence no STARTTLS: treated like its absence.
             await _quit_quietly(smtp)
-            raise TLSUnavailable(f"{where}: EHLO not supported: {exc.code} {exc.message}") from exc
-        raise _reply_error(exc.code, exc.message) from exc
+            raise TLSUnavailable(
+                f"{where}: EHLO not supported: {exc.code} {_said(exc.message)}"
+            ) from exc
+        raise _reply_error(exc.code, _said(exc.message)) from exc
     except (SMTPServerDisconnected, SMTPTimeoutError) as exc:
-        raise ConnectFailed(f"{where}: {exc.message}") from exc
+        raise ConnectFailed(f"{where}: {_said(exc.message)}") from exc
     except SMTPException as exc:
-        raise DeliveryError(Reason.PROTOCOL, f"{where}: {exc}") from exc
+        raise DeliveryError(Reason.PROTOCOL, f"{where}: {_said(str(exc))}") from exc
 
 
 async def _quit_quietly(smtp: aiosmtplib.SMTP) -> None:
@@ -420,6 +426,17 @@ async def _quit_quietly(smtp: aiosmtplib.SMTP) -> None:
         pass
     finally:
         _drop(smtp, transport)
+
+
+def _said(message: str) -> str:
+    """A server's reply text as it may be stored, logged and shown.
+    aiosmtplib decodes replies as UTF-8 with surrogateescape, so bytes that
+    are not UTF-8 (a Latin-1 umlaut from an old server) come as lone
+    surrogates, which no UTF-8 encoder (SQLite, PostgreSQL, JSON, the log)
+    accepts; they become U+FFFD here."""
+    if message.isascii():
+        return message
+    return message.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _reply_error(code: int, message: str) -> SMTPReplyError:

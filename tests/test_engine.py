@@ -9,12 +9,14 @@ from email import message_from_bytes
 from pathlib import Path
 
 import pytest
+from aiosmtpd.controller import Controller
 
 from mailer.app import App
 from mailer.enqueue import RecipientInput
 from mailer.errors import ValidationError
 from mailer.reasons import Reason, State
 from mailer.store.models import NewDistribution, SendFilter
+from mailer.testing.certs import TestCerts
 from mailer.testing.dnsserver import DNSServer
 from tests.conftest import SURVEY, make_config, run_until_settled
 
@@ -234,6 +236,31 @@ async def test_drain_ends_without_waiting_out_idle_connections(
         await asyncio.wait_for(engine.run(drain=True), 60)
         assert {s for s, _ in (await states(app)).values()} == {State.DELIVERED}
     assert len(mx1.messages) == 3
+
+
+class _Latin1Refusal:
+    """A receiver answering RCPT in Latin-1, as old servers do."""
+
+    async def handle_RCPT(self, server, session, envelope, address, options) -> bytes:
+        return "550 5.1.1 Empfänger unbekannt".encode("latin-1")
+
+
+async def test_a_reply_that_is_not_utf8_is_recorded_readably(
+    app: App, smtp_port: int, certs: TestCerts
+) -> None:
+    tls = TestCerts.server_context(certs.issue(["mx1.dest.test", "127.0.0.2"]))
+    server = Controller(_Latin1Refusal(), hostname="127.0.0.2", port=smtp_port, tls_context=tls)
+    server.start()
+    try:
+        result = await app.enqueue(SURVEY, people(1))
+        await run_until_settled(app)
+    finally:
+        server.stop()
+    send = await app.store.send(result.send_ids[0])
+    assert (send.state, send.reason) == (State.BOUNCED, Reason.MAILBOX_UNKNOWN)
+    assert send.last_text == "Empf\ufffdnger unbekannt"
+    [attempt] = await app.store.attempts(send.id)
+    assert attempt.text == "Empf\ufffdnger unbekannt"
 
 
 async def test_header_injection_is_refused_naming_the_field(app) -> None:
