@@ -168,8 +168,10 @@ WHERE id IN (
 RETURNING *
 """
 
-LEASED_SEND = """
-SELECT * FROM sends WHERE id = ? AND state = 'sending' AND lease_owner = ?
+# Those of the sends (a JSON array of ids) leased by the owner.
+LEASED_SENDS_JSON = """
+SELECT * FROM sends
+WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'sending' AND lease_owner = ?2
 """
 
 FINISH_SEND = """

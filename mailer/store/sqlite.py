@@ -252,15 +252,21 @@ class SQLiteStore:
         return await self._run(self._tx, work)
 
     async def complete(self, owner: str, outcomes: Sequence[Outcome], *, now: float) -> int:
+        # the first outcome per send counts, as if recorded one after another
+        first: dict[str, Outcome] = {}
+        for outcome in outcomes:
+            first.setdefault(outcome.send_id, outcome)
+        ids = json.dumps(list(first))
+
         def work(conn: sqlite3.Connection) -> int:
-            recorded = 0
-            for outcome in outcomes:
-                row = conn.execute(sql.LEASED_SEND, (outcome.send_id, owner)).fetchone()
-                if row is None:
-                    continue
-                recorded += 1
-                ops.record_outcome(conn, row, ops.unless_held(conn, row, outcome), now)
-            return recorded
+            leased = {row["id"]: row for row in conn.execute(sql.LEASED_SENDS_JSON, (ids, owner))}
+            recorded = [
+                (row, ops.unless_held(conn, row, outcome))
+                for send_id, outcome in first.items()
+                if (row := leased.get(send_id)) is not None
+            ]
+            ops.record_outcomes(conn, recorded, now)
+            return len(recorded)
 
         return await self._run(self._tx, work)
 

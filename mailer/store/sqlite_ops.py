@@ -46,67 +46,74 @@ def event_row(
     return (send_id, distribution_id, at, state.value, reason.value, code, enhanced, text, detail)
 
 
-def record_outcome(
-    conn: sqlite3.Connection, row: sqlite3.Row, outcome: Outcome, now: float
+def record_outcomes(
+    conn: sqlite3.Connection, recorded: Sequence[tuple[sqlite3.Row, Outcome]], now: float
 ) -> None:
-    attempt = outcome.attempt
-    attempts = row["attempts"] + (1 if attempt is not None else 0)
-    if attempt is not None:
-        conn.execute(
-            sql.INSERT_ATTEMPT,
+    """Each (leased send, outcome): its attempt, the send's new state and
+    the event saying so, and where asked the suppression. One executemany
+    per table for the whole batch: a statement per row gave the GIL back
+    to the event loop and waited for it again four times an outcome."""
+    attempts: list[tuple[object, ...]] = []
+    finished: list[tuple[object, ...]] = []
+    events: list[tuple[object, ...]] = []
+    suppress: list[tuple[object, ...]] = []
+    for row, outcome in recorded:
+        attempt = outcome.attempt
+        number = row["attempts"] + (1 if attempt is not None else 0)
+        if attempt is not None:
+            attempts.append(
+                (
+                    outcome.send_id,
+                    number,
+                    attempt.started_at,
+                    attempt.finished_at,
+                    attempt.reason.value,
+                    attempt.mx_host,
+                    attempt.address,
+                    attempt.tls_version,
+                    attempt.tls_cipher,
+                    attempt.code,
+                    attempt.enhanced,
+                    attempt.text,
+                )
+            )
+        code = attempt.code if attempt else None
+        enhanced = attempt.enhanced if attempt else None
+        text = attempt.text if attempt else outcome.detail
+        due = outcome.due_at if outcome.due_at is not None else row["due_at"]
+        finished.append(
             (
+                outcome.state.value,
+                outcome.reason.value,
+                due,
+                number,
+                now,
+                code,
+                enhanced,
+                text,
+                outcome.identity,
                 outcome.send_id,
-                attempts,
-                attempt.started_at,
-                attempt.finished_at,
-                attempt.reason.value,
-                attempt.mx_host,
-                attempt.address,
-                attempt.tls_version,
-                attempt.tls_cipher,
-                attempt.code,
-                attempt.enhanced,
-                attempt.text,
-            ),
+            )
         )
-    code = attempt.code if attempt else None
-    enhanced = attempt.enhanced if attempt else None
-    text = attempt.text if attempt else outcome.detail
-    due = outcome.due_at if outcome.due_at is not None else row["due_at"]
-    conn.execute(
-        sql.FINISH_SEND,
-        (
-            outcome.state.value,
-            outcome.reason.value,
-            due,
-            attempts,
-            now,
-            code,
-            enhanced,
-            text,
-            outcome.identity,
-            outcome.send_id,
-        ),
-    )
-    conn.execute(
-        sql.INSERT_EVENT,
-        event_row(
-            outcome.send_id,
-            row["distribution_id"],
-            now,
-            outcome.state,
-            outcome.reason,
-            code=code,
-            enhanced=enhanced,
-            text=text,
-            detail=outcome.detail,
-        ),
-    )
-    if outcome.suppress is not None:
-        conn.execute(
-            sql.UPSERT_SUPPRESSION,
-            (row["account"], row["rcpt_key"], outcome.suppress.value, now, text),
+        events.append(
+            event_row(
+                outcome.send_id,
+                row["distribution_id"],
+                now,
+                outcome.state,
+                outcome.reason,
+                code=code,
+                enhanced=enhanced,
+                text=text,
+                detail=outcome.detail,
+            )
         )
+        if outcome.suppress is not None:
+            suppress.append((row["account"], row["rcpt_key"], outcome.suppress.value, now, text))
+    conn.executemany(sql.INSERT_ATTEMPT, attempts)
+    conn.executemany(sql.FINISH_SEND, finished)
+    conn.executemany(sql.INSERT_EVENT, events)
+    conn.executemany(sql.UPSERT_SUPPRESSION, suppress)
 
 
 def snapshot(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
