@@ -187,27 +187,26 @@ class Session:
         def after(steps: int) -> float | None:
             return None if step is None else loop.time() + steps * step
 
+        refusal: SMTPResponse | None = None
         try:
             async with asyncio.timeout_at(after(1)) as deadline:
                 try:
                     response = await smtp.execute_command(
                         b"MAIL", b"FROM:" + sender_arg, *options, timeout=None
                     )
+                    if 200 <= response.code < 300:
+                        deadline.reschedule(after(1))
+                        response = await smtp.execute_command(
+                            b"RCPT", b"TO:" + recipient_arg, timeout=None
+                        )
+                    if 200 <= response.code < 300:
+                        deadline.reschedule(after(2))
+                        try:
+                            response = await smtp.data(data, timeout=None)
+                        except SMTPDataError as exc:
+                            response = SMTPResponse(exc.code, exc.message)
                     if not 200 <= response.code < 300:
-                        raise await self._refused(response)
-                    deadline.reschedule(after(1))
-                    response = await smtp.execute_command(
-                        b"RCPT", b"TO:" + recipient_arg, timeout=None
-                    )
-                    if not 200 <= response.code < 300:
-                        raise await self._refused(response)
-                    deadline.reschedule(after(2))
-                    try:
-                        response = await smtp.data(data, timeout=None)
-                    except SMTPDataError as exc:
-                        raise await self._refused(
-                            SMTPResponse(exc.code, _said(exc.message))
-                        ) from exc
+                        refusal = response
                 except (SMTPServerDisconnected, SMTPTimeoutError) as exc:
                     self._lose()
                     raise ConnectFailed(f"{self._where}: {_said(exc.message)}") from exc
@@ -222,6 +221,11 @@ class Session:
                     raise
         except TimeoutError as exc:
             raise ConnectFailed(f"{self._where}: timed out waiting for the server") from exc
+        if refusal is not None:
+            # outside the deadline: the RSET that follows has aiosmtplib's
+            # own timeout, and a slow RSET must not turn a refusal into a
+            # timeout
+            raise await self._refused(refusal)
         self.messages_sent += 1
         enhanced, text = parse_reply(response.code, _said(response.message))
         return Reply(response.code, enhanced, text)

@@ -186,6 +186,23 @@ async def test_each_step_of_a_transaction_has_the_whole_timeout(
     assert reply.code == 250
 
 
+async def test_a_refusal_stays_a_refusal_when_the_rset_after_it_is_slow(
+    sink: Sink, contexts: TLSContexts
+) -> None:
+    """RCPT and the RSET after its refusal together take longer than one
+    step's timeout; the refusal is what the caller hears."""
+    sink.script("gone@*", "550 5.1.1 no such user")
+    session = await open_session(
+        MX, sink.host, sink.port, helo="client.test", contexts=contexts, timeout=1.0
+    )
+    sink.delay(replies=0.6)
+    async with session:
+        with pytest.raises(SMTPReplyError) as caught:
+            await session.send("a@sender.test", "gone@dest.test", MESSAGE)
+        assert caught.value.enhanced == "5.1.1"
+        assert session.usable
+
+
 async def test_unknown_mailbox_is_permanent_suppressing_and_session_stays_usable(
     sink: Sink, contexts: TLSContexts
 ) -> None:
