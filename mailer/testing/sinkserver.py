@@ -455,8 +455,8 @@ class _SinkSMTP(SMTP):
             return
         await self.push("220 Ready to start TLS")
         # RFC 3207 §4.2: whatever the client sent before the handshake is
-        # not a command (nothing is awaited from here to start_tls taking
-        # over the socket, so no later plaintext can slip in)
+        # not a command (start_tls pauses reading before it first yields to
+        # the loop, so no later plaintext can slip in)
         cast(Any, self._reader)._buffer.clear()
         try:
             await self._writer.start_tls(self.tls_context)
