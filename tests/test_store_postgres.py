@@ -16,10 +16,10 @@ from mailer.reasons import Reason, State
 from mailer.store import open_store
 from mailer.store.models import Attempt, Outcome
 from mailer.store.pg_ops import unless_held
-from mailer.store.pg_rows import OutcomeRows
 from mailer.store.pg_schema import describe, schema_key, with_schema
 from mailer.store.pg_sql import MIGRATIONS
 from mailer.store.postgres import PostgresStore
+from mailer.store.rows import OutcomeRows
 from mailer.testing.sink import pick_port
 from tests.backends import postgres_dsn, postgres_schema
 

@@ -31,7 +31,7 @@ async def lock(conn: Conn, key: int) -> None:
 
 
 async def append(conn: Conn, key: int, rows: Sequence[tuple[object, ...]]) -> None:
-    """Insert ``rows`` (from :func:`mailer.store.pg_rows.event_row`) as the
+    """Insert ``rows`` (from :func:`mailer.store.rows.event_row`) as the
     last step of a transaction."""
     if not rows:
         return

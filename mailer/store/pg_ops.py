@@ -13,7 +13,7 @@ from psycopg.rows import DictRow
 
 from mailer.errors import NotFound
 from mailer.reasons import Reason, State
-from mailer.store import pg_events, pg_rows
+from mailer.store import pg_events
 from mailer.store import pg_sql as q
 from mailer.store import rows as typed
 from mailer.store.models import (
@@ -57,7 +57,7 @@ async def unsubscribe(
         cur = await conn.execute(q.SELECT_SEND_TO, (send_id, account, address))
         why = Reason.SUPPRESSED_UNSUBSCRIBE
         events = [
-            pg_rows.event_row(
+            typed.event_row(
                 r["id"], r["distribution_id"], now, State(r["state"]), why, detail=detail
             )
             for r in await cur.fetchall()
@@ -94,7 +94,7 @@ async def hold(
         conn,
         key,
         [
-            pg_rows.event_row(
+            typed.event_row(
                 r["id"], r["distribution_id"], now, State.HELD, Reason.HELD, detail=detail
             )
             for r in rows
@@ -116,7 +116,7 @@ async def release_hold(conn: Conn, key: int, kind: HoldKind, value: str, *, now:
         conn,
         key,
         [
-            pg_rows.event_row(
+            typed.event_row(
                 r["id"], r["distribution_id"], now, State.QUEUED, Reason.RELEASED, detail=detail
             )
             for r in rows
@@ -162,7 +162,7 @@ async def hold_new_sends(
     await conn.execute(q.ADVISORY_LOCK_SHARED, (q.LOCK_HOLDS, key))
     cur = await conn.execute(q.HOLD_NEW_SENDS, (distribution_id,))
     return [
-        pg_rows.event_row(
+        typed.event_row(
             r["id"], distribution_id, now, State.HELD, Reason.HELD, detail="domain is held"
         )
         for r in await cur.fetchall()
@@ -176,7 +176,7 @@ async def hold_if_held(conn: Conn, send_ids: Sequence[str], now: float) -> list[
         return []
     cur = await conn.execute(q.HOLD_IF_HELD, (now, list(send_ids)))
     return [
-        pg_rows.event_row(r["id"], r["distribution_id"], now, State.HELD, Reason.HELD)
+        typed.event_row(r["id"], r["distribution_id"], now, State.HELD, Reason.HELD)
         for r in await cur.fetchall()
     ]
 
@@ -221,7 +221,7 @@ async def replay(
             lift.add((row["account"], row["rcpt_key"]))
         requeue.append((now, now, now, row["id"]))
         events.append(
-            pg_rows.event_row(
+            typed.event_row(
                 row["id"], row["distribution_id"], now, State.QUEUED, Reason.REPLAYED, detail=note
             )
         )

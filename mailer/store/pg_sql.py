@@ -235,7 +235,7 @@ FOR UPDATE
 """
 
 # A whole batch in one statement: one array per column (pg_rows.columns),
-# in the order of pg_rows.OutcomeRows.finish.
+# in the order of rows.OutcomeRows.finish.
 FINISH_SENDS = """
 UPDATE sends SET state = o.state, reason = o.reason, due_at = o.due_at, attempts = o.attempts,
     updated_at = o.updated_at, last_code = o.code, last_enhanced = o.enhanced,

@@ -206,7 +206,7 @@ class PostgresStore:
                 conn,
                 self._key,
                 [
-                    pg_rows.event_row(
+                    typed.event_row(
                         r["id"], r["distribution_id"], now, State.SENDING, why, detail=owner
                     )
                     for r, why in rows
@@ -225,7 +225,7 @@ class PostgresStore:
         async with self._tx() as conn:
             leased = await _all(conn, q.LEASED_SENDS, (list(first), owner))
             held = await pg_ops.held_values(conn) if leased else set()
-            batch = pg_rows.OutcomeRows()
+            batch = typed.OutcomeRows()
             for row in leased:
                 outcome = first[row["id"]]
                 batch.add(
@@ -266,7 +266,7 @@ class PostgresStore:
                 raise NotFound("distribution", distribution_id)
             rows = await _all(conn, q.CANCEL_DISTRIBUTION, (now, distribution_id))
             cancelled = State.CANCELLED, Reason.CANCELLED
-            events = [pg_rows.event_row(r["id"], distribution_id, now, *cancelled) for r in rows]
+            events = [typed.event_row(r["id"], distribution_id, now, *cancelled) for r in rows]
             await pg_events.append(conn, self._key, events)
         return len(rows)
 

@@ -1,5 +1,6 @@
 """Database rows to the store's typed values, for every backend (pure),
-and new sends to the JSON array both backends insert a batch from.
+and typed values to the parameters both backends write them with: new
+sends as one JSON array, and a batch of outcomes.
 
 A row is anything indexable by column name: ``sqlite3.Row`` or a psycopg
 ``dict_row``. JSON columns arrive as text from SQLite and decoded from
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic_core import to_json
@@ -22,6 +24,7 @@ from mailer.store.models import (
     Hold,
     IdempotencyRecord,
     NewSend,
+    Outcome,
     Send,
     Suppression,
 )
@@ -153,3 +156,83 @@ def new_sends_json(ids: Sequence[str], sends: Sequence[NewSend], *, hostname: st
     ]
     # pydantic-core's encoder: a tenth of the json module's time a row
     return to_json(rows).decode("utf-8")
+
+
+Params = tuple[object, ...]
+
+
+def attempt_row(send_id: str, number: int, done: Attempt) -> tuple[object, ...]:
+    """The parameters of one attempt insert."""
+    return (
+        send_id,
+        number,
+        done.started_at,
+        done.finished_at,
+        done.reason.value,
+        done.mx_host,
+        done.address,
+        done.tls_version,
+        done.tls_cipher,
+        done.code,
+        done.enhanced,
+        done.text,
+    )
+
+
+def event_row(
+    send_id: str,
+    distribution_id: str,
+    at: float,
+    state: State,
+    reason: Reason,
+    *,
+    code: int | None = None,
+    enhanced: str | None = None,
+    text: str | None = None,
+    detail: str | None = None,
+) -> Params:
+    """The parameters of one event insert."""
+    return (send_id, distribution_id, at, state.value, reason.value, code, enhanced, text, detail)
+
+
+@dataclass
+class OutcomeRows:
+    """The statement parameters that record a batch of outcomes: the send
+    update, attempt, suppression and event of each."""
+
+    finish: list[Params] = field(default_factory=list)
+    attempts: list[Params] = field(default_factory=list)
+    suppress: list[Params] = field(default_factory=list)
+    events: list[Params] = field(default_factory=list)
+
+    def add(self, row: Row, outcome: Outcome, now: float) -> None:
+        """``row``: the leased send (id, distribution_id, account, rcpt_key,
+        attempts, due_at)."""
+        done = outcome.attempt
+        number = row["attempts"] + (1 if done is not None else 0)
+        if done is not None:
+            self.attempts.append(attempt_row(outcome.send_id, number, done))
+        code = done.code if done else None
+        enhanced = done.enhanced if done else None
+        text = done.text if done else outcome.detail
+        due = outcome.due_at if outcome.due_at is not None else row["due_at"]
+        state, reason = outcome.state, outcome.reason
+        values = (state.value, reason.value, due, number, now, code, enhanced, text)
+        self.finish.append((*values, outcome.identity, outcome.send_id))
+        self.events.append(
+            event_row(
+                outcome.send_id,
+                row["distribution_id"],
+                now,
+                state,
+                reason,
+                code=code,
+                enhanced=enhanced,
+                text=text,
+                detail=outcome.detail,
+            )
+        )
+        if outcome.suppress is not None:
+            self.suppress.append(
+                (row["account"], row["rcpt_key"], outcome.suppress.value, now, text)
+            )

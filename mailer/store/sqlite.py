@@ -242,7 +242,7 @@ class SQLiteStore:
                 claimed.append(Claimed(typed.send(row), Reason(reason) if reason else None))
                 why = Reason.LEASE_EXPIRED if index < expired else Reason.QUEUED
                 events.append(
-                    ops.event_row(
+                    typed.event_row(
                         row["id"], row["distribution_id"], now, State.SENDING, why, detail=owner
                     )
                 )
@@ -300,7 +300,7 @@ class SQLiteStore:
             conn.executemany(
                 sql.INSERT_EVENT,
                 [
-                    ops.event_row(
+                    typed.event_row(
                         row["id"], distribution_id, now, State.CANCELLED, Reason.CANCELLED
                     )
                     for row in rows
@@ -398,7 +398,7 @@ class SQLiteStore:
                 state = State(row["state"])
                 conn.execute(
                     sql.INSERT_EVENT,
-                    ops.event_row(
+                    typed.event_row(
                         row["id"], row["distribution_id"], now, state, unsubscribed, detail=detail
                     ),
                 )
@@ -447,7 +447,7 @@ class SQLiteStore:
             conn.executemany(
                 sql.INSERT_EVENT,
                 [
-                    ops.event_row(
+                    typed.event_row(
                         r["id"], r["distribution_id"], now, State.HELD, Reason.HELD, detail=detail
                     )
                     for r in rows
@@ -468,7 +468,7 @@ class SQLiteStore:
             conn.executemany(
                 sql.INSERT_EVENT,
                 [
-                    ops.event_row(
+                    typed.event_row(
                         r["id"],
                         r["distribution_id"],
                         now,
@@ -526,7 +526,7 @@ class SQLiteStore:
                     lift.add((row["account"], row["rcpt_key"]))
                 requeue.append((now, now, now, row["id"]))
                 events.append(
-                    ops.event_row(
+                    typed.event_row(
                         row["id"],
                         row["distribution_id"],
                         now,

@@ -11,6 +11,7 @@ from typing import TypeVar
 from mailer.reasons import Reason, State
 from mailer.store import sql
 from mailer.store.models import Outcome
+from mailer.store.rows import OutcomeRows, Row, event_row
 
 T = TypeVar("T")
 
@@ -31,89 +32,20 @@ def suppressions_of(
     return found
 
 
-def event_row(
-    send_id: str,
-    distribution_id: str,
-    at: float,
-    state: State,
-    reason: Reason,
-    *,
-    code: int | None = None,
-    enhanced: str | None = None,
-    text: str | None = None,
-    detail: str | None = None,
-) -> tuple[object, ...]:
-    return (send_id, distribution_id, at, state.value, reason.value, code, enhanced, text, detail)
-
-
 def record_outcomes(
-    conn: sqlite3.Connection, recorded: Sequence[tuple[sqlite3.Row, Outcome]], now: float
+    conn: sqlite3.Connection, recorded: Sequence[tuple[Row, Outcome]], now: float
 ) -> None:
     """Each (leased send, outcome): its attempt, the send's new state and
     the event saying so, and where asked the suppression. One executemany
     per table for the whole batch: a statement per row gave the GIL back
     to the event loop and waited for it again four times an outcome."""
-    attempts: list[tuple[object, ...]] = []
-    finished: list[tuple[object, ...]] = []
-    events: list[tuple[object, ...]] = []
-    suppress: list[tuple[object, ...]] = []
+    batch = OutcomeRows()
     for row, outcome in recorded:
-        attempt = outcome.attempt
-        number = row["attempts"] + (1 if attempt is not None else 0)
-        if attempt is not None:
-            attempts.append(
-                (
-                    outcome.send_id,
-                    number,
-                    attempt.started_at,
-                    attempt.finished_at,
-                    attempt.reason.value,
-                    attempt.mx_host,
-                    attempt.address,
-                    attempt.tls_version,
-                    attempt.tls_cipher,
-                    attempt.code,
-                    attempt.enhanced,
-                    attempt.text,
-                )
-            )
-        code = attempt.code if attempt else None
-        enhanced = attempt.enhanced if attempt else None
-        text = attempt.text if attempt else outcome.detail
-        due = outcome.due_at if outcome.due_at is not None else row["due_at"]
-        finished.append(
-            (
-                outcome.state.value,
-                outcome.reason.value,
-                due,
-                number,
-                now,
-                code,
-                enhanced,
-                text,
-                outcome.identity,
-                outcome.send_id,
-            )
-        )
-        events.append(
-            event_row(
-                outcome.send_id,
-                row["distribution_id"],
-                now,
-                outcome.state,
-                outcome.reason,
-                code=code,
-                enhanced=enhanced,
-                text=text,
-                detail=outcome.detail,
-            )
-        )
-        if outcome.suppress is not None:
-            suppress.append((row["account"], row["rcpt_key"], outcome.suppress.value, now, text))
-    conn.executemany(sql.INSERT_ATTEMPT, attempts)
-    conn.executemany(sql.FINISH_SEND, finished)
-    conn.executemany(sql.INSERT_EVENT, events)
-    conn.executemany(sql.UPSERT_SUPPRESSION, suppress)
+        batch.add(row, outcome, now)
+    conn.executemany(sql.INSERT_ATTEMPT, batch.attempts)
+    conn.executemany(sql.FINISH_SEND, batch.finish)
+    conn.executemany(sql.INSERT_EVENT, batch.events)
+    conn.executemany(sql.UPSERT_SUPPRESSION, batch.suppress)
 
 
 def snapshot(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
