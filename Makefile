@@ -26,6 +26,7 @@ run: install
 lint: install
 	$(BIN)/ruff check mailer tests
 	$(BIN)/ruff format --check mailer
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy

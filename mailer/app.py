@@ -9,16 +9,17 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Self
 
-from mailer.api.tokens import links_from_config
 from mailer.config import Config
-from mailer.delivery import Connector
-from mailer.dkim import Signer
+from mailer.delivery.connector import Connector
+from mailer.delivery.engine import Engine
 from mailer.dns import Resolver
-from mailer.engine import Engine
 from mailer.enqueue import EnqueueResult, Recipient
 from mailer.errors import ConfigError, StoreError
-from mailer.identity import IdentityDecider
-from mailer.keys import KeyStore, SigningKey, check_published
+from mailer.identity.sender import IdentityDecider
+from mailer.intake import Intake
+from mailer.message.keys import KeyStore, SigningKey, check_published
+from mailer.message.signing import Signer
+from mailer.message.unsubscribe import links_from_config
 from mailer.metrics import Metrics, MetricsServer
 from mailer.prepare import Preparer, SignFn, decided_by
 from mailer.store import Store, open_store
@@ -179,11 +180,12 @@ class App:
         self, distribution: NewDistribution, recipients: Sequence[Recipient]
     ) -> EnqueueResult:
         """Validate and store through the one enqueue path of the service
-        (:class:`mailer.client.Client`). Raises ValidationError naming the
+        (:class:`mailer.intake.Intake`). Raises ValidationError naming the
         field, nothing stored."""
-        from mailer.client import Client  # the client is built over the app
-
-        accepted = await Client(self).enqueue(distribution, recipients)
+        links = links_from_config(self.config.api.secret, self.config.api.public_url)
+        accepted = await Intake(self.store, self.config.hostname, links).enqueue(
+            distribution, recipients
+        )
         return EnqueueResult(
             accepted.distribution_id, [s.id for s in accepted.sends], accepted.rejected
         )

@@ -10,39 +10,27 @@ thin layer over this class.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import json
+import functools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 
-from mailer.api.tokens import UnsubscribeLinks, UnsubscribeToken, links_from_config
 from mailer.app import App
-from mailer.enqueue import (
-    CompiledTemplates,
-    Recipient,
-    Rejected,
-    check_distribution,
-    check_recipients,
-)
+from mailer.enqueue import Recipient
 from mailer.errors import ValidationError
-from mailer.reasons import State
-from mailer.store.models import (
-    Attempt,
-    Distribution,
-    Event,
-    Idempotency,
-    IdempotencyRecord,
-    NewDistribution,
-    NewSend,
-    Send,
+from mailer.intake import (
+    Accepted,
+    AcceptedSend,
+    IdempotencyConflict,
+    Intake,
+    NoValidRecipient,
+    request_hash,
 )
+from mailer.message.unsubscribe import UnsubscribeLinks, UnsubscribeToken, links_from_config
+from mailer.reasons import State
+from mailer.store.models import Attempt, Distribution, Event, NewDistribution, Send
 
 MAX_EVENTS_PAGE = 1000
-MAX_IDEMPOTENCY_KEY = 255
-_RESERVED = "unsubscribe_url"
-_PROBE_ADDRESS = "probe@unsubscribe.invalid"
 
 __all__ = [
     "Accepted",
@@ -57,40 +45,6 @@ __all__ = [
     "Unsubscribed",
     "request_hash",
 ]
-
-
-class IdempotencyConflict(ValidationError):
-    """The Idempotency-Key was used before with a different request."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__("Idempotency-Key", f"{key!r} was used with a different request")
-
-
-class NoValidRecipient(ValidationError):
-    """Every recipient was rejected; ``rejected`` says why, by index."""
-
-    def __init__(self, rejected: Sequence[Rejected]) -> None:
-        first = rejected[0]
-        super().__init__(first.field, f"no valid recipient ({first.reason})")
-        self.rejected = list(rejected)
-
-
-@dataclass(frozen=True)
-class AcceptedSend:
-    index: int
-    id: str
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """An enqueued distribution: one send per accepted recipient (by index
-    in the request) and the rejected ones. ``replayed`` is True when an
-    earlier request with the same idempotency key answered."""
-
-    distribution_id: str
-    sends: list[AcceptedSend]
-    rejected: list[Rejected]
-    replayed: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,47 +87,6 @@ class Unsubscribed:
     changed: bool
 
 
-def request_hash(distribution: NewDistribution, recipients: Sequence[Recipient]) -> str:
-    """SHA-256 over a canonical form of the request: equal for requests
-    that say the same thing, whatever their JSON spelling was."""
-    canonical = json.dumps(
-        {
-            "distribution": asdict(distribution),
-            "recipients": [[r.email, r.name, dict(r.variables), r.reference] for r in recipients],
-        },
-        sort_keys=True,
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def _check_key(key: str) -> str:
-    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isascii() or not key.isprintable():
-        raise ValidationError(
-            "Idempotency-Key", f"must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters"
-        )
-    return key
-
-
-def _accepted(
-    distribution_id: str,
-    send_ids: Sequence[str],
-    rejected: list[Rejected],
-    *,
-    replayed: bool,
-) -> Accepted:
-    skipped = {r.index for r in rejected}
-    indices = [i for i in range(len(send_ids) + len(rejected)) if i not in skipped]
-    sends = [AcceptedSend(i, s) for i, s in zip(indices, send_ids, strict=True)]
-    return Accepted(distribution_id, sends, rejected, replayed)
-
-
-def _replay(record: IdempotencyRecord, *, replayed: bool = True) -> Accepted:
-    rejected = [Rejected(**item) for item in json.loads(record.data)["rejected"]]
-    return _accepted(record.distribution_id, record.send_ids, rejected, replayed=replayed)
-
-
 class Client:
     """The service's operations over an open :class:`~mailer.app.App`.
 
@@ -194,7 +107,12 @@ class Client:
         api = app.config.api
         self.links = unsubscribe or links_from_config(api.secret, api.public_url)
         self.clock = clock
-        self.templates = CompiledTemplates()
+
+    @functools.cached_property
+    def intake(self) -> Intake:
+        """The enqueue path, made on first use: the app may open after the
+        client is made."""
+        return Intake(self.app.store, self.app.config.hostname, self.links, self.clock)
 
     # enqueue -----------------------------------------------------------------
 
@@ -205,67 +123,9 @@ class Client:
         *,
         idempotency_key: str | None = None,
     ) -> Accepted:
-        """Validate and store; durable on return.
-
-        Raises ValidationError (or TemplateError) naming the field when the
-        request is malformed, nothing stored; NoValidRecipient when every
-        recipient was rejected; IdempotencyConflict when the key was used
-        with a different request. A request repeated with its key returns
-        the first answer and stores nothing new.
-        """
-        idempotency = None
-        if idempotency_key is not None:
-            key = _check_key(idempotency_key)
-            idempotency = Idempotency(key, request_hash(distribution, recipients))
-            record = await self.app.store.idempotent(distribution.account, key)
-            if record is not None:
-                return self._answer(record, idempotency)
-        # Rendering every recipient's templates takes a while for 10,000 of
-        # them; off the loop, the API and an engine in the same process keep
-        # going meanwhile.
-        sends, rejected = await asyncio.to_thread(self._validate, distribution, recipients)
-        if idempotency is not None:
-            data = json.dumps({"rejected": [asdict(r) for r in rejected]}, ensure_ascii=False)
-            idempotency = replace(idempotency, data=data)
-        distribution_id, send_ids = await self.app.store.enqueue(
-            distribution,
-            sends,
-            hostname=self.app.config.hostname,
-            now=self.clock(),
-            idempotency=idempotency,
-        )
-        if idempotency is not None:
-            # another request with the same key may have been first
-            record = await self.app.store.idempotent(distribution.account, idempotency.key)
-            if record is not None and record.distribution_id != distribution_id:
-                return self._answer(record, idempotency)
-        return _accepted(distribution_id, send_ids, rejected, replayed=False)
-
-    @staticmethod
-    def _answer(record: IdempotencyRecord, idempotency: Idempotency) -> Accepted:
-        if record.body_hash != idempotency.body_hash:
-            raise IdempotencyConflict(idempotency.key)
-        return _replay(record)
-
-    def _validate(
-        self, distribution: NewDistribution, recipients: Sequence[Recipient]
-    ) -> tuple[list[NewSend], list[Rejected]]:
-        compiled = check_distribution(distribution, templates=self.templates)
-        service: dict[str, str] = {}
-        if distribution.unsubscribe_url is None and self.links is not None:
-            # templates may use the service's unsubscribe URL, which is made
-            # per send at delivery: validate with a stand-in
-            for index, item in enumerate(recipients):
-                if _RESERVED in item.variables:
-                    raise ValidationError(
-                        f"recipients[{index}].variables.{_RESERVED}",
-                        "reserved: the service provides the unsubscribe URL",
-                    )
-            service[_RESERVED] = self.links.url(distribution.account, _PROBE_ADDRESS, "probe")
-        sends, rejected = check_recipients(compiled, recipients, service=service)
-        if not sends:
-            raise NoValidRecipient(rejected)
-        return sends, rejected
+        """Validate and store; durable on return. Raises what
+        :meth:`mailer.intake.Intake.enqueue` raises."""
+        return await self.intake.enqueue(distribution, recipients, idempotency_key=idempotency_key)
 
     # reading -----------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,7 +30,6 @@ from pydantic import (
 )
 
 from mailer.errors import ConfigError
-from mailer.smtp import TLSPolicy
 
 ENV_PREFIX = "MAILER_"
 CONFIG_ENV = "MAILER_CONFIG"
@@ -37,6 +37,13 @@ CONFIG_ENV = "MAILER_CONFIG"
 # The real sending IPs of the platform (seed article): configuration values
 # only, never a network destination of tests or demos.
 NETIGATE_IPS = ("89.45.227.221", "46.254.11.92", "89.45.227.195", "86.107.243.139")
+
+
+class TLSPolicy(StrEnum):
+    """How much of the server's certificate is checked; never plaintext."""
+
+    ENCRYPT = "encrypt"  # encrypted, certificate not checked (opportunistic-but-required)
+    VERIFY = "verify"  # chain to a trusted CA and the MX host name must match
 
 
 class _Frozen(BaseModel):

@@ -211,7 +211,7 @@ class Resolver:
 
     async def mx(self, name: str) -> Answer[MX]:
         """MX records of ``name`` in the order received (see
-        :func:`mailer.routing.order_mx`). Raises DNSTemporaryError, DNSPermanentError."""
+        :func:`mailer.delivery.routing.order_mx`). Raises DNSTemporaryError, DNSPermanentError."""
         answer, rdatas = await self._ask(name, dns.rdatatype.MX)
         records = tuple(
             MX(cast(_MXRdata, r).preference, _to_text(cast(_MXRdata, r).exchange)) for r in rdatas

@@ -13,11 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from mailer.addresses import check_header_value, parse_address
 from mailer.errors import TemplateError, ValidationError
-from mailer.prepare import content_of
-from mailer.store.models import Distribution, NewDistribution, NewSend
-from mailer.templates import CompiledContent, Content, compile_content, render
+from mailer.message.addresses import check_header_value, parse_address
+from mailer.message.templates import CompiledContent, Content, compile_content, render
+from mailer.store.models import NewDistribution, NewSend
 
 MAX_RECIPIENTS = 10_000
 
@@ -97,20 +96,7 @@ def check_distribution(
     parse_address("sender.address", dist.sender_address, dist.sender_name)
     for index, tag in enumerate(dist.tags):
         check_header_value(f"tags[{index}]", tag)
-    probe = Distribution(
-        id="",
-        account=dist.account,
-        sender_address=dist.sender_address,
-        sender_name=dist.sender_name,
-        subject=dist.subject,
-        html=dist.html,
-        text=dist.text,
-        unsubscribe_url=dist.unsubscribe_url,
-        send_at=dist.send_at,
-        tags=dist.tags,
-        created_at=0.0,
-    )
-    content = content_of(probe)
+    content = Content.of(dist)
     return compile_content(content) if templates is None else templates.compile(content)
 
 

@@ -114,7 +114,7 @@ class TLSFailed(DeliveryError):
 
 
 class SMTPReplyError(DeliveryError):
-    """A 4xx/5xx reply; classification is done by :mod:`mailer.classify`."""
+    """A 4xx/5xx reply; classification is done by :mod:`mailer.delivery.classify`."""
 
 
 class StoreError(MailerError):

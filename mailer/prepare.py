@@ -8,11 +8,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from mailer.addresses import Address, parse_address
-from mailer.compose import build_message
-from mailer.identity import IdentityDecider
+from mailer.identity.sender import IdentityDecider
+from mailer.message.addresses import Address, parse_address
+from mailer.message.compose import build_message
+from mailer.message.templates import CompiledContent, Content, compile_content, render
 from mailer.store.models import Distribution, Send
-from mailer.templates import CompiledContent, Content, compile_content, render
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Prepared:
 
 IdentityFn = Callable[[Distribution], Awaitable[Envelope]]
 SignFn = Callable[[bytes, str], Awaitable[bytes]]
-# the service's own unsubscribe URL of a send (mailer.api.tokens), used when
+# the service's own unsubscribe URL of a send (mailer.message.unsubscribe), used when
 # the distribution has none
 UnsubscribeFn = Callable[[Send, Distribution], str | None]
 
@@ -61,15 +61,6 @@ def decided_by(decider: IdentityDecider) -> IdentityFn:
         )
 
     return identity
-
-
-def content_of(distribution: Distribution) -> Content:
-    return Content(
-        subject=distribution.subject,
-        html=distribution.html,
-        text=distribution.text,
-        unsubscribe_url=distribution.unsubscribe_url,
-    )
 
 
 class Preparer:
@@ -99,7 +90,7 @@ class Preparer:
             self._cache.move_to_end(distribution_id)
             return hit
         distribution = await self._load(distribution_id)
-        entry = (distribution, compile_content(content_of(distribution)))
+        entry = (distribution, compile_content(Content.of(distribution)))
         self._cache[distribution_id] = entry
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)

@@ -8,7 +8,7 @@ Fixtures (function scope unless noted):
     a running :class:`mailer.sink.DevSink`: received messages with parsed
     headers, DKIM results and header checks; scripted replies and faults.
 ``mailer_dns``
-    a loopback :class:`mailer.testing.dnsserver.DNSServer` serving the test
+    a loopback :class:`mailer.dev.dnsserver.DNSServer` serving the test
     zone: DKIM keys, SPF for ``customer.test`` and the platform, an MX for
     ``inbox.test`` pointing at the sink.
 ``mailer_keys_dir`` (session)
@@ -37,11 +37,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from mailer.keys import KeyStore, dns_record_value
+from mailer.dev.certs import TestCerts
+from mailer.dev.dnsserver import DNSServer
+from mailer.message.keys import KeyStore, dns_record_value
 from mailer.sink.options import SinkOptions
 from mailer.sink.server import DevSink
-from mailer.testing.certs import TestCerts
-from mailer.testing.dnsserver import DNSServer
 
 if TYPE_CHECKING:
     from mailer.app import App

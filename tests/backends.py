@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from mailer.store.sqlite import SQLiteStore
+from mailer.store.sqlite.store import SQLiteStore
 
 StoreFactory = Callable[[pytest.FixtureRequest], contextlib.AbstractAsyncContextManager[Any]]
 
@@ -41,7 +41,7 @@ async def postgres_schema() -> AsyncIterator[str]:
     Skips (fails under CI) when the server cannot be reached."""
     dsn = postgres_dsn()
     try:
-        from mailer.store.pg_schema import create_schema, describe, drop_schema
+        from mailer.store.postgres.schema import create_schema, describe, drop_schema
     except ImportError as exc:
         _unavailable(f"{dsn}: psycopg is not installed ({exc})")
         raise
@@ -70,7 +70,7 @@ async def sqlite_store(request: pytest.FixtureRequest) -> AsyncIterator[SQLiteSt
 @contextlib.asynccontextmanager
 async def postgres_store(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     async with postgres_schema() as url:
-        from mailer.store.postgres import PostgresStore
+        from mailer.store.postgres.store import PostgresStore
 
         async with PostgresStore(url) as store:
             yield store

@@ -13,12 +13,12 @@ import pytest
 
 from mailer.app import App
 from mailer.config import Config, load_config
-from mailer.keys import KeyStore, dns_record_value
+from mailer.dev.certs import TestCerts
+from mailer.dev.dnsserver import DNSServer
+from mailer.message.keys import KeyStore, dns_record_value
 from mailer.reasons import TERMINAL_STATES
+from mailer.sink.runner import Sink, pick_port
 from mailer.store.models import NewDistribution
-from mailer.testing.certs import TestCerts
-from mailer.testing.dnsserver import DNSServer
-from mailer.testing.sink import Sink, pick_port
 
 # One destination with two MX hosts on their own loopback addresses, and a
 # host (127.0.0.9) where nothing listens.

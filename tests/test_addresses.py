@@ -5,7 +5,8 @@ from email_validator import validate_email
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailer.addresses import (
+from mailer.errors import ValidationError
+from mailer.message.addresses import (
     MAX_DISPLAY_NAME,
     Address,
     _plain_address,
@@ -13,7 +14,6 @@ from mailer.addresses import (
     normalise_display_name,
     parse_address,
 )
-from mailer.errors import ValidationError
 
 
 @pytest.mark.parametrize("value", ["Umfrage – Müller GmbH", "a\tb", "", "日本語"])

@@ -19,13 +19,13 @@ import pytest
 
 from mailer.api.app import create_api
 from mailer.api.server import ApiServer
-from mailer.api.tokens import UnsubscribeLinks
 from mailer.app import App
 from mailer.config import Config
-from mailer.engine import Engine
+from mailer.delivery.engine import Engine
+from mailer.dev.dnsserver import DNSServer
+from mailer.message.unsubscribe import UnsubscribeLinks
 from mailer.prepare import Preparer
 from mailer.reasons import TERMINAL_STATES, Reason, State
-from mailer.testing.dnsserver import DNSServer
 from tests.conftest import make_config
 
 KEY = "test-api-key-0123456789"

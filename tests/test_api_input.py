@@ -14,8 +14,8 @@ import pytest
 from mailer.api.app import create_api
 from mailer.api.server import ApiServer
 from mailer.app import App
+from mailer.dev.dnsserver import DNSServer
 from mailer.reasons import State
-from mailer.testing.dnsserver import DNSServer
 from tests.conftest import make_config
 from tests.test_api import AUTH, KEY, PUBLIC_URL, SECRET, Served, body_for
 

@@ -29,9 +29,9 @@ from schemathesis.checks import (
 
 from mailer.api.app import create_api
 from mailer.api.server import ApiServer
-from mailer.api.tokens import UnsubscribeLinks
 from mailer.app import App
-from mailer.testing.dnsserver import DNSServer
+from mailer.dev.dnsserver import DNSServer
+from mailer.message.unsubscribe import UnsubscribeLinks
 from tests.conftest import make_config
 from tests.test_api import AUTH, KEY, PUBLIC_URL, SECRET, body_for
 

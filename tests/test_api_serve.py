@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mailer.testing.sink import pick_port
+from mailer.sink.runner import pick_port
 
 MAILER = [sys.executable, "-c", "from mailer.cli import main; main()"]
 

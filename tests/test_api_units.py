@@ -16,16 +16,16 @@ import pytest
 from mailer.api.auth import key_matches
 from mailer.api.errors import field_of
 from mailer.api.models import DistributionIn
-from mailer.api.tokens import UnsubscribeLinks, UnsubscribeToken, read_token, sign_token
 from mailer.api.unsubscribe import form_fields
 from mailer.app import App
 from mailer.client import Client, IdempotencyConflict, NoValidRecipient, request_hash
 from mailer.config import load_config
 from mailer.enqueue import CompiledTemplates, RecipientInput
 from mailer.errors import ConfigError, TemplateError, ValidationError
+from mailer.message.templates import Content
+from mailer.message.unsubscribe import UnsubscribeLinks, UnsubscribeToken, read_token, sign_token
 from mailer.prepare import Preparer
 from mailer.reasons import Reason, State
-from mailer.templates import Content
 from tests.conftest import SURVEY
 
 SECRET = b"a-secret-of-enough-length"

@@ -14,12 +14,12 @@ import pytest
 from mailer.checkdomain import DomainChecker, DomainReport, Status
 from mailer.checkdomain.tls_probe import probe_mx
 from mailer.config import Config
+from mailer.dev.certs import TestCerts
+from mailer.dev.dnsserver import DNSServer
 from mailer.errors import DNSTemporaryError, ValidationError
-from mailer.keys import KeyStore, dns_record_value
-from mailer.spf_parse import parse_record
-from mailer.testing.certs import TestCerts
-from mailer.testing.dnsserver import DNSServer
-from mailer.testing.sink import Sink
+from mailer.identity.spf_record import parse_record
+from mailer.message.keys import KeyStore, dns_record_value
+from mailer.sink.runner import Sink
 from tests.conftest import make_config
 
 # Documentation addresses standing in for our outbound IPs; only ever SPF

@@ -17,9 +17,9 @@ from mailer.app import App
 from mailer.checkdomain import DomainChecker
 from mailer.client import Client
 from mailer.config import Config
-from mailer.keys import KeyStore, dns_record_value
-from mailer.testing.dnsserver import DNSServer
-from mailer.testing.sink import Sink
+from mailer.dev.dnsserver import DNSServer
+from mailer.message.keys import KeyStore, dns_record_value
+from mailer.sink.runner import Sink
 from tests.test_check_domain import ZONE, domain_config
 
 

@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from mailer.cli.main import cli, register_commands
-from mailer.keys import KeyStore, dns_record_value
-from mailer.testing.dnsserver import DNSServer
-from mailer.testing.sink import Sink
+from mailer.dev.dnsserver import DNSServer
+from mailer.message.keys import KeyStore, dns_record_value
+from mailer.sink.runner import Sink
 from tests.test_check_domain import OTHER_IP, OUR_IP, REGION_INCLUDE, ZONE
 
 register_commands()

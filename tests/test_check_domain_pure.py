@@ -26,11 +26,11 @@ from mailer.checkdomain.tls_probe import (
     describe_certificate,
     name_matches,
 )
+from mailer.config import TLSPolicy
+from mailer.dev.certs import TestCerts
 from mailer.errors import ValidationError
-from mailer.smtp import TLSPolicy
-from mailer.spf import SPFOutcome, SPFResult
-from mailer.spf_parse import parse_record
-from mailer.testing.certs import TestCerts
+from mailer.identity.check_host import SPFOutcome, SPFResult
+from mailer.identity.spf_record import parse_record
 
 INCLUDE = "include:_spf.netigate.se"
 

@@ -1,10 +1,10 @@
-"""Reply classification from codes only (mailer.classify)."""
+"""Reply classification from codes only (mailer.delivery.classify)."""
 
 from __future__ import annotations
 
 import pytest
 
-from mailer.classify import Verdict, classify, parse_reply
+from mailer.delivery.classify import Verdict, classify, parse_reply
 from mailer.reasons import Reason
 
 R = Reason

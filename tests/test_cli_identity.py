@@ -9,7 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from mailer.cli import cli
-from mailer.testing.dnsserver import DNSServer
+from mailer.dev.dnsserver import DNSServer
 
 
 def invoke(env: dict[str, str], *args: str) -> tuple[int, str]:

@@ -16,10 +16,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailer.addresses import MAX_DISPLAY_NAME, Address, normalise_display_name, parse_address
-from mailer.compose import build_message, make_message_id
 from mailer.errors import ValidationError
-from mailer.templates import Rendered
+from mailer.message.addresses import (
+    MAX_DISPLAY_NAME,
+    Address,
+    normalise_display_name,
+    parse_address,
+)
+from mailer.message.compose import build_message
+from mailer.message.templates import Rendered
+from mailer.store.rows import make_message_id
 
 SUBJECT = "Umfrage zur Zufriedenheit – Müller GmbH"
 HTML = (

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mailer.config import load_config
+from mailer.config import TLSPolicy, load_config
 from mailer.errors import ConfigError
-from mailer.smtp import TLSPolicy
 
 
 def test_defaults_are_the_azure_region_on_sqlite() -> None:

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from mailer.app import App
+from mailer.dev.dnsserver import DNSServer
 from mailer.enqueue import RecipientInput
 from mailer.reasons import State
-from mailer.testing.dnsserver import DNSServer
 from tests.conftest import OUR_DOMAIN, SURVEY, make_config
 
 MESSAGES = 2000

@@ -11,10 +11,10 @@ from click.testing import CliRunner
 
 from mailer.app import App
 from mailer.cli import cli
+from mailer.dev.certs import TestCerts
+from mailer.dev.dnsserver import DNSServer
 from mailer.enqueue import RecipientInput
 from mailer.reasons import Reason, State
-from mailer.testing.certs import TestCerts
-from mailer.testing.dnsserver import DNSServer
 from tests.conftest import SURVEY, make_config, run_until_settled
 
 

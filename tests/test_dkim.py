@@ -14,7 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailer.dkim import (
+from mailer.dev.dnsserver import DNSServer
+from mailer.dns import Resolver
+from mailer.errors import DNSTemporaryError, KeyMaterialError, ValidationError
+from mailer.message.keys import KeyStore, SigningKey, dns_name, dns_record_value
+from mailer.message.signing import (
     DEFAULT_SIGNED_HEADERS,
     Signer,
     naive_sign,
@@ -23,10 +27,6 @@ from mailer.dkim import (
     verify,
     verify_with_resolver,
 )
-from mailer.dns import Resolver
-from mailer.errors import DNSTemporaryError, KeyMaterialError, ValidationError
-from mailer.keys import KeyStore, SigningKey, dns_name, dns_record_value
-from mailer.testing.dnsserver import DNSServer
 
 OURS = "netigate.test"
 CUSTOMER = "customer.test"

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from mailer.dkim import Signer
-from mailer.keys import KeyStore, SigningKey, dns_name, dns_record_value
+from mailer.message.keys import KeyStore, SigningKey, dns_name, dns_record_value
+from mailer.message.signing import Signer
 
 OURS = "netigate.test"
 CUSTOMER = "customer.test"

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from mailer.dev.dnsserver import DNSServer
 from mailer.dns import MX, Answer, Resolver, normalize_name, parse_nameserver
 from mailer.errors import ConfigError, DNSPermanentError, DNSTemporaryError
-from mailer.testing.dnsserver import DNSServer
 
 ZONE = {
     "example.test": {

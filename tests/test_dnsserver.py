@@ -19,7 +19,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from mailer.testing.dnsserver import DNSServer, make_rdatas, txt_strings
+from mailer.dev.dnsserver import DNSServer, make_rdatas, txt_strings
 
 ZONE = {
     "example.test": {
@@ -264,7 +264,7 @@ def test_command_line_serves_a_json_zone_until_sigterm(tmp_path: Path) -> None:
             }
         )
     )
-    command = [sys.executable, "-m", "mailer.testing.dnsserver"]
+    command = [sys.executable, "-m", "mailer.dev.dnsserver"]
     command += ["--listen", "127.0.0.1:0", "--zone", str(zone)]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proc:
         try:

@@ -12,12 +12,12 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from mailer.app import App
+from mailer.dev.certs import TestCerts
+from mailer.dev.dnsserver import DNSServer
 from mailer.enqueue import RecipientInput
 from mailer.errors import ValidationError
 from mailer.reasons import Reason, State
 from mailer.store.models import NewDistribution, SendFilter
-from mailer.testing.certs import TestCerts
-from mailer.testing.dnsserver import DNSServer
 from tests.conftest import SURVEY, make_config, run_until_settled
 
 

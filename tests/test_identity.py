@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from mailer.dev.dnsserver import DNSServer
 from mailer.dns import Answer, Resolver
 from mailer.errors import ConfigError, ValidationError
-from mailer.identity import Identity, IdentityDecider
-from mailer.spf import SPFResult
-from mailer.testing.dnsserver import DNSServer
+from mailer.identity.check_host import SPFResult
+from mailer.identity.sender import Identity, IdentityDecider
 
 AZURE_IP = "192.0.2.10"  # documentation addresses standing in for our outbound IPs
 DE_IP = "198.51.100.20"

@@ -15,14 +15,14 @@ from click.testing import CliRunner
 
 from mailer.app import App
 from mailer.cli import cli
-from mailer.dkim import verify_with_resolver
+from mailer.dev.dnsserver import DNSServer
 from mailer.dns import Resolver
 from mailer.enqueue import RecipientInput
 from mailer.errors import ConfigError
-from mailer.keys import KeyStore
+from mailer.message.keys import KeyStore
+from mailer.message.signing import verify_with_resolver
 from mailer.reasons import State
 from mailer.store.models import NewDistribution
-from mailer.testing.dnsserver import DNSServer
 from tests.conftest import OUR_DOMAIN, make_config, run_until_settled
 from tests.test_dkim_opendkim import Verdict, opendkim_verify
 

@@ -11,9 +11,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from mailer.dev.dnsserver import DNSServer
 from mailer.dns import Resolver
 from mailer.errors import DNSTemporaryError, KeyMaterialError, ValidationError
-from mailer.keys import (
+from mailer.message.keys import (
     KeyInfo,
     KeyStore,
     SigningKey,
@@ -24,7 +25,6 @@ from mailer.keys import (
     format_txt_record,
     parse_dkim_record,
 )
-from mailer.testing.dnsserver import DNSServer
 
 
 @pytest.fixture(scope="module")

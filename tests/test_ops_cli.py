@@ -18,10 +18,10 @@ from click.testing import CliRunner, Result
 from mailer.app import App
 from mailer.cli import cli
 from mailer.config import Config
+from mailer.dev.dnsserver import DNSServer
 from mailer.enqueue import RecipientInput
 from mailer.reasons import Reason, State
 from mailer.store.models import Attempt, Outcome, SendFilter
-from mailer.testing.dnsserver import DNSServer
 from tests.conftest import SURVEY, make_config, run_until_settled
 
 DOCS = Path(__file__).parent.parent / "docs" / "operations.md"

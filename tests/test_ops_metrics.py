@@ -10,13 +10,13 @@ import pytest
 from prometheus_client import REGISTRY
 
 from mailer.app import App
+from mailer.dev.dnsserver import DNSServer
 from mailer.enqueue import RecipientInput
 from mailer.metrics import Metrics, MetricsServer, parse_request_line
 from mailer.reasons import Reason, State
+from mailer.sink.runner import pick_port
 from mailer.store.models import Attempt, Send
-from mailer.store.sqlite import SQLiteStore
-from mailer.testing.dnsserver import DNSServer
-from mailer.testing.sink import pick_port
+from mailer.store.sqlite.store import SQLiteStore
 from tests.conftest import SURVEY, make_config, run_until_settled
 
 

@@ -12,7 +12,7 @@ from mailer.cli.suppress import parse_suppression_csv
 from mailer.errors import ValidationError
 from mailer.reasons import Reason, State
 from mailer.store.models import ReplayPlan, SendFilter
-from mailer.store.sql import replay_filter
+from mailer.store.rules import replay_filter
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC).timestamp()
 

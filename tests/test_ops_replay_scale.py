@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from mailer.store.sqlite import SQLiteStore
+from mailer.store.sqlite.store import SQLiteStore
 
 SENDS = 100_000
 SUPPRESSED = 100  # addresses on the account's list: skipped, not requeued

@@ -12,12 +12,12 @@ import pytest
 
 from mailer.app import App
 from mailer.config import Config
+from mailer.dev.dnsserver import DNSServer
 from mailer.enqueue import RecipientInput
 from mailer.pytest_plugin import CUSTOMER_DOMAIN, PLATFORM_DOMAIN, SELECTOR
 from mailer.reasons import Reason, State
 from mailer.sink import DevSink, KeySource
 from mailer.store.models import NewDistribution, SendFilter
-from mailer.testing.dnsserver import DNSServer
 
 
 def survey(sender: str = f"hr@{CUSTOMER_DOMAIN}") -> NewDistribution:

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mailer.delivery.routing import Route, order_mx, resolve_route
+from mailer.dev.dnsserver import DNSServer
 from mailer.dns import MX, Resolver
 from mailer.errors import DNSPermanentError, DNSTemporaryError
-from mailer.routing import Route, order_mx, resolve_route
-from mailer.testing.dnsserver import DNSServer
 
 ZONE = {
     "example.test": {

@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 
 from mailer.app import App
+from mailer.dev.dnsserver import DNSServer
 from mailer.enqueue import RecipientInput
 from mailer.reasons import Reason, State
+from mailer.sink.runner import Sink
 from mailer.store.models import NewSend, Outcome
-from mailer.store.postgres import PostgresStore
-from mailer.testing.dnsserver import DNSServer
-from mailer.testing.sink import Sink
+from mailer.store.postgres.store import PostgresStore
 from tests.backends import postgres_schema
 from tests.conftest import OUR_DOMAIN, SURVEY, make_config
 from tests.test_store_contract import DIST

@@ -1,6 +1,6 @@
-"""The test kit's SMTP sink and PKI (mailer.testing.sink, mailer.testing.certs),
+"""The test kit's SMTP sink and PKI (mailer.sink.runner, mailer.dev.certs),
 driven by the standard library's smtplib so they are checked independently
-of mailer.smtp."""
+of mailer.delivery.smtp."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from cryptography import x509
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailer.testing.certs import TestCerts
-from mailer.testing.sink import Sink, pick_port
+from mailer.dev.certs import TestCerts
+from mailer.sink.runner import Sink, pick_port
 
 MESSAGE = b"From: a@sender.test\r\nTo: b@dest.test\r\nSubject: Hej\r\n\r\nbody\r\n"
 
@@ -209,7 +209,7 @@ def test_foreground_sink_prints_a_line_per_message_and_stops_on_sigterm(
     certs: TestCerts,
 ) -> None:
     port = pick_port(["127.0.0.1"])
-    command = [sys.executable, "-m", "mailer.testing.sink", "--listen", f"127.0.0.1:{port}"]
+    command = [sys.executable, "-m", "mailer.sink.runner", "--listen", f"127.0.0.1:{port}"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proc:
         try:
             assert proc.stdout is not None
@@ -291,7 +291,7 @@ _PATHS = [
 def test_sink_splits_mail_and_rcpt_paths_as_aiosmtpd_does(path: str) -> None:
     from aiosmtpd.smtp import SMTP
 
-    from mailer.testing.sinkserver import _SinkSMTP
+    from mailer.sink.smtpd import _SinkSMTP
 
     class _Probe(_SinkSMTP):
         def __init__(self) -> None:  # only the parser is exercised
@@ -308,7 +308,7 @@ def test_sink_splits_mail_and_rcpt_paths_as_aiosmtpd_does(path: str) -> None:
 def test_sink_path_fast_split_agrees_with_aiosmtpd(local: str, domain: str, rest: str) -> None:
     from aiosmtpd.smtp import SMTP
 
-    from mailer.testing.sinkserver import _SinkSMTP
+    from mailer.sink.smtpd import _SinkSMTP
 
     class _Probe(_SinkSMTP):
         def __init__(self) -> None:

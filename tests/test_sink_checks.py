@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from mailer.dkim import SignatureCheck, Signer
+from mailer.delivery.smtp import open_session
+from mailer.dev.certs import TestCerts
+from mailer.dev.dnsserver import DNSServer
 from mailer.dns import Resolver
 from mailer.errors import ValidationError
-from mailer.keys import KeyStore
+from mailer.message.keys import KeyStore
+from mailer.message.signing import SignatureCheck, Signer
 from mailer.sink import DevSink, KeySource, SinkOptions, parse_reply_rule
 from mailer.sink.checks import (
     check_date,
@@ -30,9 +33,6 @@ from mailer.sink.checks import (
 from mailer.sink.options import BadCert, ReplyRule
 from mailer.sink.report import SinkMessage, format_line, message_json, trace_headers
 from mailer.sink.verify import DkimResult, LocalKeys, Verifier, dkim_result
-from mailer.smtp import open_session
-from mailer.testing.certs import TestCerts
-from mailer.testing.dnsserver import DNSServer
 from tests.conftest import CUSTOMER_DOMAIN, OUR_DOMAIN
 
 HEAD = (

@@ -24,12 +24,12 @@ from click.testing import CliRunner
 from mailer.app import App
 from mailer.cli import cli
 from mailer.cli.sink import DEFAULT_MAILDIR, describe_faults, options_from_flags
+from mailer.dev.dnsserver import DNSServer
 from mailer.enqueue import RecipientInput
 from mailer.errors import ValidationError
 from mailer.reasons import State
 from mailer.sink import BadCert, ReplyRule, SinkOptions
-from mailer.testing.dnsserver import DNSServer
-from mailer.testing.sink import pick_port
+from mailer.sink.runner import pick_port
 from tests.conftest import CUSTOMER_DOMAIN, OUR_DOMAIN, SURVEY, make_config, run_until_settled
 
 MAILER = str(Path(sys.executable).with_name("mailer"))

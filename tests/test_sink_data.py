@@ -17,8 +17,8 @@ from aiosmtpd.smtp import Session as ServerSession
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailer.testing.sink import Sink, pick_port
-from mailer.testing.sinkserver import _Data
+from mailer.sink.runner import Sink, pick_port
+from mailer.sink.smtpd import _Data
 
 
 @dataclass

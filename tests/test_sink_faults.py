@@ -13,13 +13,13 @@ import pytest
 
 from mailer.app import App
 from mailer.config import Config
+from mailer.dev.certs import TestCerts
+from mailer.dev.dnsserver import DNSServer
 from mailer.enqueue import RecipientInput
 from mailer.reasons import Reason, State
 from mailer.sink import DevSink, SinkOptions, parse_reply_rule
 from mailer.sink.options import BadCert
 from mailer.store.models import SendFilter
-from mailer.testing.certs import TestCerts
-from mailer.testing.dnsserver import DNSServer
 from tests.conftest import SURVEY, make_config, run_until_settled
 
 StartSink = Callable[..., DevSink]

@@ -1,4 +1,4 @@
-"""SMTP delivery (mailer.smtp) against a real aiosmtpd sink on loopback."""
+"""SMTP delivery (mailer.delivery.smtp) against a real aiosmtpd sink on loopback."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from typing import Any
 
 import pytest
 
-from mailer.classify import classify
+from mailer.config import TLSPolicy
+from mailer.delivery.classify import classify
+from mailer.delivery.smtp import Session, TLSContexts, open_session
+from mailer.dev.certs import CertFiles, TestCerts
 from mailer.errors import (
     ConfigError,
     ConnectFailed,
@@ -20,9 +23,7 @@ from mailer.errors import (
     TLSUnavailable,
 )
 from mailer.reasons import Reason
-from mailer.smtp import Session, TLSContexts, TLSPolicy, open_session
-from mailer.testing.certs import CertFiles, TestCerts
-from mailer.testing.sink import Sink, pick_port
+from mailer.sink.runner import Sink, pick_port
 
 MX = "mx.sink.test"
 MESSAGE = (

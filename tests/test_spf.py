@@ -8,11 +8,11 @@ from ipaddress import IPv4Network, IPv6Network
 
 import pytest
 
+from mailer.dev.dnsserver import DNSServer
 from mailer.dns import Resolver
 from mailer.errors import ValidationError
-from mailer.spf import SPFOutcome, SPFResult, check_host
-from mailer.spf_parse import PermError, is_spf_record, parse_record
-from mailer.testing.dnsserver import DNSServer
+from mailer.identity.check_host import SPFOutcome, SPFResult, check_host
+from mailer.identity.spf_record import PermError, is_spf_record, parse_record
 
 AZURE_IP = "192.0.2.10"  # the test stand-in for our Azure outbound address
 DE_IP = "198.51.100.20"  # ... and for the German one

@@ -6,7 +6,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 
-from mailer.spf_parse import (
+from mailer.identity.spf_record import (
     Macro,
     MacroContext,
     PermError,

@@ -13,14 +13,14 @@ import pytest
 
 from mailer.errors import StoreError, ValidationError
 from mailer.reasons import Reason, State
+from mailer.sink.runner import pick_port
 from mailer.store import open_store
 from mailer.store.models import Attempt, Outcome
-from mailer.store.pg_ops import unless_held
-from mailer.store.pg_schema import describe, schema_key, with_schema
-from mailer.store.pg_sql import MIGRATIONS
-from mailer.store.postgres import PostgresStore
+from mailer.store.postgres.ops import unless_held
+from mailer.store.postgres.schema import describe, schema_key, with_schema
+from mailer.store.postgres.sql import MIGRATIONS
+from mailer.store.postgres.store import PostgresStore
 from mailer.store.rows import OutcomeRows
-from mailer.testing.sink import pick_port
 from tests.backends import postgres_dsn, postgres_schema
 
 

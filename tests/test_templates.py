@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from mailer.errors import TemplateError, ValidationError
-from mailer.templates import (
+from mailer.message.templates import (
     CompiledContent,
     Content,
     compile_content,

@@ -1,3 +1,3 @@
 """The survey platform's HTTP API (FastAPI): ``create_api`` in
 :mod:`mailer.api.app`. Nothing is imported here, so that the engine side
-(:mod:`mailer.api.tokens`) can be used without loading the web stack."""
+can be used without loading the web stack."""

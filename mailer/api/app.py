@@ -20,10 +20,10 @@ from mailer.api.errors import install_error_handlers
 from mailer.api.metrics import ApiMetrics
 from mailer.api.middleware import BodyLimit, CountRequests
 from mailer.api.routes import MAX_CURSOR, UNAUTHORIZED, v1_router
-from mailer.api.tokens import links_from_config
 from mailer.api.unsubscribe import unsubscribe_router
 from mailer.app import App
 from mailer.client import Client
+from mailer.message.unsubscribe import links_from_config
 from mailer.metrics import CONTENT_TYPE
 
 DESCRIPTION = """Enqueue survey distributions, follow every send, read an

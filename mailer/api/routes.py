@@ -18,7 +18,8 @@ from mailer.api.models import (
     SendOut,
     accepted_json,
 )
-from mailer.client import MAX_EVENTS_PAGE, MAX_IDEMPOTENCY_KEY, Client
+from mailer.client import MAX_EVENTS_PAGE, Client
+from mailer.intake import MAX_IDEMPOTENCY_KEY
 
 # SQLite integers are 64-bit; a larger cursor is a client error, not a crash
 MAX_CURSOR = 2**62

@@ -17,7 +17,7 @@ from mailer.checkdomain.tls_probe import PROBE_TIMEOUT
 from mailer.config import Config
 from mailer.dns import Resolver, normalize_name
 from mailer.errors import DNSPermanentError, ValidationError
-from mailer.keys import KeyStore, normalise_domain
+from mailer.message.keys import KeyStore, normalise_domain
 
 __all__ = ["DomainChecker", "check_domain"]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from mailer.checkdomain.report import Check, Fix, RecordFix, Status, worst
 from mailer.dns import Resolver
 from mailer.errors import KeyMaterialError
-from mailer.keys import (
+from mailer.message.keys import (
     KeyCheck,
     KeyStore,
     SigningKey,

@@ -19,7 +19,7 @@ from publicsuffixlist import PublicSuffixList
 from mailer.checkdomain.report import Check, Fix, RecordFix, Status
 from mailer.dns import Resolver
 from mailer.errors import DNSPermanentError, ValidationError
-from mailer.keys import parse_dkim_record
+from mailer.message.keys import parse_dkim_record
 
 __all__ = [
     "DMARCFindings",

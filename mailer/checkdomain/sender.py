@@ -1,5 +1,5 @@
 """The sender verdict: under which address surveys from the domain go out,
-decided by the same :class:`~mailer.identity.IdentityDecider` the message
+decided by the same :class:`~mailer.identity.sender.IdentityDecider` the message
 path uses, so the report can never disagree with what is sent."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from mailer.checkdomain.report import Check, Status
 from mailer.config import RegionConfig
 from mailer.dns import Resolver
-from mailer.identity import Identity, IdentityDecider
+from mailer.identity.sender import Identity, IdentityDecider
 
 __all__ = ["SAMPLE_LOCAL_PART", "decide_sender", "judge_sender"]
 

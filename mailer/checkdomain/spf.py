@@ -23,8 +23,8 @@ from mailer.checkdomain.spf_tree import (
     walk_record,
 )
 from mailer.dns import Resolver
-from mailer.spf import MAX_LOOKUPS, MAX_VOID_LOOKUPS
-from mailer.spf_parse import PermError, SPFResult, parse_record
+from mailer.identity.check_host import MAX_LOOKUPS, MAX_VOID_LOOKUPS
+from mailer.identity.spf_record import PermError, SPFResult, parse_record
 
 __all__ = [
     "SPFFindings",

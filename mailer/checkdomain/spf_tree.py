@@ -12,8 +12,8 @@ from typing import Literal
 
 from mailer.dns import Resolver
 from mailer.errors import DNSPermanentError, DNSTemporaryError
-from mailer.spf import MAX_LOOKUPS, SPFOutcome, check_host
-from mailer.spf_parse import (
+from mailer.identity.check_host import MAX_LOOKUPS, SPFOutcome, check_host
+from mailer.identity.spf_record import (
     LOOKUP_KINDS,
     MacroString,
     Mechanism,

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 from mailer.checkdomain.report import Check, Fix, Status, worst
 from mailer.checkdomain.tls_probe import PROBE_TIMEOUT, MXProbe, probe_mx, utcnow
+from mailer.config import TLSPolicy
+from mailer.delivery.routing import resolve_route
 from mailer.dns import Resolver
 from mailer.errors import DNSPermanentError
-from mailer.routing import resolve_route
-from mailer.smtp import TLSPolicy
 
 __all__ = [
     "EXPIRY_WARNING_DAYS",

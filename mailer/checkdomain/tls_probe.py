@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from mailer.smtp import TLSPolicy, build_tls_context
+from mailer.config import TLSPolicy
+from mailer.delivery.smtp import build_tls_context
 
 __all__ = [
     "PROBE_TIMEOUT",

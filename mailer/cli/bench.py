@@ -7,7 +7,7 @@ import os
 
 import click
 
-from mailer.bench import run_bench
+from mailer.bench.runner import run_bench
 from mailer.cli.main import cli
 
 

@@ -6,7 +6,7 @@ import click
 
 from mailer.cli.main import Context, cli, pass_ctx, run
 from mailer.dns import Resolver
-from mailer.keys import (
+from mailer.message.keys import (
     KeyCheck,
     KeyInfo,
     KeyStore,

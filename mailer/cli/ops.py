@@ -28,7 +28,7 @@ from mailer.cli.queue import (
 from mailer.config import Config
 from mailer.reasons import State
 from mailer.store.models import Hold, HoldKind, Send, SendFilter, Stats
-from mailer.store.sql import REPLAYABLE_STATES, replay_filter
+from mailer.store.rules import REPLAYABLE_STATES, replay_filter
 
 # replay ----------------------------------------------------------------------
 

@@ -28,14 +28,14 @@ from mailer.app import App
 from mailer.cli.main import Context, cli, on_stop_signals, pass_ctx, run
 from mailer.client import Client
 from mailer.config import Config, load_config
-from mailer.engine import Engine
+from mailer.delivery.engine import Engine
+from mailer.dev.dnsserver import DNSServer
 from mailer.enqueue import RecipientInput
 from mailer.errors import ConfigError
-from mailer.keys import KeyStore, dns_name, dns_record_value
+from mailer.message.keys import KeyStore, dns_name, dns_record_value
 from mailer.sink import DevSink, SinkOptions, format_line
 from mailer.sink.options import parse_host_port
 from mailer.store.models import NewDistribution
-from mailer.testing.dnsserver import DNSServer
 
 SAMPLE = NewDistribution(
     account="beispiel",

@@ -34,7 +34,7 @@ from mailer.sink.report import (
     refusal_json,
 )
 from mailer.sink.server import DevSink
-from mailer.testing.sinkserver import Refusal
+from mailer.sink.smtpd import Refusal
 
 DEFAULT_LISTEN = "127.0.0.1:2525"
 DEFAULT_MAILDIR = Path("var/sink/Maildir")

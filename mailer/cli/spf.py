@@ -10,7 +10,7 @@ from mailer.cli.main import Context, cli, pass_ctx, run
 from mailer.config import Config
 from mailer.dns import Resolver
 from mailer.errors import ValidationError
-from mailer.spf import SPFOutcome, check_host
+from mailer.identity.check_host import SPFOutcome, check_host
 
 
 async def _check(config: Config, ip: str, sender: str, helo: str | None) -> SPFOutcome:

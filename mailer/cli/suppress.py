@@ -14,12 +14,12 @@ from typing import Any
 import click
 from rich.table import Table
 
-from mailer.addresses import parse_address
 from mailer.app import App
 from mailer.cli.main import Context, cli, pass_ctx, run
 from mailer.cli.queue import console, when
 from mailer.config import Config
 from mailer.errors import ValidationError
+from mailer.message.addresses import parse_address
 from mailer.reasons import Reason
 from mailer.store.models import Suppression
 

@@ -18,8 +18,8 @@ from mailer.sink.checks import HeaderCheck, run_checks
 from mailer.sink.options import BadCert, ReplyRule, SinkOptions, parse_host_port, parse_reply_rule
 from mailer.sink.report import SinkMessage, format_line, message_json
 from mailer.sink.server import DevSink
+from mailer.sink.smtpd import Refusal
 from mailer.sink.verify import DkimResult, KeySource
-from mailer.testing.sinkserver import Refusal
 
 __all__ = [
     "BadCert",

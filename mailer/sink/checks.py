@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailer.errors import ValidationError
-from mailer.keys import parse_dkim_record
+from mailer.message.keys import parse_dkim_record
 
 __all__ = [
     "CHECKS",

@@ -10,7 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from mailer.errors import ValidationError
-from mailer.testing.sinkserver import STAGES, check_reply
+from mailer.sink.smtpd import STAGES, check_reply
 
 __all__ = [
     "DEFAULT_HOSTNAME",

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailer.sink.checks import HeaderCheck, parse_message
+from mailer.sink.smtpd import Refusal
 from mailer.sink.verify import DkimResult
-from mailer.testing.sinkserver import Refusal
 
 __all__ = [
     "SinkMessage",

@@ -20,16 +20,16 @@ from pathlib import Path
 from types import TracebackType
 
 from mailer.config import Config
+from mailer.dev.certs import CertFiles, TestCerts
 from mailer.dns import Resolver
 from mailer.errors import ValidationError
 from mailer.sink.checks import HeaderCheck, parse_message, run_checks
 from mailer.sink.maildir import MaildirStore
 from mailer.sink.options import BadCert, SinkOptions
 from mailer.sink.report import SinkMessage, trace_headers
+from mailer.sink.runner import Sink, certificate_names
+from mailer.sink.smtpd import Received, Refusal, Transaction
 from mailer.sink.verify import DkimResult, Verifier
-from mailer.testing.certs import CertFiles, TestCerts
-from mailer.testing.sink import Sink, certificate_names
-from mailer.testing.sinkserver import Received, Refusal, Transaction
 
 __all__ = ["DevSink"]
 
@@ -203,7 +203,7 @@ class DevSink:
     def script(
         self, pattern: str, reply: str, *, times: int | None = None, stage: str = "rcpt"
     ) -> None:
-        """See :meth:`mailer.testing.sink.Sink.script`. Raises ValueError."""
+        """See :meth:`mailer.sink.runner.Sink.script`. Raises ValueError."""
         self._kit().script(pattern, reply, times=times, stage=stage)
 
     def greylist(self, enabled: bool = True) -> None:

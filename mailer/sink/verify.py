@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from mailer.dkim import SignatureCheck, verify_with_resolver
 from mailer.errors import DNSError, KeyMaterialError, ValidationError
-from mailer.keys import (
+from mailer.message.keys import (
     KeyStore,
     SigningKey,
     TxtAnswer,
@@ -25,6 +24,7 @@ from mailer.keys import (
     dns_name,
     dns_record_value,
 )
+from mailer.message.signing import SignatureCheck, verify_with_resolver
 
 __all__ = ["DkimResult", "KeySource", "LocalKeys", "Verifier", "dkim_result"]
 

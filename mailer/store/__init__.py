@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mailer.errors import ConfigError
 from mailer.store.base import Store
-from mailer.store.sqlite import SQLiteStore
+from mailer.store.sqlite.store import SQLiteStore
 
 
 def open_store(database: str) -> Store:
@@ -18,7 +18,7 @@ def open_store(database: str) -> Store:
     if database.startswith(("postgres://", "postgresql://")):
         # imported here: psycopg is an optional extra, needed only when configured
         try:
-            from mailer.store.postgres import PostgresStore
+            from mailer.store.postgres.store import PostgresStore
         except ImportError as exc:
             raise ConfigError(
                 "database",

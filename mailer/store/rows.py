@@ -9,13 +9,14 @@ PostgreSQL's jsonb; :func:`_json` takes either."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic_core import to_json
 
-from mailer.compose import make_message_id
+from mailer.errors import ValidationError
 from mailer.reasons import Reason, State
 from mailer.store.models import (
     Attempt,
@@ -133,6 +134,26 @@ def hold(row: Row) -> Hold:
     return Hold(
         kind=row["kind"], value=row["value"], created_at=row["created_at"], note=row["note"]
     )
+
+
+# atext of RFC 5322 §3.2.3: a Message-ID is made of dot-atom text on both sides
+_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
+
+
+def make_message_id(send_id: str, domain: str) -> str:
+    """``<send_id@domain>``; stable for a send, so a retried delivery carries
+    the same Message-ID.
+
+    Raises ValidationError("send_id" | "domain", reason) when either part
+    cannot appear in a msg-id (dot-atom, ASCII domain).
+    """
+    if not _DOT_ATOM.match(send_id):
+        raise ValidationError("send_id", "not usable in a Message-ID (dot-atom text required)")
+    # the right of a msg-id is dot-atom text (RFC 5322 §3.6.4): a host name
+    # such as "localhost" will do
+    if not _DOT_ATOM.match(domain):
+        raise ValidationError("domain", "not usable in a Message-ID (dot-atom text required)")
+    return f"<{send_id}@{domain.lower()}>"
 
 
 def new_sends_json(ids: Sequence[str], sends: Sequence[NewSend], *, hostname: str) -> str:

@@ -1,7 +1,7 @@
 """SPF ``check_host()`` (RFC 7208) over the service's resolver.
 
 The grammar, macros and address matching are pure functions in
-:mod:`mailer.spf_parse`; this module walks a record, asks DNS what the
+:mod:`mailer.identity.spf_record`; this module walks a record, asks DNS what the
 mechanisms need, and enforces the processing limits of §4.6.4 (10 terms
 that cost a lookup, 2 void lookups, 10 MX names, 10 PTR names).
 
@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from mailer.dns import Answer, Resolver
 from mailer.errors import DNSPermanentError, DNSTemporaryError
-from mailer.spf_parse import (
+from mailer.identity.spf_record import (
     IPAddress,
     MacroContext,
     MacroString,

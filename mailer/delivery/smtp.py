@@ -6,7 +6,7 @@ translated here into :mod:`mailer.errors`:
     refused, unreachable, timed out, lost   → ConnectFailed
     no STARTTLS offered (or it is refused)  → TLSUnavailable
     handshake or certificate failure        → TLSFailed
-    a 4xx/5xx reply                         → SMTPReplyError (via mailer.classify)
+    a 4xx/5xx reply                         → SMTPReplyError (via mailer.delivery.classify)
     a reply that cannot be parsed           → DeliveryError(reason=protocol)
 
 No MAIL FROM is ever sent before the connection is under TLS: aiosmtplib's
@@ -21,7 +21,6 @@ import asyncio
 import re
 import ssl
 from dataclasses import dataclass
-from enum import StrEnum
 from types import TracebackType
 
 import aiosmtplib
@@ -37,7 +36,8 @@ from aiosmtplib import (
     SMTPTimeoutError,
 )
 
-from mailer.classify import classify, parse_reply
+from mailer.config import TLSPolicy
+from mailer.delivery.classify import classify, parse_reply
 from mailer.errors import (
     ConfigError,
     ConnectFailed,
@@ -61,13 +61,6 @@ __all__ = [
 # Characters that would end or split an address on a command line.
 _BAD_ADDRESS = re.compile(r"[\s<>\x00-\x1f\x7f]")
 _QUIT_TIMEOUT = 5.0
-
-
-class TLSPolicy(StrEnum):
-    """How much of the server's certificate is checked; never plaintext."""
-
-    ENCRYPT = "encrypt"  # encrypted, certificate not checked (opportunistic-but-required)
-    VERIFY = "verify"  # chain to a trusted CA and the MX host name must match
 
 
 @dataclass(frozen=True, slots=True)

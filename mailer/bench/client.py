@@ -2,7 +2,7 @@
 (as the survey platform is): distributions encoded to JSON before the clock
 starts, POSTed over keep-alive connections, each answer checked.
 
-    python -m mailer.bench_client < plan.json > outcome.json
+    python -m mailer.bench.client < plan.json > outcome.json
 
 Only the standard library, so that starting the process costs little and
 the figure is not the cost of an HTTP client library."""

@@ -9,9 +9,9 @@ from dataclasses import replace
 from typing import TypeVar
 
 from mailer.reasons import Reason, State
-from mailer.store import sql
 from mailer.store.models import Outcome
 from mailer.store.rows import OutcomeRows, Row, event_row
+from mailer.store.sqlite import sql
 
 T = TypeVar("T")
 

@@ -3,9 +3,9 @@
 Several worker processes, on several hosts, share one queue. A claim takes
 rows with ``SELECT … FOR UPDATE SKIP LOCKED`` and leases them; a batch of
 outcomes is one transaction. Event inserts come last in every transaction,
-under a lock that keeps the feed gap-free (mailer.store.pg_events).
-Migrations and scratch schemas: mailer.store.pg_schema; operator tools:
-mailer.store.pg_ops. psycopg exceptions are translated here into
+under a lock that keeps the feed gap-free (mailer.store.postgres.events).
+Migrations and scratch schemas: mailer.store.postgres.schema; operator tools:
+mailer.store.postgres.ops. psycopg exceptions are translated here into
 StoreError.
 """
 
@@ -22,8 +22,6 @@ from psycopg_pool import AsyncConnectionPool
 
 from mailer.errors import NotFound, StoreError
 from mailer.reasons import Reason, State
-from mailer.store import pg_events, pg_ops, pg_rows
-from mailer.store import pg_sql as q
 from mailer.store import rows as typed
 from mailer.store.models import (
     Attempt,
@@ -47,8 +45,12 @@ from mailer.store.models import (
     new_id,
     new_ids,
 )
-from mailer.store.pg_schema import create_schema, describe, drop_schema, migrate, with_schema
-from mailer.store.sql import send_filter
+from mailer.store.postgres import events as pg_events
+from mailer.store.postgres import ops as pg_ops
+from mailer.store.postgres import rows as pg_rows
+from mailer.store.postgres import sql as q
+from mailer.store.postgres.schema import create_schema, describe, drop_schema, migrate, with_schema
+from mailer.store.rules import send_filter
 
 Conn = psycopg.AsyncConnection[DictRow]
 
@@ -347,7 +349,7 @@ class PostgresStore:
         rows = await self._all(q.SUPPRESSIONS_FOR, (address.lower(), account))
         return [typed.suppression(r) for r in rows]
 
-    # operator tools (mailer.store.pg_ops) ------------------------------------
+    # operator tools (mailer.store.postgres.ops) ------------------------------------
 
     async def suppress_many(self, entries: Sequence[Suppression]) -> int:
         async with self._tx() as conn:

@@ -1,6 +1,6 @@
 """API enqueue throughput for ``mailer bench``: distributions of 1,000
 recipients POSTed to a real server on loopback by a client in another
-process (:mod:`mailer.bench_client`), each answered only once stored
+process (:mod:`mailer.bench.client`), each answered only once stored
 durably."""
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from mailer import bench_client, loop
+from mailer import loop
 from mailer.api.app import create_api
 from mailer.api.server import ApiServer
 from mailer.app import App
+from mailer.bench import client as bench_client
 from mailer.config import load_config
 from mailer.errors import MailerError
 
@@ -28,7 +29,7 @@ async def _client(plan: bench_client.Plan) -> bench_client.Outcome:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "mailer.bench_client",
+        "mailer.bench.client",
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
@@ -54,7 +55,7 @@ async def api_enqueue_rate(
             "api": {
                 "keys": [KEY],
                 "secret": "bench-secret-bench-secret-bench-secret",
-                "public_url": "https://mailer.bench.test",
+                "public_url": "https://mailer.bench.runner.test",
             },
         },
     )

@@ -32,20 +32,20 @@ from pathlib import Path
 from typing import Any
 
 from mailer import loop as service_loop
-from mailer.addresses import parse_address
 from mailer.app import App
-from mailer.bench_api import api_enqueue_rate
-from mailer.compose import build_message
+from mailer.bench.api import api_enqueue_rate
 from mailer.config import Config, load_config
-from mailer.dkim import Signer, digest_signer, naive_sign
+from mailer.dev.dnsserver import DNSServer
 from mailer.enqueue import RecipientInput
 from mailer.errors import ConfigError, MailerError
-from mailer.keys import KeyStore, SigningKey
+from mailer.message.addresses import parse_address
+from mailer.message.compose import build_message
+from mailer.message.keys import KeyStore, SigningKey
+from mailer.message.signing import Signer, digest_signer, naive_sign
+from mailer.message.templates import Content, compile_content, render
 from mailer.reasons import State
+from mailer.sink.runner import pick_port
 from mailer.store.models import NewDistribution
-from mailer.templates import Content, compile_content, render
-from mailer.testing.dnsserver import DNSServer
-from mailer.testing.sink import pick_port
 
 HTML = """<html><body>
 <p>Hallo {{ name }},</p>
@@ -109,7 +109,7 @@ def sink_process(port: int, log: Path) -> Iterator[Callable[[], int]]:
     """The sink in its own process; yields a function counting what it got."""
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mailer.testing.sink", "--listen", f"127.0.0.1:{port}"],
+            [sys.executable, "-m", "mailer.sink.runner", "--listen", f"127.0.0.1:{port}"],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -316,7 +316,7 @@ def bench_database(root: Path, postgres: str | None) -> Iterator[str]:
         yield str(root / "bench.sqlite3")
         return
     try:
-        from mailer.store.postgres import create_schema, drop_schema
+        from mailer.store.postgres.store import create_schema, drop_schema
     except ImportError as exc:
         raise ConfigError("database", f"PostgreSQL needs the postgres extra: {exc}") from exc
     schema = f"mailer_bench_{secrets.token_hex(4)}"

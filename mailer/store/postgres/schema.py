@@ -16,7 +16,8 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow
 
 from mailer.errors import StoreError, ValidationError
-from mailer.store import pg_sql as q
+from mailer.store.postgres import sql as q
+from mailer.store.rules import split_statements
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -46,7 +47,7 @@ async def migrate(conn: psycopg.AsyncConnection[DictRow], dsn: str) -> int:
             f"({len(q.MIGRATIONS)})"
         )
     for version, script in enumerate(q.MIGRATIONS[current:], start=current + 1):
-        for statement in q.split_statements(script):
+        for statement in split_statements(script):
             await conn.execute(statement)
         await conn.execute(q.INSERT_SCHEMA_VERSION, (version,))
     return key

@@ -33,11 +33,11 @@ import secrets
 from collections.abc import Sequence
 from datetime import datetime
 
-from mailer.addresses import Address, check_header_value, normalise_display_name
 from mailer.errors import ValidationError
-from mailer.templates import Rendered
+from mailer.message.addresses import Address, check_header_value, normalise_display_name
+from mailer.message.templates import Rendered
 
-__all__ = ["build_message", "make_message_id"]
+__all__ = ["build_message"]
 
 _CRLF = "\r\n"
 # MIME boundaries: a keyed BLAKE2b of a counter is as unpredictable as fresh
@@ -62,7 +62,6 @@ _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_DOT_ATOM = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*\Z")
 _DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9-]{2,63}"
 _ADDR_SPEC = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@{_DOMAIN}\Z")
 _MESSAGE_ID = re.compile(r"<[^<>@\s]+@[^<>@\s]+>\Z")
@@ -100,22 +99,6 @@ _RESERVED_HEADERS = frozenset(
         "list-unsubscribe-post",
     }
 )
-
-
-def make_message_id(send_id: str, domain: str) -> str:
-    """``<send_id@domain>``; stable for a send, so a retried delivery carries
-    the same Message-ID.
-
-    Raises ValidationError("send_id" | "domain", reason) when either part
-    cannot appear in a msg-id (dot-atom, ASCII domain).
-    """
-    if not _DOT_ATOM.match(send_id):
-        raise ValidationError("send_id", "not usable in a Message-ID (dot-atom text required)")
-    # the right of a msg-id is dot-atom text (RFC 5322 §3.6.4): a host name
-    # such as "localhost" will do
-    if not _DOT_ATOM.match(domain):
-        raise ValidationError("domain", "not usable in a Message-ID (dot-atom text required)")
-    return f"<{send_id}@{domain.lower()}>"
 
 
 def _encoded_words(text: str, first_room: int) -> list[str]:

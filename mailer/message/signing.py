@@ -49,7 +49,7 @@ from dkim.canonicalization import (
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from mailer.errors import DNSError, DNSTemporaryError, KeyMaterialError, ValidationError
-from mailer.keys import SigningKey, TxtResolver, dns_name, normalise_domain
+from mailer.message.keys import SigningKey, TxtResolver, dns_name, normalise_domain
 
 __all__ = [
     "DEFAULT_SIGNED_HEADERS",
@@ -435,7 +435,7 @@ def _verify_one(message: bytes, idx: int, dnsfunc: DnsFunc) -> SignatureCheck:
     # dkimpy reports key and DNS problems only to its logger: collect them
     # on a logger of our own (made directly, so not registered globally).
     collect = _Collect()
-    logger = logging.Logger("mailer.dkim.verify", logging.WARNING)
+    logger = logging.Logger("mailer.message.signing.verify", logging.WARNING)
     logger.addHandler(collect)
     checker = dkim.DKIM(message, logger=logger, minkey=1024)
     try:

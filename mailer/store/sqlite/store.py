@@ -19,8 +19,7 @@ from typing import Any, Self, TypeVar
 from mailer.errors import NotFound, StoreError
 from mailer.reasons import Reason, State
 from mailer.store import rows as typed
-from mailer.store import sql
-from mailer.store import sqlite_ops as ops
+from mailer.store import rules
 from mailer.store.models import (
     Attempt,
     Claimed,
@@ -46,6 +45,7 @@ from mailer.store.models import (
     new_id,
     new_ids,
 )
+from mailer.store.sqlite import ops, sql
 
 T = TypeVar("T")
 
@@ -90,7 +90,7 @@ class SQLiteStore:
                     f"({len(MIGRATIONS)})"
                 )
             for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
-                for statement in sql.split_statements(script):
+                for statement in rules.split_statements(script):
                     conn.execute(statement)
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
             conn.execute("COMMIT")
@@ -327,7 +327,7 @@ class SQLiteStore:
     async def list_sends(
         self, flt: SendFilter, *, limit: int = 100, after: str | None = None
     ) -> list[Send]:
-        where, params = sql.send_filter(flt, after, placeholder="?")
+        where, params = rules.send_filter(flt, after, placeholder="?")
         query = f"SELECT * FROM sends {where} ORDER BY id LIMIT ?"
         found = await self._run(lambda: self.conn.execute(query, (*params, limit)).fetchall())
         return [typed.send(row) for row in found]
@@ -435,7 +435,7 @@ class SQLiteStore:
         return await self._run(self._tx, work)
 
     async def hold(self, kind: HoldKind, value: str, *, now: float, note: str | None = None) -> int:
-        value = sql.hold_value(kind, value)
+        value = rules.hold_value(kind, value)
         detail = f"{kind} {value} held" + (f": {note}" if note else "")
 
         def work(conn: sqlite3.Connection) -> int:
@@ -458,7 +458,7 @@ class SQLiteStore:
         return await self._run(self._tx, work)
 
     async def release_hold(self, kind: HoldKind, value: str, *, now: float) -> int:
-        value = sql.hold_value(kind, value)
+        value = rules.hold_value(kind, value)
         detail = f"{kind} {value} released"
 
         def work(conn: sqlite3.Connection) -> int:
@@ -488,7 +488,7 @@ class SQLiteStore:
         return [typed.hold(row) for row in found]
 
     async def replay_plan(self, flt: SendFilter) -> ReplayPlan:
-        where, params = sql.send_filter(sql.replay_filter(flt), None, placeholder="?")
+        where, params = rules.send_filter(rules.replay_filter(flt), None, placeholder="?")
         query = sql.REPLAY_COUNT.format(where=where)
         row = await self._run(
             ops.snapshot, self.conn, lambda conn: conn.execute(query, params).fetchone()
@@ -509,7 +509,7 @@ class SQLiteStore:
         after: str | None = None,
         limit: int = 1000,
     ) -> ReplayBatch:
-        where, params = sql.send_filter(sql.replay_filter(flt), after, placeholder="?")
+        where, params = rules.send_filter(rules.replay_filter(flt), after, placeholder="?")
         query = sql.REPLAY_CANDIDATES.format(where=where)
 
         def work(conn: sqlite3.Connection) -> ReplayBatch:

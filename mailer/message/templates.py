@@ -20,7 +20,7 @@ import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from inscriptis import get_text
@@ -34,8 +34,8 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
-from mailer.addresses import check_header_value
 from mailer.errors import TemplateError, ValidationError
+from mailer.message.addresses import check_header_value
 
 __all__ = [
     "CompiledContent",
@@ -107,6 +107,19 @@ def _sandbox(*, autoescape: bool, finalize: Callable[[Any], Any] | None = None) 
     )
 
 
+class HasContent(Protocol):
+    """What a distribution, stored or new, carries of its templates."""
+
+    @property
+    def subject(self) -> str: ...
+    @property
+    def html(self) -> str | None: ...
+    @property
+    def text(self) -> str | None: ...
+    @property
+    def unsubscribe_url(self) -> str | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Content:
     """Template sources of one distribution."""
@@ -115,6 +128,16 @@ class Content:
     html: str | None
     text: str | None
     unsubscribe_url: str | None = None
+
+    @classmethod
+    def of(cls, source: HasContent) -> Content:
+        """The template sources of a distribution, stored or new."""
+        return cls(
+            subject=source.subject,
+            html=source.html,
+            text=source.text,
+            unsubscribe_url=source.unsubscribe_url,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""The SMTP server inside :class:`mailer.testing.sink.Sink`: aiosmtpd hooks,
+"""The SMTP server inside :class:`mailer.sink.runner.Sink`: aiosmtpd hooks,
 the state they share with the sink's callers, and the fault rehearsal they
 apply (scripted replies, greylisting, a temporary-failure rate, dropping the
 connection after DATA, slow banner and replies).

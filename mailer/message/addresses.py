@@ -22,7 +22,7 @@ __all__ = ["Address", "check_header_value", "normalise_display_name", "parse_add
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _BLANKS = re.compile(r"[ \t]+")
 # Long enough for any real name, short enough that the name always fits one
-# unsplit encoded-word on one header line (see mailer.compose).
+# unsplit encoded-word on one header line (see mailer.message.compose).
 MAX_DISPLAY_NAME = 128
 
 

@@ -10,11 +10,12 @@ import ipaddress
 import random
 from dataclasses import dataclass
 
+from mailer.config import TLSPolicy
+from mailer.delivery.routing import resolve_route
+from mailer.delivery.smtp import Session, TLSContexts, open_session
 from mailer.dns import Resolver
 from mailer.errors import DeliveryError, DNSError, MailerError
 from mailer.reasons import Reason
-from mailer.routing import resolve_route
-from mailer.smtp import Session, TLSContexts, TLSPolicy, open_session
 
 # the order in which a failure explains a deferral: a TLS problem on any
 # host is the more useful reason than a refused connection on another

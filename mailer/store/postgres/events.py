@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import psycopg
 from psycopg.rows import DictRow
 
-from mailer.store import pg_sql as q
-from mailer.store.pg_rows import columns
+from mailer.store.postgres import sql as q
+from mailer.store.postgres.rows import columns
 
 Conn = psycopg.AsyncConnection[DictRow]
 

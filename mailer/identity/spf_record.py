@@ -1,6 +1,6 @@
 """The pure half of SPF (RFC 7208): record grammar, macros, address matching.
 
-Nothing here touches the network; :mod:`mailer.spf` drives the DNS side of
+Nothing here touches the network; :mod:`mailer.identity.check_host` drives the DNS side of
 ``check_host()`` with these values. Every syntax problem raises
 :class:`PermError`, which ``check_host()`` reports as ``permerror``.
 """

@@ -1,6 +1,6 @@
 """Operator tools of the PostgreSQL store (holds, replay, statistics, bulk
 suppression) as functions over a connection in the caller's transaction.
-:class:`mailer.store.postgres.PostgresStore` opens the transaction and
+:class:`mailer.store.postgres.store.PostgresStore` opens the transaction and
 translates psycopg exceptions."""
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from psycopg.rows import DictRow
 
 from mailer.errors import NotFound
 from mailer.reasons import Reason, State
-from mailer.store import pg_events
-from mailer.store import pg_sql as q
 from mailer.store import rows as typed
 from mailer.store.models import (
     DestinationCount,
@@ -29,7 +27,9 @@ from mailer.store.models import (
     Suppression,
     Throughput,
 )
-from mailer.store.sql import hold_value, replay_filter, send_filter
+from mailer.store.postgres import events as pg_events
+from mailer.store.postgres import sql as q
+from mailer.store.rules import hold_value, replay_filter, send_filter
 
 # the one validation of hold values, shared with the SQLite store
 

@@ -18,16 +18,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mailer.classify import classify
 from mailer.config import Config
-from mailer.delivery import Connector, RouteFailure
-from mailer.destination import Destination
+from mailer.delivery.classify import classify
+from mailer.delivery.connector import Connector, RouteFailure
+from mailer.delivery.destination import Destination
+from mailer.delivery.retry import expired, next_due
+from mailer.delivery.smtp import Session
 from mailer.errors import DeliveryError, DNSError, MailerError, SMTPReplyError
 from mailer.metrics import Metrics
 from mailer.prepare import Preparer
 from mailer.reasons import Reason, State
-from mailer.retry import expired, next_due
-from mailer.smtp import Session
 from mailer.store.base import Store
 from mailer.store.models import Attempt, Claimed, Outcome, Send
 

@@ -123,11 +123,6 @@ ALTER TABLE sends ADD COLUMN replayed_at double precision
 MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
 
 
-def split_statements(script: str) -> list[str]:
-    """The schema scripts hold no ';' inside statements."""
-    return [part.strip() for part in script.split(";") if part.strip()]
-
-
 # Advisory-lock keys (two-int form: class, object). The object part is the
 # schema's key, so deployments in separate schemas do not wait on each other.
 LOCK_MIGRATE = 0x6D61_696C  # "mail"

@@ -22,11 +22,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from mailer.addresses import check_header_value
 from mailer.dns import Resolver, normalize_name
 from mailer.errors import ConfigError, DNSPermanentError, ValidationError
-from mailer.spf import SPFResult, check_host
-from mailer.spf_parse import normalize_ip
+from mailer.identity.check_host import SPFResult, check_host
+from mailer.identity.spf_record import normalize_ip
+from mailer.message.addresses import check_header_value
 
 __all__ = ["Identity", "IdentityDecider"]
 
