@@ -293,10 +293,6 @@ class Config(_Frozen):
     def relay_address(self) -> tuple[str, int] | None:
         return _host_port(self.relay, 25) if self.relay else None
 
-    @property
-    def is_postgres(self) -> bool:
-        return self.database.startswith(("postgres://", "postgresql://"))
-
 
 def _parse_env_value(raw: str) -> Any:
     try:

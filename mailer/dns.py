@@ -196,9 +196,6 @@ class Resolver:
         self._cache: OrderedDict[_Key, _Entry] = OrderedDict()
         self._inflight: dict[_Key, asyncio.Task[_Entry]] = {}
 
-    def clear_cache(self) -> None:
-        self._cache.clear()
-
     async def a(self, name: str) -> Answer[str]:
         """IPv4 addresses of ``name``. Raises DNSTemporaryError, DNSPermanentError."""
         answer, rdatas = await self._ask(name, dns.rdatatype.A)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailer.delivery.classify import Verdict, classify, parse_reply
+from mailer.delivery.classify import ReplyClass, classify, parse_reply
 from mailer.reasons import Reason
 
 R = Reason
@@ -42,9 +42,8 @@ def test_parse_reply_splits_only_a_class_matching_enhanced_code(
     assert parse_reply(code, message) == expected
 
 
-def V(reason: Reason, *, permanent: bool, suppress: bool = False) -> Verdict:
-    return Verdict(
-        delivered=False,
+def V(reason: Reason, *, permanent: bool, suppress: bool = False) -> ReplyClass:
+    return ReplyClass(
         permanent=permanent,
         reason=reason,
         suppress=suppress,
@@ -52,9 +51,9 @@ def V(reason: Reason, *, permanent: bool, suppress: bool = False) -> Verdict:
     )
 
 
-DELIVERED = Verdict(True, False, R.DELIVERED, False, False)
+DELIVERED = ReplyClass(False, R.DELIVERED, False, False)
 
-CASES: list[tuple[int, str | None, Verdict]] = [
+CASES: list[tuple[int, str | None, ReplyClass]] = [
     # success
     (250, None, DELIVERED),
     (250, "2.0.0", DELIVERED),
@@ -146,13 +145,13 @@ CASES: list[tuple[int, str | None, Verdict]] = [
 
 
 @pytest.mark.parametrize(("code", "enhanced", "expected"), CASES)
-def test_classify_from_codes(code: int, enhanced: str | None, expected: Verdict) -> None:
+def test_classify_from_codes(code: int, enhanced: str | None, expected: ReplyClass) -> None:
     assert classify(code, enhanced) == expected
 
 
 @pytest.mark.parametrize(("code", "enhanced", "expected"), CASES)
 def test_suppress_only_for_permanent_mailbox_unknown(
-    code: int, enhanced: str | None, expected: Verdict
+    code: int, enhanced: str | None, expected: ReplyClass
 ) -> None:
     verdict = classify(code, enhanced)
     if verdict.suppress:
@@ -164,7 +163,7 @@ def test_suppress_only_for_permanent_mailbox_unknown(
 @pytest.mark.parametrize("code", [*range(400, 460), *range(500, 560)])
 def test_reply_class_alone_decides_transient_or_permanent(code: int) -> None:
     verdict = classify(code, None)
-    assert not verdict.delivered
+    assert verdict.reason is not R.DELIVERED
     assert verdict.permanent is (code >= 500)
     assert not verdict.suppress
 

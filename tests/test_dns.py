@@ -324,13 +324,6 @@ async def test_cache_evicts_the_least_recently_used(server: DNSServer, clock: Cl
     assert count(server, "v4only.test", "A") == 2
 
 
-async def test_clear_cache_forgets_answers(server: DNSServer, resolver: Resolver) -> None:
-    await resolver.txt("example.test")
-    resolver.clear_cache()
-    await resolver.txt("example.test")
-    assert count(server, "example.test", "TXT") == 2
-
-
 async def test_concurrent_identical_queries_share_one_lookup(
     server: DNSServer, resolver: Resolver
 ) -> None:

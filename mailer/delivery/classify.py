@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 from mailer.reasons import Reason
 
-__all__ = ["Verdict", "classify", "parse_reply"]
+__all__ = ["ReplyClass", "classify", "parse_reply"]
 
 # RFC 3463 §2: class "." subject "." detail, subject/detail 1-3 digits
 # without leading zeros; it must be followed by white space or end the text.
@@ -48,10 +48,9 @@ _ENHANCED = re.compile(r"([245])\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})(?=\s|
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class ReplyClass:
     """What a reply means for the message that got it."""
 
-    delivered: bool
     permanent: bool
     reason: Reason
     suppress: bool
@@ -80,18 +79,18 @@ def parse_reply(code: int, message: str) -> tuple[str | None, str]:
     return enhanced, "\n".join(lines)
 
 
-def classify(code: int, enhanced: str | None) -> Verdict:
+def classify(code: int, enhanced: str | None) -> ReplyClass:
     """Turn a reply code and optional enhanced status code into a verdict.
 
     An enhanced code whose class does not match the reply's first digit, or
     that is not well formed, is ignored. Raises nothing.
     """
     if 200 <= code < 300:
-        return Verdict(True, False, Reason.DELIVERED, False, False)
+        return ReplyClass(False, Reason.DELIVERED, False, False)
     reply_class = code // 100
     if reply_class not in (4, 5):
         # 1xx/3xx where a final reply belongs, or garbage: the dialogue broke.
-        return Verdict(False, False, Reason.PROTOCOL, False, False)
+        return ReplyClass(False, Reason.PROTOCOL, False, False)
     permanent = reply_class == 5
     reason = (
         Reason.THROTTLED
@@ -99,8 +98,7 @@ def classify(code: int, enhanced: str | None) -> Verdict:
         else _from_enhanced(reply_class, enhanced) or _from_code(code)
     )
     suppress = permanent and reason is Reason.MAILBOX_UNKNOWN and enhanced in _SUPPRESSING
-    return Verdict(
-        delivered=False,
+    return ReplyClass(
         permanent=permanent,
         reason=reason,
         suppress=suppress,

@@ -70,7 +70,7 @@ class SPFOutcome:
 
 
 @dataclass(frozen=True)
-class _Verdict:
+class _RecordResult:
     result: SPFResult
     mechanism: str | None
     explanation: str
@@ -156,7 +156,7 @@ class _Evaluation:
 
     # -- records ----------------------------------------------------------
 
-    async def check(self, domain: str, *, in_include: bool) -> _Verdict | None:
+    async def check(self, domain: str, *, in_include: bool) -> _RecordResult | None:
         """The verdict of ``domain``'s record, None when it has none.
         Raises PermError, DNSTemporaryError."""
         record = await self._record(domain)
@@ -169,7 +169,7 @@ class _Evaluation:
                 # §6.2: exp= of an included record never speaks for the includer.
                 if result is SPFResult.FAIL and not in_include and record.explanation:
                     text = await self._explain(record.explanation, domain) or text
-                return _Verdict(result, mechanism.text, text)
+                return _RecordResult(result, mechanism.text, text)
         if record.redirect is not None:
             term = f"redirect={record.redirect.text}"
             self._count(term)
@@ -178,7 +178,7 @@ class _Evaluation:
             if verdict is None:
                 raise PermError(f"{term} in {domain}: {target or 'target'} has no SPF record")
             return verdict
-        return _Verdict(
+        return _RecordResult(
             SPFResult.NEUTRAL, None, f"no mechanism of {domain} matched {self.ip} (default neutral)"
         )
 

@@ -45,14 +45,14 @@ class Identity:
 
 
 @dataclass(frozen=True)
-class _Verdict:
+class _CachedSpf:
     spf: SPFResult
     stale: bool = False  # an older answer standing in for a temperror
 
 
 @dataclass(frozen=True)
 class _Entry:
-    verdict: _Verdict
+    verdict: _CachedSpf
     expires: float
 
 
@@ -107,7 +107,7 @@ class IdentityDecider:
         # Expired entries stay until evicted: they are the stale answer a
         # temperror falls back to.
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
-        self._inflight: dict[str, asyncio.Task[_Verdict]] = {}
+        self._inflight: dict[str, asyncio.Task[_CachedSpf]] = {}
 
     async def decide(self, customer_address: str, customer_name: str) -> Identity:
         """The identity for a message of ``customer_address`` / ``customer_name``.
@@ -138,7 +138,7 @@ class IdentityDecider:
             self._neutral, customer_name, address, self._bounce, False, verdict.spf, reason
         )
 
-    async def _verdict(self, domain: str, address: str) -> _Verdict:
+    async def _verdict(self, domain: str, address: str) -> _CachedSpf:
         entry = self._cache.get(domain)
         if entry is not None and entry.expires > self._clock():
             self._cache.move_to_end(domain)
@@ -152,18 +152,18 @@ class IdentityDecider:
         # shield: a caller that gives up must not cancel the others' answer
         return await asyncio.shield(task)
 
-    async def _evaluate(self, domain: str, address: str) -> _Verdict:
+    async def _evaluate(self, domain: str, address: str) -> _CachedSpf:
         outcome = await check_host(self._resolver, self._ip, domain, address)
         if outcome.result is SPFResult.TEMPERROR:
             previous = self._cache.get(domain)
             if previous is None or previous.verdict.spf is SPFResult.TEMPERROR:
-                verdict = _Verdict(SPFResult.TEMPERROR)
+                verdict = _CachedSpf(SPFResult.TEMPERROR)
             else:
-                verdict = _Verdict(previous.verdict.spf, stale=True)
+                verdict = _CachedSpf(previous.verdict.spf, stale=True)
             # Not asking a failing DNS again for every message; min_ttl later.
             ttl = self._min_ttl
         else:
-            verdict = _Verdict(outcome.result)
+            verdict = _CachedSpf(outcome.result)
             ttl = min(max(outcome.ttl, self._min_ttl), self._max_ttl)
         self._cache[domain] = _Entry(verdict, self._clock() + ttl)
         self._cache.move_to_end(domain)
@@ -171,12 +171,12 @@ class IdentityDecider:
             self._cache.popitem(last=False)
         return verdict
 
-    def _landed(self, domain: str, task: asyncio.Task[_Verdict]) -> None:
+    def _landed(self, domain: str, task: asyncio.Task[_CachedSpf]) -> None:
         if self._inflight.get(domain) is task:
             del self._inflight[domain]
         if not task.cancelled():
             task.exception()  # marks it retrieved; the awaiting callers get it
 
 
-def _stale(verdict: _Verdict) -> str:
+def _stale(verdict: _CachedSpf) -> str:
     return " (cached, DNS temperror now)" if verdict.stale else ""
