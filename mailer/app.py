@@ -4,7 +4,8 @@ connector, message preparation and the engine, opened and closed in order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Self
@@ -156,17 +157,22 @@ class App:
             unsubscribe=links_from_config(self.config.api.secret, self.config.api.public_url),
         )
 
-    async def engine(self, *, owner: str | None = None) -> Engine:
+    async def engine(
+        self, *, owner: str | None = None, clock: Callable[[], float] = time.time
+    ) -> Engine:
         """A worker counting into ``self.metrics``; with ``worker.metrics_port``
         set, the first engine also starts serving /metrics until the app
-        closes. Raises ConfigError when DKIM keys are required and missing,
-        OSError when the metrics port cannot be bound."""
+        closes. ``clock`` is the engine's time (leases, due times, max age):
+        tests move it instead of waiting. Raises ConfigError when DKIM keys
+        are required and missing, OSError when the metrics port cannot be
+        bound."""
         engine = Engine(
             self.config,
             self.store,
             self.connector(),
             await self.preparer(),
             owner=owner,
+            clock=clock,
             metrics=self.metrics,
         )
         cfg = self.config.worker

@@ -20,6 +20,67 @@ from mailer.reasons import TERMINAL_STATES
 from mailer.sink.runner import Sink, pick_port
 from mailer.store.models import NewDistribution
 
+# Fixtures that start a server (DNS, SMTP, HTTP, PostgreSQL) or a process:
+# a test that uses any of them, directly or through another fixture, is an
+# integration test. `pytest -m "not integration"` runs the pure rest.
+SERVER_FIXTURES = frozenset(
+    {
+        "dns_server",
+        "make_sink",
+        "mailer_sink",
+        "mailer_dns",
+        "server",
+        "servers",
+        "sink",
+        "dns",
+        "database",
+        "served",
+        "live",
+        "dev_server",
+        "http",
+        "run_sink",
+        "start_sink",
+        "region_dns",
+        "store",
+    }
+)
+
+
+# Modules whose tests start servers or processes inline.
+INTEGRATION_MODULES = frozenset(
+    {
+        "test_api_serve",
+        "test_bench",
+        "test_check_domain_cli",
+        "test_cli_identity",
+        "test_crash",
+        "test_dkim_opendkim",
+        "test_dnsserver",
+        "test_docs_example",
+        "test_layout",
+        "test_ops_replay_scale",
+        "test_pytest_plugin",
+        "test_scaleout",
+        "test_sink",
+        "test_sink_checks",
+        "test_sink_cli",
+        "test_sink_data",
+        "test_sink_faults",
+        "test_smtp",
+        "test_store_postgres",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2] if item.module else ""
+        if module in INTEGRATION_MODULES or SERVER_FIXTURES.intersection(
+            getattr(item, "fixturenames", ())
+        ):
+            item.add_marker(pytest.mark.integration)
+
+
 # One destination with two MX hosts on their own loopback addresses, and a
 # host (127.0.0.9) where nothing listens.
 DEST_ZONE: dict[str, dict[str, Any]] = {
@@ -144,10 +205,12 @@ async def app(config: Config) -> AsyncIterator[App]:
         yield a
 
 
-async def run_until_settled(app: App, *, within: float = 30.0) -> None:
+async def run_until_settled(
+    app: App, *, within: float = 30.0, clock: Callable[[], float] = time.time
+) -> None:
     """Run an engine until every send is terminal (deferred ones included:
     the test retry schedule is a fraction of a second)."""
-    engine = await app.engine()
+    engine = await app.engine(clock=clock)
     task = asyncio.create_task(engine.run())
     deadline = time.monotonic() + within
     try:

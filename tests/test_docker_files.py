@@ -72,7 +72,7 @@ def test_compose_environment_is_a_valid_configuration() -> None:
     env = compose_environment()
     assert env["MAILER_DATABASE"].startswith("postgresql://")
     config = load_config(environ=env)
-    assert config.is_postgres
+    assert config.database.startswith("postgresql://")
     assert config.relay == "sink:2525"
     assert config.worker.metrics_port == 9108
     assert config.api.listen == "0.0.0.0:8025"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import email.policy
+import time
 from email import message_from_bytes
 from pathlib import Path
 
@@ -204,13 +205,26 @@ async def test_sends_older_than_max_age_fail_as_expired(
 ) -> None:
     mx1 = make_sink("127.0.0.2")
     mx1.script("*", "451 4.7.1 greylisted")
-    config = make_config(tmp_path, dns_server, smtp_port, retry={"max_age": 0.8})
+    config = make_config(tmp_path, dns_server, smtp_port, retry={"max_age": 3600})
     async with App(config) as app:
         result = await app.enqueue(SURVEY, people(1))
-        await run_until_settled(app)
-        send = await app.store.send(result.send_ids[0])
+        [send_id] = result.send_ids
+        # the first attempt on the real clock: deferred, well within max age
+        engine = await app.engine()
+        task = asyncio.create_task(engine.run())
+        while (await app.store.send(send_id)).state is not State.DEFERRED:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        engine.stop()
+        await task
+        deferred = await app.store.send(send_id)
+        # two hours later the retry is due, but the send is older than
+        # max_age: it fails without another attempt
+        await run_until_settled(app, clock=lambda: time.time() + 7200)
+        send = await app.store.send(send_id)
+    assert (deferred.state, deferred.attempts) == (State.DEFERRED, 1)
     assert (send.state, send.reason) == (State.FAILED, Reason.EXPIRED)
-    assert send.attempts >= 2
+    assert send.attempts == 1
+    assert len(mx1.refusals) == 1
 
 
 async def test_many_messages_reuse_connections(app, make_sink) -> None:
