@@ -29,7 +29,8 @@ from pydantic import (
     ValidationError as PydanticValidationError,
 )
 
-from mailer.errors import ConfigError
+from mailer.errors import ConfigError, ValidationError
+from mailer.hostport import parse_host_port
 
 ENV_PREFIX = "MAILER_"
 CONFIG_ENV = "MAILER_CONFIG"
@@ -80,20 +81,12 @@ REGION_PRESETS: Mapping[str, RegionConfig] = {
 
 
 def _host_port(value: str, default_port: int) -> tuple[str, int]:
-    """Split ``host:port`` / ``[v6]:port`` / ``host``; raises ValueError."""
-    value = value.strip()
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        port = rest.removeprefix(":") or str(default_port)
-    elif value.count(":") == 1:
-        host, port = value.split(":")
-    else:
-        host, port = value, str(default_port)
-    if not host:
-        raise ValueError(f"{value!r}: empty host")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{value!r}: port must be 1-65535")
-    return host, int(port)
+    """parse_host_port for a validator: pydantic names the key, the
+    ValueError says why."""
+    try:
+        return parse_host_port(value, "address", default_port=default_port)
+    except ValidationError as exc:
+        raise ValueError(exc.reason) from exc
 
 
 class DestinationLimits(_Frozen):

@@ -41,7 +41,8 @@ from dns.rdtypes.ANY.TXT import TXT as _TXTRdata
 from dns.rdtypes.IN.A import A as _ARdata
 from dns.rdtypes.IN.AAAA import AAAA as _AAAARdata
 
-from mailer.errors import ConfigError, DNSPermanentError, DNSTemporaryError
+from mailer.errors import ConfigError, DNSPermanentError, DNSTemporaryError, ValidationError
+from mailer.hostport import parse_host_port
 
 __all__ = ["MX", "Answer", "Resolver", "normalize_name", "parse_nameserver"]
 
@@ -90,23 +91,15 @@ def parse_nameserver(text: str) -> tuple[str, int]:
     Raises :class:`~mailer.errors.ConfigError` unless host is an IP address
     and port in 1..65535.
     """
-    host, port_text = text.strip(), ""
-    if host.startswith("["):
-        host, sep, rest = host[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ConfigError("nameservers", f"{text!r} is not [ipv6]:port")
-        port_text = rest[1:]
-    elif host.count(":") == 1:
-        host, _, port_text = host.partition(":")
+    try:
+        host, port = parse_host_port(text, "nameservers", default_port=53)
+    except ValidationError as exc:
+        raise ConfigError("nameservers", exc.reason) from exc
     try:
         ipaddress.ip_address(host)
     except ValueError as exc:
         raise ConfigError("nameservers", f"{text!r}: host must be an IP address") from exc
-    if not port_text:
-        return host, 53
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError("nameservers", f"{text!r}: bad port {port_text!r}")
-    return host, int(port_text)
+    return host, port
 
 
 def _to_name(name: str) -> dns.name.Name:

@@ -34,7 +34,7 @@ from mailer.enqueue import RecipientInput
 from mailer.errors import ConfigError
 from mailer.message.keys import KeyStore, dns_name, dns_record_value
 from mailer.sink import DevSink, SinkOptions, format_line
-from mailer.sink.options import parse_host_port
+from mailer.sink.options import parse_listen
 from mailer.store.models import NewDistribution
 
 SAMPLE = NewDistribution(
@@ -68,7 +68,7 @@ class _Dev:
 @contextlib.contextmanager
 def _dev_setup(ctx: Context, api_listen: tuple[str, int], sink_listen: str) -> Iterator[_Dev]:
     base = ctx.config
-    sink_host, sink_port = parse_host_port(sink_listen, "--sink")
+    sink_host, sink_port = parse_listen(sink_listen, "--sink")
     dev_dir = Path(base.database).parent / "dev"
     keys = KeyStore(dev_dir / "keys")
     if not keys.list(base.dkim_domain):
@@ -221,7 +221,7 @@ def serve(
     """Serve the HTTP API and run the engine in one process."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     log_level = "info" if verbose else "warning"
-    address = parse_host_port(listen, "--listen") if listen else ctx.config.api.listen_address
+    address = parse_listen(listen, "--listen") if listen else ctx.config.api.listen_address
     if not dev:
         _check_production(ctx.config)
         run(

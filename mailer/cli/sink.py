@@ -23,7 +23,7 @@ from mailer.sink.options import (
     DEFAULT_HOSTNAME,
     BadCert,
     SinkOptions,
-    parse_host_port,
+    parse_listen,
     parse_reply_rule,
 )
 from mailer.sink.report import (
@@ -65,7 +65,7 @@ def options_from_flags(
     """
     if (cert is None) != (key is None):
         raise ValidationError("cert", "--cert and --key go together")
-    host, port = parse_host_port(listen, "listen")
+    host, port = parse_listen(listen, "listen")
     return SinkOptions(
         host=host,
         port=port,
@@ -321,7 +321,7 @@ def sink(
             no_starttls=no_starttls,
             bad_cert=bad_cert,
         )
-        api_address = parse_host_port(http, "http") if http else None
+        api_address = parse_listen(http, "http") if http else None
     except ValidationError as exc:
         raise click.BadParameter(exc.reason, param_hint=f"--{exc.field}") from exc
     config = ctx.config

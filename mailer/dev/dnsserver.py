@@ -44,6 +44,9 @@ import dns.rdtypes.ANY.CNAME
 import dns.rdtypes.ANY.TXT
 import dns.rrset
 
+from mailer.errors import ValidationError
+from mailer.hostport import parse_host_port
+
 Records = dict[str, Any]
 
 _IN = dns.rdataclass.IN
@@ -511,13 +514,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--listen", default="127.0.0.1:0", help="host:port (port 0 = any free)")
     parser.add_argument("--zone", help="JSON file: {name: {rdtype: values, ttl: n}}")
     args = parser.parse_args(argv)
-    host, _, port = args.listen.rpartition(":")
+    try:
+        host, port = parse_host_port(args.listen, "--listen", any_port=True)
+    except ValidationError as exc:
+        parser.error(str(exc))
     records = load_zone(args.zone) if args.zone else {}
     # Blocked before the server thread starts, so it inherits the mask and
     # only sigwait() below ever sees the signals.
     signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-    server = DNSServer(records, host=host.strip("[]") or "127.0.0.1", port=int(port or 0))
+    server = DNSServer(records, host=host, port=port)
     server.start()
     print(f"listening on {server.address}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):

@@ -15,7 +15,7 @@ certificates).
 from __future__ import annotations
 
 from mailer.sink.checks import HeaderCheck, run_checks
-from mailer.sink.options import BadCert, ReplyRule, SinkOptions, parse_host_port, parse_reply_rule
+from mailer.sink.options import BadCert, ReplyRule, SinkOptions, parse_listen, parse_reply_rule
 from mailer.sink.report import SinkMessage, format_line, message_json
 from mailer.sink.server import DevSink
 from mailer.sink.smtpd import Refusal
@@ -33,7 +33,7 @@ __all__ = [
     "SinkOptions",
     "format_line",
     "message_json",
-    "parse_host_port",
+    "parse_listen",
     "parse_reply_rule",
     "run_checks",
 ]

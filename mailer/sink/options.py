@@ -10,6 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from mailer.errors import ValidationError
+from mailer.hostport import parse_host_port
 from mailer.sink.smtpd import STAGES, check_reply
 
 __all__ = [
@@ -17,7 +18,7 @@ __all__ = [
     "BadCert",
     "ReplyRule",
     "SinkOptions",
-    "parse_host_port",
+    "parse_listen",
     "parse_reply_rule",
 ]
 
@@ -80,16 +81,13 @@ def parse_reply_rule(text: str) -> ReplyRule:
     return ReplyRule(match["pattern"], reply, stage)
 
 
-def parse_host_port(text: str, field: str = "listen") -> tuple[str, int]:
-    """``HOST:PORT`` or ``[V6]:PORT`` → (host, port); port 0 means any free.
+def parse_listen(text: str, field: str = "listen") -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` of a listener; port 0 means any free.
 
     Raises ValidationError(field) for anything else.
     """
-    host, sep, port = text.strip().rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValidationError(field, f"expected HOST:PORT, got {text!r}")
-    return host, int(port)
+    host, port = parse_host_port(text, field, any_port=True)
+    return host, port
 
 
 @dataclass(frozen=True)

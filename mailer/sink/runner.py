@@ -33,6 +33,8 @@ from typing import TextIO
 
 from mailer import loop as service_loop
 from mailer.dev.certs import CertFiles, TestCerts
+from mailer.errors import ValidationError
+from mailer.hostport import parse_host_port
 from mailer.sink.smtpd import (
     STAGES,
     MessageHook,
@@ -358,10 +360,10 @@ class _Lines:
 
 
 def _parse_listen(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
-    return host.strip("[]"), int(port)
+    try:
+        return parse_host_port(value, "--listen", any_port=True)
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from exc
 
 
 async def _serve(args: argparse.Namespace) -> None:
