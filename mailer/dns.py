@@ -21,7 +21,6 @@ import functools
 import ipaddress
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
@@ -35,6 +34,7 @@ import dns.rdata
 import dns.rdatatype
 import dns.resolver
 import dns.reversename
+from cachetools import LRUCache
 from dns.rdtypes.ANY.MX import MX as _MXRdata
 from dns.rdtypes.ANY.PTR import PTR as _PTRRdata
 from dns.rdtypes.ANY.TXT import TXT as _TXTRdata
@@ -186,7 +186,7 @@ class Resolver:
         self._negative_ttl = negative_ttl
         self._cache_size = cache_size
         self._clock = clock
-        self._cache: OrderedDict[_Key, _Entry] = OrderedDict()
+        self._cache: LRUCache[_Key, _Entry] = LRUCache(max(cache_size, 1))
         self._inflight: dict[_Key, asyncio.Task[_Entry]] = {}
 
     async def a(self, name: str) -> Answer[str]:
@@ -285,7 +285,6 @@ class Resolver:
         if entry.expires <= self._clock():
             del self._cache[key]
             return None
-        self._cache.move_to_end(key)
         return entry
 
     def _landed(self, key: _Key, task: asyncio.Task[_Entry]) -> None:
@@ -296,9 +295,6 @@ class Resolver:
         if self._cache_size == 0:
             return
         self._cache[key] = task.result()
-        self._cache.move_to_end(key)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
 
     async def _lookup(self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> _Entry:
         name = _to_text(qname)

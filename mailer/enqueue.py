@@ -8,10 +8,11 @@ from __future__ import annotations
 import csv
 import io
 import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from cachetools import LRUCache
 
 from mailer.errors import TemplateError, ValidationError
 from mailer.message.addresses import check_header_value, parse_address
@@ -64,8 +65,7 @@ class CompiledTemplates:
     checking a thousand recipients. Safe to share between threads."""
 
     def __init__(self, size: int = 16) -> None:
-        self._size = size
-        self._items: OrderedDict[Content, CompiledContent] = OrderedDict()
+        self._items: LRUCache[Content, CompiledContent] = LRUCache(size)
         self._lock = threading.Lock()
 
     def compile(self, content: Content) -> CompiledContent:
@@ -74,13 +74,10 @@ class CompiledTemplates:
         with self._lock:
             hit = self._items.get(content)
             if hit is not None:
-                self._items.move_to_end(content)
                 return hit
         compiled = compile_content(content)
         with self._lock:
             self._items[content] = compiled
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
         return compiled
 
 

@@ -3,10 +3,11 @@ identity, MIME composition and DKIM signing."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from cachetools import LRUCache
 
 from mailer.identity.sender import IdentityDecider
 from mailer.message.addresses import Address, parse_address
@@ -81,19 +82,15 @@ class Preparer:
         self._identity = identity
         self._sign = sign
         self._unsubscribe = unsubscribe
-        self._cache: OrderedDict[str, tuple[Distribution, CompiledContent]] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache: LRUCache[str, tuple[Distribution, CompiledContent]] = LRUCache(cache_size)
 
     async def _distribution(self, distribution_id: str) -> tuple[Distribution, CompiledContent]:
         hit = self._cache.get(distribution_id)
         if hit is not None:
-            self._cache.move_to_end(distribution_id)
             return hit
         distribution = await self._load(distribution_id)
         entry = (distribution, compile_content(Content.of(distribution)))
         self._cache[distribution_id] = entry
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
         return entry
 
     async def prepare(self, send: Send, *, now: float) -> Prepared:

@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+
+from cachetools import LRUCache
 
 from mailer.dns import Resolver, normalize_name
 from mailer.errors import ConfigError, DNSPermanentError, ValidationError
@@ -103,10 +104,9 @@ class IdentityDecider:
         self._clock = clock
         self._dkim_domains = frozenset(d.lower().rstrip(".") for d in dkim_domains)
         self._dkim_alignment = dkim_alignment
-        self._cache_size = max(cache_size, 1)
         # Expired entries stay until evicted: they are the stale answer a
         # temperror falls back to.
-        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        self._cache: LRUCache[str, _Entry] = LRUCache(max(cache_size, 1))
         self._inflight: dict[str, asyncio.Task[_CachedSpf]] = {}
 
     async def decide(self, customer_address: str, customer_name: str) -> Identity:
@@ -141,7 +141,6 @@ class IdentityDecider:
     async def _verdict(self, domain: str, address: str) -> _CachedSpf:
         entry = self._cache.get(domain)
         if entry is not None and entry.expires > self._clock():
-            self._cache.move_to_end(domain)
             return entry.verdict
         task = self._inflight.get(domain)
         loop = asyncio.get_running_loop()
@@ -166,9 +165,6 @@ class IdentityDecider:
             verdict = _CachedSpf(outcome.result)
             ttl = min(max(outcome.ttl, self._min_ttl), self._max_ttl)
         self._cache[domain] = _Entry(verdict, self._clock() + ttl)
-        self._cache.move_to_end(domain)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
         return verdict
 
     def _landed(self, domain: str, task: asyncio.Task[_CachedSpf]) -> None:
