@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import sys
-from collections.abc import Callable, Coroutine
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -56,3 +57,74 @@ def settle_heap() -> None:
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_THRESHOLD, older, oldest)
+
+
+class ServerThread:
+    """A loopback server served from a daemon thread with an event loop of
+    its own, so that it answers sync tests, async tests and subprocesses
+    alike (the test DNS server, the sink).
+
+    :meth:`start` runs ``open`` on the thread's loop and returns once it is
+    listening, raising in the caller's thread whatever ``open`` raised;
+    :meth:`stop` stops the loop after running ``close`` on it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        open: Callable[[], Awaitable[None]],
+        close: Callable[[], Awaitable[None]],
+        *,
+        new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
+    ) -> None:
+        self.name = name
+        self._open = open
+        self._close = close
+        self._new_loop = new_loop
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def start(self) -> None:
+        """Raises RuntimeError when already started, else what ``open`` raised."""
+        if self._thread is not None:
+            raise RuntimeError(f"{self.name} already started")
+        loop = self._new_loop()
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._open())
+            except BaseException as exc:  # handed to start() in the caller's thread
+                failure.append(exc)
+                loop.close()
+                ready.set()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(self._close())
+                loop.close()
+
+        thread = threading.Thread(target=serve, name=self.name, daemon=True)
+        thread.start()
+        ready.wait()
+        if failure:
+            thread.join()
+            raise failure[0]
+        self._thread, self._loop = thread, loop
+
+    def stop(self) -> None:
+        """Close the server and end the thread; nothing when not running."""
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        self._thread = self._loop = None

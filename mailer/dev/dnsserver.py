@@ -46,6 +46,7 @@ import dns.rrset
 
 from mailer.errors import ValidationError
 from mailer.hostport import parse_host_port
+from mailer.loop import ServerThread
 
 Records = dict[str, Any]
 
@@ -262,10 +263,8 @@ class DNSServer:
         self._port = port
         self._zone = _Zone(default_ttl, default_ttl if negative_ttl is None else negative_ttl)
         self.queries = self._zone.queries
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._ready = threading.Event()
-        self._start_error: BaseException | None = None
+        self._listener: _Listener | None = None
+        self._server = ServerThread("dnsserver", self._open, self._close)
         if records:
             self.update(records)
 
@@ -321,28 +320,14 @@ class DNSServer:
         return f"{host}:{self._port}"
 
     def start(self) -> None:
-        """Bind and serve in a daemon thread. Raises ``OSError`` if the port
-        cannot be bound for both UDP and TCP."""
-        if self._thread is not None:
-            return
-        self._ready.clear()
-        self._start_error = None
-        self._thread = threading.Thread(target=self._run, name="dnsserver", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._start_error is not None:
-            self._thread.join()
-            self._thread = None
-            raise self._start_error
+        """Bind and serve in a daemon thread (nothing when already serving).
+        Raises ``OSError`` if the port cannot be bound for both UDP and TCP."""
+        if not self._server.running:
+            self._server.start()
 
     def stop(self) -> None:
         """Stop serving and close both sockets; the port is kept for a restart."""
-        thread, loop = self._thread, self._loop
-        if thread is None or loop is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        self._thread = None
+        self._server.stop()
 
     def __enter__(self) -> DNSServer:
         self.start()
@@ -370,24 +355,14 @@ class DNSServer:
 
     # -- the server thread ------------------------------------------------
 
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._loop = loop
-        listener = _Listener(self._zone)
-        try:
-            self._port = loop.run_until_complete(listener.open(self.host, self._port))
-        except BaseException as exc:  # handed to start() in the caller's thread
-            self._start_error = exc
-            self._ready.set()
-            loop.close()
-            return
-        self._ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(listener.close())
-            loop.close()
+    async def _open(self) -> None:
+        self._listener = _Listener(self._zone)
+        self._port = await self._listener.open(self.host, self._port)
+
+    async def _close(self) -> None:
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
 
 
 class _Listener:

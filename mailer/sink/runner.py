@@ -26,7 +26,6 @@ import signal
 import socket
 import ssl
 import sys
-import threading
 from collections.abc import Iterable
 from types import TracebackType
 from typing import TextIO
@@ -35,6 +34,7 @@ from mailer import loop as service_loop
 from mailer.dev.certs import CertFiles, TestCerts
 from mailer.errors import ValidationError
 from mailer.hostport import parse_host_port
+from mailer.loop import ServerThread
 from mailer.sink.smtpd import (
     STAGES,
     MessageHook,
@@ -105,9 +105,7 @@ class Sink:
         self._recorder = Recorder(keep)
         self._on_message = on_message
         self._on_refusal = on_refusal
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._failure: BaseException | None = None
+        self._server: ServerThread | None = None
 
     @property
     def messages(self) -> list[Received]:
@@ -227,7 +225,7 @@ class Sink:
 
     def start(self) -> Sink:
         """Bind and serve. Raises OSError if the address cannot be bound."""
-        if self._thread is not None:
+        if self._server is not None:
             raise RuntimeError("sink already started")
         tls: ssl.SSLContext | None = None
         if self._starttls:
@@ -246,42 +244,19 @@ class Sink:
             on_message=self._on_message,
             on_refusal=self._on_refusal,
         )
-        ready = threading.Event()
-        self._loop = service_loop.loop_factory()()
-        self._thread = threading.Thread(
-            target=self._run, args=(server, ready), name=f"sink-{self.host}", daemon=True
+        thread = ServerThread(
+            f"sink-{self.host}", server.listen, server.close, new_loop=service_loop.loop_factory()
         )
-        self._thread.start()
-        ready.wait()
-        if self._failure is not None:
-            self._thread.join()
-            self._thread = None
-            raise self._failure
+        thread.start()
+        self._server = thread
         self.port = server.port
         return self
 
-    def _run(self, server: Server, ready: threading.Event) -> None:
-        loop = self._loop
-        assert loop is not None
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(server.listen())
-        except BaseException as exc:
-            self._failure = exc
-            loop.close()
-            ready.set()
-            return
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(server.close())
-        loop.close()
-
     def stop(self) -> None:
         """Stop serving, cut open connections, remove owned certificates."""
-        if self._thread is not None and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-        self._thread = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
         if self._owned_certs is not None:
             self._owned_certs.close()
             self._owned_certs = self.certs = None
