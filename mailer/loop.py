@@ -43,7 +43,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 # Young objects are collected every this many container allocations
 # instead of Python's 700: an enqueue of 1,000 recipients, like every
 # message sent, makes many short-lived containers, and with the default the
-# collector took about a fifth of the API's CPU in `mailer bench`.
+# collector took a large share of the API's CPU (docs/performance.md).
 GC_THRESHOLD = 10_000
 
 

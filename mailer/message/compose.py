@@ -9,8 +9,8 @@ allows.
 
 Bodies: ASCII text that is valid 7bit goes as is; anything else is base64.
 Quoted-printable would be a little shorter and readable for Latin-script
-text, but binascii's encoder costs about three times as much as base64 (some
-25 µs per 3 KB part here, a third of the whole budget), and the service's
+text, but binascii's encoder costs several times as much as base64
+(docs/performance.md), and the service's
 own tools decode what they show. Base64 text with charset utf-8 is not held
 against a message by SpamAssassin (MIME_BASE64_TEXT only fires without a
 charset or for us-ascii).

@@ -13,8 +13,8 @@ message without keeping or parsing it.
 
 Both run on the service's event loop (uvloop where installed), as ``mailer
 sink`` and the engine do: in ``mailer bench`` the sink shares the machine's
-cores with the engine, and on asyncio's own loop it took a fifth more CPU
-per message.
+cores with the engine, and on asyncio's own loop it takes more CPU per
+message (docs/performance.md).
 """
 
 from __future__ import annotations

@@ -387,8 +387,8 @@ class _SinkSMTP(SMTP):
 
     async def smtp_DATA(self, arg: str) -> None:
         # aiosmtpd reads mail data a line at a time, with a StreamReader call
-        # and a debug log call per line: a third of the sink's CPU in
-        # `mailer bench`. Here it is read up to each ".\r\n" (in pieces of at
+        # and a debug log call per line, a large share of the sink's CPU in
+        # `mailer bench` (docs/performance.md). Here it is read up to each ".\r\n" (in pieces of at
         # most the reader's line limit where there is none), and the line
         # and size limits, the dot unstuffing and the hand-over to the
         # handler are aiosmtpd's (1.4), with its replies.
@@ -444,7 +444,7 @@ class _SinkSMTP(SMTP):
     async def smtp_STARTTLS(self, arg: str) -> None:
         # aiosmtpd puts asyncio's pure-Python SSL protocol under the session;
         # the loop's own start_tls (uvloop's compiled TLS where the sink runs
-        # on it) takes a fifth of the sink's CPU less per message. The rest
+        # on it) takes less of the sink's CPU per message. The rest
         # is aiosmtpd's (1.4): its replies, and after the handshake the state
         # RFC 3207 §4.2 asks for, as its connection_made sets it.
         if arg:

@@ -175,7 +175,7 @@ def new_sends_json(ids: Sequence[str], sends: Sequence[NewSend], *, hostname: st
         )
         for send_id, item in zip(ids, sends, strict=True)
     ]
-    # pydantic-core's encoder: a tenth of the json module's time a row
+    # pydantic-core's encoder: far faster than the json module (docs/performance.md)
     return to_json(rows).decode("utf-8")
 
 
