@@ -1,7 +1,8 @@
 """DKIM signing with dkimpy's canonicalisation and OpenSSL's arithmetic.
 
 dkimpy 1.1 signs RSA in pure Python, some twenty times slower than OpenSSL
-through ``cryptography`` (docs/performance.md). dkimpy has no seam for the private-key operation alone: its
+through ``cryptography`` (docs/performance.md). dkimpy has no seam for the
+private-key operation alone: its
 ``DomainSigner.gen_header`` builds the header, hashes it and calls the
 module function ``RSASSA_PKCS1_v1_5_sign`` in one piece, and ``DKIM.sign``
 parses the PEM key on every call. So this module drives dkimpy's own
