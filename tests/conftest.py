@@ -67,6 +67,7 @@ INTEGRATION_MODULES = frozenset(
         "test_sink_data",
         "test_sink_faults",
         "test_smtp",
+        "test_spf_parity",
         "test_store_postgres",
     }
 )

@@ -325,15 +325,18 @@ async def find_spf(
 
     Raises DNSTemporaryError when the domain's own TXT lookup gets no answer.
     """
-    tree = await walk_domain(resolver, domain)
+    # the walk counts lookups for the first of our addresses: a, mx and ptr
+    # terms depend on the client's address family and name
+    ip = ips[0] if ips else "0.0.0.0"
+    tree = await walk_domain(resolver, domain, ip)
     auth = await authorisations(resolver, domain, ips, region_include)
     findings = SPFFindings(domain, region_include, tuple(ips), tree, tuple(auth))
     include_text, ips_text = candidate_texts(findings)
     with_include = with_ips = None
     if include_text is not None:
-        with_include = await walk_record(resolver, domain, include_text)
+        with_include = await walk_record(resolver, domain, include_text, ip)
     if ips_text is not None:
-        with_ips = await walk_record(resolver, domain, ips_text)
+        with_ips = await walk_record(resolver, domain, ips_text, ip)
     return SPFFindings(
         domain, region_include, tuple(ips), tree, tuple(auth), with_include, with_ips
     )

@@ -12,15 +12,24 @@ from typing import Literal
 
 from mailer.dns import Resolver
 from mailer.errors import DNSPermanentError, DNSTemporaryError
-from mailer.identity.check_host import MAX_LOOKUPS, SPFOutcome, check_host
+from mailer.identity.check_host import (
+    MAX_LOOKUPS,
+    SPFOutcome,
+    addresses,
+    check_host,
+    client_names,
+    tested_terms,
+)
 from mailer.identity.spf_record import (
     LOOKUP_KINDS,
+    IPAddress,
     MacroString,
     Mechanism,
     PermError,
     Record,
     SPFResult,
     is_spf_record,
+    normalize_ip,
     parse_record,
     target_name,
 )
@@ -90,8 +99,9 @@ def _static_name(spec: MacroString | None, domain: str) -> str | None:
     return target_name("".join(str(token) for token in spec.tokens))
 
 
-async def walk_domain(resolver: Resolver, domain: str, *, depth: int = 0) -> SPFNode:
-    """Fetch ``domain``'s SPF record and walk it.
+async def walk_domain(resolver: Resolver, domain: str, ip: str, *, depth: int = 0) -> SPFNode:
+    """Fetch ``domain``'s SPF record and walk it for the client ``ip`` (what
+    ``a`` and ``ptr`` terms look up depends on it).
 
     Raises DNSTemporaryError when the TXT lookup of ``domain`` itself fails
     at the top (``depth`` 0); deeper failures are recorded in the node.
@@ -110,17 +120,23 @@ async def walk_domain(resolver: Resolver, domain: str, *, depth: int = 0) -> SPF
         return _broken(domain, texts, f"{domain} {reason}")
     if len(texts) > 1:
         return _broken(domain, texts, f"{domain} publishes {len(texts)} SPF records")
-    return await walk_record(resolver, domain, texts[0], depth=depth)
+    return await walk_record(resolver, domain, texts[0], ip, depth=depth)
 
 
 def _broken(domain: str, texts: tuple[str, ...], error: str) -> SPFNode:
     return SPFNode(domain, texts, None, error, 0, (), ())
 
 
-async def walk_record(resolver: Resolver, domain: str, text: str, *, depth: int = 0) -> SPFNode:
-    """Walk the SPF record ``text`` as if published at ``domain``: count its
-    lookups, find void ones, and walk what it includes (targets written
-    with macros count but cannot be followed). Never raises for DNS."""
+async def walk_record(
+    resolver: Resolver, domain: str, text: str, ip: str, *, depth: int = 0
+) -> SPFNode:
+    """Walk the SPF record ``text`` as if published at ``domain``: count the
+    lookups an evaluation that matches no mechanism makes, find void ones,
+    and walk what it includes (targets written with macros count but cannot
+    be followed), for the client ``ip``. The terms tested and the lookups
+    they make are ``check_host``'s own (:func:`tested_terms`,
+    :func:`addresses`, :func:`client_names`). Raises ValidationError for an
+    ``ip`` that is no IP address, never for DNS."""
     try:
         record = parse_record(text)
     except PermError as exc:
@@ -130,8 +146,9 @@ async def walk_record(resolver: Resolver, domain: str, text: str, *, depth: int 
     own = 0
     void: list[str] = []
     children: list[SPFNode] = []
-    has_all = any(m.kind == "all" for m in record.mechanisms)
-    for mechanism in record.mechanisms:
+    client = normalize_ip(ip)
+    mechanisms, redirect = tested_terms(record)
+    for mechanism in mechanisms:
         if mechanism.kind not in LOOKUP_KINDS:
             continue
         own += 1
@@ -139,27 +156,31 @@ async def walk_record(resolver: Resolver, domain: str, text: str, *, depth: int 
         if target is None:
             continue
         if mechanism.kind == "include":
-            children.append(await walk_domain(resolver, target, depth=depth + 1))
-        elif await _is_void(resolver, mechanism, target):
+            children.append(await walk_domain(resolver, target, ip, depth=depth + 1))
+        elif await _is_void(resolver, mechanism, target, client):
             void.append(mechanism.text)
-    # §6.1: redirect is ignored when the record has an "all" mechanism.
-    if record.redirect is not None and not has_all:
+    if redirect is not None:
         own += 1
-        target = _static_name(record.redirect, domain)
+        target = _static_name(redirect, domain)
         if target is not None:
-            children.append(await walk_domain(resolver, target, depth=depth + 1))
+            children.append(await walk_domain(resolver, target, ip, depth=depth + 1))
     return SPFNode(domain, (text,), record, None, own, tuple(void), tuple(children))
 
 
-async def _is_void(resolver: Resolver, mechanism: Mechanism, target: str) -> bool:
+async def _is_void(
+    resolver: Resolver, mechanism: Mechanism, target: str, client: IPAddress
+) -> bool:
     """Whether the lookup of an a/mx/exists/ptr term finds nothing (§4.6.4);
     unanswered lookups are not counted as void."""
     if mechanism.kind == "ptr":
-        return False  # depends on the client address
+        names = await client_names(resolver, client)
+        return names is not None and not names.records
     try:
         if mechanism.kind == "mx":
             return not (await resolver.mx(target)).records
-        return not (await resolver.a(target)).records
+        if mechanism.kind == "a":
+            return not (await addresses(resolver, target, client.version)).records
+        return not (await resolver.a(target)).records  # exists: always A (§5.7)
     except DNSPermanentError:
         return True
     except DNSTemporaryError:

@@ -39,7 +39,16 @@ from mailer.identity.spf_record import (
     target_name,
 )
 
-__all__ = ["MAX_LOOKUPS", "MAX_VOID_LOOKUPS", "SPFOutcome", "SPFResult", "check_host"]
+__all__ = [
+    "MAX_LOOKUPS",
+    "MAX_VOID_LOOKUPS",
+    "SPFOutcome",
+    "SPFResult",
+    "addresses",
+    "check_host",
+    "client_names",
+    "tested_terms",
+]
 
 T = TypeVar("T")
 
@@ -74,6 +83,38 @@ class _RecordResult:
     result: SPFResult
     mechanism: str | None
     explanation: str
+
+
+def tested_terms(record: Record) -> tuple[tuple[Mechanism, ...], MacroString | None]:
+    """What an evaluation in which no mechanism matches tests (pure): the
+    mechanisms in order up to the first ``all``, which always matches (§5.1),
+    and the redirect target, followed only when the record has no ``all``
+    (§6.1)."""
+    tested: list[Mechanism] = []
+    for mechanism in record.mechanisms:
+        tested.append(mechanism)
+        if mechanism.kind == "all":
+            return tuple(tested), None
+    return tuple(tested), record.redirect
+
+
+async def client_names(resolver: Resolver, ip: IPAddress) -> Answer[str] | None:
+    """The PTR answer for the client ``ip`` (``ptr`` terms and the %{p}
+    macro), None when the lookup failed: DNS errors here mean no names,
+    never temperror (§5.5)."""
+    try:
+        return await resolver.ptr(str(ip))
+    except (DNSTemporaryError, DNSPermanentError):
+        return None
+
+
+async def addresses(resolver: Resolver, name: str, version: int) -> Answer[str]:
+    """What ``a`` and ``mx`` terms look up for a client of IP ``version``:
+    A records for IPv4, AAAA for IPv6 (§5.3, §5.4). Raises DNSTemporaryError,
+    DNSPermanentError."""
+    if version == 4:
+        return await resolver.a(name)
+    return await resolver.aaaa(name)
 
 
 async def check_host(
@@ -162,7 +203,8 @@ class _Evaluation:
         record = await self._record(domain)
         if record is None:
             return None
-        for mechanism in record.mechanisms:
+        mechanisms, redirect = tested_terms(record)
+        for mechanism in mechanisms:
             if await self._matches(mechanism, domain):
                 result = mechanism.qualifier
                 text = f"{self.ip} matched {mechanism.text} in the SPF record of {domain}"
@@ -170,10 +212,10 @@ class _Evaluation:
                 if result is SPFResult.FAIL and not in_include and record.explanation:
                     text = await self._explain(record.explanation, domain) or text
                 return _RecordResult(result, mechanism.text, text)
-        if record.redirect is not None:
-            term = f"redirect={record.redirect.text}"
+        if redirect is not None:
+            term = f"redirect={redirect.text}"
             self._count(term)
-            target = await self._target(record.redirect, domain)
+            target = await self._target(redirect, domain)
             verdict = None if target is None else await self.check(target, in_include=in_include)
             if verdict is None:
                 raise PermError(f"{term} in {domain}: {target or 'target'} has no SPF record")
@@ -252,9 +294,8 @@ class _Evaluation:
         """§5.5: PTR names of the client whose forward lookup leads back to
         it. DNS errors here mean no names, never temperror. Raises PermError
         for a void PTR lookup over the limit (unless ``limits`` is off)."""
-        try:
-            answer = await self.resolver.ptr(str(self.ip))
-        except (DNSTemporaryError, DNSPermanentError):
+        answer = await client_names(self.resolver, self.ip)
+        if answer is None:
             return []
         self._note(answer)
         if limits and not answer.records:
@@ -326,10 +367,7 @@ class _Evaluation:
     # -- DNS and limits ---------------------------------------------------
 
     async def _addresses(self, name: str) -> Answer[str]:
-        """A records for an IPv4 client, AAAA for IPv6 (§5)."""
-        if self.ip.version == 4:
-            return await self.resolver.a(name)
-        return await self.resolver.aaaa(name)
+        return await addresses(self.resolver, name, self.ip.version)
 
     async def _ask(
         self, lookup: Callable[[str], Awaitable[Answer[T]]], name: str, *, void: bool
