@@ -76,8 +76,13 @@ class DeliveryError(MailerError):
 
     ``code``/``enhanced``/``text`` carry the server's reply where there was
     one; ``reason`` is the category from the shared vocabulary and
-    ``permanent`` says whether retrying can help.
+    ``permanent`` says whether retrying can help. ``stage`` says where a
+    connection that never got ready failed: ``connect``, ``greeting``,
+    ``ehlo``, ``starttls`` (the command), ``tls`` (the handshake) or
+    ``ehlo-tls`` (the EHLO after it); None for a failed transaction.
     """
+
+    stage: str | None = None
 
     def __init__(
         self,

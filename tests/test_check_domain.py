@@ -446,7 +446,7 @@ async def test_the_probe_reports_a_server_that_does_not_speak_smtp() -> None:
     server, port = await one_line_server(b"SSH-2.0-OpenSSH_9.6\r\n")
     async with server:
         probe = await probe_mx("mx.acme.test", "127.0.0.1", port, helo="mailer.test", timeout=5)
-    assert probe.error == "SMTP conversation failed: not an SMTP reply: 'SSH-2.0-OpenSSH_9.6'"
+    assert probe.error == "no SMTP greeting: Malformed SMTP response line: SSH-2.0-OpenSSH_9.6"
 
 
 async def test_the_probe_reports_a_refused_connection(smtp_port: int) -> None:

@@ -413,3 +413,23 @@ async def test_cancelled_send_leaves_the_session_unusable(
         await task
     assert not session.usable
     await session.close()
+
+
+async def test_a_greeting_in_another_protocol_is_a_protocol_error_at_the_seam() -> None:
+    """An MX that answers with an SSH banner: aiosmtplib's own exception
+    for the malformed line must not leak past the SMTP seam."""
+
+    async def banner(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n")
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(banner, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        with pytest.raises(DeliveryError) as caught:
+            await open_session("mx.dest.test", "127.0.0.1", port, helo="mailer.test", timeout=5)
+    assert caught.value.reason is Reason.PROTOCOL
+    assert caught.value.stage == "greeting"
+    assert caught.value.text.endswith("Malformed SMTP response line: SSH-2.0-OpenSSH_9.6")

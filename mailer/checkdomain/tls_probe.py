@@ -2,12 +2,11 @@
 EHLO, is STARTTLS offered, does the handshake succeed, and what
 certificate comes back.
 
-It speaks just enough SMTP over asyncio streams and upgrades with an
-unverifying client context (the same TLS ≥ 1.2 context delivery uses under
-the ``encrypt`` policy), so the certificate is read even when it would not
-verify; name and expiry are then judged here with ``cryptography.x509``.
-Socket, TLS and protocol failures become fields of :class:`MXProbe`; only
-cancellation propagates.
+It opens the delivery's own session (:func:`mailer.delivery.smtp.open_session`)
+under the ``encrypt`` policy, so the certificate is read even when it would
+not verify; name and expiry are then judged here with ``cryptography.x509``.
+The stage a failed session reached and its error become fields of
+:class:`MXProbe`; only cancellation propagates.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
-import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -23,7 +21,8 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from mailer.config import TLSPolicy
-from mailer.delivery.smtp import build_tls_context
+from mailer.delivery.smtp import Session, open_session
+from mailer.errors import DeliveryError, SMTPReplyError, TLSUnavailable
 
 __all__ = [
     "PROBE_TIMEOUT",
@@ -38,8 +37,6 @@ __all__ = [
 
 # The probe answers a person waiting at a terminal or an HTTP client.
 PROBE_TIMEOUT = 20.0
-_MAX_REPLY_LINES = 100
-_QUIT_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
@@ -146,37 +143,6 @@ class MXProbe:
         }
 
 
-class _ProtocolError(Exception):
-    """A reply the probe cannot read; stays inside this module."""
-
-
-async def _reply(reader: asyncio.StreamReader) -> tuple[int, list[str]]:
-    """One (possibly multi-line) SMTP reply: its code and the text lines."""
-    lines: list[str] = []
-    for _ in range(_MAX_REPLY_LINES):
-        try:
-            raw = await reader.readline()
-        except ValueError as exc:  # a line over the stream's 64 KiB limit
-            raise _ProtocolError("reply line too long") from exc
-        if not raw:
-            raise _ProtocolError("connection closed by the server")
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
-        if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in ("", " ", "-"):
-            raise _ProtocolError(f"not an SMTP reply: {line[:80]!r}")
-        lines.append(line[4:])
-        if line[3:4] != "-":
-            return int(line[:3]), lines
-    raise _ProtocolError(f"reply longer than {_MAX_REPLY_LINES} lines")
-
-
-async def _command(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: str
-) -> tuple[int, list[str]]:
-    writer.write(line.encode("ascii") + b"\r\n")
-    await writer.drain()
-    return await _reply(reader)
-
-
 async def probe_mx(
     host: str,
     address: str,
@@ -192,91 +158,60 @@ async def probe_mx(
     cancellation propagates.
     """
     probe = MXProbe(host, address, port)
-    writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(address, port)
-            probe.connected = True
-            await _converse(probe, reader, writer, helo, now or utcnow())
+            session = await open_session(
+                host, address, port, helo=helo, policy=TLSPolicy.ENCRYPT, timeout=timeout
+            )
+            async with session:
+                _read(probe, session, now or utcnow())
     except TimeoutError:
-        probe.error = f"{_stage(probe)}: no answer within {timeout:g}s"
-    except ssl.SSLError as exc:
-        probe.handshake_ok = False
-        probe.error = f"TLS handshake failed: {exc.reason or exc} (we require TLS 1.2 or newer)"
-    except _ProtocolError as exc:
-        probe.error = f"{_stage(probe)}: {exc}"
-    except (OSError, asyncio.IncompleteReadError) as exc:
-        text = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
-        probe.error = f"{_stage(probe)}: {text}"
-    finally:
-        if writer is not None:
-            # No close_notify dance: the probe has what it came for.
-            writer.transport.abort()
+        probe.error = f"no answer within {timeout:g}s"
+    except DeliveryError as exc:
+        _failed(probe, exc)
     return probe
 
 
-def _stage(probe: MXProbe) -> str:
-    if not probe.connected:
-        return "connect failed"
-    if probe.handshake_ok:
-        return "after the TLS handshake"
-    if probe.starttls_offered:
-        return "STARTTLS failed"
-    return "SMTP conversation failed"
+def _read(probe: MXProbe, session: Session, now: datetime.datetime) -> None:
+    probe.connected = True
+    probe.greeting = session.greeting
+    probe.extensions = list(session.extensions)
+    probe.starttls_offered = probe.handshake_ok = True
+    probe.tls_version = session.tls.version or None
+    probe.cipher = session.tls.cipher or None
+    if session.tls.certificate:
+        try:
+            probe.certificate = describe_certificate(session.tls.certificate, probe.host, now)
+        except ValueError as exc:
+            probe.error = f"certificate cannot be read: {exc}"
 
 
-async def _converse(
-    probe: MXProbe,
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    helo: str,
-    now: datetime.datetime,
-) -> None:
-    code, lines = await _reply(reader)
-    probe.greeting = " ".join(lines)
-    if code != 220:
-        probe.error = f"greeting refused: {code} {probe.greeting}"
-        return
-    code, lines = await _command(reader, writer, f"EHLO {helo}")
-    if code != 250:
-        probe.starttls_offered = False
-        probe.error = f"EHLO refused: {code} {' '.join(lines)}"
-        return
-    probe.extensions = [line.split(" ", 1)[0].upper() for line in lines[1:] if line]
-    probe.starttls_offered = "STARTTLS" in probe.extensions
-    if not probe.starttls_offered:
-        await _quit(reader, writer)
-        return
-    code, lines = await _command(reader, writer, "STARTTLS")
-    if code != 220:
-        probe.handshake_ok = False
-        probe.error = f"STARTTLS refused: {code} {' '.join(lines)}"
-        return
-    await writer.start_tls(
-        build_tls_context(TLSPolicy.ENCRYPT), server_hostname=host_for_sni(probe.host)
-    )
-    probe.handshake_ok = True
-    ssl_object = writer.get_extra_info("ssl_object")
-    if isinstance(ssl_object, ssl.SSLObject):
-        probe.tls_version = ssl_object.version()
-        cipher = ssl_object.cipher()
-        probe.cipher = cipher[0] if cipher else None
-        der = ssl_object.getpeercert(binary_form=True)
-        if der:
-            try:
-                probe.certificate = describe_certificate(der, probe.host, now)
-            except ValueError as exc:
-                probe.error = f"certificate cannot be read: {exc}"
-    await _quit(reader, writer)
-
-
-async def _quit(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """A polite QUIT; whatever goes wrong with it says nothing about TLS."""
-    try:
-        async with asyncio.timeout(_QUIT_TIMEOUT):
-            await _command(reader, writer, "QUIT")
-    except (TimeoutError, OSError, asyncio.IncompleteReadError, _ProtocolError):
-        pass
+def _failed(probe: MXProbe, exc: DeliveryError) -> None:
+    """What a session that did not get ready tells about the host."""
+    stage = exc.stage or "connect"
+    # a server's reply as code and text; otherwise the error without the
+    # "host [address]:port: " it starts with
+    said = str(exc) if isinstance(exc, SMTPReplyError) else exc.text.partition(": ")[2]
+    probe.connected = stage != "connect"
+    if stage == "connect":
+        probe.error = f"connect failed: {said}"
+    elif stage == "greeting":
+        refused = isinstance(exc, SMTPReplyError)
+        probe.error = f"greeting refused: {said}" if refused else f"no SMTP greeting: {said}"
+    elif stage == "ehlo":
+        if isinstance(exc, TLSUnavailable):
+            probe.starttls_offered = False  # not offered, or no ESMTP at all
+        else:
+            probe.error = f"EHLO refused: {said}"
+    elif stage == "starttls":
+        probe.starttls_offered, probe.handshake_ok = True, False
+        probe.error = said if isinstance(exc, TLSUnavailable) else f"STARTTLS refused: {said}"
+    elif stage == "tls":
+        probe.starttls_offered, probe.handshake_ok = True, False
+        probe.error = f"{said} (we require TLS 1.2 or newer)"
+    else:
+        probe.starttls_offered = probe.handshake_ok = True
+        probe.error = f"after the TLS handshake: {said}"
 
 
 def host_for_sni(host: str) -> str | None:

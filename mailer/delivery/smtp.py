@@ -74,6 +74,8 @@ class Reply:
 class TLSInfo:
     version: str
     cipher: str
+    # the server's certificate (DER) as presented, verified or not
+    certificate: bytes | None = None
 
 
 def build_tls_context(policy: TLSPolicy, cafile: str | None = None) -> ssl.SSLContext:
@@ -135,10 +137,13 @@ class Session:
     second EHLO; sends one message after another. Made by :func:`open_session`.
     """
 
-    def __init__(self, smtp: aiosmtplib.SMTP, host: str, address: str, tls: TLSInfo) -> None:
+    def __init__(
+        self, smtp: aiosmtplib.SMTP, host: str, address: str, tls: TLSInfo, greeting: str = ""
+    ) -> None:
         self.host = host
         self.address = address
         self.tls = tls
+        self.greeting = greeting
         self.messages_sent = 0
         self._smtp = smtp
         # aiosmtplib forgets its transport when it closes on a 421 or a lost
@@ -150,6 +155,11 @@ class Session:
         self._size = smtp.supports_extension("size")
         self._eightbit = smtp.supports_extension("8bitmime")
         self._smtputf8 = smtp.supports_extension("smtputf8")
+
+    @property
+    def extensions(self) -> tuple[str, ...]:
+        """The EHLO keywords the server offered after STARTTLS, upper case."""
+        return tuple(name.upper() for name in self._smtp.esmtp_extensions)
 
     @property
     def usable(self) -> bool:
@@ -351,7 +361,7 @@ async def open_session(
         raise ConfigError("helo", str(exc)) from exc
     where = f"{host} [{address}]:{port}"
     try:
-        tls = await _establish(smtp, where, host.rstrip(".") or address, context)
+        tls, greeting = await _establish(smtp, where, host.rstrip(".") or address, context)
     except DeliveryError:
         _drop(smtp, smtp.transport)
         await asyncio.sleep(0)  # let the socket close before the caller moves on
@@ -359,43 +369,68 @@ async def open_session(
     except BaseException:
         _drop(smtp, smtp.transport)
         raise
-    return Session(smtp, host, address, tls)
+    return Session(smtp, host, address, tls, greeting)
 
 
 async def _establish(
     smtp: aiosmtplib.SMTP, where: str, tls_host: str, context: ssl.SSLContext
-) -> TLSInfo:
+) -> tuple[TLSInfo, str]:
+    """STARTTLS-or-nothing set-up; the TLS parameters and the greeting.
+    Every error raised carries the stage it came from."""
+    stage = "connect"
     try:
-        await smtp.connect()
-    except SMTPConnectResponseError as exc:
-        raise _reply_error(exc.code, _said(exc.message)) from exc
-    except (SMTPConnectError, SMTPTimeoutError, SMTPServerDisconnected) as exc:
-        raise ConnectFailed(f"{where}: {_said(exc.message)}") from exc
-    await _ehlo(smtp, where)
-    if not smtp.supports_extension("starttls"):
-        await _quit_quietly(smtp)
-        raise TLSUnavailable(f"{where}: server does not offer STARTTLS")
-    try:
-        await smtp.starttls(server_hostname=tls_host, tls_context=context)
-    except ssl.SSLCertVerificationError as exc:
-        raise TLSFailed(f"{where}: {exc.verify_message or exc}", certificate=True) from exc
-    except ssl.SSLError as exc:
-        raise TLSFailed(f"{where}: TLS handshake failed: {exc.reason or exc}") from exc
-    except SMTPResponseException as exc:
-        if exc.code == 421:
+        try:
+            greeting = await smtp.connect()
+        except SMTPConnectResponseError as exc:
+            stage = "greeting"
             raise _reply_error(exc.code, _said(exc.message)) from exc
-        refused = TLSUnavailable(f"{where}: STARTTLS refused: {exc.code} {_said(exc.message)}")
-        refused.code = exc.code
-        refused.enhanced = parse_reply(exc.code, _said(exc.message))[0]
-        raise refused from exc
-    except (SMTPException, OSError) as exc:
-        raise TLSFailed(f"{where}: TLS handshake failed: {_said(str(exc))}") from exc
-    await _ehlo(smtp, where)
+        except (SMTPConnectError, SMTPTimeoutError, SMTPServerDisconnected) as exc:
+            raise ConnectFailed(f"{where}: {_said(exc.message)}") from exc
+        except SMTPResponseException as exc:
+            # a greeting that is no SMTP reply at all (another protocol)
+            stage = "greeting"
+            raise DeliveryError(Reason.PROTOCOL, f"{where}: {_said(exc.message).strip()}") from exc
+        stage = "ehlo"
+        await _ehlo(smtp, where)
+        if not smtp.supports_extension("starttls"):
+            await _quit_quietly(smtp)
+            raise TLSUnavailable(f"{where}: server does not offer STARTTLS")
+        stage = "starttls"
+        try:
+            await smtp.starttls(server_hostname=tls_host, tls_context=context)
+        except ssl.SSLCertVerificationError as exc:
+            stage = "tls"
+            raise TLSFailed(f"{where}: {exc.verify_message or exc}", certificate=True) from exc
+        except ssl.SSLError as exc:
+            stage = "tls"
+            raise TLSFailed(f"{where}: TLS handshake failed: {exc.reason or exc}") from exc
+        except SMTPResponseException as exc:
+            if exc.code == 421:
+                raise _reply_error(exc.code, _said(exc.message)) from exc
+            refused = TLSUnavailable(f"{where}: STARTTLS refused: {exc.code} {_said(exc.message)}")
+            refused.code = exc.code
+            refused.enhanced = parse_reply(exc.code, _said(exc.message))[0]
+            raise refused from exc
+        except (SMTPException, OSError) as exc:
+            stage = "tls"
+            raise TLSFailed(f"{where}: TLS handshake failed: {_said(str(exc))}") from exc
+        stage = "ehlo-tls"
+        await _ehlo(smtp, where)
+    except DeliveryError as exc:
+        exc.stage = stage
+        raise
     ssl_object = smtp.get_transport_info("ssl_object")
     if not isinstance(ssl_object, ssl.SSLObject):
-        raise TLSFailed(f"{where}: connection is not encrypted after STARTTLS")
+        failed = TLSFailed(f"{where}: connection is not encrypted after STARTTLS")
+        failed.stage = "tls"
+        raise failed
     cipher = ssl_object.cipher()
-    return TLSInfo(version=ssl_object.version() or "", cipher=cipher[0] if cipher else "")
+    tls = TLSInfo(
+        version=ssl_object.version() or "",
+        cipher=cipher[0] if cipher else "",
+        certificate=ssl_object.getpeercert(binary_form=True),
+    )
+    return tls, _said(greeting.message)
 
 
 async def _ehlo(smtp: aiosmtplib.SMTP, where: str) -> None:
