@@ -44,7 +44,7 @@ from dns.rdtypes.IN.AAAA import AAAA as _AAAARdata
 from mailer.errors import ConfigError, DNSPermanentError, DNSTemporaryError, ValidationError
 from mailer.hostport import parse_host_port
 
-__all__ = ["MX", "Answer", "Resolver", "normalize_name", "parse_nameserver"]
+__all__ = ["MX", "Answer", "Resolver", "normalise_name", "parse_nameserver"]
 
 T = TypeVar("T")
 
@@ -134,7 +134,7 @@ def _to_text(name: dns.name.Name) -> str:
 # Asked once or more per message (the sender's domain) for a few thousand
 # distinct names at most; the dnspython round trip is the costly part.
 @functools.lru_cache(maxsize=4096)
-def normalize_name(name: str) -> str:
+def normalise_name(name: str) -> str:
     """The ASCII (A-label), lower-case form of ``name`` without trailing dot,
     as it is looked up. Raises DNSPermanentError for an invalid name."""
     return _to_text(_to_name(name))

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from mailer.dev.dnsserver import DNSServer
-from mailer.dns import MX, Answer, Resolver, normalize_name, parse_nameserver
+from mailer.dns import MX, Answer, Resolver, normalise_name, parse_nameserver
 from mailer.errors import ConfigError, DNSPermanentError, DNSTemporaryError
 
 ZONE = {
@@ -178,10 +178,10 @@ async def test_invalid_names_are_permanent(resolver: Resolver, name: str, reason
         await resolver.a(name)
 
 
-def test_normalize_name_lowercases_and_idna_encodes() -> None:
-    assert normalize_name("Mail.Example.TEST.") == "mail.example.test"
-    assert normalize_name("ÄÖ.test") == "xn--4ca0b.test"
-    assert normalize_name("_spf.netigate.se") == "_spf.netigate.se"
+def test_normalise_name_lowercases_and_idna_encodes() -> None:
+    assert normalise_name("Mail.Example.TEST.") == "mail.example.test"
+    assert normalise_name("ÄÖ.test") == "xn--4ca0b.test"
+    assert normalise_name("_spf.netigate.se") == "_spf.netigate.se"
 
 
 # -- failures ---------------------------------------------------------------------

@@ -15,7 +15,7 @@ from mailer.checkdomain.spf import find_spf, judge_spf
 from mailer.checkdomain.tls import find_tls, judge_tls
 from mailer.checkdomain.tls_probe import PROBE_TIMEOUT
 from mailer.config import Config
-from mailer.dns import Resolver, normalize_name
+from mailer.dns import Resolver, normalise_name
 from mailer.errors import DNSPermanentError, ValidationError
 from mailer.message.keys import KeyStore, normalise_domain
 
@@ -25,7 +25,7 @@ __all__ = ["DomainChecker", "check_domain"]
 def _domain(value: str) -> str:
     """The ASCII (A-label) form of a domain name. Raises ValidationError("domain")."""
     try:
-        ascii_name = normalize_name(value.strip())
+        ascii_name = normalise_name(value.strip())
     except DNSPermanentError as exc:
         raise ValidationError("domain", f"{value!r}: {exc.reason}") from exc
     return normalise_domain(ascii_name)

@@ -29,7 +29,7 @@ from mailer.identity.spf_record import (
     Record,
     SPFResult,
     is_spf_record,
-    normalize_ip,
+    normalise_ip,
     parse_record,
     target_name,
 )
@@ -146,7 +146,7 @@ async def walk_record(
     own = 0
     void: list[str] = []
     children: list[SPFNode] = []
-    client = normalize_ip(ip)
+    client = normalise_ip(ip)
     mechanisms, redirect = tested_terms(record)
     for mechanism in mechanisms:
         if mechanism.kind not in LOOKUP_KINDS:

@@ -14,7 +14,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mailer.dns import MX, Resolver, normalize_name
+from mailer.dns import MX, Resolver, normalise_name
 from mailer.errors import DNSPermanentError
 
 __all__ = ["Route", "order_mx", "resolve_route"]
@@ -61,7 +61,7 @@ async def resolve_route(
     null MX, or has neither MX nor address records (or is not a valid
     name); DNSTemporaryError when a lookup failed (SERVFAIL, timeout).
     """
-    name = normalize_name(domain)
+    name = normalise_name(domain)
     answer = await resolver.mx(name)
     if answer.nxdomain:
         raise DNSPermanentError(name, "domain does not exist")

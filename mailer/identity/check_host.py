@@ -33,7 +33,7 @@ from mailer.identity.spf_record import (
     ip_matches,
     is_spf_record,
     is_valid_domain,
-    normalize_ip,
+    normalise_ip,
     parse_explanation,
     parse_record,
     target_name,
@@ -137,7 +137,7 @@ async def check_host(
     everything else ends in an outcome (DNS failure or ``time_limit`` →
     temperror).
     """
-    address = normalize_ip(ip)
+    address = normalise_ip(ip)
     sender = sender.strip()
     if not sender:
         domain = helo or domain

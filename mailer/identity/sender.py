@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 from cachetools import LRUCache
 
-from mailer.dns import Resolver, normalize_name
+from mailer.dns import Resolver, normalise_name
 from mailer.errors import ConfigError, DNSPermanentError, ValidationError
 from mailer.identity.check_host import SPFResult, check_host
-from mailer.identity.spf_record import normalize_ip
+from mailer.identity.spf_record import normalise_ip
 from mailer.message.addresses import check_header_value
 
 __all__ = ["Identity", "IdentityDecider"]
@@ -87,7 +87,7 @@ class IdentityDecider:
         cache_size: int = 10_000,
     ) -> None:
         try:
-            normalize_ip(outbound_ip)
+            normalise_ip(outbound_ip)
         except ValidationError as exc:
             raise ConfigError("outbound_ip", exc.reason) from exc
         for key, value in (("neutral_sender", neutral_sender), ("bounce_address", bounce_address)):
@@ -123,7 +123,7 @@ class IdentityDecider:
         if not at or not local or not domain:
             raise ValidationError("customer_address", f"{address!r} is not local@domain")
         try:
-            domain = normalize_name(domain)
+            domain = normalise_name(domain)
         except DNSPermanentError:
             domain = domain.lower()  # check_host() answers none for it
         verdict = await self._verdict(domain, address)

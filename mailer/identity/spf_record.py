@@ -31,7 +31,7 @@ __all__ = [
     "ip_matches",
     "is_spf_record",
     "is_valid_domain",
-    "normalize_ip",
+    "normalise_ip",
     "parse_domain_spec",
     "parse_explanation",
     "parse_macro_string",
@@ -388,7 +388,7 @@ def _cidr_value(text: str | None, maximum: int, term: str) -> int:
 # --- names and addresses ---------------------------------------------------
 
 
-def normalize_ip(text: str) -> IPAddress:
+def normalise_ip(text: str) -> IPAddress:
     """The client address; an IPv4-mapped IPv6 address becomes IPv4 (§5).
 
     Raises ValidationError("ip", ...) for something that is no IP address.
