@@ -21,7 +21,7 @@ from mailer.enqueue import (
 )
 from mailer.errors import ValidationError
 from mailer.message.unsubscribe import UnsubscribeLinks
-from mailer.store.base import Store
+from mailer.store.base import IntakeStore
 from mailer.store.models import Idempotency, IdempotencyRecord, NewDistribution, NewSend
 
 MAX_IDEMPOTENCY_KEY = 255
@@ -112,7 +112,7 @@ class Intake:
 
     def __init__(
         self,
-        store: Store,
+        store: IntakeStore,
         hostname: str,
         links: UnsubscribeLinks | None,
         clock: Callable[[], float] = time.time,

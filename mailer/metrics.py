@@ -28,7 +28,7 @@ from prometheus_client import (
 
 from mailer.errors import MailerError
 from mailer.reasons import Reason, State
-from mailer.store.base import Store
+from mailer.store.base import FeedStore
 from mailer.store.models import Attempt, Send
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class Metrics:
         """The text exposition format (``CONTENT_TYPE``)."""
         return generate_latest(self.registry)
 
-    async def scrape(self, store: Store) -> bytes:
+    async def scrape(self, store: FeedStore) -> bytes:
         """Read the queue depth from ``store``, then render. Raises
         StoreError when the store cannot be read."""
         self.set_queue(await store.counts())
@@ -123,7 +123,7 @@ class MetricsServer:
     """``GET /metrics`` over HTTP/1.1 on ``host:port`` (port 0: any free
     port, see ``.port`` once started); one request per connection."""
 
-    def __init__(self, metrics: Metrics, store: Store, host: str, port: int) -> None:
+    def __init__(self, metrics: Metrics, store: FeedStore, host: str, port: int) -> None:
         self.metrics = metrics
         self.store = store
         self.host = host

@@ -16,11 +16,11 @@ from mailer.reasons import Reason, State
 from mailer.sink.runner import pick_port
 from mailer.store import open_store
 from mailer.store.models import Attempt, Outcome
-from mailer.store.postgres.ops import unless_held
 from mailer.store.postgres.schema import describe, schema_key, with_schema
 from mailer.store.postgres.sql import MIGRATIONS
 from mailer.store.postgres.store import PostgresStore
 from mailer.store.rows import OutcomeRows
+from mailer.store.rules import unless_held
 from tests.backends import postgres_dsn, postgres_schema
 
 

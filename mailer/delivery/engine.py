@@ -28,7 +28,7 @@ from mailer.errors import DeliveryError, DNSError, MailerError, SMTPReplyError
 from mailer.metrics import Metrics
 from mailer.prepare import Preparer
 from mailer.reasons import Reason, State
-from mailer.store.base import Store
+from mailer.store.base import QueueStore
 from mailer.store.models import Attempt, Claimed, Outcome, Send
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class Engine:
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: QueueStore,
         connector: Connector,
         preparer: Preparer,
         *,

@@ -32,12 +32,8 @@ from mailer.store.models import (
 SCHEMA_VERSION = 3
 
 
-class Store(Protocol):
-    """A durable queue of sends.
-
-    Every method raises :class:`mailer.errors.StoreError` on backend
-    failure; lookups by id raise :class:`mailer.errors.NotFound`.
-    """
+class Lifecycle(Protocol):
+    """Opening and closing a backend."""
 
     async def open(self) -> None: ...
 
@@ -51,6 +47,10 @@ class Store(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+class IntakeStore(Protocol):
+    """What the enqueue path uses: durable enqueue with idempotency."""
 
     async def enqueue(
         self,
@@ -76,14 +76,9 @@ class Store(Protocol):
         """The record of an enqueue with this account's key, if any."""
         ...
 
-    async def cancel(self, distribution_id: str, *, now: float) -> int:
-        """Cancel the distribution's sends that are not yet sent (queued,
-        deferred, held), each with a ``cancelled`` event; leased sends are
-        left to their worker. Returns how many were cancelled. Raises
-        NotFound for an unknown distribution."""
-        ...
 
-    async def distribution(self, distribution_id: str) -> Distribution: ...
+class QueueStore(Protocol):
+    """What a worker uses: leases on due sends, outcomes, the queue's next due time."""
 
     async def claim(
         self, owner: str, limit: int, *, lease_seconds: float, now: float
@@ -110,6 +105,14 @@ class Store(Protocol):
         """Give leased sends back (due now) without an attempt."""
         ...
 
+    async def summary(self, *, now: float) -> QueueSummary: ...
+
+    async def distribution(self, distribution_id: str) -> Distribution: ...
+
+
+class FeedStore(Protocol):
+    """What readers of sends and the event feed use."""
+
     async def send(self, send_id: str) -> Send: ...
 
     async def attempts(self, send_id: str) -> list[Attempt]: ...
@@ -126,7 +129,17 @@ class Store(Protocol):
 
     async def counts(self, distribution_id: str | None = None) -> dict[State, int]: ...
 
-    async def summary(self, *, now: float) -> QueueSummary: ...
+
+class OperatorStore(Protocol):
+    """What operators and the unsubscribe link change: cancel, suppressions,
+    holds, replays, statistics."""
+
+    async def cancel(self, distribution_id: str, *, now: float) -> int:
+        """Cancel the distribution's sends that are not yet sent (queued,
+        deferred, held), each with a ``cancelled`` event; leased sends are
+        left to their worker. Returns how many were cancelled. Raises
+        NotFound for an unknown distribution."""
+        ...
 
     async def suppress(
         self, account: str, address: str, reason: Reason, *, now: float, detail: str | None = None
@@ -210,3 +223,11 @@ class Store(Protocol):
         """The entries that suppress ``address`` for ``account``: its own,
         then the global one (account '')."""
         ...
+
+
+class Store(Lifecycle, IntakeStore, QueueStore, FeedStore, OperatorStore, Protocol):
+    """A durable queue of sends: every role in one backend.
+
+    Every method raises :class:`mailer.errors.StoreError` on backend
+    failure; lookups by id raise :class:`mailer.errors.NotFound`.
+    """

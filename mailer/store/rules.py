@@ -1,12 +1,28 @@
 """Rules both store backends apply the same way (pure): the WHERE clause of
-a send listing, which states a replay may touch, a hold's normalised value,
-and how a schema script splits into statements."""
+a send listing, which states a replay may touch and what a batch of replay
+candidates becomes, an outcome turned into a hold while its domain is held,
+a hold's normalised value, the statistics assembled from their queries'
+rows, and how a schema script splits into statements. The backends run
+the queries; the decisions are made here, once."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
 from mailer.errors import ValidationError
-from mailer.reasons import State
-from mailer.store.models import HOLD_KINDS, SendFilter
+from mailer.reasons import Reason, State
+from mailer.store.models import (
+    HOLD_KINDS,
+    DestinationCount,
+    Hold,
+    Outcome,
+    ReasonCount,
+    SendFilter,
+    Stats,
+    Throughput,
+)
+from mailer.store.rows import Row, event_row
 
 
 def split_statements(script: str) -> list[str]:
@@ -87,3 +103,98 @@ def hold_value(kind: str, value: str) -> str:
         except UnicodeError as exc:
             raise ValidationError("domain", f"{value!r} is not a domain name") from exc
     return value
+
+
+def unless_held(
+    outcome: Outcome, domain: str, distribution_id: str, held: set[tuple[str, str]]
+) -> Outcome:
+    """An outcome that would queue or defer a send of a held domain or
+    distribution holds it instead: the hold began while it was in flight.
+    ``held`` is every hold as (kind, value)."""
+    if outcome.state not in (State.QUEUED, State.DEFERRED):
+        return outcome
+    if ("domain", domain) not in held and ("distribution", distribution_id) not in held:
+        return outcome
+    why = f"{outcome.state.value} ({outcome.reason.value}) while held"
+    return replace(
+        outcome,
+        state=State.HELD,
+        reason=Reason.HELD,
+        detail=f"{why}: {outcome.detail}" if outcome.detail else why,
+    )
+
+
+@dataclass
+class ReplayWork:
+    """What one batch of replay candidates becomes: the sends to requeue
+    (parameters of REQUEUE), their events, the account suppressions to lift,
+    how many were skipped, and the cursor of the next batch."""
+
+    requeue: list[tuple[float, float, float, str]] = field(default_factory=list)
+    events: list[tuple[object, ...]] = field(default_factory=list)
+    lift: list[tuple[str, str]] = field(default_factory=list)
+    skipped: int = 0
+    last_id: str | None = None
+
+
+def replay_work(
+    rows: Sequence[Row], *, now: float, note: str | None, include_suppressed: bool, limit: int
+) -> ReplayWork:
+    """Replay candidates (REPLAY_CANDIDATES rows) sorted into requeues and
+    skips: a globally suppressed address is never replayed, an account
+    suppression only with ``include_suppressed`` (and is then lifted)."""
+    work = ReplayWork()
+    lift: set[tuple[str, str]] = set()
+    for row in rows:
+        if row["on_global"] or (row["on_account"] and not include_suppressed):
+            work.skipped += 1
+            continue
+        if row["on_account"]:
+            lift.add((row["account"], row["rcpt_key"]))
+        work.requeue.append((now, now, now, row["id"]))
+        work.events.append(
+            event_row(
+                row["id"], row["distribution_id"], now, State.QUEUED, Reason.REPLAYED, detail=note
+            )
+        )
+    work.lift = sorted(lift)
+    work.last_id = rows[-1]["id"] if len(rows) == limit else None
+    return work
+
+
+def stats_of(
+    *,
+    counts: Mapping[str, int],
+    reasons: Iterable[Row],
+    deferring: Iterable[Row],
+    throughput: Iterable[Row],
+    holds: Iterable[Hold],
+    now: float,
+    minutes: int,
+) -> Stats:
+    """The statistics from the rows of COUNT_STATES (as state → count),
+    FAILURE_REASONS, DEFERRING and THROUGHPUT, and the holds; every minute
+    of the window is present, quiet ones with zeros."""
+    first, last = _minutes(now, minutes)
+    per_minute: dict[int, dict[str, int]] = {m: {} for m in range(first, last + 1)}
+    for r in throughput:
+        per_minute.setdefault(r["minute"], {})[r["state"]] = r["n"]
+    return Stats(
+        {State(state): n for state, n in counts.items()},
+        tuple(ReasonCount(State(r["state"]), Reason(r["reason"]), r["n"]) for r in reasons),
+        tuple(DestinationCount(r["domain"], Reason(r["reason"]), r["n"]) for r in deferring),
+        tuple(Throughput(minute=float(m * 60), **per_minute[m]) for m in sorted(per_minute)),
+        tuple(holds),
+    )
+
+
+def window(now: float, minutes: int) -> tuple[float, float]:
+    """The THROUGHPUT query's [start, end) in seconds for :func:`stats_of`."""
+    first, last = _minutes(now, minutes)
+    return first * 60, (last + 1) * 60
+
+
+def _minutes(now: float, minutes: int) -> tuple[int, int]:
+    """The first and last whole minute (since the epoch) of the window."""
+    last = int(now // 60)
+    return last - max(minutes, 1) + 1, last

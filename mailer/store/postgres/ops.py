@@ -6,7 +6,6 @@ translates psycopg exceptions."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 import psycopg
 from psycopg.rows import DictRow
@@ -15,21 +14,24 @@ from mailer.errors import NotFound
 from mailer.reasons import Reason, State
 from mailer.store import rows as typed
 from mailer.store.models import (
-    DestinationCount,
     Hold,
     HoldKind,
-    Outcome,
-    ReasonCount,
     ReplayBatch,
     ReplayPlan,
     SendFilter,
     Stats,
     Suppression,
-    Throughput,
 )
 from mailer.store.postgres import events as pg_events
 from mailer.store.postgres import sql as q
-from mailer.store.rules import hold_value, replay_filter, send_filter
+from mailer.store.rules import (
+    hold_value,
+    replay_filter,
+    replay_work,
+    send_filter,
+    stats_of,
+    window,
+)
 
 # the one validation of hold values, shared with the SQLite store
 
@@ -135,25 +137,6 @@ async def held_values(conn: Conn) -> set[tuple[str, str]]:
     return {(h.kind, h.value) for h in await holds(conn)}
 
 
-def unless_held(
-    outcome: Outcome, domain: str, distribution_id: str, held: set[tuple[str, str]]
-) -> Outcome:
-    """An outcome that would queue or defer a send of a held domain or
-    distribution holds it instead: the hold began while it was in flight
-    (pure)."""
-    if outcome.state not in (State.QUEUED, State.DEFERRED):
-        return outcome
-    if ("domain", domain) not in held and ("distribution", distribution_id) not in held:
-        return outcome
-    why = f"{outcome.state.value} ({outcome.reason.value}) while held"
-    return replace(
-        outcome,
-        state=State.HELD,
-        reason=Reason.HELD,
-        detail=f"{why}: {outcome.detail}" if outcome.detail else why,
-    )
-
-
 async def hold_new_sends(
     conn: Conn, key: int, distribution_id: str, now: float
 ) -> list[tuple[object, ...]]:
@@ -208,64 +191,44 @@ async def replay(
     """Raises ValidationError for states other than bounced and failed."""
     where, params = send_filter(replay_filter(flt), after, placeholder="%s")
     cur = await conn.execute(q.REPLAY_CANDIDATES.format(where=where), (*params, limit))
-    rows = await cur.fetchall()
-    requeue: list[tuple[float, float, float, str]] = []
-    events: list[tuple[object, ...]] = []
-    lift: set[tuple[str, str]] = set()
-    skipped = 0
-    for row in rows:
-        if row["on_global"] or (row["on_account"] and not include_suppressed):
-            skipped += 1
-            continue
-        if row["on_account"]:
-            lift.add((row["account"], row["rcpt_key"]))
-        requeue.append((now, now, now, row["id"]))
-        events.append(
-            typed.event_row(
-                row["id"], row["distribution_id"], now, State.QUEUED, Reason.REPLAYED, detail=note
-            )
-        )
+    work = replay_work(
+        await cur.fetchall(),
+        now=now,
+        note=note,
+        include_suppressed=include_suppressed,
+        limit=limit,
+    )
     lifted = 0
     async with conn.cursor() as cur2:
-        for address in sorted(lift):
+        for address in work.lift:
             await cur2.execute(q.DELETE_SUPPRESSION, address)
             lifted += cur2.rowcount
-        if requeue:
-            await cur2.executemany(q.REQUEUE, requeue)
-    held = await hold_if_held(conn, [item[3] for item in requeue], now)
-    await pg_events.append(conn, key, events + held)
+        if work.requeue:
+            await cur2.executemany(q.REQUEUE, work.requeue)
+    held = await hold_if_held(conn, [item[3] for item in work.requeue], now)
+    await pg_events.append(conn, key, work.events + held)
     return ReplayBatch(
-        requeued=len(requeue),
-        skipped=skipped,
+        requeued=len(work.requeue),
+        skipped=work.skipped,
         unsuppressed=lifted,
         held=len(held),
-        last_id=rows[-1]["id"] if len(rows) == limit else None,
+        last_id=work.last_id,
     )
 
 
 async def stats(conn: Conn, *, now: float, minutes: int, top: int) -> Stats:
     """Read in the caller's (snapshot) transaction."""
-    last = int(now // 60)
-    first = last - max(minutes, 1) + 1
 
     async def fetch(query: str, params: Sequence[object] = ()) -> list[DictRow]:
         cur = await conn.execute(query, params)
         return await cur.fetchall()
 
-    counts = {State(r["state"]): r["n"] for r in await fetch(q.COUNT_STATES)}
-    reasons = tuple(
-        ReasonCount(State(r["state"]), Reason(r["reason"]), r["n"])
-        for r in await fetch(q.FAILURE_REASONS, (top,))
+    return stats_of(
+        counts={r["state"]: r["n"] for r in await fetch(q.COUNT_STATES)},
+        reasons=await fetch(q.FAILURE_REASONS, (top,)),
+        deferring=await fetch(q.DEFERRING, (top,)),
+        throughput=await fetch(q.THROUGHPUT, window(now, minutes)),
+        holds=[typed.hold(r) for r in await fetch(q.SELECT_HOLDS)],
+        now=now,
+        minutes=minutes,
     )
-    deferring = tuple(
-        DestinationCount(r["domain"], Reason(r["reason"]), r["n"])
-        for r in await fetch(q.DEFERRING, (top,))
-    )
-    per_minute: dict[int, dict[str, int]] = {m: {} for m in range(first, last + 1)}
-    for r in await fetch(q.THROUGHPUT, (first * 60, (last + 1) * 60)):
-        per_minute.setdefault(r["minute"], {})[r["state"]] = r["n"]
-    throughput = tuple(
-        Throughput(minute=float(m * 60), **per_minute[m]) for m in sorted(per_minute)
-    )
-    held = tuple(typed.hold(r) for r in await fetch(q.SELECT_HOLDS))
-    return Stats(counts, reasons, deferring, throughput, held)

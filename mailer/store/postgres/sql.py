@@ -321,12 +321,6 @@ ON CONFLICT (kind, value) DO UPDATE SET note = coalesce(excluded.note, holds.not
 """
 DELETE_HOLD = "DELETE FROM holds WHERE kind = %s AND value = %s"
 SELECT_HOLDS = "SELECT * FROM holds ORDER BY kind, value"
-# Params: domain, distribution id.
-HOLD_FOR = """
-SELECT note FROM holds
-WHERE (kind = 'domain' AND value = %s) OR (kind = 'distribution' AND value = %s) LIMIT 1
-"""
-
 # a send matching any hold
 _HELD = """(domain IN (SELECT value FROM holds WHERE kind = 'domain')
     OR distribution_id IN (SELECT value FROM holds WHERE kind = 'distribution'))"""

@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from mailer.errors import NotFound, StoreError
 from mailer.reasons import Reason, State
 from mailer.store import rows as typed
+from mailer.store import rules
 from mailer.store.models import (
     Attempt,
     Claimed,
@@ -232,7 +233,7 @@ class PostgresStore:
                 outcome = first[row["id"]]
                 batch.add(
                     row,
-                    pg_ops.unless_held(outcome, row["domain"], row["distribution_id"], held),
+                    rules.unless_held(outcome, row["domain"], row["distribution_id"], held),
                     now,
                 )
             if batch.finish:

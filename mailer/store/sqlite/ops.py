@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import TypeVar
 
 from mailer.reasons import Reason, State
@@ -71,20 +70,9 @@ def hold_new_sends(conn: sqlite3.Connection, distribution_id: str, now: float) -
     )
 
 
-def unless_held(conn: sqlite3.Connection, row: sqlite3.Row, outcome: Outcome) -> Outcome:
-    """An outcome that would queue or defer a send of a held domain or
-    distribution holds it instead: the hold began while it was in flight."""
-    if outcome.state not in (State.QUEUED, State.DEFERRED):
-        return outcome
-    if conn.execute(sql.HOLD_FOR, (row["domain"], row["distribution_id"])).fetchone() is None:
-        return outcome
-    why = f"{outcome.state.value} ({outcome.reason.value}) while held"
-    return replace(
-        outcome,
-        state=State.HELD,
-        reason=Reason.HELD,
-        detail=f"{why}: {outcome.detail}" if outcome.detail else why,
-    )
+def held_values(conn: sqlite3.Connection) -> set[tuple[str, str]]:
+    """Every hold as (kind, value): a handful of rows, read once per batch."""
+    return {(row["kind"], row["value"]) for row in conn.execute(sql.SELECT_HOLDS)}
 
 
 def hold_if_held(conn: sqlite3.Connection, send_ids: Sequence[str], now: float) -> int:

@@ -256,11 +256,6 @@ ON CONFLICT (kind, value) DO UPDATE SET note = coalesce(excluded.note, holds.not
 """
 DELETE_HOLD = "DELETE FROM holds WHERE kind = ? AND value = ?"
 SELECT_HOLDS = "SELECT * FROM holds ORDER BY kind, value"
-# Params: domain, distribution id.
-HOLD_FOR = """
-SELECT note FROM holds
-WHERE (kind = 'domain' AND value = ?) OR (kind = 'distribution' AND value = ?) LIMIT 1
-"""
 ANY_HOLD = "SELECT 1 FROM holds LIMIT 1"
 
 # a send matching any hold

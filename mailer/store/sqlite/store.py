@@ -23,7 +23,6 @@ from mailer.store import rules
 from mailer.store.models import (
     Attempt,
     Claimed,
-    DestinationCount,
     Distribution,
     Event,
     Hold,
@@ -34,14 +33,12 @@ from mailer.store.models import (
     NewSend,
     Outcome,
     QueueSummary,
-    ReasonCount,
     ReplayBatch,
     ReplayPlan,
     Send,
     SendFilter,
     Stats,
     Suppression,
-    Throughput,
     new_id,
     new_ids,
 )
@@ -260,8 +257,9 @@ class SQLiteStore:
 
         def work(conn: sqlite3.Connection) -> int:
             leased = {row["id"]: row for row in conn.execute(sql.LEASED_SENDS_JSON, (ids, owner))}
+            held = ops.held_values(conn) if leased else set()
             recorded = [
-                (row, ops.unless_held(conn, row, outcome))
+                (row, rules.unless_held(outcome, row["domain"], row["distribution_id"], held))
                 for send_id, outcome in first.items()
                 if (row := leased.get(send_id)) is not None
             ]
@@ -513,64 +511,38 @@ class SQLiteStore:
         query = sql.REPLAY_CANDIDATES.format(where=where)
 
         def work(conn: sqlite3.Connection) -> ReplayBatch:
-            rows = conn.execute(query, (*params, limit)).fetchall()
-            requeue: list[tuple[float, float, float, str]] = []
-            events: list[tuple[object, ...]] = []
-            lift: set[tuple[str, str]] = set()
-            skipped = 0
-            for row in rows:
-                if row["on_global"] or (row["on_account"] and not include_suppressed):
-                    skipped += 1
-                    continue
-                if row["on_account"]:
-                    lift.add((row["account"], row["rcpt_key"]))
-                requeue.append((now, now, now, row["id"]))
-                events.append(
-                    typed.event_row(
-                        row["id"],
-                        row["distribution_id"],
-                        now,
-                        State.QUEUED,
-                        Reason.REPLAYED,
-                        detail=note,
-                    )
-                )
-            lifted = conn.executemany(sql.DELETE_SUPPRESSION, sorted(lift)).rowcount
-            conn.executemany(sql.REQUEUE, requeue)
-            conn.executemany(sql.INSERT_EVENT, events)
-            held = ops.hold_if_held(conn, [item[3] for item in requeue], now)
+            found = rules.replay_work(
+                conn.execute(query, (*params, limit)).fetchall(),
+                now=now,
+                note=note,
+                include_suppressed=include_suppressed,
+                limit=limit,
+            )
+            lifted = conn.executemany(sql.DELETE_SUPPRESSION, found.lift).rowcount
+            conn.executemany(sql.REQUEUE, found.requeue)
+            conn.executemany(sql.INSERT_EVENT, found.events)
+            held = ops.hold_if_held(conn, [item[3] for item in found.requeue], now)
             return ReplayBatch(
-                requeued=len(requeue),
-                skipped=skipped,
+                requeued=len(found.requeue),
+                skipped=found.skipped,
                 unsuppressed=max(lifted, 0),
                 held=held,
-                last_id=rows[-1]["id"] if len(rows) == limit else None,
+                last_id=found.last_id,
             )
 
         return await self._run(self._tx, work)
 
     async def stats(self, *, now: float, minutes: int = 15, top: int = 10) -> Stats:
-        last = int(now // 60)
-        first = last - max(minutes, 1) + 1
-
         def work(conn: sqlite3.Connection) -> Stats:
-            counts = {State(r[0]): r[1] for r in conn.execute(sql.COUNT_STATES)}
-            reasons = tuple(
-                ReasonCount(State(r["state"]), Reason(r["reason"]), r["n"])
-                for r in conn.execute(sql.FAILURE_REASONS, (top,))
+            return rules.stats_of(
+                counts={r[0]: r[1] for r in conn.execute(sql.COUNT_STATES)},
+                reasons=conn.execute(sql.FAILURE_REASONS, (top,)).fetchall(),
+                deferring=conn.execute(sql.DEFERRING, (top,)).fetchall(),
+                throughput=conn.execute(sql.THROUGHPUT, rules.window(now, minutes)).fetchall(),
+                holds=[typed.hold(r) for r in conn.execute(sql.SELECT_HOLDS)],
+                now=now,
+                minutes=minutes,
             )
-            deferring = tuple(
-                DestinationCount(r["domain"], Reason(r["reason"]), r["n"])
-                for r in conn.execute(sql.DEFERRING, (top,))
-            )
-            per_minute: dict[int, dict[str, int]] = {m: {} for m in range(first, last + 1)}
-            for r in conn.execute(sql.THROUGHPUT, (first * 60, (last + 1) * 60)):
-                per_minute.setdefault(r["minute"], {})[r["state"]] = r["n"]
-            throughput = tuple(
-                Throughput(minute=float(m * 60), **per_minute[m]) for m in sorted(per_minute)
-            )
-            holds = tuple(typed.hold(r) for r in conn.execute(sql.SELECT_HOLDS))
-            return Stats(counts, reasons, deferring, throughput, holds)
 
         return await self._run(ops.snapshot, self.conn, work)
 
