@@ -13,13 +13,9 @@ from mailer.app import App
 from mailer.cli import cli
 from mailer.dev.certs import TestCerts
 from mailer.dev.dnsserver import DNSServer
-from mailer.enqueue import RecipientInput
 from mailer.reasons import Reason, State
 from tests.conftest import SURVEY, make_config, run_until_settled
-
-
-def people(n: int) -> list[RecipientInput]:
-    return [RecipientInput(f"p{i}@dest.test", f"P {i}", {"token": str(i)}) for i in range(n)]
+from tests.kit import numbered
 
 
 async def test_messages_per_connection_limit_opens_new_connections(
@@ -34,7 +30,7 @@ async def test_messages_per_connection_limit_opens_new_connections(
         limits={"default": {"connections": 1, "messages_per_connection": 5}},
     )
     async with App(config) as app:
-        await app.enqueue(SURVEY, people(20))
+        await app.enqueue(SURVEY, numbered(20))
         await run_until_settled(app)
     assert len(mx1.messages) == 20
     assert mx1.connections == 4
@@ -48,7 +44,7 @@ async def test_rate_limit_spaces_messages_to_a_destination(
         tmp_path, dns_server, smtp_port, keys_dir, limits={"default": {"rate": 20}}
     )
     async with App(config) as app:
-        result = await app.enqueue(SURVEY, people(6))
+        result = await app.enqueue(SURVEY, numbered(6))
         await run_until_settled(app)
         starts = sorted([(await app.store.attempts(i))[0].started_at for i in result.send_ids])
     assert len(mx1.messages) == 6
@@ -61,7 +57,7 @@ async def test_421_throttles_the_destination_and_defers_its_sends(
     tmp_path: Path, dns_server: DNSServer, smtp_port: int, keys_dir: Path, make_sink
 ) -> None:
     mx1 = make_sink("127.0.0.2")
-    mx1.script("p0@*", "421 4.7.0 too many messages, slow down", times=1)
+    mx1.script("person0@*", "421 4.7.0 too many messages, slow down", times=1)
     config = make_config(
         tmp_path,
         dns_server,
@@ -70,7 +66,7 @@ async def test_421_throttles_the_destination_and_defers_its_sends(
         limits={"default": {"connections": 1}},
     )
     async with App(config) as app:
-        result = await app.enqueue(SURVEY, people(5))
+        result = await app.enqueue(SURVEY, numbered(5))
         engine = await app.engine()
         await engine.run(drain=True)
         first = await app.store.send(result.send_ids[0])
@@ -101,7 +97,7 @@ async def test_verify_policy_checks_the_certificate_against_the_mx_name(
         tls={"domains": {"dest.test": "verify"}, "cafile": str(certs.ca_path)},
     )
     async with App(config) as app:
-        result = await app.enqueue(SURVEY, people(1))
+        result = await app.enqueue(SURVEY, numbered(1))
         await run_until_settled(app)
         send = await app.store.send(result.send_ids[0])
         [attempt] = await app.store.attempts(send.id)
@@ -131,7 +127,7 @@ async def test_verify_policy_with_no_valid_certificate_defers_with_certificate_r
         retry={"max_age": 1.0},
     )
     async with App(config) as app:
-        result = await app.enqueue(SURVEY, people(1))
+        result = await app.enqueue(SURVEY, numbered(1))
         await run_until_settled(app)
         attempts = await app.store.attempts(result.send_ids[0])
     assert attempts
@@ -194,7 +190,7 @@ def test_send_command_enqueues_a_csv_and_queue_list_shows_it(tmp_path: Path) -> 
 
 async def test_sigterm_style_stop_releases_unsent_sends(app: App, make_sink) -> None:
     mx1 = make_sink("127.0.0.2")
-    await app.enqueue(SURVEY, people(30))
+    await app.enqueue(SURVEY, numbered(30))
     engine = await app.engine()
     task = asyncio.create_task(engine.run())
     await mx1.await_messages(1, 10)

@@ -20,13 +20,7 @@ from mailer.errors import ValidationError
 from mailer.reasons import Reason, State
 from mailer.store.models import NewDistribution, SendFilter
 from tests.conftest import SURVEY, make_config, run_until_settled
-
-
-def people(n: int, domain: str = "dest.test") -> list[RecipientInput]:
-    return [
-        RecipientInput(f"person{i}@{domain}", f"Jürgen Weiß {i}", {"token": f"t{i}"})
-        for i in range(n)
-    ]
+from tests.kit import numbered
 
 
 async def states(app: App) -> dict[str, tuple[State, Reason]]:
@@ -36,7 +30,7 @@ async def states(app: App) -> dict[str, tuple[State, Reason]]:
 
 async def test_delivers_to_the_preferred_mx_over_starttls(app, make_sink) -> None:
     mx1, mx2 = make_sink("127.0.0.2"), make_sink("127.0.0.3")
-    result = await app.enqueue(SURVEY, people(3))
+    result = await app.enqueue(SURVEY, numbered(3))
     await run_until_settled(app)
     assert {s for s, _ in (await states(app)).values()} == {State.DELIVERED}
     assert len(mx1.messages) == 3
@@ -51,7 +45,7 @@ async def test_delivers_to_the_preferred_mx_over_starttls(app, make_sink) -> Non
 async def test_received_message_is_a_complete_survey_invitation(app, make_sink) -> None:
     mx1 = make_sink("127.0.0.2")
     make_sink("127.0.0.3")
-    await app.enqueue(SURVEY, people(1))
+    await app.enqueue(SURVEY, numbered(1))
     await run_until_settled(app)
     [received] = mx1.messages
     msg = message_from_bytes(received.data, policy=email.policy.default)
@@ -76,7 +70,7 @@ async def test_refused_connection_moves_on_to_the_next_mx(
     dns_server.set("mx1.dest.test", "A", ["127.0.0.9"])  # nothing listens there
     mx2 = make_sink("127.0.0.3")
     async with App(make_config(tmp_path, dns_server, smtp_port)) as app:
-        await app.enqueue(SURVEY, people(2))
+        await app.enqueue(SURVEY, numbered(2))
         await run_until_settled(app)
         assert {s for s, _ in (await states(app)).values()} == {State.DELIVERED}
     assert len(mx2.messages) == 2
@@ -85,7 +79,7 @@ async def test_refused_connection_moves_on_to_the_next_mx(
 async def test_no_starttls_means_next_mx_and_no_plaintext(app, make_sink) -> None:
     plain = make_sink("127.0.0.2", starttls=False)
     mx2 = make_sink("127.0.0.3")
-    await app.enqueue(SURVEY, people(2))
+    await app.enqueue(SURVEY, numbered(2))
     await run_until_settled(app)
     assert {s for s, _ in (await states(app)).values()} == {State.DELIVERED}
     assert len(mx2.messages) == 2
@@ -100,7 +94,7 @@ async def test_no_mx_with_starttls_defers_with_tls_unavailable(
     mx2 = make_sink("127.0.0.3", starttls=False)
     config = make_config(tmp_path, dns_server, smtp_port, retry={"max_age": 1.0})
     async with App(config) as app:
-        result = await app.enqueue(SURVEY, people(1))
+        result = await app.enqueue(SURVEY, numbered(1))
         await run_until_settled(app)
         send = await app.store.send(result.send_ids[0])
         attempts = await app.store.attempts(send.id)
@@ -127,7 +121,7 @@ async def test_undeliverable_domains_bounce(app, dns_server, records, why) -> No
         domain = "gone.test"  # not in the zone at all
     else:
         dns_server.set("dest.test", "MX", records["MX"])
-    result = await app.enqueue(SURVEY, people(1, domain))
+    result = await app.enqueue(SURVEY, numbered(1, domain))
     await run_until_settled(app)
     send = await app.store.send(result.send_ids[0])
     assert (send.state, send.reason) == (State.BOUNCED, Reason.DOMAIN_UNKNOWN)
@@ -137,7 +131,7 @@ async def test_undeliverable_domains_bounce(app, dns_server, records, why) -> No
 async def test_servfail_defers_then_delivers_once_dns_answers(app, dns_server, make_sink) -> None:
     mx1 = make_sink("127.0.0.2")
     dns_server.fail("dest.test")
-    result = await app.enqueue(SURVEY, people(1))
+    result = await app.enqueue(SURVEY, numbered(1))
     engine = await app.engine()
     await engine.run(drain=True)
     send = await app.store.send(result.send_ids[0])
@@ -151,7 +145,7 @@ async def test_servfail_defers_then_delivers_once_dns_answers(app, dns_server, m
 async def test_temporary_reply_is_retried(app, make_sink) -> None:
     mx1 = make_sink("127.0.0.2")
     mx1.script("person0@*", "451 4.3.0 try again later", times=1)
-    result = await app.enqueue(SURVEY, people(1))
+    result = await app.enqueue(SURVEY, numbered(1))
     await run_until_settled(app)
     send = await app.store.send(result.send_ids[0])
     assert send.state is State.DELIVERED
@@ -171,7 +165,7 @@ async def test_temporary_reply_is_retried(app, make_sink) -> None:
 async def test_unknown_user_bounces_and_is_suppressed_for_later_sends(app, make_sink) -> None:
     mx1 = make_sink("127.0.0.2")
     mx1.script("person0@*", "550 5.1.1 no such user")
-    first = await app.enqueue(SURVEY, people(2))
+    first = await app.enqueue(SURVEY, numbered(2))
     await run_until_settled(app)
     bounced = await app.store.send(first.send_ids[0])
     assert (bounced.state, bounced.reason) == (State.BOUNCED, Reason.MAILBOX_UNKNOWN)
@@ -181,7 +175,7 @@ async def test_unknown_user_bounces_and_is_suppressed_for_later_sends(app, make_
     assert entry.address == "person0@dest.test"
 
     mx1.clear()
-    second = await app.enqueue(SURVEY, people(1))
+    second = await app.enqueue(SURVEY, numbered(1))
     await run_until_settled(app)
     later = await app.store.send(second.send_ids[0])
     assert (later.state, later.reason) == (State.SUPPRESSED, Reason.SUPPRESSED_BOUNCE)
@@ -191,7 +185,7 @@ async def test_unknown_user_bounces_and_is_suppressed_for_later_sends(app, make_
 async def test_connection_dropped_mid_data_is_retried(app, make_sink) -> None:
     mx1 = make_sink("127.0.0.2")
     mx1.drop_after_data(1)
-    result = await app.enqueue(SURVEY, people(1))
+    result = await app.enqueue(SURVEY, numbered(1))
     await run_until_settled(app)
     send = await app.store.send(result.send_ids[0])
     assert send.state is State.DELIVERED
@@ -207,7 +201,7 @@ async def test_sends_older_than_max_age_fail_as_expired(
     mx1.script("*", "451 4.7.1 greylisted")
     config = make_config(tmp_path, dns_server, smtp_port, retry={"max_age": 3600})
     async with App(config) as app:
-        result = await app.enqueue(SURVEY, people(1))
+        result = await app.enqueue(SURVEY, numbered(1))
         [send_id] = result.send_ids
         # the first attempt on the real clock: deferred, well within max age
         engine = await app.engine()
@@ -229,7 +223,7 @@ async def test_sends_older_than_max_age_fail_as_expired(
 
 async def test_many_messages_reuse_connections(app, make_sink) -> None:
     mx1 = make_sink("127.0.0.2")
-    await app.enqueue(SURVEY, people(60))
+    await app.enqueue(SURVEY, numbered(60))
     await run_until_settled(app)
     assert len(mx1.messages) == 60
     # the default limits: at most 10 connections, up to 100 messages each
@@ -244,7 +238,7 @@ async def test_drain_ends_without_waiting_out_idle_connections(
     mx1 = make_sink("127.0.0.2")
     config = make_config(tmp_path, dns_server, smtp_port, keys_dir, worker={"idle_timeout": 3600})
     async with App(config) as app:
-        await app.enqueue(SURVEY, people(3))
+        await app.enqueue(SURVEY, numbered(3))
         engine = await app.engine()
         # a guard against a hang, far below the idle timeout
         await asyncio.wait_for(engine.run(drain=True), 60)
@@ -266,7 +260,7 @@ async def test_a_reply_that_is_not_utf8_is_recorded_readably(
     server = Controller(_Latin1Refusal(), hostname="127.0.0.2", port=smtp_port, tls_context=tls)
     server.start()
     try:
-        result = await app.enqueue(SURVEY, people(1))
+        result = await app.enqueue(SURVEY, numbered(1))
         await run_until_settled(app)
     finally:
         server.stop()
@@ -280,7 +274,7 @@ async def test_a_reply_that_is_not_utf8_is_recorded_readably(
 async def test_header_injection_is_refused_naming_the_field(app) -> None:
     bad = NewDistribution(**{**SURVEY.__dict__, "sender_name": "Evil\r\nBcc: x@y.test"})
     with pytest.raises(ValidationError) as err:
-        await app.enqueue(bad, people(1))
+        await app.enqueue(bad, numbered(1))
     assert err.value.field == "sender.name"
     assert await app.store.counts() == {}
 
@@ -288,14 +282,14 @@ async def test_header_injection_is_refused_naming_the_field(app) -> None:
 async def test_undefined_template_variable_is_refused_at_enqueue(app) -> None:
     bad = NewDistribution(**{**SURVEY.__dict__, "html": "<p>{{ first_name }}</p>"})
     with pytest.raises(ValidationError) as err:
-        await app.enqueue(bad, people(1))
+        await app.enqueue(bad, numbered(1))
     assert err.value.field == "html"
     assert "first_name" in err.value.reason
     assert await app.store.counts() == {}
 
 
 async def test_invalid_recipient_is_rejected_by_index_the_rest_stored(app) -> None:
-    recipients = [*people(2), RecipientInput("not an address", "x", {"token": "t"})]
+    recipients = [*numbered(2), RecipientInput("not an address", "x", {"token": "t"})]
     result = await app.enqueue(SURVEY, recipients)
     assert len(result.send_ids) == 2
     [rejected] = result.rejected
@@ -304,7 +298,7 @@ async def test_invalid_recipient_is_rejected_by_index_the_rest_stored(app) -> No
 
 
 async def test_crlf_in_a_variable_used_in_the_subject_rejects_that_recipient(app) -> None:
-    recipients = [*people(1), RecipientInput("x@dest.test", "X", {"token": "a\r\nBcc: y@z.test"})]
+    recipients = [*numbered(1), RecipientInput("x@dest.test", "X", {"token": "a\r\nBcc: y@z.test"})]
     bad = NewDistribution(**{**SURVEY.__dict__, "subject": "Code {{ token }}"})
     result = await app.enqueue(bad, recipients)
     [rejected] = result.rejected
@@ -340,7 +334,7 @@ async def test_leases_of_waiting_sends_are_renewed(
         worker={"lease_seconds": 0.6},
     )
     async with App(config) as app:
-        await app.enqueue(SURVEY, people(8))
+        await app.enqueue(SURVEY, numbered(8))
         first, second = await app.engine(owner="w1"), await app.engine(owner="w2")
         runs = [asyncio.create_task(first.run()), asyncio.create_task(second.run())]
         await run_until_settled(app)

@@ -19,16 +19,12 @@ from mailer.app import App
 from mailer.cli import cli
 from mailer.config import Config
 from mailer.dev.dnsserver import DNSServer
-from mailer.enqueue import RecipientInput
 from mailer.reasons import Reason, State
 from mailer.store.models import Attempt, Outcome, SendFilter
 from tests.conftest import SURVEY, make_config, run_until_settled
+from tests.kit import people
 
 DOCS = Path(__file__).parent.parent / "docs" / "operations.md"
-
-
-def recipients(*locals_: str, domain: str = "dest.test") -> list[RecipientInput]:
-    return [RecipientInput(f"{name}@{domain}", name.title(), {"token": name}) for name in locals_]
 
 
 def config_file(config: Config, tmp_path: Path) -> Path:
@@ -93,10 +89,10 @@ async def test_replay_delivers_what_a_rejecting_sink_refused_and_nothing_else(
     config = make_config(tmp_path, dns_server, smtp_port, retry={"max_age": 1.5})
     path = config_file(config, tmp_path)
     async with App(config) as app:
-        blocked = await app.enqueue(SURVEY, recipients("anna", "bert", "cora"))
-        late = await app.enqueue(SURVEY, recipients("late1", "late2"))
-        gone = await app.enqueue(SURVEY, recipients("gone"))
-        fine = await app.enqueue(SURVEY, recipients("otto", "olga", domain="other.test"))
+        blocked = await app.enqueue(SURVEY, people("anna", "bert", "cora"))
+        late = await app.enqueue(SURVEY, people("late1", "late2"))
+        gone = await app.enqueue(SURVEY, people("gone"))
+        fine = await app.enqueue(SURVEY, people("otto", "olga", domain="other.test"))
         await run_until_settled(app)
 
         for send_id in blocked.send_ids:
@@ -168,7 +164,7 @@ async def bounced_store(config: Config, count: int) -> list[str]:
     t=1001, in 1970), one of them to an address on the account's
     suppression list; no engine needed."""
     async with App(config) as app:
-        result = await app.enqueue(SURVEY, recipients(*(f"p{i}" for i in range(count))))
+        result = await app.enqueue(SURVEY, people(*(f"p{i}" for i in range(count))))
         store = app.store
         claimed = await store.claim("w", count, lease_seconds=60, now=time.time())
         attempt = Attempt(1000.0, 1000.1, Reason.POLICY_BLOCK, code=550, enhanced="5.7.1")
@@ -255,7 +251,7 @@ async def test_a_held_domain_gets_no_connection_until_released(
     async with App(config) as app:
         held = await ok(path, "hold", "dest.test", "--note", "customer maintenance")
         assert "held domain dest.test" in held.stdout
-        result = await app.enqueue(SURVEY, recipients("anna", "bert", "cora"))
+        result = await app.enqueue(SURVEY, people("anna", "bert", "cora"))
         engine = await app.engine()
         await engine.run(drain=True)  # nothing is due: it returns at once
         assert await app.store.counts() == {State.HELD: 3}
@@ -294,8 +290,8 @@ async def test_hold_of_a_distribution_holds_only_its_sends(
     config = make_config(tmp_path, dns_server, smtp_port)
     path = config_file(config, tmp_path)
     async with App(config) as app:
-        paused = await app.enqueue(SURVEY, recipients("anna", "bert"))
-        other = await app.enqueue(SURVEY, recipients("cora"))
+        paused = await app.enqueue(SURVEY, people("anna", "bert"))
+        other = await app.enqueue(SURVEY, people("cora"))
     result = await ok(path, "hold", "--distribution", paused.distribution_id)
     assert "2 waiting send(s) now held" in result.stdout
     async with App(config) as app:
@@ -313,7 +309,7 @@ async def test_queue_list_filters_and_pages(
     ids = await bounced_store(config, 5)
     path = config_file(config, tmp_path)
     async with App(config) as app:
-        queued = await app.enqueue(SURVEY, recipients("new", domain="other.test"))
+        queued = await app.enqueue(SURVEY, people("new", domain="other.test"))
 
     async def listed(*args: str) -> list[str]:
         rows = json.loads((await ok(path, "queue", "list", "--json", *args)).stdout)
@@ -342,7 +338,7 @@ async def test_json_outputs_carry_exactly_the_documented_fields(
     await bounced_store(config, 3)
     path = config_file(config, tmp_path)
     async with App(config) as app:
-        waiting = await app.enqueue(SURVEY, recipients("slow", domain="slow.test"))
+        waiting = await app.enqueue(SURVEY, people("slow", domain="slow.test"))
         [claimed] = await app.store.claim("w", 10, lease_seconds=60, now=time.time())
         attempt = Attempt(2000.0, 2000.0, Reason.TLS_UNAVAILABLE, text="no STARTTLS")
         deferred = Outcome(
@@ -373,7 +369,7 @@ async def test_tables_fit_100_columns(
     long_name = "a.very.long.local.part.of.a.respondent.address.that.goes.on.and.on"
     ids = await bounced_store(config, 2)
     async with App(config) as app:
-        await app.enqueue(SURVEY, recipients(long_name, domain="sub.subsidiary.example.test"))
+        await app.enqueue(SURVEY, people(long_name, domain="sub.subsidiary.example.test"))
         await app.store.suppress(
             "",
             f"{long_name}@sub.subsidiary.example.test",
@@ -403,7 +399,7 @@ async def test_queue_show_tells_the_whole_story(
     config = make_config(tmp_path, dns_server, smtp_port)
     path = config_file(config, tmp_path)
     async with App(config) as app:
-        result = await app.enqueue(SURVEY, recipients("anna"))
+        result = await app.enqueue(SURVEY, people("anna"))
         await run_until_settled(app)
     [send_id] = result.send_ids
     shown = (await ok(path, "queue", "show", send_id)).stdout
@@ -498,7 +494,7 @@ async def test_stats_shows_failures_destinations_and_throughput(
     config = make_config(tmp_path, dns_server, smtp_port)
     path = config_file(config, tmp_path)
     async with App(config) as app:
-        await app.enqueue(SURVEY, recipients("anna", "bert", "cora"))
+        await app.enqueue(SURVEY, people("anna", "bert", "cora"))
         await run_until_settled(app)
         delivered = await app.store.list_sends(SendFilter(states=(State.DELIVERED,)))
     assert len(delivered) == 2

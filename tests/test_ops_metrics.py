@@ -11,17 +11,13 @@ from prometheus_client import REGISTRY
 
 from mailer.app import App
 from mailer.dev.dnsserver import DNSServer
-from mailer.enqueue import RecipientInput
 from mailer.metrics import Metrics, MetricsServer, parse_request_line
 from mailer.reasons import Reason, State
 from mailer.sink.runner import pick_port
 from mailer.store.models import Attempt, Send
 from mailer.store.sqlite.store import SQLiteStore
 from tests.conftest import SURVEY, make_config, run_until_settled
-
-
-def people(*names: str, domain: str = "dest.test") -> list[RecipientInput]:
-    return [RecipientInput(f"{n}@{domain}", n, {"token": n}) for n in names]
+from tests.kit import people
 
 
 async def test_engine_counts_outcomes_attempts_latency_and_tls_failures(

@@ -15,12 +15,12 @@ from mailer.app import App
 from mailer.config import Config
 from mailer.dev.certs import TestCerts
 from mailer.dev.dnsserver import DNSServer
-from mailer.enqueue import RecipientInput
 from mailer.reasons import Reason, State
 from mailer.sink import DevSink, SinkOptions, parse_reply_rule
 from mailer.sink.options import BadCert
 from mailer.store.models import SendFilter
 from tests.conftest import SURVEY, make_config, run_until_settled
+from tests.kit import people
 
 StartSink = Callable[..., DevSink]
 
@@ -47,10 +47,6 @@ def config_for(tmp_path: Path, dns_server: DNSServer, keys_dir: Path) -> Callabl
         )
 
     return make
-
-
-def people(*names: str) -> list[RecipientInput]:
-    return [RecipientInput(f"{name}@dest.test", name, {"token": name}) for name in names]
 
 
 async def outcome(app: App) -> dict[str, tuple[State, Reason]]:
