@@ -160,3 +160,7 @@ async def run_until_settled(app: App, *, within: float = 30.0) -> None:
     finally:
         engine.stop()
         await task
+
+
+# The browser-test kit (Playwright + system Chromium, axe-core, screenshots).
+pytest_plugins = ["tests.browser"]
