@@ -4,6 +4,7 @@ preview policy, downloads, cross-site forms refused)."""
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 import ssl
 from collections.abc import Iterator
@@ -20,7 +21,8 @@ from mailer.sink.verify import DkimResult, KeySource
 from mailer.sink.web import create_app
 from mailer.sink.web.faults import DEFER_REPLY, REJECT_REPLY
 from mailer.sink.web.htmlcheck import CLIP_BYTES, check_html
-from mailer.sink.web.view import matches
+from mailer.sink.web.live import Changes
+from mailer.sink.web.view import matches, newest_first
 from mailer.web import csp_header
 
 PSL = PublicSuffixList()
@@ -228,3 +230,24 @@ def test_search_matches_every_word_in_sender_recipients_or_subject(mailer_sink: 
     assert matches(message, "DEV@sender fault")
     assert matches(message, "inbox.test")
     assert not matches(message, "fault nobody")
+
+
+def test_the_list_shows_the_newest_within_its_limit(mailer_sink: DevSink) -> None:
+    for _ in range(3):
+        _send(mailer_sink)
+    kept = mailer_sink.wait_for(3)
+    assert newest_first(kept, "", limit=2) == [kept[2], kept[1]]
+    assert newest_first(kept, "nobody", limit=2) == []
+
+
+async def test_change_notices_in_a_burst_come_as_one() -> None:
+    changes = Changes()
+    stream = changes.subscribe(heartbeat=5, coalesce=0.2)
+    first = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0.05)  # subscribed
+    for kind in ("message", "message", "deleted"):
+        changes.publish(kind)
+    assert await first == "deleted"
+    changes.close()
+    with pytest.raises(StopAsyncIteration):
+        await anext(stream)

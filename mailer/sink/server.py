@@ -161,7 +161,8 @@ class DevSink:
 
     def delete(self, message_id: str) -> bool:
         """Forget one message (in memory and in the Maildir); False when
-        there is no such message."""
+        there is no such message. Raises OSError when the Maildir file
+        cannot be removed."""
         with self._changed:
             found = [m for m in self._messages if m.id == message_id]
             for message in found:

@@ -55,6 +55,9 @@ def preview_csp(images: bool) -> str:
 
 
 PREVIEW_CSP = preview_csp(False)
+# Rows on the page at most (the sink keeps up to 10,000 messages; search
+# reaches them all).
+LIST_LIMIT = 500
 
 
 def _when(epoch: float) -> str:
@@ -117,13 +120,18 @@ def create_app(sink: DevSink, *, changes: Changes | None = None) -> FastAPI:
             request, name, {"sink": sink, "switches": switches.states(), **context}
         )
 
+    def listing(request: Request, template: str, q: str) -> HTMLResponse:
+        kept = sink.messages
+        shown = newest_first(kept, q, LIST_LIMIT)
+        return page(request, template, q=q, messages=shown, total=len(kept), limit=LIST_LIMIT)
+
     @app.get("/", include_in_schema=False)
     def inbox(request: Request, q: str = "") -> HTMLResponse:
-        return page(request, "inbox.html", q=q, messages=newest_first(sink.messages, q))
+        return listing(request, "inbox.html", q)
 
     @app.get("/inbox/list", include_in_schema=False)
     def inbox_list(request: Request, q: str = "") -> HTMLResponse:
-        return page(request, "_list.html", q=q, messages=newest_first(sink.messages, q))
+        return listing(request, "_list.html", q)
 
     @app.get("/events", include_in_schema=False)
     async def events() -> StreamingResponse:

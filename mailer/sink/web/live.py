@@ -39,9 +39,14 @@ class Changes:
             if not loop.is_closed():
                 loop.call_soon_threadsafe(queue.put_nowait, _CLOSED)
 
-    async def subscribe(self, heartbeat: float = 15.0) -> AsyncIterator[str]:
+    async def subscribe(
+        self, heartbeat: float = 15.0, coalesce: float = 0.25
+    ) -> AsyncIterator[str]:
         """The kinds published from now on, and "" every ``heartbeat``
-        seconds without one; ends at :meth:`close`."""
+        seconds without one; ends at :meth:`close`. Notices that come
+        within ``coalesce`` seconds of one another are given as one (the
+        last), so a burst of mail (a benchmark) refreshes an open page a
+        few times a second rather than once per message."""
         queue: asyncio.Queue[str | None] = asyncio.Queue()
         entry = (asyncio.get_running_loop(), queue)
         with self._lock:
@@ -57,6 +62,12 @@ class Changes:
                     continue
                 if kind is _CLOSED:
                     return
+                await asyncio.sleep(coalesce)
+                while not queue.empty():
+                    later = queue.get_nowait()
+                    if later is _CLOSED:
+                        return
+                    kind = later
                 yield kind
         finally:
             with self._lock:

@@ -127,6 +127,14 @@ def matches(message: SinkMessage, query: str) -> bool:
     return all(word in haystack for word in query.casefold().split())
 
 
-def newest_first(messages: Iterable[SinkMessage], query: str = "") -> list[SinkMessage]:
-    """The messages matching ``query``, newest first."""
-    return [m for m in reversed(list(messages)) if matches(m, query)]
+def newest_first(
+    messages: Iterable[SinkMessage], query: str = "", limit: int | None = None
+) -> list[SinkMessage]:
+    """The messages matching ``query``, newest first, at most ``limit``."""
+    found: list[SinkMessage] = []
+    for message in reversed(list(messages)):
+        if limit is not None and len(found) >= limit:
+            break
+        if matches(message, query):
+            found.append(message)
+    return found
