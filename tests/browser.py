@@ -188,5 +188,15 @@ def screenshot(page: Page, name: str) -> Path:
     """A full-page PNG of ``page`` at docs/screenshots/<name>.png."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    # Chromium does not paint a cross-origin (sandboxed) frame outside the
+    # viewport, and a full-page capture does not change that: the viewport
+    # is made as tall as the page for the capture instead.
+    size = page.viewport_size or {"width": 1280, "height": 900}
+    height = int(page.evaluate("document.documentElement.scrollHeight"))
+    page.set_viewport_size({"width": size["width"], "height": min(max(height, 1), 10_000)})
+    page.wait_for_timeout(300)
+    try:
+        page.screenshot(path=str(path), full_page=True)
+    finally:
+        page.set_viewport_size(size)
     return path

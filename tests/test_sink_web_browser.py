@@ -292,3 +292,4 @@ def test_docs_render_their_operations_with_no_request_leaving_loopback(
     browser_page.wait_for_load_state("networkidle")
     # ReDoc's footer asks for its logo on a CDN; the page's policy stops it
     assert page_requests.left_loopback == []
+    screenshot(browser_page, f"{which}-api-redoc")
