@@ -184,6 +184,8 @@ def test_forms_from_another_site_are_refused(inbox: TestClient, mailer_sink: Dev
     assert response.status_code == 403
     response = inbox.post("/clear", headers={"Sec-Fetch-Site": "cross-site"})
     assert response.status_code == 403
+    response = inbox.post("/clear", headers={"Origin": "null"})
+    assert response.status_code == 403
     assert _send(mailer_sink) == {}
     assert len(mailer_sink.wait_for(1)) == 1
 

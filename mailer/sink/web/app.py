@@ -82,7 +82,8 @@ def _same_site(request: Request) -> None:
     if site is not None and site not in ("same-origin", "none"):
         raise HTTPException(403, "cross-site request refused")
     origin = request.headers.get("origin")
-    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
+    # "null" is a sandboxed frame's (the preview's) origin: refused too
+    if origin and urlsplit(origin).netloc != request.headers.get("host"):
         raise HTTPException(403, f"request from {origin} refused")
 
 

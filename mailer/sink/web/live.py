@@ -5,6 +5,7 @@ the web server's loop receives."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator
 
@@ -27,7 +28,8 @@ class Changes:
         with self._lock:
             subscribers = list(self._subscribers)
         for loop, queue in subscribers:
-            if not loop.is_closed():
+            # a server loop that closed meanwhile has no page to tell
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(queue.put_nowait, kind)
 
     def close(self) -> None:
@@ -36,7 +38,7 @@ class Changes:
             self._closed = True
             subscribers = list(self._subscribers)
         for loop, queue in subscribers:
-            if not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(queue.put_nowait, _CLOSED)
 
     async def subscribe(
