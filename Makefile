@@ -14,11 +14,14 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-# OpenDKIM is the independent DKIM verifier of the test suite.
+# OpenDKIM is the independent DKIM verifier of the test suite; Chromium is
+# the browser the page tests drive through Playwright (executable_path,
+# never Playwright's own browser download).
 system-deps:
-	@command -v opendkim >/dev/null 2>&1 || { \
+	@command -v opendkim >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 || { \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq opendkim opendkim-tools >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	    opendkim opendkim-tools chromium >/dev/null; }
 
 run: install
 	$(BIN)/mailer serve --dev --sample

@@ -132,6 +132,7 @@ def mailer_sink(
         keys_dir=mailer_keys_dir,
         dns_timeout=2.0,
         certs=mailer_certs,
+        sender_ip=_SINK_HOST,  # mailer_config's outbound_ip
     ) as sink:
         yield sink
 

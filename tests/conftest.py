@@ -224,3 +224,7 @@ async def run_until_settled(
     finally:
         engine.stop()
         await task
+
+
+# The browser-test kit (Playwright + system Chromium, axe-core, screenshots).
+pytest_plugins = ["tests.browser"]

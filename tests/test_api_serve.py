@@ -64,6 +64,7 @@ class Process:
 def dev_server(tmp_path: Path) -> Iterator[tuple[Process, str]]:
     api_port = pick_port(["127.0.0.1"])
     sink_port = pick_port(["127.0.0.1"])
+    inbox_port = pick_port(["127.0.0.1"])
     process = Process(
         [
             *MAILER,
@@ -74,6 +75,8 @@ def dev_server(tmp_path: Path) -> Iterator[tuple[Process, str]]:
             f"127.0.0.1:{api_port}",
             "--sink",
             f"127.0.0.1:{sink_port}",
+            "--inbox",
+            f"127.0.0.1:{inbox_port}",
         ],
         tmp_path,
         clean_env(),
@@ -108,6 +111,14 @@ def test_dev_serve_delivers_the_sample_to_its_sink_and_stops_on_sigterm(dev_serv
     process.wait_for(
         r"→ <neu@beispiel\.test> \"Noch eine Frage\" TLSv1\.[23] \| dkim: \S+ \S+ pass"
     )
+    # the sink's inbox shows what arrived
+    [inbox] = [line.split()[-1] for line in process.seen if line.startswith("inbox on ")]
+    listed = httpx.get(f"{inbox}/messages").json()
+    assert listed["count"] == 4
+    assert all(m["spf"]["result"] == "pass" for m in listed["messages"])
+    page = httpx.get(f"{inbox}/")
+    assert "Noch eine Frage" in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
 
     process.proc.send_signal(signal.SIGTERM)
     assert process.proc.wait(timeout=30) == 0

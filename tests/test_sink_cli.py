@@ -214,8 +214,14 @@ async def test_sink_command_receives_engine_mail_and_serves_it_over_http(
         assert (await client.get("/messages/nope")).status_code == 404
         assert (await client.delete("/messages")).status_code == 204
         assert (await client.get("/messages")).json() == {"count": 0, "messages": []}
+        page = await client.get("/")
+        assert "No messages yet" in page.text
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        # an inbox left open in a browser does not keep the sink from stopping
+        async with client.stream("GET", "/events") as events:
+            assert (await anext(events.aiter_text())).startswith("retry:")
+            assert sink.stop() == 0
     assert list(mailbox.Maildir(maildir, create=False).keys()) == []
-    assert sink.stop() == 0
 
 
 async def test_sink_command_fault_flags_shape_what_the_engine_sees(

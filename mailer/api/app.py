@@ -1,7 +1,7 @@
 """The FastAPI application of the survey platform API: ``/v1/...`` needs a
 bearer API key (401 otherwise); ``/u/{token}`` (one-click unsubscribe),
-``/healthz``, ``/metrics`` (Prometheus), ``/openapi.json`` and ``/docs`` are
-open."""
+``/healthz``, ``/metrics`` (Prometheus), ``/openapi.json``, ``/docs`` and
+``/redoc`` are open; the docs' assets are served by the app itself."""
 
 from __future__ import annotations
 
@@ -25,6 +25,18 @@ from mailer.app import App
 from mailer.client import Client
 from mailer.message.unsubscribe import links_from_config
 from mailer.metrics import CONTENT_TYPE
+from mailer.web import SecurityHeaders, csp_header, install_docs
+
+API_CSP = csp_header(
+    {
+        "default-src": "'none'",
+        "style-src": "'self' 'unsafe-inline'",
+        "img-src": "'self' data:",
+        "form-action": "'self'",
+        "base-uri": "'none'",
+        "frame-ancestors": "'none'",
+    }
+)
 
 DESCRIPTION = """Enqueue survey distributions, follow every send, read an
 ordered event feed. Errors name the field: `{"detail": [{"field", "reason"}]}`."""
@@ -73,8 +85,11 @@ def create_api(
         title="mailer",
         version=__version__,
         description=DESCRIPTION,
+        docs_url=None,
         redoc_url=None,
     )
+    # Swagger UI and ReDoc from an installed package: /docs works offline
+    install_docs(api)
     api.state.client = client
     api.state.metrics = metrics
     install_error_handlers(api)
@@ -100,4 +115,6 @@ def create_api(
     # added last = outermost: the limit applies before anything reads the body
     api.add_middleware(CountRequests, metrics=metrics)
     api.add_middleware(BodyLimit, limit=max_body or cfg.max_body)
+    # the unsubscribe pages style themselves inline
+    api.add_middleware(SecurityHeaders, policy=API_CSP)
     return api

@@ -3,9 +3,10 @@
 ``--no-worker`` serves the API alone (separate ``mailer worker`` processes
 deliver). ``--dev`` makes a machine-local set-up in which nothing leaves
 the machine: a STARTTLS sink that prints one line per message, every
-message relayed to it, a loopback DNS server publishing a throw-away DKIM
-key and the sample sender's SPF record, and API credentials made up for
-the run unless configured.
+message relayed to it (with its inbox in the browser, ``--inbox``), a
+loopback DNS server publishing a throw-away DKIM key and the sample
+sender's SPF record, and API credentials made up for the run unless
+configured.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from mailer.errors import ConfigError
 from mailer.message.keys import KeyStore, dns_name, dns_record_value
 from mailer.sink import DevSink, SinkOptions, format_line
 from mailer.sink.options import parse_listen
+from mailer.sink.web import create_app as create_inbox
 from mailer.store.models import NewDistribution
 
 SAMPLE = NewDistribution(
@@ -63,12 +65,16 @@ class _Dev:
 
     config: Config
     sink: DevSink
+    inbox: tuple[str, int] | None
 
 
 @contextlib.contextmanager
-def _dev_setup(ctx: Context, api_listen: tuple[str, int], sink_listen: str) -> Iterator[_Dev]:
+def _dev_setup(
+    ctx: Context, api_listen: tuple[str, int], sink_listen: str, inbox: str | None
+) -> Iterator[_Dev]:
     base = ctx.config
     sink_host, sink_port = parse_listen(sink_listen, "--sink")
+    inbox_address = parse_listen(inbox, "--inbox") if inbox else None
     dev_dir = Path(base.database).parent / "dev"
     keys = KeyStore(dev_dir / "keys")
     if not keys.list(base.dkim_domain):
@@ -109,7 +115,7 @@ def _dev_setup(ctx: Context, api_listen: tuple[str, int], sink_listen: str) -> I
         except OSError as exc:
             raise ConfigError("--sink", f"cannot listen on {sink_listen}: {exc.strerror}") from exc
         try:
-            yield _Dev(config, sink)
+            yield _Dev(config, sink, inbox_address)
         finally:
             sink.stop()
 
@@ -163,6 +169,17 @@ async def _serve(
             raise ConfigError(
                 "--listen", f"cannot listen on {host}:{port}: {exc.strerror}"
             ) from exc
+        inbox = inbox_app = None
+        if dev is not None and dev.inbox is not None:
+            inbox_app = create_inbox(dev.sink)
+            inbox = ApiServer(inbox_app, *dev.inbox, graceful_seconds=2, log_level=log_level)
+            try:
+                await inbox.start()
+            except OSError as exc:
+                server.stop()
+                await server.wait()
+                where = f"{dev.inbox[0]}:{dev.inbox[1]}"
+                raise ConfigError("--inbox", f"cannot listen on {where}: {exc.strerror}") from exc
         loop.settle_heap()
         try:
             click.echo(f"API on {server.url}  (docs: {server.url}/docs)")
@@ -172,13 +189,20 @@ async def _serve(
                     f"sink on {dev.sink.address}: every message goes there, one line each; "
                     f"Maildir {dev.sink.maildir}"
                 )
+                if inbox is not None:
+                    click.echo(f"inbox on {inbox.url}")
             click.echo("engine running" if engine is not None else "no engine (--no-worker)")
             if sample:
                 await _enqueue_sample(app)
             await _run_until_stopped(server, engine)
         finally:
+            if inbox is not None and inbox_app is not None:
+                inbox_app.state.changes.close()  # open event streams end
+                inbox.stop()
             server.stop()
             await server.wait()
+            if inbox is not None:
+                await inbox.wait()
 
 
 def _check_production(config: Config) -> None:
@@ -206,6 +230,13 @@ def _check_production(config: Config) -> None:
     metavar="HOST:PORT",
     help="Where the --dev sink listens.",
 )
+@click.option(
+    "--inbox",
+    default="127.0.0.1:8026",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where the --dev sink's inbox is served in the browser ('' for none).",
+)
 @click.option("--sample", is_flag=True, help="Enqueue a small sample distribution at start.")
 @click.option("-v", "--verbose", is_flag=True)
 @pass_ctx
@@ -215,6 +246,7 @@ def serve(
     no_worker: bool,
     dev: bool,
     sink_listen: str,
+    inbox: str,
     sample: bool,
     verbose: bool,
 ) -> None:
@@ -235,7 +267,7 @@ def serve(
             )
         )
         return
-    with _dev_setup(ctx, address, sink_listen) as setup:
+    with _dev_setup(ctx, address, sink_listen, inbox) as setup:
         run(
             _serve(
                 setup.config,

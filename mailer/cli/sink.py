@@ -1,5 +1,6 @@
 """``mailer sink``: the developer sink in the foreground, one line per
-message (or JSON lines), optionally with its HTTP JSON API."""
+message (or JSON lines), optionally with its inbox in the browser and its
+HTTP JSON API (``--http``)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import uvicorn
 
 from mailer.cli.main import Context, cli, on_stop_signals, pass_ctx, run
 from mailer.errors import ValidationError
-from mailer.sink.api import create_api
 from mailer.sink.options import (
     DEFAULT_HOSTNAME,
     BadCert,
@@ -35,6 +35,7 @@ from mailer.sink.report import (
 )
 from mailer.sink.server import DevSink
 from mailer.sink.smtpd import Refusal
+from mailer.sink.web import Changes, create_app
 
 DEFAULT_LISTEN = "127.0.0.1:2525"
 DEFAULT_MAILDIR = Path("var/sink/Maildir")
@@ -178,6 +179,7 @@ async def _serve(sink: DevSink, http: tuple[str, int] | None, printer: _Printer)
         raise click.ClickException(f"cannot start the sink on {sink.address}: {exc}") from exc
     api: _ApiServer | None = None
     api_task: asyncio.Task[None] | None = None
+    changes = Changes()
     try:
         address = None
         if http is not None:
@@ -187,7 +189,14 @@ async def _serve(sink: DevSink, http: tuple[str, int] | None, printer: _Printer)
                 raise click.ClickException(f"cannot listen on {http[0]}:{http[1]}: {exc}") from exc
             host, port = sock.getsockname()[:2]
             address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            api = _ApiServer(uvicorn.Config(create_api(sink), log_level="warning", lifespan="off"))
+            api = _ApiServer(
+                uvicorn.Config(
+                    create_app(sink, changes=changes),
+                    log_level="warning",
+                    lifespan="off",
+                    timeout_graceful_shutdown=5,
+                )
+            )
             api_task = asyncio.create_task(api.serve(sockets=[sock]))
             await _started(api, api_task)
         printer.ready(sink, address)
@@ -196,6 +205,7 @@ async def _serve(sink: DevSink, http: tuple[str, int] | None, printer: _Printer)
         await stop.wait()
     finally:
         if api is not None and api_task is not None:
+            changes.close()  # open event streams end, so the server can stop
             api.should_exit = True
             await api_task
         await asyncio.to_thread(sink.stop)
@@ -232,7 +242,12 @@ async def _started(api: _ApiServer, task: asyncio.Task[None]) -> None:
 )
 @click.option("--hostname", default=DEFAULT_HOSTNAME, show_default=True, help="Greeting name.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
-@click.option("--http", default=None, metavar="HOST:PORT", help="Serve the HTTP JSON API.")
+@click.option(
+    "--http",
+    default=None,
+    metavar="HOST:PORT",
+    help="Serve the inbox in the browser and the HTTP JSON API.",
+)
 @click.option(
     "--reply",
     "replies",

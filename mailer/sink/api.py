@@ -1,26 +1,31 @@
 """The sink's HTTP JSON API, for scripts and other services' tests:
 
-GET    /messages        every kept message with its DKIM results and checks
+GET    /messages        every kept message with its TLS, DKIM, SPF, DMARC results and checks
 GET    /messages/{id}   one message: the same, plus raw text, headers, text and html
+DELETE /messages/{id}   forget one message (memory and Maildir)
 DELETE /messages        forget every message (memory and Maildir)
 GET    /refusals        the replies the sink refused on purpose
+
+Served with the inbox pages by :func:`mailer.sink.web.create_app`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Response
+from fastapi import APIRouter, HTTPException, Response
 
 from mailer.sink.report import detail_json, message_json, refusal_json
 from mailer.sink.server import DevSink
 
-__all__ = ["create_api"]
+__all__ = ["api_router"]
 
 
-def create_api(sink: DevSink) -> FastAPI:
-    """An ASGI app over a running ``sink``; serve it with uvicorn."""
-    api = FastAPI(title="mailer sink", description=__doc__)
+def api_router(sink: DevSink, changed: Callable[[str], None]) -> APIRouter:
+    """The JSON routes over a running ``sink``; ``changed`` is told of
+    every delete."""
+    api = APIRouter(tags=["messages"])
 
     @api.get("/messages")
     def list_messages() -> dict[str, Any]:
@@ -34,9 +39,17 @@ def create_api(sink: DevSink) -> FastAPI:
             raise HTTPException(status_code=404, detail=f"no message {message_id}")
         return detail_json(message)
 
+    @api.delete("/messages/{message_id}", status_code=204)
+    def delete_message(message_id: str) -> Response:
+        if not sink.delete(message_id):
+            raise HTTPException(status_code=404, detail=f"no message {message_id}")
+        changed("deleted")
+        return Response(status_code=204)
+
     @api.delete("/messages", status_code=204)
     def delete_messages() -> Response:
         sink.clear()
+        changed("cleared")
         return Response(status_code=204)
 
     @api.get("/refusals")

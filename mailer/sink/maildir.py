@@ -13,7 +13,7 @@ __all__ = ["MaildirStore"]
 
 
 class MaildirStore:
-    """Thread-safe adds and clears on one Maildir, created on open."""
+    """Thread-safe adds, removals and clears on one Maildir, created on open."""
 
     def __init__(self, path: Path) -> None:
         """Raises OSError when the directory cannot be created."""
@@ -27,6 +27,12 @@ class MaildirStore:
         message ``data``; return its Maildir key. Raises OSError."""
         with self._lock:
             return str(self._box.add(trace + data.replace(b"\r\n", b"\n")))
+
+    def remove(self, key: str) -> None:
+        """Remove one message; a key that is gone already is no error.
+        Raises OSError."""
+        with self._lock:
+            self._box.discard(key)
 
     def clear(self) -> None:
         """Remove every message. Raises OSError."""

@@ -5,12 +5,14 @@ Authentication-Results). All pure."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import email.message
 import email.utils
 from dataclasses import dataclass
 from typing import Any
 
+from mailer.sink.auth import DmarcVerdict, SpfVerdict
 from mailer.sink.checks import HeaderCheck, parse_message
 from mailer.sink.smtpd import Refusal
 from mailer.sink.verify import DkimResult
@@ -39,6 +41,9 @@ class SinkMessage:
     received_at: float
     dkim: tuple[DkimResult, ...]
     checks: tuple[HeaderCheck, ...]
+    tls_cipher: str | None = None
+    spf: SpfVerdict | None = None
+    dmarc: DmarcVerdict | None = None
 
     @property
     def message(self) -> email.message.EmailMessage:
@@ -146,6 +151,9 @@ def message_json(message: SinkMessage) -> dict[str, Any]:
         "dkim_pass": message.dkim_pass,
         "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in message.checks],
         "checks_ok": message.checks_ok,
+        "tls_cipher": message.tls_cipher,
+        "spf": None if message.spf is None else dataclasses.asdict(message.spf),
+        "dmarc": None if message.dmarc is None else dataclasses.asdict(message.dmarc),
     }
 
 

@@ -150,6 +150,21 @@ class Sink:
             raise ValueError("times must be positive or None")
         self._recorder.add_script(pattern, reply, times, stage)
 
+    def unscript(self, pattern: str, reply: str, *, stage: str = "rcpt") -> None:
+        """Forget the scripted ``reply`` for ``pattern`` at ``stage``."""
+        self._recorder.remove_script(pattern, reply, stage)
+
+    def offer_starttls(self, enabled: bool = True) -> None:
+        """Offer STARTTLS on new connections (when the sink has a
+        certificate) or not; open connections keep what they were offered."""
+        with self._recorder.changed:
+            self._recorder.faults.no_starttls = not enabled
+
+    def cancel_drops(self) -> None:
+        """Forget the drops :meth:`drop_after_data` asked for."""
+        with self._recorder.changed:
+            self._recorder.drops = 0
+
     def clear_scripts(self) -> None:
         """Forget scripted replies and pending drops."""
         with self._recorder.changed:

@@ -23,6 +23,7 @@ from mailer.config import Config
 from mailer.dev.certs import CertFiles, TestCerts
 from mailer.dns import Resolver
 from mailer.errors import ValidationError
+from mailer.sink.auth import Authenticator, DmarcVerdict, SpfVerdict
 from mailer.sink.checks import HeaderCheck, parse_message, run_checks
 from mailer.sink.maildir import MaildirStore
 from mailer.sink.options import BadCert, SinkOptions
@@ -49,7 +50,9 @@ class DevSink:
     certificate (a throw-away one is made when None). ``on_message`` is
     called on the checking thread for each message once it is checked and
     stored, ``on_refusal`` on the SMTP thread for each reply refused on
-    purpose; both must return quickly.
+    purpose; both must return quickly (:meth:`listen` adds more message
+    listeners). ``sender_ip`` is the sending node's public address SPF is
+    evaluated for (None: SPF is not evaluated).
 
     Raises ConfigError for a bad nameserver.
     """
@@ -64,13 +67,15 @@ class DevSink:
         certs: TestCerts | None = None,
         on_message: Callable[[SinkMessage], None] | None = None,
         on_refusal: Callable[[Refusal], None] | None = None,
+        sender_ip: str | None = None,
     ) -> None:
         self.options = options or SinkOptions()
         resolver = None if nameservers is None else Resolver(nameservers, timeout=dns_timeout)
         self._verifier = Verifier(resolver, keys_dir)
+        self._auth = Authenticator(resolver, sender_ip)
         self.certs = certs
         self._owned_certs: TestCerts | None = None
-        self._on_message = on_message
+        self._listeners = [] if on_message is None else [on_message]
         self._on_refusal = on_refusal
         self._changed = threading.Condition()
         self._messages: deque[SinkMessage] = deque(maxlen=self.options.keep)
@@ -94,7 +99,8 @@ class DevSink:
     ) -> DevSink:
         """A sink that looks DKIM keys up where ``config`` points the
         service: its ``nameservers`` (empty: the system's), then its
-        ``keys_dir``. Raises ConfigError for a bad nameserver."""
+        ``keys_dir``; SPF is evaluated for its ``outbound_ip``. Raises
+        ConfigError for a bad nameserver."""
         return cls(
             options,
             nameservers=config.nameservers,
@@ -103,7 +109,14 @@ class DevSink:
             certs=certs,
             on_message=on_message,
             on_refusal=on_refusal,
+            sender_ip=config.outbound_ip,
         )
+
+    def listen(self, on_message: Callable[[SinkMessage], None]) -> None:
+        """Also call ``on_message`` (on the checking thread, quickly) for
+        each message once it is checked and stored."""
+        with self._changed:
+            self._listeners = [*self._listeners, on_message]
 
     # -- what arrived ---------------------------------------------------------
 
@@ -145,6 +158,18 @@ class DevSink:
     async def await_idle(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """:meth:`wait_idle` without blocking the caller's event loop."""
         await asyncio.to_thread(self.wait_idle, timeout)
+
+    def delete(self, message_id: str) -> bool:
+        """Forget one message (in memory and in the Maildir); False when
+        there is no such message. Raises OSError when the Maildir file
+        cannot be removed."""
+        with self._changed:
+            found = [m for m in self._messages if m.id == message_id]
+            for message in found:
+                self._messages.remove(message)
+        if found and self._maildir is not None:
+            self._maildir.remove(message_id)
+        return bool(found)
 
     def clear(self) -> None:
         """Forget every message (in memory and in the Maildir), refusal and
@@ -222,6 +247,17 @@ class DevSink:
 
     def clear_faults(self) -> None:
         self._kit().clear_faults()
+
+    def unscript(self, pattern: str, reply: str, *, stage: str = "rcpt") -> None:
+        self._kit().unscript(pattern, reply, stage=stage)
+
+    def offer_starttls(self, enabled: bool = True) -> None:
+        """STARTTLS on new connections or not (only a sink started with it
+        can offer it)."""
+        self._kit().offer_starttls(enabled)
+
+    def cancel_drops(self) -> None:
+        self._kit().cancel_drops()
 
     def _kit(self) -> Sink:
         if self._smtp is None:
@@ -361,8 +397,9 @@ class DevSink:
                 message = await self._examine(received)
             with self._changed:
                 self._messages.append(message)
-            if self._on_message is not None:
-                self._on_message(message)
+                listeners = self._listeners
+            for listener in listeners:
+                listener(message)
         finally:
             with self._changed:
                 self._checked += 1
@@ -371,9 +408,14 @@ class DevSink:
     async def _examine(self, received: Received) -> SinkMessage:
         dkim: tuple[DkimResult, ...] = ()
         checks: tuple[HeaderCheck, ...]
+        spf: SpfVerdict | None = None
+        dmarc: DmarcVerdict | None = None
         try:
             dkim = tuple(await self._verifier.verify(received.data))
-            checks = run_checks(parse_message(received.data))
+            parsed = parse_message(received.data)
+            checks = run_checks(parsed)
+            spf = await self._auth.spf(received.mail_from)
+            dmarc = await self._auth.dmarc(parsed, dkim, spf)
         except ValidationError as exc:
             checks = (HeaderCheck("message", False, exc.reason),)
         except Exception as exc:  # a bug here must not lose the message
@@ -389,6 +431,9 @@ class DevSink:
             received_at=received.received_at,
             dkim=dkim,
             checks=checks,
+            tls_cipher=received.tls_cipher,
+            spf=spf,
+            dmarc=dmarc,
         )
 
     def _store(

@@ -73,6 +73,7 @@ class Received:
     tls_version: str | None
     peer: str
     received_at: float
+    tls_cipher: str | None = None
 
     @property
     def message(self) -> email.message.EmailMessage:
@@ -120,6 +121,7 @@ class _Faults:
     rng: random.Random = field(default_factory=random.Random)
     banner_delay: float = 0.0
     reply_delay: float = 0.0
+    no_starttls: bool = False
 
 
 class Recorder:
@@ -144,6 +146,12 @@ class Recorder:
     def add_script(self, pattern: str, reply: str, times: int | None, stage: str) -> None:
         with self.changed:
             self.scripts.append(_Script(pattern, reply, times, stage))
+
+    def remove_script(self, pattern: str, reply: str, stage: str) -> None:
+        with self.changed:
+            self.scripts = [
+                s for s in self.scripts if (s.pattern, s.reply, s.stage) != (pattern, reply, stage)
+            ]
 
     def reply_for(self, stage: str, recipients: Iterable[str]) -> str | None:
         lowered = [r.lower() for r in recipients]
@@ -268,6 +276,7 @@ class _Handler:
             tls_version=session.ssl["ssl_object"].version() if session.ssl else None,
             peer=_peer(session.peer),
             received_at=time.time(),
+            tls_cipher=session.ssl["cipher"][0] if session.ssl and session.ssl["cipher"] else None,
         )
         if recorder.take_drop():
             recorder.add(recorder.dropped, received)
@@ -516,13 +525,15 @@ class Server:
     def _protocol(self) -> SMTP:
         with self._recorder.changed:
             self._recorder.connections += 1
+            # a switch of the running sink: new connections are not offered it
+            tls = None if self._recorder.faults.no_starttls else self.tls
         return _SinkSMTP(
             self._handler,
             self._recorder,
             self._open,
             hostname=self._hostname,
             ident="mailer-sink",
-            tls_context=self.tls,
+            tls_context=tls,
             enable_SMTPUTF8=True,
             loop=asyncio.get_running_loop(),
         )
