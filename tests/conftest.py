@@ -41,6 +41,10 @@ SERVER_FIXTURES = frozenset(
         "run_sink",
         "start_sink",
         "region_dns",
+        "browser",
+        "browser_page",
+        "serve_app",
+        "inbox",
         "store",
     }
 )
