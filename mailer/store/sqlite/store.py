@@ -50,7 +50,7 @@ from mailer.store.sqlite import ops, sql
 
 T = TypeVar("T")
 
-MIGRATIONS: tuple[str, ...] = (sql.SCHEMA_V1, sql.SCHEMA_V2, sql.SCHEMA_V3)
+MIGRATIONS: tuple[str, ...] = (sql.SCHEMA_V1, sql.SCHEMA_V2, sql.SCHEMA_V3, sql.SCHEMA_V4)
 
 
 def _create_private(path: Path) -> None:
@@ -201,6 +201,8 @@ class SQLiteStore:
                     distribution.send_at,
                     json.dumps(list(distribution.tags)),
                     now,
+                    int(distribution.unsubscribe_one_click),
+                    distribution.language,
                 ),
             )
             conn.execute(sql.INSERT_SENDS_JSON, (dist_id, distribution.account, due, now, rows))
