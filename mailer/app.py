@@ -20,7 +20,7 @@ from mailer.identity.sender import IdentityDecider
 from mailer.intake import Intake
 from mailer.message.keys import KeyStore, SigningKey, check_published
 from mailer.message.signing import Signer
-from mailer.message.unsubscribe import links_from_config
+from mailer.message.unsubscribe import UnsubscribeLinks, links_from_config
 from mailer.metrics import Metrics, MetricsServer
 from mailer.prepare import Preparer, SignFn, decided_by
 from mailer.store import Store, open_store
@@ -129,6 +129,12 @@ class App:
             )
         return self._identity
 
+    def unsubscribe_links(self) -> UnsubscribeLinks | None:
+        """The service's own one-click unsubscribe links (``[api]`` secret,
+        public_url, unsubscribe); None when not configured or switched off."""
+        api = self.config.api
+        return links_from_config(api.secret, api.public_url, enabled=api.unsubscribe)
+
     async def preparer(self) -> Preparer:
         signer = self.signer()
         sign: SignFn | None = None
@@ -154,7 +160,7 @@ class App:
             self.store.distribution,
             identity=decided_by(await self.identity()),
             sign=sign,
-            unsubscribe=links_from_config(self.config.api.secret, self.config.api.public_url),
+            unsubscribe=self.unsubscribe_links(),
         )
 
     async def engine(
@@ -188,7 +194,7 @@ class App:
         """Validate and store through the one enqueue path of the service
         (:class:`mailer.intake.Intake`). Raises ValidationError naming the
         field, nothing stored."""
-        links = links_from_config(self.config.api.secret, self.config.api.public_url)
+        links = self.unsubscribe_links()
         accepted = await Intake(self.store, self.config.hostname, links).enqueue(
             distribution, recipients
         )

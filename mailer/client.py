@@ -105,7 +105,9 @@ class Client:
     ) -> None:
         self.app = app
         api = app.config.api
-        self.links = unsubscribe or links_from_config(api.secret, api.public_url)
+        self.links = unsubscribe or links_from_config(
+            api.secret, api.public_url, enabled=api.unsubscribe
+        )
         self.clock = clock
 
     @functools.cached_property

@@ -16,6 +16,7 @@ from cachetools import LRUCache
 
 from mailer.errors import TemplateError, ValidationError
 from mailer.message.addresses import check_header_value, parse_address
+from mailer.message.footer import LANGUAGES
 from mailer.message.templates import CompiledContent, Content, compile_content, render
 from mailer.store.models import NewDistribution, NewSend
 
@@ -93,6 +94,12 @@ def check_distribution(
     parse_address("sender.address", dist.sender_address, dist.sender_name)
     for index, tag in enumerate(dist.tags):
         check_header_value(f"tags[{index}]", tag)
+    if dist.language is not None and dist.language not in LANGUAGES:
+        raise ValidationError("language", f"must be one of {', '.join(LANGUAGES)}")
+    if dist.unsubscribe_one_click and not (dist.unsubscribe_url or "").startswith("https://"):
+        raise ValidationError(
+            "unsubscribe_one_click", "needs an unsubscribe_url starting with https://"
+        )
     content = Content.of(dist)
     return compile_content(content) if templates is None else templates.compile(content)
 

@@ -3,10 +3,13 @@ and sample, and a graceful stop on SIGTERM. Everything on loopback."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import queue
 import re
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -16,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mailer.cli.serve import dev_public_url, dev_secret
 from mailer.sink.runner import pick_port
 
 MAILER = [sys.executable, "-c", "from mailer.cli import main; main()"]
@@ -29,6 +33,7 @@ class Process:
     """A child process whose output lines are read as they come."""
 
     def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
+        self.cwd = cwd
         self.proc = subprocess.Popen(
             args,
             cwd=cwd,
@@ -105,6 +110,25 @@ def test_dev_serve_delivers_the_sample_to_its_sink_and_stops_on_sigterm(dev_serv
         "text": "Hallo {{ name }}",
         "recipients": [{"email": "neu@beispiel.test", "name": "Neu"}],
     }
+    # every sample message carries a one-click link that opens the dev API's
+    # unsubscribe page (plain HTTP on loopback) in the sample's language
+    maildir = process.cwd / "var" / "dev" / "Maildir" / "new"
+    links = []
+    for path in sorted(maildir.iterdir()):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        links.append(str(message["List-Unsubscribe"]).strip("<>"))
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert len(links) == 3
+    assert all(link.startswith(f"{url}/u/") for link in links)
+    with httpx.Client() as browser:
+        page = browser.get(links[0])
+    assert page.status_code == 200
+    assert '<html lang="de">' in page.text
+    assert "Jetzt abmelden" in page.text
+    assert stat.S_IMODE((process.cwd / "var" / "dev" / "unsubscribe.secret").stat().st_mode) == (
+        0o600
+    )
+
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as http:
         assert http.get("/healthz").status_code == 200
         assert http.post("/v1/distributions", json=body).status_code == 202
@@ -135,3 +159,17 @@ def test_serve_without_api_keys_refuses_to_start(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "api.keys" in result.stderr
+
+
+def test_the_dev_secret_is_kept_across_restarts_so_old_links_work(tmp_path: Path) -> None:
+    path = tmp_path / "var" / "dev" / "unsubscribe.secret"
+    first = dev_secret(path)
+    assert len(first) >= 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert dev_secret(path) == first
+
+
+def test_dev_links_are_plain_http_where_the_dev_api_listens() -> None:
+    assert dev_public_url("127.0.0.1", 8025) == "http://127.0.0.1:8025"
+    assert dev_public_url("0.0.0.0", 8025) == "http://localhost:8025"
+    assert dev_public_url("::1", 8025) == "http://localhost:8025"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
@@ -53,6 +54,23 @@ async def test_enqueue_stores_distribution_and_sends_in_order(store) -> None:
     assert got[1].variables == {"k": "1"}
     assert got[0].message_id == f"<{ids[0]}@mx.local>"
     assert (await store.counts(dist_id)) == {State.QUEUED: 3}
+
+
+async def test_distribution_keeps_its_unsubscribe_options_and_language(store) -> None:
+    plain_id, _ = await store.enqueue(DIST, sends(1), hostname="h", now=100.0)
+    plain = await store.distribution(plain_id)
+    assert (plain.unsubscribe_one_click, plain.language) == (False, None)
+    one_click = dataclasses.replace(
+        DIST,
+        unsubscribe_url="https://acme.test/unsub/{{ email }}",
+        unsubscribe_one_click=True,
+        language="de",
+    )
+    dist_id, _ = await store.enqueue(one_click, sends(1), hostname="h", now=100.0)
+    dist = await store.distribution(dist_id)
+    assert dist.unsubscribe_url == one_click.unsubscribe_url
+    assert dist.unsubscribe_one_click is True
+    assert dist.language == "de"
 
 
 async def test_unknown_ids_raise_not_found(store) -> None:

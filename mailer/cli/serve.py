@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,12 +53,49 @@ SAMPLE = NewDistribution(
     ),
     text=None,
     tags=("sample",),
+    language="de",
 )
 SAMPLE_RECIPIENTS = (
     RecipientInput("anna.schaefer@beispiel.test", "Anna Schäfer", {"token": "a1"}),
     RecipientInput("joerg.mueller@example.test", "Jörg Müller", {"token": "b2"}),
     RecipientInput("zoe.weiss@umfrage.test", "Zoë Weiß", {"token": "c3"}),
 )
+
+
+def dev_secret(path: Path) -> str:
+    """The dev unsubscribe secret kept in ``path`` (made, mode 0600, on
+    first use), so that links in mail from earlier runs keep working.
+    Raises ConfigError when the file cannot be read or made."""
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        pass
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("api.secret", f"cannot read the dev secret {path}: {exc}") from exc
+    secret = secrets.token_urlsafe(32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # another dev server made it meanwhile
+        return path.read_text(encoding="ascii").strip()
+    except OSError as exc:
+        raise ConfigError("api.secret", f"cannot keep a dev secret in {path}: {exc}") from exc
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(secret + "\n")
+    return secret
+
+
+def dev_public_url(host: str, port: int) -> str:
+    """Where a browser on this machine reaches the dev API: plain HTTP, as
+    the dev server speaks it."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback and ":" not in host:
+        return f"http://{host}:{port}"
+    return f"http://localhost:{port}"
 
 
 @dataclass
@@ -91,8 +130,8 @@ def _dev_setup(
         "keys_dir": str(dev_dir / "keys"),
         "api": {
             "keys": list(api.keys) or [secrets.token_urlsafe(24)],
-            "secret": api.secret or secrets.token_urlsafe(32),
-            "public_url": api.public_url or f"https://localhost:{port}",
+            "secret": api.secret or dev_secret(dev_dir / "unsubscribe.secret"),
+            "public_url": api.public_url or dev_public_url(host, port),
             "listen": f"{host}:{port}",
         },
     }
@@ -205,17 +244,6 @@ async def _serve(
                 await inbox.wait()
 
 
-def _check_production(config: Config) -> None:
-    if not config.api.keys:
-        raise ConfigError("api.keys", "at least one API key is required (MAILER_API__KEYS)")
-    if config.api.secret is None or config.api.public_url is None:
-        click.echo(
-            "warning: api.secret or api.public_url not set: distributions without their own "
-            "unsubscribe_url get no List-Unsubscribe header",
-            err=True,
-        )
-
-
 @cli.command()
 @click.option("--listen", default=None, metavar="HOST:PORT", help="API address [api.listen].")
 @click.option("--no-worker", is_flag=True, help="The API alone; `mailer worker` delivers.")
@@ -255,7 +283,7 @@ def serve(
     log_level = "info" if verbose else "warning"
     address = parse_listen(listen, "--listen") if listen else ctx.config.api.listen_address
     if not dev:
-        _check_production(ctx.config)
+        ctx.config.check_production(api=True, delivers=not no_worker)
         run(
             _serve(
                 ctx.config,

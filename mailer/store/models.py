@@ -34,6 +34,12 @@ class NewDistribution:
     unsubscribe_url: str | None = None
     send_at: float | None = None
     tags: tuple[str, ...] = ()
+    # the distribution's own https unsubscribe_url accepts RFC 8058 one-click
+    # POSTs, so it may stand in List-Unsubscribe instead of the service's
+    unsubscribe_one_click: bool = False
+    # language of what the service adds or shows ("de", "en"); None: English
+    # in mail, the browser's choice on the unsubscribe page
+    language: str | None = None
 
 
 class NewSend(NamedTuple):
@@ -58,6 +64,8 @@ class Distribution:
     send_at: float | None
     tags: tuple[str, ...]
     created_at: float
+    unsubscribe_one_click: bool = False
+    language: str | None = None
 
 
 @dataclass(frozen=True)

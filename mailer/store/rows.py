@@ -50,6 +50,8 @@ def distribution(row: Row) -> Distribution:
         send_at=row["send_at"],
         tags=tuple(_json(row["tags"])),
         created_at=row["created_at"],
+        unsubscribe_one_click=bool(row["unsubscribe_one_click"]),
+        language=row["language"],
     )
 
 

@@ -120,7 +120,14 @@ CREATE INDEX events_at ON events (at);
 ALTER TABLE sends ADD COLUMN replayed_at double precision
 """
 
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
+# A distribution's unsubscribe options: whether its own URL takes RFC 8058
+# one-click POSTs, and the language of the footer and unsubscribe page.
+SCHEMA_V4 = """
+ALTER TABLE distributions ADD COLUMN unsubscribe_one_click boolean NOT NULL DEFAULT false;
+ALTER TABLE distributions ADD COLUMN language text
+"""
+
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4)
 
 
 # Advisory-lock keys (two-int form: class, object). The object part is the
@@ -140,8 +147,8 @@ ADVISORY_LOCK_SHARED = "SELECT pg_advisory_xact_lock_shared(%s, %s)"
 
 INSERT_DISTRIBUTION = """
 INSERT INTO distributions (id, account, sender_address, sender_name, subject, html, text,
-    unsubscribe_url, send_at, tags, created_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    unsubscribe_url, send_at, tags, created_at, unsubscribe_one_click, language)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 """
 
 # A whole batch of new sends in one statement, from one JSON array

@@ -102,8 +102,8 @@ CREATE TABLE idempotency (
 
 INSERT_DISTRIBUTION = """
 INSERT INTO distributions (id, account, sender_address, sender_name, subject, html, text,
-    unsubscribe_url, send_at, tags, created_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    unsubscribe_url, send_at, tags, created_at, unsubscribe_one_click, language)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 # A whole batch of new sends in one statement, from a JSON array with one
@@ -248,6 +248,13 @@ CREATE TABLE holds (
 );
 CREATE INDEX events_at ON events (at);
 ALTER TABLE sends ADD COLUMN replayed_at REAL
+"""
+
+# A distribution's unsubscribe options: whether its own URL takes RFC 8058
+# one-click POSTs, and the language of the footer and unsubscribe page.
+SCHEMA_V4 = """
+ALTER TABLE distributions ADD COLUMN unsubscribe_one_click INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE distributions ADD COLUMN language TEXT
 """
 
 UPSERT_HOLD = """

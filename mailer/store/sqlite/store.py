@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,7 +47,23 @@ from mailer.store.sqlite import ops, sql
 
 T = TypeVar("T")
 
-MIGRATIONS: tuple[str, ...] = (sql.SCHEMA_V1, sql.SCHEMA_V2, sql.SCHEMA_V3)
+MIGRATIONS: tuple[str, ...] = (sql.SCHEMA_V1, sql.SCHEMA_V2, sql.SCHEMA_V3, sql.SCHEMA_V4)
+
+
+def _create_private(path: Path) -> None:
+    """Creates the database file, empty, readable by its owner alone, when
+    there is none: it holds recipients' addresses and variables. SQLite
+    gives the -wal and -shm files it makes beside it the database file's
+    mode. Raises StoreError when the file cannot be made."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot create the database: {exc.strerror}") from exc
+    # the umask can only narrow 0600; an inherited default ACL could widen it
+    os.fchmod(fd, 0o600)
+    os.close(fd)
 
 
 class SQLiteStore:
@@ -64,7 +81,8 @@ class SQLiteStore:
         await self._run(self._open_sync)
 
     def _open_sync(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _create_private(self.path)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
@@ -180,6 +198,8 @@ class SQLiteStore:
                     distribution.send_at,
                     json.dumps(list(distribution.tags)),
                     now,
+                    int(distribution.unsubscribe_one_click),
+                    distribution.language,
                 ),
             )
             conn.execute(sql.INSERT_SENDS_JSON, (dist_id, distribution.account, due, now, rows))
