@@ -263,7 +263,9 @@ class Engine:
             )
 
         try:
-            reply = await session.send(prepared.mail_from, prepared.recipient, prepared.data)
+            reply = await session.send(
+                prepared.mail_from, prepared.recipient, prepared.data, envid=prepared.envid
+            )
         except SMTPReplyError as exc:
             code = exc.code or 0
             verdict = classify(code, exc.enhanced)

@@ -76,6 +76,8 @@ DEFAULT_SIGNED_HEADERS: tuple[bytes, ...] = (
     b"reply-to",
     b"list-unsubscribe",
     b"list-unsubscribe-post",
+    # the feedback loop's identifier must be the sender's, not a forger's
+    b"feedback-id",
 )
 #: Listed once more than present, so that adding one breaks the signature.
 OVERSIGNED_HEADERS: frozenset[bytes] = frozenset({b"from"})
