@@ -297,7 +297,9 @@ class FeedbackConfig(_Frozen):
         try:
             value.format(distribution="d", account="a", sender="s")
         except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"fields are {{distribution}}, {{account}}, {{sender}}: {exc}") from exc
+            raise ValueError(
+                f"fields are {{distribution}}, {{account}}, {{sender}}: {exc}"
+            ) from exc
         return value
 
 

@@ -13,11 +13,14 @@ from mailer.store.models import (
     Claimed,
     Distribution,
     Event,
+    FeedbackResult,
     Hold,
     HoldKind,
     Idempotency,
     IdempotencyRecord,
+    Inbound,
     NewDistribution,
+    NewInbound,
     NewSend,
     Outcome,
     QueueSummary,
@@ -209,4 +212,33 @@ class Store(Protocol):
     async def suppression_for(self, account: str, address: str) -> list[Suppression]:
         """The entries that suppress ``address`` for ``account``: its own,
         then the global one (account '')."""
+        ...
+
+    # after the 250: returned messages (mailer.feedback) -----------------
+
+    async def inbound_put(self, message: NewInbound, *, now: float) -> str:
+        """Store a returned message as received; durable on return (the
+        listener answers 250 only then). Returns its id."""
+        ...
+
+    async def inbound_pending(self, *, limit: int = 100) -> list[Inbound]:
+        """Stored messages not yet processed, oldest first, with ``raw``."""
+        ...
+
+    async def inbound_get(self, inbound_id: str) -> Inbound:
+        """One stored message with ``raw``. Raises NotFound."""
+        ...
+
+    async def inbound_list(
+        self, *, unmatched: bool = False, limit: int = 100, after: str = ""
+    ) -> list[Inbound]:
+        """Stored messages by id after ``after`` (without ``raw``); with
+        ``unmatched`` only processed ones that matched no send."""
+        ...
+
+    async def inbound_done(self, inbound_id: str, result: FeedbackResult, *, now: float) -> bool:
+        """In one transaction: apply ``result``'s effects (late bounce of a
+        delivered send, suppression, an event each) and mark the message
+        processed. A message already processed changes nothing and gives
+        False, so processing twice never applies twice. Raises NotFound."""
         ...

@@ -120,7 +120,31 @@ CREATE INDEX events_at ON events (at);
 ALTER TABLE sends ADD COLUMN replayed_at double precision
 """
 
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
+# Returned messages (mailer.feedback), stored raw before the listener's
+# 250 and processed after it; a partial index finds the unprocessed ones.
+SCHEMA_FEEDBACK = """
+CREATE TABLE inbound (
+    id text PRIMARY KEY,
+    received_at double precision NOT NULL,
+    mail_from text NOT NULL,
+    recipients jsonb NOT NULL,
+    raw bytea NOT NULL,
+    size integer NOT NULL,
+    tls boolean NOT NULL,
+    peer text,
+    processed_at double precision,
+    kind text,
+    layout text,
+    send_id text,
+    matched_by text,
+    problem text,
+    report text
+);
+CREATE INDEX inbound_pending ON inbound (id) WHERE processed_at IS NULL;
+CREATE INDEX inbound_send ON inbound (send_id)
+"""
+
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_FEEDBACK)
 
 
 # Advisory-lock keys (two-int form: class, object). The object part is the
@@ -422,4 +446,39 @@ SELECT floor(at / 60)::bigint AS minute, state, count(*) AS n FROM events
 WHERE at >= %s AND at < %s
     AND state IN ('delivered', 'deferred', 'bounced', 'failed', 'suppressed')
 GROUP BY minute, state
+"""
+
+
+# After the 250 (mailer.feedback) --------------------------------------------
+
+INBOUND_COLUMNS = (
+    "id, received_at, mail_from, recipients, size, tls, peer, processed_at, kind, layout, "
+    "send_id, matched_by, problem, report"
+)
+INSERT_INBOUND = """
+INSERT INTO inbound (id, received_at, mail_from, recipients, raw, size, tls, peer)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+"""
+SELECT_PENDING_INBOUND = (
+    f"SELECT {INBOUND_COLUMNS}, raw FROM inbound WHERE processed_at IS NULL ORDER BY id LIMIT %s"
+)
+SELECT_INBOUND = f"SELECT {INBOUND_COLUMNS}, raw FROM inbound WHERE id = %s"
+LOCK_INBOUND = "SELECT processed_at FROM inbound WHERE id = %s FOR UPDATE"
+LIST_INBOUND = f"SELECT {INBOUND_COLUMNS} FROM inbound WHERE id > %s ORDER BY id LIMIT %s"
+LIST_UNMATCHED_INBOUND = (
+    f"SELECT {INBOUND_COLUMNS} FROM inbound WHERE id > %s AND processed_at IS NOT NULL "
+    "AND send_id IS NULL ORDER BY id LIMIT %s"
+)
+FINISH_INBOUND = """
+UPDATE inbound SET processed_at = %s, kind = %s, layout = %s, send_id = %s, matched_by = %s,
+    problem = %s, report = %s
+WHERE id = %s AND processed_at IS NULL
+"""
+SELECT_SEND_STATE = (
+    "SELECT id, distribution_id, account, recipient, state FROM sends WHERE id = %s FOR UPDATE"
+)
+BOUNCE_DELIVERED = """
+UPDATE sends SET state = 'bounced', reason = %s, last_code = %s, last_enhanced = %s,
+    last_text = %s, updated_at = %s
+WHERE id = %s AND state = 'delivered'
 """

@@ -355,3 +355,60 @@ GROUP BY minute, state
 SUPPRESSIONS_FOR = """
 SELECT * FROM suppressions WHERE address = ? AND account IN (?, '') ORDER BY account DESC
 """
+
+
+# After the 250 (mailer.feedback) --------------------------------------------
+
+# Returned messages, stored raw before the listener's 250 and processed
+# after it; a partial index finds the unprocessed ones after a restart.
+SCHEMA_FEEDBACK = """
+CREATE TABLE inbound (
+    id TEXT PRIMARY KEY,
+    received_at REAL NOT NULL,
+    mail_from TEXT NOT NULL,
+    recipients TEXT NOT NULL,
+    raw BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    tls INTEGER NOT NULL,
+    peer TEXT,
+    processed_at REAL,
+    kind TEXT,
+    layout TEXT,
+    send_id TEXT,
+    matched_by TEXT,
+    problem TEXT,
+    report TEXT
+);
+CREATE INDEX inbound_pending ON inbound (id) WHERE processed_at IS NULL;
+CREATE INDEX inbound_send ON inbound (send_id)
+"""
+
+INBOUND_COLUMNS = (
+    "id, received_at, mail_from, recipients, size, tls, peer, processed_at, kind, layout, "
+    "send_id, matched_by, problem, report"
+)
+INSERT_INBOUND = """
+INSERT INTO inbound (id, received_at, mail_from, recipients, raw, size, tls, peer)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+SELECT_PENDING_INBOUND = (
+    f"SELECT {INBOUND_COLUMNS}, raw FROM inbound WHERE processed_at IS NULL ORDER BY id LIMIT ?"
+)
+SELECT_INBOUND = f"SELECT {INBOUND_COLUMNS}, raw FROM inbound WHERE id = ?"
+LIST_INBOUND = f"SELECT {INBOUND_COLUMNS} FROM inbound WHERE id > ? ORDER BY id LIMIT ?"
+LIST_UNMATCHED_INBOUND = (
+    f"SELECT {INBOUND_COLUMNS} FROM inbound WHERE id > ? AND processed_at IS NOT NULL "
+    "AND send_id IS NULL ORDER BY id LIMIT ?"
+)
+FINISH_INBOUND = """
+UPDATE inbound SET processed_at = ?, kind = ?, layout = ?, send_id = ?, matched_by = ?,
+    problem = ?, report = ?
+WHERE id = ? AND processed_at IS NULL
+"""
+SELECT_SEND_STATE = "SELECT id, distribution_id, account, recipient, state FROM sends WHERE id = ?"
+# a late bounce: only a delivered send turns bounced
+BOUNCE_DELIVERED = """
+UPDATE sends SET state = 'bounced', reason = ?, last_code = ?, last_enhanced = ?,
+    last_text = ?, updated_at = ?
+WHERE id = ? AND state = 'delivered'
+"""

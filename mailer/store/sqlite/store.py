@@ -26,11 +26,14 @@ from mailer.store.models import (
     DestinationCount,
     Distribution,
     Event,
+    FeedbackResult,
     Hold,
     HoldKind,
     Idempotency,
     IdempotencyRecord,
+    Inbound,
     NewDistribution,
+    NewInbound,
     NewSend,
     Outcome,
     QueueSummary,
@@ -45,11 +48,16 @@ from mailer.store.models import (
     new_id,
     new_ids,
 )
-from mailer.store.sqlite import ops, sql
+from mailer.store.sqlite import feedback, ops, sql
 
 T = TypeVar("T")
 
-MIGRATIONS: tuple[str, ...] = (sql.SCHEMA_V1, sql.SCHEMA_V2, sql.SCHEMA_V3)
+MIGRATIONS: tuple[str, ...] = (
+    sql.SCHEMA_V1,
+    sql.SCHEMA_V2,
+    sql.SCHEMA_V3,
+    sql.SCHEMA_FEEDBACK,
+)
 
 
 class SQLiteStore:
@@ -579,6 +587,42 @@ class SQLiteStore:
             lambda: self.conn.execute(sql.SUPPRESSIONS_FOR, (address.lower(), account)).fetchall()
         )
         return [typed.suppression(row) for row in found]
+
+    # after the 250 (mailer.store.sqlite.feedback) -------------------------
+
+    async def inbound_put(self, message: NewInbound, *, now: float) -> str:
+        return await self._run(self._tx, lambda conn: feedback.put(conn, message, now))
+
+    async def inbound_pending(self, *, limit: int = 100) -> list[Inbound]:
+        def work() -> list[Inbound]:
+            rows = self.conn.execute(sql.SELECT_PENDING_INBOUND, (limit,)).fetchall()
+            return [feedback.inbound(r) for r in rows]
+
+        return await self._run(work)
+
+    async def inbound_get(self, inbound_id: str) -> Inbound:
+        def work() -> Inbound:
+            row = self.conn.execute(sql.SELECT_INBOUND, (inbound_id,)).fetchone()
+            if row is None:
+                raise NotFound("inbound message", inbound_id)
+            return feedback.inbound(row)
+
+        return await self._run(work)
+
+    async def inbound_list(
+        self, *, unmatched: bool = False, limit: int = 100, after: str = ""
+    ) -> list[Inbound]:
+        query = sql.LIST_UNMATCHED_INBOUND if unmatched else sql.LIST_INBOUND
+
+        def work() -> list[Inbound]:
+            return [feedback.inbound(r) for r in self.conn.execute(query, (after, limit))]
+
+        return await self._run(work)
+
+    async def inbound_done(self, inbound_id: str, result: FeedbackResult, *, now: float) -> bool:
+        return await self._run(
+            self._tx, lambda conn: feedback.finish(conn, inbound_id, result, now)
+        )
 
 
 __all__ = ["SQLiteStore"]
