@@ -26,6 +26,7 @@ from mailer.errors import ValidationError
 from mailer.sink.checks import HeaderCheck, parse_message, run_checks
 from mailer.sink.maildir import MaildirStore
 from mailer.sink.options import BadCert, SinkOptions
+from mailer.sink.rehearsal import Rehearsal
 from mailer.sink.report import SinkMessage, trace_headers
 from mailer.sink.runner import Sink, certificate_names
 from mailer.sink.smtpd import Received, Refusal, Transaction
@@ -81,6 +82,16 @@ class DevSink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._serial: asyncio.Lock | None = None
+        opts = self.options
+        self.rehearsal: Rehearsal | None = None
+        if opts.feedback_to is not None and (opts.bounce_after or opts.complain):
+            self.rehearsal = Rehearsal(
+                opts.feedback_to,
+                bounce_rate=opts.bounce_after,
+                complain_rate=opts.complain,
+                hostname=opts.hostname,
+                seed=opts.seed,
+            )
 
     @classmethod
     def for_config(
@@ -363,6 +374,8 @@ class DevSink:
                 self._messages.append(message)
             if self._on_message is not None:
                 self._on_message(message)
+            if self.rehearsal is not None:
+                self.rehearsal.consider(message)
         finally:
             with self._changed:
                 self._checked += 1

@@ -1,0 +1,102 @@
+"""The inbound listener and its processor as one running service, for
+``mailer inbound`` and ``mailer serve`` (``[inbound] listen``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from types import TracebackType
+from typing import Self
+
+from mailer.config import Config
+from mailer.dev.certs import TestCerts
+from mailer.errors import ConfigError
+from mailer.feedback.listener import InboundListener
+from mailer.feedback.processor import Matcher, Processor
+from mailer.store.base import Store
+
+__all__ = ["FeedbackService", "matcher_for"]
+
+
+def matcher_for(config: Config) -> Matcher:
+    return Matcher(config.feedback.secret, frozenset({config.bounce_domain}))
+
+
+class FeedbackService:
+    """``async with FeedbackService(config, store, host=…, port=…)``: the
+    listener bound (``port`` 0 picks one), the processor running (first
+    over what a previous run left pending). ``dev`` presents a throw-away
+    certificate when none is configured.
+
+    Raises ConfigError for a certificate that cannot be loaded or an
+    address that cannot be bound.
+    """
+
+    def __init__(
+        self, config: Config, store: Store, *, host: str, port: int, dev: bool = False
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.processor = Processor(store, matcher_for(config))
+        self._certs: TestCerts | None = None
+        tls = self._tls(dev)
+        inbound = config.inbound
+        self.listener = InboundListener(
+            store,
+            host=host,
+            port=port,
+            accept_domains=frozenset({config.bounce_domain}),
+            accept_addresses=frozenset(config.feedback.loop_addresses),
+            tls=tls,
+            hostname=config.hostname,
+            max_size=inbound.max_size,
+            max_sessions=inbound.max_sessions,
+            on_stored=self.processor.wake,
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    def _tls(self, dev: bool) -> ssl.SSLContext | None:
+        inbound = self.config.inbound
+        if inbound.tls_cert is not None:
+            if inbound.tls_key is None:
+                raise ConfigError("inbound.tls_key", "a key is needed with inbound.tls_cert")
+            try:
+                return TestCerts.server_context((inbound.tls_cert, inbound.tls_key))
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError("inbound.tls_cert", f"cannot load: {exc}") from exc
+        if dev:
+            self._certs = TestCerts()
+            files = self._certs.issue([self.config.hostname, "localhost", "127.0.0.1"])
+            return TestCerts.server_context(files)
+        return None
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.listener.start()
+        except OSError as exc:
+            self._close_certs()
+            raise ConfigError(
+                "inbound.listen", f"cannot listen on {self.listener.address}: {exc.strerror}"
+            ) from exc
+        self._task = asyncio.create_task(self.processor.run())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.listener.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._close_certs()
+
+    def _close_certs(self) -> None:
+        if self._certs is not None:
+            self._certs.close()
+            self._certs = None
