@@ -52,8 +52,10 @@ class _Handler:
         if not isinstance(raw, bytes):
             raw = (raw or "").encode("utf-8", "surrogateescape")
         peer = session.peer
+        # aiosmtpd keeps the null reverse path of bounces as "<>"
+        mail_from = envelope.mail_from or ""
         message = NewInbound(
-            mail_from=envelope.mail_from or "",
+            mail_from="" if mail_from == "<>" else mail_from,
             recipients=tuple(envelope.rcpt_tos),
             raw=raw,
             peer=f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or ""),
@@ -106,11 +108,6 @@ class _InboundSMTP(SMTP):
         if self.session is not None:  # a refused connection never had one
             super().connection_lost(error)
 
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        # the null reverse path of bounces
-        if arg.strip() == "<>":
-            return "", ""
-        return super()._getaddr(arg)
 
 
 class InboundListener:
