@@ -109,7 +109,6 @@ class _InboundSMTP(SMTP):
             super().connection_lost(error)
 
 
-
 class InboundListener:
     """``await listener.start()`` listens on ``host:port``; ``port`` 0 picks
     a free one (read it back from ``port``). ``accept_domains`` are the
