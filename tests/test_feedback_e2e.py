@@ -19,6 +19,7 @@ from mailer.enqueue import RecipientInput
 from mailer.feedback.listener import InboundListener
 from mailer.feedback.processor import Processor
 from mailer.feedback.rehearsal import build_dsn
+from mailer.feedback.samples import SAMPLES
 from mailer.feedback.service import matcher_for
 from mailer.message.verp import make_return_path
 from mailer.reasons import Reason, State
@@ -28,7 +29,7 @@ from mailer.store.models import NewDistribution
 
 SECRET = "e2e-secret-0123456789"
 BOUNCES = "bounces.platform.test"
-FIXTURES = Path(__file__).parent / "fixtures" / "feedback"
+FIXTURES = SAMPLES
 
 DIST = NewDistribution(
     account="acct-1",

@@ -15,11 +15,12 @@ import pytest
 from mailer.dev.certs import TestCerts
 from mailer.feedback.listener import InboundListener
 from mailer.feedback.processor import Matcher, Processor
+from mailer.feedback.samples import SAMPLES
 from mailer.store.sqlite.store import SQLiteStore
 
 BOUNCES = "bounces.platform.test"
 LOOP = "fbl@platform.test"
-FIXTURES = Path(__file__).parent / "fixtures" / "feedback"
+FIXTURES = SAMPLES
 
 
 @pytest.fixture

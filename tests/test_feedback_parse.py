@@ -4,16 +4,15 @@ RFC 3834, and input that must not break the parser."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from mailer.feedback import Action, Kind, parse_message
 from mailer.feedback.layouts import DETECTORS
+from mailer.feedback.samples import SAMPLES
 from mailer.feedback.status import find_reply_code, find_status, recipient, status_from_code
 from mailer.reasons import Reason
 
-FIXTURES = Path(__file__).parent / "fixtures" / "feedback"
+FIXTURES = SAMPLES
 
 # file → kind, layout, address, action, status, reason, suppress
 BOUNCES = {
