@@ -52,7 +52,7 @@ async def delivered(store, n: int = 2) -> list[str]:
 
 async def test_a_stored_message_is_pending_with_its_raw_bytes_until_done(store) -> None:
     new = NewInbound("", ("b+x@bounces.test",), RAW, peer="127.0.0.1", tls=True)
-    inbound_id = await store.inbound_put(new, now=10.0)
+    [inbound_id] = await store.inbound_put([new], now=10.0)
     [pending] = await store.inbound_pending()
     assert pending.id == inbound_id
     assert pending.raw == RAW
@@ -68,7 +68,7 @@ async def test_a_stored_message_is_pending_with_its_raw_bytes_until_done(store) 
 
 async def test_a_late_bounce_turns_delivered_bounced_suppresses_and_records_an_event(store) -> None:
     ids = await delivered(store)
-    inbound_id = await store.inbound_put(NewInbound("", ("b@x",), RAW), now=10.0)
+    [inbound_id] = await store.inbound_put([NewInbound("", ("b@x",), RAW)], now=10.0)
     effect = FeedbackEffect(
         ids[0],
         Reason.MAILBOX_UNKNOWN,
@@ -100,7 +100,7 @@ async def test_a_late_bounce_turns_delivered_bounced_suppresses_and_records_an_e
 
 async def test_processing_twice_applies_once(store) -> None:
     ids = await delivered(store, 1)
-    inbound_id = await store.inbound_put(NewInbound("", ("b@x",), RAW), now=10.0)
+    [inbound_id] = await store.inbound_put([NewInbound("", ("b@x",), RAW)], now=10.0)
     effect = FeedbackEffect(ids[0], Reason.COMPLAINED, suppress=Reason.SUPPRESSED_COMPLAINT)
     result = FeedbackResult("complaint", "arf", "{}", ids[0], "message-id", effects=(effect,))
     assert await store.inbound_done(inbound_id, result, now=12.0) is True
@@ -113,7 +113,7 @@ async def test_processing_twice_applies_once(store) -> None:
 
 async def test_an_event_only_effect_leaves_the_send_as_it_was(store) -> None:
     ids = await delivered(store, 1)
-    inbound_id = await store.inbound_put(NewInbound("", ("b@x",), RAW), now=10.0)
+    [inbound_id] = await store.inbound_put([NewInbound("", ("b@x",), RAW)], now=10.0)
     effect = FeedbackEffect(ids[0], Reason.AUTO_REPLY, detail="out of office")
     await store.inbound_done(
         inbound_id,
@@ -126,7 +126,7 @@ async def test_an_event_only_effect_leaves_the_send_as_it_was(store) -> None:
 
 async def test_a_bounce_of_a_send_that_is_not_delivered_is_an_event_only(store) -> None:
     _, [send_id] = await store.enqueue(DIST, [NewSend("q@dest.test")], hostname="h", now=1.0)
-    inbound_id = await store.inbound_put(NewInbound("", ("b@x",), RAW), now=10.0)
+    [inbound_id] = await store.inbound_put([NewInbound("", ("b@x",), RAW)], now=10.0)
     effect = FeedbackEffect(send_id, Reason.MAILBOX_UNKNOWN, bounce=True)
     await store.inbound_done(
         inbound_id,
@@ -137,9 +137,9 @@ async def test_a_bounce_of_a_send_that_is_not_delivered_is_an_event_only(store) 
 
 
 async def test_unmatched_messages_are_listed_apart(store) -> None:
-    matched = await store.inbound_put(NewInbound("", ("b@x",), RAW), now=10.0)
-    unmatched = await store.inbound_put(NewInbound("", ("b@x",), RAW), now=10.0)
-    pending = await store.inbound_put(NewInbound("", ("b@x",), RAW), now=10.0)
+    [matched] = await store.inbound_put([NewInbound("", ("b@x",), RAW)], now=10.0)
+    [unmatched] = await store.inbound_put([NewInbound("", ("b@x",), RAW)], now=10.0)
+    [pending] = await store.inbound_put([NewInbound("", ("b@x",), RAW)], now=10.0)
     ids = await delivered(store, 1)
     await store.inbound_done(matched, FeedbackResult("bounce", "x", "{}", ids[0], "verp"), now=11)
     await store.inbound_done(unmatched, FeedbackResult("bounce", "x", "{}"), now=11)
@@ -147,6 +147,12 @@ async def test_unmatched_messages_are_listed_apart(store) -> None:
     listed = await store.inbound_list()
     assert [m.id for m in listed] == [matched, unmatched, pending]
     assert all(m.raw is None for m in listed)
+
+
+async def test_messages_stored_together_get_ids_in_order(store) -> None:
+    first, second = NewInbound("", ("a@x",), b"1"), NewInbound("", ("b@x",), b"2")
+    ids = await store.inbound_put([first, second], now=10.0)
+    assert [(await store.inbound_get(i)).raw for i in ids] == [b"1", b"2"]
 
 
 async def test_unknown_inbound_ids_raise_not_found(store) -> None:

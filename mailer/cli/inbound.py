@@ -188,7 +188,7 @@ async def _import(config: Config, path: Path) -> tuple[int, int, int]:
         for raw in _messages(path):
             mail_from, recipients = _envelope_of(raw)
             message = NewInbound(mail_from, recipients, raw, peer=f"import:{path.name}")
-            await app.store.inbound_put(message, now=time.time())
+            await app.store.inbound_put([message], now=time.time())
             stored += 1
         processor = Processor(app.store, matcher_for(config))
         processed = await processor.drain()

@@ -62,7 +62,7 @@ class _Handler:
             tls=session.ssl is not None,
         )
         try:
-            inbound_id = await self._listener.store.inbound_put(message, now=self._listener.clock())
+            inbound_id = await self._listener.commit(message)
         except StoreError as exc:
             log.warning("inbound message not stored: %s", exc)
             # the sender keeps it and tries again: nothing is lost
@@ -71,6 +71,42 @@ class _Handler:
         if isinstance(server, _InboundSMTP):
             server.stored_here += 1
         return f"250 2.0.0 stored as {inbound_id}"
+
+
+class _GroupCommit:
+    """Stores the messages of concurrent sessions together: while one
+    transaction commits, the next ones queue and go in the following one.
+    Each session still gets its 250 only once its own message is durable;
+    a commit (an fsync) is paid per batch instead of per message."""
+
+    def __init__(self, store: Store, clock: Callable[[], float], max_batch: int = 64) -> None:
+        self._store = store
+        self._clock = clock
+        self._max = max_batch
+        self._queue: list[tuple[NewInbound, asyncio.Future[str]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def put(self, message: NewInbound) -> str:
+        """Raises StoreError when the batch could not be stored."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._queue.append((message, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[: self._max], self._queue[self._max :]
+            try:
+                ids = await self._store.inbound_put([m for m, _ in batch], now=self._clock())
+            except StoreError as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), inbound_id in zip(batch, ids, strict=True):
+                if not future.done():
+                    future.set_result(inbound_id)
 
 
 class _InboundSMTP(SMTP):
@@ -143,7 +179,13 @@ class InboundListener:
         self.clock = clock
         self.sessions = 0
         self.stored = 0
+        self._commits = _GroupCommit(store, clock)
         self._server: asyncio.Server | None = None
+
+    async def commit(self, message: NewInbound) -> str:
+        """Store ``message`` durably (with those of concurrent sessions);
+        its id. Raises StoreError."""
+        return await self._commits.put(message)
 
     def accepts(self, address: str) -> bool:
         """Whether RCPT TO ``address`` is ours to take."""

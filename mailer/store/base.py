@@ -216,9 +216,11 @@ class Store(Protocol):
 
     # after the 250: returned messages (mailer.feedback) -----------------
 
-    async def inbound_put(self, message: NewInbound, *, now: float) -> str:
-        """Store a returned message as received; durable on return (the
-        listener answers 250 only then). Returns its id."""
+    async def inbound_put(self, messages: Sequence[NewInbound], *, now: float) -> list[str]:
+        """Store returned messages as received, in one transaction (the
+        listener commits the messages of concurrent sessions together);
+        durable on return, so the listener answers 250 only then. Returns
+        their ids in order."""
         ...
 
     async def inbound_pending(self, *, limit: int = 100) -> list[Inbound]:

@@ -3,21 +3,29 @@ one transaction; events are appended last, as everywhere in this store."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import psycopg
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from mailer.errors import NotFound
 from mailer.store import rows as typed
-from mailer.store.models import FeedbackResult, Inbound, NewInbound, new_id
+from mailer.store.models import FeedbackResult, Inbound, NewInbound, new_ids
 from mailer.store.postgres import events as pg_events
 from mailer.store.postgres import sql as q
 
 Conn = psycopg.AsyncConnection[DictRow]
 
 
-async def put(conn: Conn, message: NewInbound, now: float) -> str:
-    inbound_id = new_id()
+async def put(conn: Conn, messages: Sequence[NewInbound], now: float) -> list[str]:
+    ids = new_ids(len(messages))
+    for inbound_id, message in zip(ids, messages, strict=True):
+        await _put(conn, inbound_id, message, now)
+    return ids
+
+
+async def _put(conn: Conn, inbound_id: str, message: NewInbound, now: float) -> None:
     await conn.execute(
         q.INSERT_INBOUND,
         (
@@ -31,7 +39,6 @@ async def put(conn: Conn, message: NewInbound, now: float) -> str:
             message.peer,
         ),
     )
-    return inbound_id
 
 
 def inbound(row: DictRow) -> Inbound:

@@ -403,9 +403,9 @@ class PostgresStore:
 
     # after the 250 (mailer.store.postgres.feedback) -------------------------
 
-    async def inbound_put(self, message: NewInbound, *, now: float) -> str:
+    async def inbound_put(self, messages: Sequence[NewInbound], *, now: float) -> list[str]:
         async with self._tx() as conn:
-            return await pg_feedback.put(conn, message, now)
+            return await pg_feedback.put(conn, messages, now)
 
     async def inbound_pending(self, *, limit: int = 100) -> list[Inbound]:
         rows = await self._all(q.SELECT_PENDING_INBOUND, (limit,))

@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 
 from mailer.errors import NotFound
 from mailer.store import rows as typed
-from mailer.store.models import FeedbackResult, Inbound, NewInbound, new_id
+from mailer.store.models import FeedbackResult, Inbound, NewInbound, new_ids
 from mailer.store.sqlite import sql
 
 
-def put(conn: sqlite3.Connection, message: NewInbound, now: float) -> str:
-    inbound_id = new_id()
+def put(conn: sqlite3.Connection, messages: Sequence[NewInbound], now: float) -> list[str]:
+    ids = new_ids(len(messages))
+    for inbound_id, message in zip(ids, messages, strict=True):
+        _put(conn, inbound_id, message, now)
+    return ids
+
+
+def _put(conn: sqlite3.Connection, inbound_id: str, message: NewInbound, now: float) -> None:
     conn.execute(
         sql.INSERT_INBOUND,
         (
@@ -27,7 +34,6 @@ def put(conn: sqlite3.Connection, message: NewInbound, now: float) -> str:
             message.peer,
         ),
     )
-    return inbound_id
 
 
 def inbound(row: typed.Row) -> Inbound:

@@ -590,8 +590,8 @@ class SQLiteStore:
 
     # after the 250 (mailer.store.sqlite.feedback) -------------------------
 
-    async def inbound_put(self, message: NewInbound, *, now: float) -> str:
-        return await self._run(self._tx, lambda conn: feedback.put(conn, message, now))
+    async def inbound_put(self, messages: Sequence[NewInbound], *, now: float) -> list[str]:
+        return await self._run(self._tx, lambda conn: feedback.put(conn, messages, now))
 
     async def inbound_pending(self, *, limit: int = 100) -> list[Inbound]:
         def work() -> list[Inbound]:
