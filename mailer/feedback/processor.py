@@ -29,7 +29,20 @@ from mailer.store.models import FeedbackEffect, FeedbackResult, Inbound, Send
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Matcher", "Processor", "effects_for"]
+__all__ = ["Matcher", "Processor", "describe", "effects_for"]
+
+
+def describe(message: Inbound, result: FeedbackResult) -> str:
+    """One line about a processed returned message (``serve --dev``)."""
+    what = f"returned {result.kind} ({result.layout})"
+    if result.send_id is None:
+        return f"{what}: unmatched{': ' + result.problem if result.problem else ''}"
+    effects = ", ".join(
+        f"{'bounced ' if e.bounce else ''}{e.reason.value}"
+        f"{' + ' + e.suppress.value if e.suppress else ''}"
+        for e in result.effects
+    )
+    return f"{what} for send {result.send_id} by {result.matched_by}: {effects or 'no effect'}"
 
 
 @dataclass(frozen=True)
@@ -126,8 +139,10 @@ class Processor:
         *,
         clock: Callable[[], float] = time.time,
         batch: int = 100,
+        on_processed: Callable[[Inbound, FeedbackResult], None] | None = None,
     ) -> None:
         self.store = store
+        self.on_processed = on_processed
         self.matcher = matcher
         self.clock = clock
         self.batch = batch
@@ -190,6 +205,8 @@ class Processor:
                 if await self.store.inbound_done(message.id, result, now=self.clock()):
                     done += 1
                     self.processed += 1
+                    if self.on_processed is not None:
+                        self.on_processed(message, result)
 
     async def run(self) -> None:
         """Drain now (what a crash left pending), then whenever woken,

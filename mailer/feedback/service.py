@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -15,6 +16,7 @@ from mailer.errors import ConfigError
 from mailer.feedback.listener import InboundListener
 from mailer.feedback.processor import Matcher, Processor
 from mailer.store.base import Store
+from mailer.store.models import FeedbackResult, Inbound
 
 __all__ = ["FeedbackService", "matcher_for"]
 
@@ -34,11 +36,18 @@ class FeedbackService:
     """
 
     def __init__(
-        self, config: Config, store: Store, *, host: str, port: int, dev: bool = False
+        self,
+        config: Config,
+        store: Store,
+        *,
+        host: str,
+        port: int,
+        dev: bool = False,
+        on_processed: Callable[[Inbound, FeedbackResult], None] | None = None,
     ) -> None:
         self.config = config
         self.store = store
-        self.processor = Processor(store, matcher_for(config))
+        self.processor = Processor(store, matcher_for(config), on_processed=on_processed)
         self._certs: TestCerts | None = None
         tls = self._tls(dev)
         inbound = config.inbound

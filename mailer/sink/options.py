@@ -122,6 +122,8 @@ class SinkOptions:
     bounce_after: float = 0.0
     complain: float = 0.0
     feedback_to: tuple[str, int] | None = None
+    # only mail whose envelope is at these domains comes back (None: all)
+    feedback_domains: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         """Raises ValidationError naming the flag that is out of range or

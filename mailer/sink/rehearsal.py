@@ -34,12 +34,16 @@ class Rehearsal:
         hostname: str,
         seed: int | None = None,
         delay: float = 0.2,
+        domains: frozenset[str] | None = None,
     ) -> None:
         self.target = target
         self.bounce_rate = bounce_rate
         self.complain_rate = complain_rate
         self.hostname = hostname
         self.delay = delay
+        # envelope domains whose mail comes back through ``target`` (None:
+        # all); mail with another envelope would bounce to someone else
+        self.domains = domains
         self._random = random.Random(seed)
         self._tasks: set[asyncio.Task[None]] = set()
         self.sent: list[tuple[str, str]] = []  # (kind, the message's recipient)
@@ -49,6 +53,9 @@ class Rehearsal:
         complaint for ``message``. Messages with the null sender never
         bounce (RFC 3464 §2 … a DSN is never sent about a DSN)."""
         if not message.mail_from or not message.rcpt_tos:
+            return
+        domain = message.mail_from.rpartition("@")[2].lower()
+        if self.domains is not None and domain not in self.domains:
             return
         draw = self._random.random()
         if draw < self.bounce_rate:

@@ -91,6 +91,7 @@ class DevSink:
                 complain_rate=opts.complain,
                 hostname=opts.hostname,
                 seed=opts.seed,
+                domains=opts.feedback_domains,
             )
 
     @classmethod
