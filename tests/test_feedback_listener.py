@@ -161,7 +161,7 @@ async def test_bad_messages_are_kept_as_unknown_and_harm_nothing(
         errors, _ = await smtp.sendmail("", [LOOP], (FIXTURES / "exim.eml").read_bytes())
         assert errors == {}
     done = await processed(store, 2)
-    assert done[-1].kind == "bounce"
+    assert sorted(m.kind or "" for m in done) == ["bounce", "unknown"]
 
 
 async def test_a_dsn_with_a_thousand_recipients_is_parsed_whole(

@@ -137,9 +137,10 @@ async def test_a_bounce_of_a_send_that_is_not_delivered_is_an_event_only(store) 
 
 
 async def test_unmatched_messages_are_listed_apart(store) -> None:
-    [matched] = await store.inbound_put([NewInbound("", ("b@x",), RAW)], now=10.0)
-    [unmatched] = await store.inbound_put([NewInbound("", ("b@x",), RAW)], now=10.0)
-    [pending] = await store.inbound_put([NewInbound("", ("b@x",), RAW)], now=10.0)
+    # one batch: ids in order (separate calls in one millisecond need not be)
+    matched, unmatched, pending = await store.inbound_put(
+        [NewInbound("", ("b@x",), RAW)] * 3, now=10.0
+    )
     ids = await delivered(store, 1)
     await store.inbound_done(matched, FeedbackResult("bounce", "x", "{}", ids[0], "verp"), now=11)
     await store.inbound_done(unmatched, FeedbackResult("bounce", "x", "{}"), now=11)
@@ -160,3 +161,70 @@ async def test_unknown_inbound_ids_raise_not_found(store) -> None:
         await store.inbound_get("nope")
     with pytest.raises(NotFound):
         await store.inbound_done("nope", FeedbackResult("unknown", "none", "{}"), now=1.0)
+
+
+# the circuit breaker's side of the store ---------------------------------------
+
+
+async def test_the_breaker_window_counts_our_envelopes_bounces_and_complaints(store) -> None:
+    _, ids = await store.enqueue(
+        DIST, [NewSend(f"w{i}@dest.test") for i in range(4)], hostname="h", now=1.0
+    )
+    await store.claim("w", 4, lease_seconds=60, now=2.0)
+    ours = "spf=softfail → neutral sender"
+    attempt = Attempt(2.0, 2.5, Reason.DELIVERED, code=250)
+    await store.complete(
+        "w",
+        [
+            Outcome(ids[0], State.DELIVERED, Reason.DELIVERED, attempt=attempt, identity=ours),
+            Outcome(ids[1], State.BOUNCED, Reason.MAILBOX_UNKNOWN, attempt=attempt, identity=ours),
+            Outcome(
+                ids[2],
+                State.DELIVERED,
+                Reason.DELIVERED,
+                attempt=attempt,
+                identity="spf=pass → customer sender",
+            ),
+            Outcome(ids[3], State.DELIVERED, Reason.DELIVERED, attempt=attempt, identity=ours),
+        ],
+        now=3.0,
+    )
+    [inbound_id] = await store.inbound_put([NewInbound("", ("f@x",), RAW)], now=4.0)
+    effect = FeedbackEffect(ids[3], Reason.COMPLAINED, suppress=Reason.SUPPRESSED_COMPLAINT)
+    await store.inbound_done(
+        inbound_id,
+        FeedbackResult("complaint", "arf", "{}", ids[3], "message-id", effects=(effect,)),
+        now=5,
+    )
+    window = await store.account_window("acme", since=0.0, limit=100)
+    assert sorted((o.hard_bounce, o.complaint) for o in window) == [
+        (False, False),
+        (False, True),
+        (True, False),
+    ]
+    assert await store.account_window("acme", since=2.0, limit=100) == []
+    assert len(await store.account_window("acme", since=0.0, limit=2)) == 2
+    assert await store.active_accounts(since=0.0) == ["acme"]
+
+
+async def test_a_paused_account_holds_waiting_and_new_sends_until_released(store) -> None:
+    _, waiting = await store.enqueue(DIST, [NewSend("a@dest.test")], hostname="h", now=1.0)
+    other = NewDistribution("other", "x@o.test", "O", "s", "<p>x</p>", None)
+    _, theirs = await store.enqueue(other, [NewSend("b@dest.test")], hostname="h", now=1.0)
+    assert await store.pause_account("acme", now=2.0, detail="complaint rate 3/1000") == 1
+    send = await store.send(waiting[0])
+    assert (send.state, send.reason) == (State.HELD, Reason.ACCOUNT_PAUSED)
+    last = (await store.events(send_id=waiting[0]))[-1]
+    assert (last.reason, last.detail) == (Reason.ACCOUNT_PAUSED, "complaint rate 3/1000")
+    assert (await store.send(theirs[0])).state is State.QUEUED
+    _, new = await store.enqueue(DIST, [NewSend("c@dest.test")], hostname="h", now=3.0)
+    assert (await store.send(new[0])).reason is Reason.ACCOUNT_PAUSED
+    assert [c.send.id for c in await store.claim("w", 10, lease_seconds=60, now=4.0)] == theirs
+    [pause] = await store.account_pauses()
+    assert (pause.account, pause.paused_at, pause.released_at) == ("acme", 2.0, None)
+    assert await store.release_account("acme", now=5.0) == 2
+    assert {(await store.send(i)).state for i in (*waiting, *new)} == {State.QUEUED}
+    [pause] = await store.account_pauses()
+    assert (pause.paused_at, pause.released_at) == (None, 5.0)
+    with pytest.raises(NotFound):
+        await store.release_account("acme", now=6.0)

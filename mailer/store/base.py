@@ -9,6 +9,8 @@ from typing import Protocol, Self
 
 from mailer.reasons import Reason, State
 from mailer.store.models import (
+    AccountOutcome,
+    AccountPause,
     Attempt,
     Claimed,
     Distribution,
@@ -243,4 +245,34 @@ class Store(Protocol):
         delivered send, suppression, an event each) and mark the message
         processed. A message already processed changes nothing and gives
         False, so processing twice never applies twice. Raises NotFound."""
+        ...
+
+    # the per-account circuit breaker (mailer.feedback.breaker) ---------------
+
+    async def account_window(
+        self, account: str, *, since: float, limit: int
+    ) -> list[AccountOutcome]:
+        """The account's delivered and bounced sends with our envelope
+        created since ``since``, newest first, at most ``limit``."""
+        ...
+
+    async def pause_account(self, account: str, *, now: float, detail: str | None = None) -> int:
+        """Record the account as paused and hold its queued and deferred
+        sends (reason ``account-paused``, an event each); its new sends
+        start held. Returns how many were held."""
+        ...
+
+    async def release_account(self, account: str, *, now: float) -> int:
+        """Lift the pause: its paused sends are queued, due now (a
+        ``released`` event each), and the release time is kept for the
+        breaker's window. Returns how many were queued. Raises NotFound
+        when the account is not paused."""
+        ...
+
+    async def active_accounts(self, *, since: float) -> list[str]:
+        """Accounts with sends delivered or bounced since ``since``."""
+        ...
+
+    async def account_pauses(self) -> list[AccountPause]:
+        """Every account the breaker has paused (or released)."""
         ...

@@ -346,3 +346,24 @@ class FeedbackResult:
     matched_by: str | None = None
     problem: str | None = None
     effects: tuple[FeedbackEffect, ...] = ()
+
+
+@dataclass(frozen=True)
+class AccountOutcome:
+    """One finished send of an account with our envelope, as the circuit
+    breaker counts it (mailer.feedback.breaker)."""
+
+    at: float
+    hard_bounce: bool
+    complaint: bool
+
+
+@dataclass(frozen=True)
+class AccountPause:
+    """The circuit breaker's state of an account: paused since
+    ``paused_at`` (None: not paused), last released at ``released_at``."""
+
+    account: str
+    paused_at: float | None
+    released_at: float | None
+    detail: str | None = None

@@ -8,6 +8,11 @@ from mailer.errors import ValidationError
 from mailer.reasons import State
 from mailer.store.models import HOLD_KINDS, SendFilter
 
+# The identity decision that puts the customer's own address on the envelope
+# (mailer.identity.sender: "spf=pass → customer sender"); every other
+# decision sends with our envelope, whose bounces come back to us.
+CUSTOMER_ENVELOPE_PREFIX = "spf=pass"
+
 
 def split_statements(script: str) -> list[str]:
     """The schema scripts hold no ';' inside statements, so a split is

@@ -10,10 +10,19 @@ from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from mailer.errors import NotFound
+from mailer.reasons import Reason, State
 from mailer.store import rows as typed
-from mailer.store.models import FeedbackResult, Inbound, NewInbound, new_ids
+from mailer.store.models import (
+    AccountOutcome,
+    AccountPause,
+    FeedbackResult,
+    Inbound,
+    NewInbound,
+    new_ids,
+)
 from mailer.store.postgres import events as pg_events
 from mailer.store.postgres import sql as q
+from mailer.store.rules import CUSTOMER_ENVELOPE_PREFIX
 
 Conn = psycopg.AsyncConnection[DictRow]
 
@@ -80,3 +89,57 @@ async def finish(conn: Conn, key: int, inbound_id: str, result: FeedbackResult, 
     )
     await pg_events.append(conn, key, batch.events)
     return True
+
+
+# the circuit breaker -------------------------------------------------------
+
+
+async def account_window(
+    conn: Conn, account: str, since: float, limit: int
+) -> list[AccountOutcome]:
+    cur = await conn.execute(
+        q.ACCOUNT_WINDOW, (account, since, CUSTOMER_ENVELOPE_PREFIX + "%", limit)
+    )
+    return [
+        AccountOutcome(r["at"], bool(r["hard_bounce"]), bool(r["complaint"]))
+        for r in await cur.fetchall()
+    ]
+
+
+async def pause(conn: Conn, key: int, account: str, now: float, detail: str | None) -> int:
+    await conn.execute(q.UPSERT_PAUSE, (account, now, detail))
+    cur = await conn.execute(q.PAUSE_SENDS, (now, account))
+    rows = await cur.fetchall()
+    await pg_events.append(
+        conn,
+        key,
+        [
+            typed.event_row(
+                r["id"], r["distribution_id"], now, State.HELD, Reason.ACCOUNT_PAUSED, detail=detail
+            )
+            for r in rows
+        ],
+    )
+    return len(rows)
+
+
+async def release(conn: Conn, key: int, account: str, now: float) -> int:
+    """Raises NotFound when the account is not paused."""
+    cur = await conn.execute(q.UNPAUSE, (now, account))
+    if cur.rowcount == 0:
+        raise NotFound("paused account", account)
+    cur = await conn.execute(q.RELEASE_PAUSED_SENDS, (now, now, account))
+    rows = await cur.fetchall()
+    await pg_events.append(
+        conn,
+        key,
+        [
+            typed.event_row(r["id"], r["distribution_id"], now, State.QUEUED, Reason.RELEASED)
+            for r in rows
+        ],
+    )
+    return len(rows)
+
+
+def account_pause(row: DictRow) -> AccountPause:
+    return AccountPause(row["account"], row["paused_at"], row["released_at"], row["detail"])

@@ -141,7 +141,14 @@ CREATE TABLE inbound (
     report text
 );
 CREATE INDEX inbound_pending ON inbound (id) WHERE processed_at IS NULL;
-CREATE INDEX inbound_send ON inbound (send_id)
+CREATE INDEX inbound_send ON inbound (send_id);
+CREATE TABLE account_pauses (
+    account text PRIMARY KEY,
+    paused_at double precision,
+    released_at double precision,
+    detail text
+);
+CREATE INDEX sends_account ON sends (account, created_at)
 """
 
 MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_FEEDBACK)
@@ -481,4 +488,48 @@ BOUNCE_DELIVERED = """
 UPDATE sends SET state = 'bounced', reason = %s, last_code = %s, last_enhanced = %s,
     last_text = %s, updated_at = %s
 WHERE id = %s AND state = 'delivered'
+"""
+
+# The circuit breaker: an account's paused mail and the window it judges.
+UPSERT_PAUSE = """
+INSERT INTO account_pauses (account, paused_at, released_at, detail) VALUES (%s, %s, NULL, %s)
+ON CONFLICT (account) DO UPDATE SET paused_at = excluded.paused_at, detail = excluded.detail
+"""
+PAUSE_SENDS = """
+UPDATE sends SET state = 'held', reason = 'account-paused', updated_at = %s
+WHERE account = %s AND state IN ('queued', 'deferred')
+RETURNING id, distribution_id
+"""
+UNPAUSE = """
+UPDATE account_pauses SET paused_at = NULL, released_at = %s
+WHERE account = %s AND paused_at IS NOT NULL
+"""
+RELEASE_PAUSED_SENDS = """
+UPDATE sends SET state = 'queued', reason = 'released', due_at = %s, updated_at = %s
+WHERE account = %s AND state = 'held' AND reason = 'account-paused'
+RETURNING id, distribution_id
+"""
+SELECT_PAUSES = "SELECT * FROM account_pauses ORDER BY account"
+SELECT_PAUSE = "SELECT * FROM account_pauses WHERE account = %s"
+HOLD_NEW_SENDS_PAUSED = """
+UPDATE sends SET state = 'held', reason = 'account-paused'
+WHERE distribution_id = %s AND state = 'queued'
+    AND account IN (SELECT account FROM account_pauses WHERE paused_at IS NOT NULL)
+RETURNING id
+"""
+ACCOUNT_WINDOW = """
+SELECT s.created_at AS at, s.state = 'bounced' AS hard_bounce,
+    EXISTS (SELECT 1 FROM events e WHERE e.send_id = s.id AND e.reason = 'complained')
+        AS complaint
+FROM sends s
+WHERE s.account = %s AND s.created_at >= %s AND s.state IN ('delivered', 'bounced')
+    AND s.identity IS NOT NULL AND s.identity NOT LIKE %s
+ORDER BY s.created_at DESC LIMIT %s
+"""
+
+# accounts with sends finished since a time: those the breaker sweeps
+ACTIVE_ACCOUNTS = """
+SELECT DISTINCT account FROM sends
+WHERE updated_at >= %s AND state IN ('delivered', 'bounced')
+ORDER BY account
 """

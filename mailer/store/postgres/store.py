@@ -24,6 +24,8 @@ from mailer.errors import NotFound, StoreError
 from mailer.reasons import Reason, State
 from mailer.store import rows as typed
 from mailer.store.models import (
+    AccountOutcome,
+    AccountPause,
     Attempt,
     Claimed,
     Distribution,
@@ -426,6 +428,26 @@ class PostgresStore:
     async def inbound_done(self, inbound_id: str, result: FeedbackResult, *, now: float) -> bool:
         async with self._tx() as conn:
             return await pg_feedback.finish(conn, self._key, inbound_id, result, now)
+
+    async def account_window(
+        self, account: str, *, since: float, limit: int
+    ) -> list[AccountOutcome]:
+        async with self._conn() as conn:
+            return await pg_feedback.account_window(conn, account, since, limit)
+
+    async def pause_account(self, account: str, *, now: float, detail: str | None = None) -> int:
+        async with self._tx() as conn:
+            return await pg_feedback.pause(conn, self._key, account, now, detail)
+
+    async def release_account(self, account: str, *, now: float) -> int:
+        async with self._tx() as conn:
+            return await pg_feedback.release(conn, self._key, account, now)
+
+    async def active_accounts(self, *, since: float) -> list[str]:
+        return [r["account"] for r in await self._all(q.ACTIVE_ACCOUNTS, (since,))]
+
+    async def account_pauses(self) -> list[AccountPause]:
+        return [pg_feedback.account_pause(r) for r in await self._all(q.SELECT_PAUSES)]
 
 
 async def _all(conn: Conn, query: str, params: Any = None) -> list[DictRow]:

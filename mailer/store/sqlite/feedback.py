@@ -8,8 +8,17 @@ import sqlite3
 from collections.abc import Sequence
 
 from mailer.errors import NotFound
+from mailer.reasons import Reason, State
 from mailer.store import rows as typed
-from mailer.store.models import FeedbackResult, Inbound, NewInbound, new_ids
+from mailer.store.models import (
+    AccountOutcome,
+    AccountPause,
+    FeedbackResult,
+    Inbound,
+    NewInbound,
+    new_ids,
+)
+from mailer.store.rules import CUSTOMER_ENVELOPE_PREFIX
 from mailer.store.sqlite import sql
 
 
@@ -70,3 +79,45 @@ def finish(conn: sqlite3.Connection, inbound_id: str, result: FeedbackResult, no
         ),
     )
     return True
+
+
+# the circuit breaker -------------------------------------------------------
+
+
+def account_window(
+    conn: sqlite3.Connection, account: str, since: float, limit: int
+) -> list[AccountOutcome]:
+    rows = conn.execute(
+        sql.ACCOUNT_WINDOW, (account, since, CUSTOMER_ENVELOPE_PREFIX + "%", limit)
+    ).fetchall()
+    return [AccountOutcome(r["at"], bool(r["hard_bounce"]), bool(r["complaint"])) for r in rows]
+
+
+def pause(conn: sqlite3.Connection, account: str, now: float, detail: str | None) -> int:
+    conn.execute(sql.UPSERT_PAUSE, (account, now, detail))
+    rows = conn.execute(sql.PAUSE_SENDS, (now, account)).fetchall()
+    events = [
+        typed.event_row(
+            r["id"], r["distribution_id"], now, State.HELD, Reason.ACCOUNT_PAUSED, detail=detail
+        )
+        for r in rows
+    ]
+    conn.executemany(sql.INSERT_EVENT, events)
+    return len(rows)
+
+
+def release(conn: sqlite3.Connection, account: str, now: float) -> int:
+    """Raises NotFound when the account is not paused."""
+    if conn.execute(sql.UNPAUSE, (now, account)).rowcount == 0:
+        raise NotFound("paused account", account)
+    rows = conn.execute(sql.RELEASE_PAUSED_SENDS, (now, now, account)).fetchall()
+    events = [
+        typed.event_row(r["id"], r["distribution_id"], now, State.QUEUED, Reason.RELEASED)
+        for r in rows
+    ]
+    conn.executemany(sql.INSERT_EVENT, events)
+    return len(rows)
+
+
+def account_pause(row: typed.Row) -> AccountPause:
+    return AccountPause(row["account"], row["paused_at"], row["released_at"], row["detail"])

@@ -21,6 +21,8 @@ from mailer.reasons import Reason, State
 from mailer.store import rows as typed
 from mailer.store import rules
 from mailer.store.models import (
+    AccountOutcome,
+    AccountPause,
     Attempt,
     Claimed,
     DestinationCount,
@@ -623,6 +625,29 @@ class SQLiteStore:
         return await self._run(
             self._tx, lambda conn: feedback.finish(conn, inbound_id, result, now)
         )
+
+    async def account_window(
+        self, account: str, *, since: float, limit: int
+    ) -> list[AccountOutcome]:
+        return await self._run(lambda: feedback.account_window(self.conn, account, since, limit))
+
+    async def pause_account(self, account: str, *, now: float, detail: str | None = None) -> int:
+        return await self._run(self._tx, lambda conn: feedback.pause(conn, account, now, detail))
+
+    async def release_account(self, account: str, *, now: float) -> int:
+        return await self._run(self._tx, lambda conn: feedback.release(conn, account, now))
+
+    async def active_accounts(self, *, since: float) -> list[str]:
+        def work() -> list[str]:
+            return [r[0] for r in self.conn.execute(sql.ACTIVE_ACCOUNTS, (since,))]
+
+        return await self._run(work)
+
+    async def account_pauses(self) -> list[AccountPause]:
+        def work() -> list[AccountPause]:
+            return [feedback.account_pause(r) for r in self.conn.execute(sql.SELECT_PAUSES)]
+
+        return await self._run(work)
 
 
 __all__ = ["SQLiteStore"]
