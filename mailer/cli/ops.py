@@ -240,13 +240,31 @@ def hold(
     click.echo(f"held {kind} {value}: {moved} waiting send(s) now held")
 
 
+async def _release_account(config: Config, account: str) -> int:
+    async with App(config) as app:
+        return await app.store.release_account(account, now=time.time())
+
+
 @cli.command()
 @click.argument("domain", required=False)
 @click.option("--distribution", default=None, help="Release this distribution instead.")
+@click.option(
+    "--account",
+    default=None,
+    help="Release an account the circuit breaker paused (it then judges only later sends).",
+)
 @pass_ctx
-def release(ctx: Context, domain: str | None, distribution: str | None) -> None:
+def release(
+    ctx: Context, domain: str | None, distribution: str | None, account: str | None
+) -> None:
     """Release a hold: its held sends are queued, due now (unless another
     hold still covers them)."""
+    if account is not None:
+        if domain is not None or distribution is not None:
+            raise click.UsageError("--account goes alone")
+        queued = run(_release_account(ctx.config, account))
+        click.echo(f"released account {account}: {queued} send(s) queued")
+        return
     kind, value = _target(domain, distribution)
     queued = run(_release(ctx.config, (kind, value)))
     click.echo(f"released {kind} {value}: {queued} send(s) queued")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from mailer.errors import NotFound, StoreError
 from mailer.feedback.arf import COMPLAINT_TYPES
+from mailer.feedback.circuit import Breaker
 from mailer.feedback.model import Action, Kind, RecipientResult, Report
 from mailer.feedback.parse import parse_message
 from mailer.message.verp import read_return_path
@@ -140,8 +141,10 @@ class Processor:
         clock: Callable[[], float] = time.time,
         batch: int = 100,
         on_processed: Callable[[Inbound, FeedbackResult], None] | None = None,
+        breaker: Breaker | None = None,
     ) -> None:
         self.store = store
+        self.breaker = breaker
         self.on_processed = on_processed
         self.matcher = matcher
         self.clock = clock
@@ -207,6 +210,9 @@ class Processor:
                     self.processed += 1
                     if self.on_processed is not None:
                         self.on_processed(message, result)
+                    if self.breaker is not None and result.send_id and result.effects:
+                        send = await self.store.send(result.send_id)
+                        await self.breaker.check(send.account)
 
     async def run(self) -> None:
         """Drain now (what a crash left pending), then whenever woken,

@@ -13,6 +13,7 @@ from typing import Self
 from mailer.config import Config
 from mailer.dev.certs import TestCerts
 from mailer.errors import ConfigError
+from mailer.feedback.circuit import Breaker
 from mailer.feedback.listener import InboundListener
 from mailer.feedback.processor import Matcher, Processor
 from mailer.store.base import Store
@@ -47,7 +48,10 @@ class FeedbackService:
     ) -> None:
         self.config = config
         self.store = store
-        self.processor = Processor(store, matcher_for(config), on_processed=on_processed)
+        self.breaker = Breaker(store, config.feedback.breaker)
+        self.processor = Processor(
+            store, matcher_for(config), on_processed=on_processed, breaker=self.breaker
+        )
         self._certs: TestCerts | None = None
         tls = self._tls(dev)
         inbound = config.inbound
@@ -63,7 +67,7 @@ class FeedbackService:
             max_sessions=inbound.max_sessions,
             on_stored=self.processor.wake,
         )
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def _tls(self, dev: bool) -> ssl.SSLContext | None:
         inbound = self.config.inbound
@@ -88,7 +92,10 @@ class FeedbackService:
             raise ConfigError(
                 "inbound.listen", f"cannot listen on {self.listener.address}: {exc.strerror}"
             ) from exc
-        self._task = asyncio.create_task(self.processor.run())
+        self._tasks = [
+            asyncio.create_task(self.processor.run()),
+            asyncio.create_task(self.breaker.run()),
+        ]
         return self
 
     async def __aexit__(
@@ -98,11 +105,12 @@ class FeedbackService:
         tb: TracebackType | None,
     ) -> None:
         await self.listener.close()
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._tasks = []
         self._close_certs()
 
     def _close_certs(self) -> None:
