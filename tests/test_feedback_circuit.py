@@ -119,3 +119,52 @@ def test_release_account_from_the_command_line(tmp_path: Path) -> None:
     again = CliRunner().invoke(cli, ["release", "--account", "acct"], env=env)
     assert again.exit_code == 1
     assert "paused account acct not found" in again.output
+
+
+def test_rates_per_account_in_stats_and_bounces_accounts(tmp_path: Path) -> None:
+    import json
+    import time
+
+    database = tmp_path / "m.sqlite3"
+    now = time.time()
+
+    async def history() -> None:
+        async with SQLiteStore(database) as store:
+            _, ids = await store.enqueue(
+                DIST, [NewSend(f"r{i}@dest.test") for i in range(4)], hostname="h", now=now
+            )
+            await store.claim("w", 4, lease_seconds=60, now=now)
+            attempt = Attempt(now, now, Reason.DELIVERED, code=250)
+            await store.complete(
+                "w",
+                [
+                    Outcome(
+                        i,
+                        State.BOUNCED if n == 0 else State.DELIVERED,
+                        Reason.MAILBOX_UNKNOWN if n == 0 else Reason.DELIVERED,
+                        attempt=attempt,
+                        identity=OURS,
+                    )
+                    for n, i in enumerate(ids)
+                ],
+                now=now,
+            )
+
+    asyncio.run(history())
+    env = {"MAILER_DATABASE": str(database)}
+    result = CliRunner().invoke(cli, ["bounces", "accounts", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == [
+        {
+            "account": "acct",
+            "sends": 4,
+            "hard_bounces": 1,
+            "complaints": 0,
+            "hard_bounce_rate": 0.25,
+            "complaint_rate": 0.0,
+            "paused": False,
+        }
+    ]
+    shown = CliRunner().invoke(cli, ["stats"], env=env, terminal_width=120)
+    assert "circuit breaker" in shown.output
+    assert "25.00%" in shown.output

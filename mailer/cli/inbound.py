@@ -17,10 +17,13 @@ from rich.table import Table
 
 from mailer.app import App
 from mailer.cli.main import Context, cli, on_stop_signals, pass_ctx, run
+from mailer.cli.ops import accounts_json
 from mailer.cli.queue import console, when
 from mailer.config import Config
 from mailer.errors import ValidationError
 from mailer.feedback import parse_message
+from mailer.feedback.breaker import DAY, Judgement
+from mailer.feedback.circuit import Breaker
 from mailer.feedback.processor import Processor
 from mailer.feedback.service import FeedbackService, matcher_for
 from mailer.sink.options import parse_host_port
@@ -204,3 +207,30 @@ def import_bounces(ctx: Context, source: Path) -> None:
     Maildir), then process it like mail the listener received."""
     stored, processed, unmatched = run(_import(ctx.config, source))
     click.echo(f"{stored} imported, {processed} processed; {unmatched} unmatched in all")
+
+
+async def _accounts(config: Config) -> list[tuple[str, Judgement, bool]]:
+    async with App(config) as app:
+        breaker = Breaker(app.store, config.feedback.breaker)
+        since = time.time() - config.feedback.breaker.window_days * DAY
+        return [
+            (account, *await breaker.judgement(account))
+            for account in await app.store.active_accounts(since=since)
+        ]
+
+
+@bounces.command("accounts")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def accounts(ctx: Context, as_json: bool) -> None:
+    """Hard-bounce and complaint rates per account over the circuit
+    breaker's window (our envelope only), and whether it is paused."""
+    found = run(_accounts(ctx.config))
+    if as_json:
+        click.echo(json.dumps(accounts_json(found), indent=2))
+        return
+    for account, j, paused in found:
+        click.echo(
+            f"{account}: {j.sends} sends, hard bounces {j.bounce_rate:.2%}, "
+            f"complaints {j.complaint_rate:.2%}{'  PAUSED' if paused else ''}"
+        )
