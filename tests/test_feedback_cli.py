@@ -91,3 +91,21 @@ def test_queue_show_says_where_bounces_go() -> None:
     assert bounce_route("spf=softfail → neutral sender").startswith("back to us")
     dkim = "dkim key for kunde.test → customer sender (DMARC alignment via DKIM)"
     assert bounce_route(dkim).startswith("back to us")
+
+
+def test_check_domain_names_the_records_of_our_bounce_domain() -> None:
+    from mailer.checkdomain import DomainReport
+    from mailer.checkdomain.report import Check, Status
+    from mailer.cli.check_domain import _our_envelope, return_path_records
+    from mailer.config import load_config
+
+    lines = return_path_records(load_config(environ={}), "de")
+    assert lines[0].endswith("b+…@bounces.ntgt.de; our side publishes:")
+    assert lines[2].strip() == 'bounces.ntgt.de. IN TXT "v=spf1 include:_spf.ntgt.de -all"'
+
+    def report(envelope: str) -> DomainReport:
+        details = {"address": "survey@kunde.test", "envelope_from": envelope}
+        return DomainReport("kunde.test", "de", (Check("sender", Status.OK, "", details),))
+
+    assert _our_envelope(report("survey@ntgt.de"))
+    assert not _our_envelope(report("survey@kunde.test"))
