@@ -168,3 +168,18 @@ def test_rates_per_account_in_stats_and_bounces_accounts(tmp_path: Path) -> None
     shown = CliRunner().invoke(cli, ["stats"], env=env, terminal_width=120)
     assert "circuit breaker" in shown.output
     assert "25.00%" in shown.output
+
+
+async def test_a_sweep_exports_aggregate_rates_and_paused_accounts_without_account_labels(
+    store,
+) -> None:
+    from mailer.metrics import Metrics
+
+    await finished(store, 20, bounced=4)
+    metrics = Metrics()
+    await Breaker(store, CONFIG, clock=lambda: NOW + 10, metrics=metrics).sweep()
+    value = metrics.registry.get_sample_value
+    assert value("mailer_feedback_rate", {"kind": "hard-bounce"}) == 0.2
+    assert value("mailer_feedback_rate", {"kind": "complaint"}) == 0.0
+    assert value("mailer_accounts_paused") == 1
+    assert b"acct" not in metrics.render()

@@ -215,6 +215,7 @@ async def _serve(
                 port=inbound_port,
                 dev=dev is not None,
                 on_processed=lambda m, r: click.echo(describe(m, r)),
+                metrics=app.metrics,
             )
             try:
                 await inbound.__aenter__()

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from mailer.config import BreakerConfig
 from mailer.errors import StoreError
 from mailer.feedback.breaker import DAY, Judgement, Outcome, judge
+from mailer.metrics import Metrics
 from mailer.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,9 @@ class Breaker:
         clock: Callable[[], float] = time.time,
         interval: float = 60.0,
         on_pause: Callable[[str, Judgement], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.store = store
         self.config = config
         self.clock = clock
@@ -65,9 +68,20 @@ class Breaker:
         return verdict
 
     async def sweep(self) -> None:
+        """Judge every account with sends finished in the window; the
+        aggregate goes to ``metrics``."""
         since = self.clock() - self.config.window_days * DAY
+        sends = bounces = complaints = 0
         for account in await self.store.active_accounts(since=since):
-            await self.check(account)
+            verdict = await self.check(account)
+            sends += verdict.sends
+            bounces += verdict.hard_bounces
+            complaints += verdict.complaints
+        if self.metrics is not None:
+            paused = sum(1 for p in await self.store.account_pauses() if p.paused_at is not None)
+            self.metrics.set_breaker(
+                sends=sends, hard_bounces=bounces, complaints=complaints, paused=paused
+            )
 
     async def run(self) -> None:
         """Sweep every ``interval`` seconds until cancelled; a store error

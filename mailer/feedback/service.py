@@ -16,6 +16,7 @@ from mailer.errors import ConfigError
 from mailer.feedback.circuit import Breaker
 from mailer.feedback.listener import InboundListener
 from mailer.feedback.processor import Matcher, Processor
+from mailer.metrics import Metrics
 from mailer.store.base import Store
 from mailer.store.models import FeedbackResult, Inbound
 
@@ -45,10 +46,11 @@ class FeedbackService:
         port: int,
         dev: bool = False,
         on_processed: Callable[[Inbound, FeedbackResult], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.store = store
-        self.breaker = Breaker(store, config.feedback.breaker)
+        self.breaker = Breaker(store, config.feedback.breaker, metrics=metrics)
         self.processor = Processor(
             store, matcher_for(config), on_processed=on_processed, breaker=self.breaker
         )
