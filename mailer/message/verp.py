@@ -19,7 +19,7 @@ from mailer.errors import ValidationError
 __all__ = ["Token", "feedback_id", "make_return_path", "read_return_path"]
 
 _MAC_HEX = 12
-_LOCAL = re.compile(r"^b\+([0-9A-Za-z]{8,64})\.([0-9A-Fa-f]+)$")
+_LOCAL = re.compile(r"^[bB]\+([0-9A-Za-z]{8,64})\.([0-9A-Fa-f]+)$")
 
 
 @dataclass(frozen=True)
