@@ -21,10 +21,11 @@ from mailer.intake import Intake
 from mailer.message.keys import KeyStore, SigningKey, check_published
 from mailer.message.signing import Signer
 from mailer.message.unsubscribe import UnsubscribeLinks, links_from_config
+from mailer.message.verp import feedback_id, make_return_path
 from mailer.metrics import Metrics, MetricsServer
-from mailer.prepare import Preparer, SignFn, decided_by
+from mailer.prepare import FeedbackIdFn, Preparer, ReturnPathFn, SignFn, decided_by
 from mailer.store import Store, open_store
-from mailer.store.models import NewDistribution
+from mailer.store.models import Distribution, NewDistribution, Send
 
 
 class App:
@@ -161,7 +162,35 @@ class App:
             identity=decided_by(await self.identity()),
             sign=sign,
             unsubscribe=self.unsubscribe_links(),
+            return_path=self.return_path(),
+            feedback_id=self.feedback_id(),
         )
+
+    def return_path(self) -> ReturnPathFn | None:
+        """The per-send return path (VERP); None without ``feedback.secret``."""
+        secret = self.config.feedback.secret
+        if secret is None:
+            return None
+        domain = self.config.bounce_domain
+
+        def return_path(send: Send) -> str:
+            return make_return_path(send.id, secret=secret, domain=domain)
+
+        return return_path
+
+    def feedback_id(self) -> FeedbackIdFn:
+        """The Feedback-ID header of every message."""
+        cfg = self.config.feedback
+
+        def value(send: Send, distribution: Distribution) -> str:
+            return feedback_id(
+                cfg.feedback_id,
+                distribution=distribution.id,
+                account=send.account,
+                sender=cfg.sender_id,
+            )
+
+        return value
 
     async def engine(
         self, *, owner: str | None = None, clock: Callable[[], float] = time.time

@@ -257,6 +257,106 @@ class ApiConfig(_Frozen):
         return _host_port(self.listen, 8025)
 
 
+class BreakerConfig(_Frozen):
+    """The per-account circuit breaker (mailer.feedback.breaker)."""
+
+    complaint_rate: Annotated[float, Field(gt=0, le=1)] = 0.003
+    bounce_rate: Annotated[float, Field(gt=0, le=1)] = 0.05
+    # judged only once the window holds this many sends with our envelope
+    min_sends: Annotated[int, Field(ge=1)] = 1000
+    # the window: the account's last window_sends sends or window_days,
+    # whichever is smaller
+    window_sends: Annotated[int, Field(ge=1)] = 10_000
+    window_days: Annotated[float, Field(gt=0)] = 7.0
+
+
+class FeedbackConfig(_Frozen):
+    """Return paths, the Feedback-ID header and what comes back."""
+
+    # HMAC key of the tokens in return paths (VERP); without it the
+    # envelope is the region's bounce address and only Message-IDs match
+    secret: str | None = None
+    # domain of the return paths; default bounces.<platform host>
+    bounce_domain: str | None = None
+    # addresses the feedback loops (ARF complaints) send to
+    loop_addresses: tuple[str, ...] = ()
+    # Gmail's feedback loop format campaign:customer:mailtype:senderid
+    feedback_id: str = "{distribution}:{account}:survey:{sender}"
+    sender_id: str = "mailer"
+    breaker: BreakerConfig = BreakerConfig()
+
+    @field_validator("secret", mode="before")
+    @classmethod
+    def _secret_text(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    @field_validator("bounce_domain")
+    @classmethod
+    def _domain(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c in value for c in " @\r\n\t<>")):
+            raise ValueError("must be a domain name")
+        return value.lower().rstrip(".") if value else None
+
+    @field_validator("loop_addresses")
+    @classmethod
+    def _loops(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if "@" not in item.strip("@") or any(c in item for c in " \r\n\t<>"):
+                raise ValueError(f"{item!r} is not an address")
+        return tuple(item.lower() for item in value)
+
+    @field_validator("feedback_id", "sender_id")
+    @classmethod
+    def _header_safe(cls, value: str) -> str:
+        if any(c in value for c in "\r\n") or not value.isprintable():
+            raise ValueError("must be printable text on one line")
+        return value
+
+    @field_validator("feedback_id")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        try:
+            value.format(distribution="d", account="a", sender="s")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"fields are {{distribution}}, {{account}}, {{sender}}: {exc}"
+            ) from exc
+        return value
+
+
+class InboundConfig(_Frozen):
+    """The inbound SMTP listener of returned mail (``mailer inbound``)."""
+
+    # host:port; set, and `mailer serve` runs the listener too
+    listen: str | None = None
+    # the certificate STARTTLS offers (PEM); none: STARTTLS is not offered
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # largest message in bytes (552 beyond) and concurrent sessions
+    max_size: Annotated[int, Field(ge=1024, le=1 << 30)] = 5 * 1024 * 1024
+    max_sessions: Annotated[int, Field(ge=1, le=10_000)] = 100
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value:
+            _host_port(value, 25)
+        return value or None
+
+    @property
+    def listen_address(self) -> tuple[str, int] | None:
+        return _host_port(self.listen, 25) if self.listen else None
+
+
 class Config(_Frozen):
     region: Literal["azure", "de"] = "azure"
     regions: dict[str, RegionConfig] = dict(REGION_PRESETS)
@@ -276,6 +376,8 @@ class Config(_Frozen):
     dkim: DKIMConfig = DKIMConfig()
     identity: IdentityConfig = IdentityConfig()
     api: ApiConfig = ApiConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
+    inbound: InboundConfig = InboundConfig()
 
     @field_validator("outbound_ip")
     @classmethod
@@ -318,6 +420,10 @@ class Config(_Frozen):
     @property
     def dkim_domain(self) -> str:
         return self.dkim.domain or self.region_settings.platform_host
+
+    @property
+    def bounce_domain(self) -> str:
+        return self.feedback.bounce_domain or f"bounces.{self.region_settings.platform_host}"
 
     @property
     def relay_address(self) -> tuple[str, int] | None:
@@ -389,7 +495,7 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
-_LIST_KEYS = {("nameservers",), ("api", "keys")}
+_LIST_KEYS = {("nameservers",), ("api", "keys"), ("feedback", "loop_addresses")}
 
 
 # MAILER_* variables that are not settings: the config file's path, and

@@ -119,7 +119,7 @@ class TLSFailed(DeliveryError):
 
 
 class SMTPReplyError(DeliveryError):
-    """A 4xx/5xx reply; classification is done by :mod:`mailer.delivery.classify`."""
+    """A 4xx/5xx reply; classification is done by :mod:`mailer.replycodes`."""
 
 
 class StoreError(MailerError):

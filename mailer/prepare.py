@@ -33,6 +33,8 @@ class Prepared:
     recipient: str
     data: bytes
     identity: str
+    # the RFC 3461 ENVID asked for where the server offers DSN
+    envid: str | None = None
 
 
 IdentityFn = Callable[[Distribution], Awaitable[Envelope]]
@@ -40,6 +42,10 @@ SignFn = Callable[[bytes, str], Awaitable[bytes]]
 # the service's own unsubscribe URL of a send (mailer.message.unsubscribe), used when
 # the distribution has none
 UnsubscribeFn = Callable[[Send, Distribution], str]
+# the per-send return path (mailer.message.verp) used when the envelope is ours
+ReturnPathFn = Callable[[Send], str]
+# the Feedback-ID header value of a send
+FeedbackIdFn = Callable[[Send, Distribution], str]
 
 
 async def sender_as_given(distribution: Distribution) -> Envelope:
@@ -96,12 +102,16 @@ class Preparer:
         identity: IdentityFn = sender_as_given,
         sign: SignFn | None = None,
         unsubscribe: UnsubscribeFn | None = None,
+        return_path: ReturnPathFn | None = None,
+        feedback_id: FeedbackIdFn | None = None,
         cache_size: int = 256,
     ) -> None:
         self._load = load
         self._identity = identity
         self._sign = sign
         self._unsubscribe = unsubscribe
+        self._return_path = return_path
+        self._feedback_id = feedback_id
         self._cache: LRUCache[str, tuple[Distribution, CompiledContent]] = LRUCache(cache_size)
 
     async def _distribution(self, distribution_id: str) -> tuple[Distribution, CompiledContent]:
@@ -136,6 +146,9 @@ class Preparer:
         )
         if body_url is not None:
             rendered = with_unsubscribe_link(rendered, body_url, distribution.language)
+        extra: list[tuple[str, str]] = []
+        if self._feedback_id is not None:
+            extra.append(("Feedback-ID", self._feedback_id(send, distribution)))
         data = build_message(
             rendered,
             from_=envelope.header_from,
@@ -145,10 +158,18 @@ class Preparer:
             message_id=send.message_id,
             date=datetime.fromtimestamp(now, UTC),
             list_unsubscribe=header,
+            extra_headers=extra,
         )
         if self._sign is not None:
             # the customer's key signs too where we hold one, whichever
             # address ended up in From
             customer_domain = distribution.sender_address.rpartition("@")[2].lower()
             data = await self._sign(data, customer_domain)
-        return Prepared(envelope.mail_from, send.recipient, data, envelope.reason)
+        mail_from = envelope.mail_from
+        ours = mail_from.lower() != distribution.sender_address.lower()
+        if ours and self._return_path is not None:
+            # our envelope: the bounce comes back to a return path naming
+            # the send; the customer's own envelope (SPF pass) is left as
+            # it is, and its bounces go to the customer
+            mail_from = self._return_path(send)
+        return Prepared(mail_from, send.recipient, data, envelope.reason, envid=send.id)

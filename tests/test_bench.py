@@ -23,6 +23,8 @@ def test_bench_delivers_everything_and_reports_measured_figures() -> None:
     assert report["sink_received"] == 60
     assert report["baseline_messages"] == 5
     assert report["api_recipients"] == 2000
+    assert report["bounce_samples"] >= 15
+    assert report["inbound_messages"] == 100
     for figure in (
         "messages_per_second",
         "baseline_messages_per_second",
@@ -30,6 +32,8 @@ def test_bench_delivers_everything_and_reports_measured_figures() -> None:
         "rsa_operations_per_second",
         "dkimpy_signatures_per_second",
         "api_recipients_per_second",
+        "bounces_parsed_per_second",
+        "inbound_accepted_per_second",
     ):
         assert report[figure] > 0, figure
     assert report["ratio"] == pytest.approx(

@@ -34,6 +34,7 @@ from typing import Any
 from mailer import loop as service_loop
 from mailer.app import App
 from mailer.bench.api import api_enqueue_rate
+from mailer.bench.feedback import bounces_parsed_per_second, inbound_accepted_per_second
 from mailer.config import Config, load_config
 from mailer.dev.dnsserver import DNSServer
 from mailer.enqueue import RecipientInput
@@ -81,6 +82,10 @@ class BenchReport:
     dkimpy_signatures_per_second: float
     api_recipients: int
     api_recipients_per_second: float
+    bounce_samples: int
+    bounces_parsed_per_second: float
+    inbound_messages: int
+    inbound_accepted_per_second: float
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -392,6 +397,13 @@ def run_bench(
                 database=stack.enter_context(bench_database(api_root, postgres)),
             )
         )
+        samples, parse_rate = bounces_parsed_per_second()
+        inbound_root = root / "inbound"
+        inbound_root.mkdir()
+        # as many returned messages as sent, within bounds that keep a
+        # short run short and a long one meaningful
+        inbound_messages = min(max(messages, 100), 2000)
+        inbound_rate = inbound_accepted_per_second(inbound_root, inbound_messages)
         return BenchReport(
             messages=messages,
             domains=domains,
@@ -421,4 +433,8 @@ def run_bench(
             ),
             api_recipients=api_recipients,
             api_recipients_per_second=round(api_rate, 1),
+            bounce_samples=samples,
+            bounces_parsed_per_second=round(parse_rate, 1),
+            inbound_messages=inbound_messages,
+            inbound_accepted_per_second=round(inbound_rate, 1),
         )

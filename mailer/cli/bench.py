@@ -100,3 +100,11 @@ def bench(
         f"api:      {report.api_recipients} recipients POSTed in distributions of 1,000: "
         f"{report.api_recipients_per_second:.0f} recipients/s accepted (durable)"
     )
+    click.echo(
+        f"bounces:  {report.bounces_parsed_per_second:.0f} returned messages parsed/s on one "
+        f"core (the {report.bounce_samples} samples of every layout, over and over)"
+    )
+    click.echo(
+        f"inbound:  {report.inbound_messages} DSNs over STARTTLS, 8 sessions: "
+        f"{report.inbound_accepted_per_second:.0f} msg/s accepted (durable before each 250)"
+    )

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailer.config import Config
-from mailer.delivery.classify import classify
 from mailer.delivery.connector import Connector, RouteFailure
 from mailer.delivery.destination import Destination
 from mailer.delivery.retry import expired, next_due
@@ -28,6 +27,7 @@ from mailer.errors import DeliveryError, DNSError, MailerError, SMTPReplyError
 from mailer.metrics import Metrics
 from mailer.prepare import Preparer
 from mailer.reasons import Reason, State
+from mailer.replycodes import classify
 from mailer.store.base import QueueStore
 from mailer.store.models import Attempt, Claimed, Outcome, Send
 
@@ -263,7 +263,9 @@ class Engine:
             )
 
         try:
-            reply = await session.send(prepared.mail_from, prepared.recipient, prepared.data)
+            reply = await session.send(
+                prepared.mail_from, prepared.recipient, prepared.data, envid=prepared.envid
+            )
         except SMTPReplyError as exc:
             code = exc.code or 0
             verdict = classify(code, exc.enhanced)

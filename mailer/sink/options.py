@@ -114,6 +114,14 @@ class SinkOptions:
     slow_banner: float = 0.0
     slow_replies: float = 0.0
     keep: int = DEFAULT_KEEP
+    # after-the-250 rehearsal: this share of messages comes back as a DSN,
+    # this share as an ARF complaint, sent to the inbound listener at
+    # feedback_to
+    bounce_after: float = 0.0
+    complain: float = 0.0
+    feedback_to: tuple[str, int] | None = None
+    # only mail whose envelope is at these domains comes back (None: all)
+    feedback_domains: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         """Raises ValidationError naming the flag that is out of range or
@@ -128,6 +136,13 @@ class SinkOptions:
             raise ValidationError("slow-banner", "delays must not be negative")
         if self.keep < 1:
             raise ValidationError("keep", "must be at least 1")
+        for flag, rate in (("bounce-after", self.bounce_after), ("complain", self.complain)):
+            if not 0.0 <= rate <= 1.0:
+                raise ValidationError(flag, f"{rate} is not between 0 and 1")
+        if self.bounce_after + self.complain > 1.0:
+            raise ValidationError("complain", "--bounce-after and --complain add up to over 1")
+        if (self.bounce_after or self.complain) and self.feedback_to is None:
+            raise ValidationError("feedback-to", "the inbound listener to send to is needed")
         if not self.starttls and (self.cert is not None or self.bad_cert is not None):
             raise ValidationError("no-starttls", "a certificate makes no sense without STARTTLS")
         if self.cert is not None and self.bad_cert is not None:

@@ -27,6 +27,7 @@ from mailer.sink.auth import Authenticator, DmarcVerdict, SpfVerdict
 from mailer.sink.checks import HeaderCheck, parse_message, run_checks
 from mailer.sink.maildir import MaildirStore
 from mailer.sink.options import BadCert, SinkOptions
+from mailer.sink.rehearsal import Rehearsal
 from mailer.sink.report import SinkMessage, trace_headers
 from mailer.sink.runner import Sink, certificate_names
 from mailer.sink.smtpd import Received, Refusal, Transaction
@@ -86,6 +87,17 @@ class DevSink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._serial: asyncio.Lock | None = None
+        opts = self.options
+        self.rehearsal: Rehearsal | None = None
+        if opts.feedback_to is not None and (opts.bounce_after or opts.complain):
+            self.rehearsal = Rehearsal(
+                opts.feedback_to,
+                bounce_rate=opts.bounce_after,
+                complain_rate=opts.complain,
+                hostname=opts.hostname,
+                seed=opts.seed,
+                domains=opts.feedback_domains,
+            )
 
     @classmethod
     def for_config(
@@ -400,6 +412,8 @@ class DevSink:
                 listeners = self._listeners
             for listener in listeners:
                 listener(message)
+            if self.rehearsal is not None:
+                self.rehearsal.consider(message)
         finally:
             with self._changed:
                 self._checked += 1

@@ -9,15 +9,20 @@ from typing import Protocol, Self
 
 from mailer.reasons import Reason, State
 from mailer.store.models import (
+    AccountOutcome,
+    AccountPause,
     Attempt,
     Claimed,
     Distribution,
     Event,
+    FeedbackResult,
     Hold,
     HoldKind,
     Idempotency,
     IdempotencyRecord,
+    Inbound,
     NewDistribution,
+    NewInbound,
     NewSend,
     Outcome,
     QueueSummary,
@@ -28,8 +33,6 @@ from mailer.store.models import (
     Stats,
     Suppression,
 )
-
-SCHEMA_VERSION = 3
 
 
 class Lifecycle(Protocol):
@@ -225,7 +228,71 @@ class OperatorStore(Protocol):
         ...
 
 
-class Store(Lifecycle, IntakeStore, QueueStore, FeedStore, OperatorStore, Protocol):
+class FeedbackStore(Protocol):
+    """After the 250: returned messages kept raw and processed once, and the
+    per-account circuit breaker."""
+
+    async def inbound_put(self, messages: Sequence[NewInbound], *, now: float) -> list[str]:
+        """Store returned messages as received, in one transaction (the
+        listener commits the messages of concurrent sessions together);
+        durable on return, so the listener answers 250 only then. Returns
+        their ids in order."""
+        ...
+
+    async def inbound_pending(self, *, limit: int = 100) -> list[Inbound]:
+        """Stored messages not yet processed, oldest first, with ``raw``."""
+        ...
+
+    async def inbound_get(self, inbound_id: str) -> Inbound:
+        """One stored message with ``raw``. Raises NotFound."""
+        ...
+
+    async def inbound_list(
+        self, *, unmatched: bool = False, limit: int = 100, after: str = ""
+    ) -> list[Inbound]:
+        """Stored messages by id after ``after`` (without ``raw``); with
+        ``unmatched`` only processed ones that matched no send."""
+        ...
+
+    async def inbound_done(self, inbound_id: str, result: FeedbackResult, *, now: float) -> bool:
+        """In one transaction: apply ``result``'s effects (late bounce of a
+        delivered send, suppression, an event each) and mark the message
+        processed. A message already processed changes nothing and gives
+        False, so processing twice never applies twice. Raises NotFound."""
+        ...
+
+    # the per-account circuit breaker (mailer.feedback.breaker) ---------------
+
+    async def account_window(
+        self, account: str, *, since: float, limit: int
+    ) -> list[AccountOutcome]:
+        """The account's delivered and bounced sends with our envelope
+        created since ``since``, newest first, at most ``limit``."""
+        ...
+
+    async def pause_account(self, account: str, *, now: float, detail: str | None = None) -> int:
+        """Record the account as paused and hold its queued and deferred
+        sends (reason ``account-paused``, an event each); its new sends
+        start held. Returns how many were held."""
+        ...
+
+    async def release_account(self, account: str, *, now: float) -> int:
+        """Lift the pause: its paused sends are queued, due now (a
+        ``released`` event each), and the release time is kept for the
+        breaker's window. Returns how many were queued. Raises NotFound
+        when the account is not paused."""
+        ...
+
+    async def active_accounts(self, *, since: float) -> list[str]:
+        """Accounts with sends delivered or bounced since ``since``."""
+        ...
+
+    async def account_pauses(self) -> list[AccountPause]:
+        """Every account the breaker has paused (or released)."""
+        ...
+
+
+class Store(Lifecycle, IntakeStore, QueueStore, FeedStore, OperatorStore, FeedbackStore, Protocol):
     """A durable queue of sends: every role in one backend.
 
     Every method raises :class:`mailer.errors.StoreError` on backend

@@ -24,6 +24,11 @@ from mailer.store.models import (
 )
 from mailer.store.rows import Row, event_row
 
+# The identity decision that puts the customer's own address on the envelope
+# (mailer.identity.sender: "spf=pass → customer sender"); every other
+# decision sends with our envelope, whose bounces come back to us.
+CUSTOMER_ENVELOPE_PREFIX = "spf=pass"
+
 
 def split_statements(script: str) -> list[str]:
     """The schema scripts hold no ';' inside statements, so a split is

@@ -144,12 +144,19 @@ async def hold_new_sends(
     events for the caller to append."""
     await conn.execute(q.ADVISORY_LOCK_SHARED, (q.LOCK_HOLDS, key))
     cur = await conn.execute(q.HOLD_NEW_SENDS, (distribution_id,))
-    return [
+    events = [
         typed.event_row(
             r["id"], distribution_id, now, State.HELD, Reason.HELD, detail="domain is held"
         )
         for r in await cur.fetchall()
     ]
+    # the circuit breaker paused the account (mailer.feedback.breaker)
+    cur = await conn.execute(q.HOLD_NEW_SENDS_PAUSED, (distribution_id,))
+    events += [
+        typed.event_row(r["id"], distribution_id, now, State.HELD, Reason.ACCOUNT_PAUSED)
+        for r in await cur.fetchall()
+    ]
+    return events
 
 
 async def hold_if_held(conn: Conn, send_ids: Sequence[str], now: float) -> list[tuple[object, ...]]:

@@ -25,15 +25,20 @@ from mailer.reasons import Reason, State
 from mailer.store import rows as typed
 from mailer.store import rules
 from mailer.store.models import (
+    AccountOutcome,
+    AccountPause,
     Attempt,
     Claimed,
     Distribution,
     Event,
+    FeedbackResult,
     Hold,
     HoldKind,
     Idempotency,
     IdempotencyRecord,
+    Inbound,
     NewDistribution,
+    NewInbound,
     NewSend,
     Outcome,
     QueueSummary,
@@ -47,6 +52,7 @@ from mailer.store.models import (
     new_ids,
 )
 from mailer.store.postgres import events as pg_events
+from mailer.store.postgres import feedback as pg_feedback
 from mailer.store.postgres import ops as pg_ops
 from mailer.store.postgres import rows as pg_rows
 from mailer.store.postgres import sql as q
@@ -397,6 +403,52 @@ class PostgresStore:
     async def stats(self, *, now: float, minutes: int = 15, top: int = 10) -> Stats:
         async with self._tx(snapshot=True) as conn:
             return await pg_ops.stats(conn, now=now, minutes=minutes, top=top)
+
+    # after the 250 (mailer.store.postgres.feedback) -------------------------
+
+    async def inbound_put(self, messages: Sequence[NewInbound], *, now: float) -> list[str]:
+        async with self._tx() as conn:
+            return await pg_feedback.put(conn, messages, now)
+
+    async def inbound_pending(self, *, limit: int = 100) -> list[Inbound]:
+        rows = await self._all(q.SELECT_PENDING_INBOUND, (limit,))
+        return [pg_feedback.inbound(r) for r in rows]
+
+    async def inbound_get(self, inbound_id: str) -> Inbound:
+        rows = await self._all(q.SELECT_INBOUND, (inbound_id,))
+        if not rows:
+            raise NotFound("inbound message", inbound_id)
+        return pg_feedback.inbound(rows[0])
+
+    async def inbound_list(
+        self, *, unmatched: bool = False, limit: int = 100, after: str = ""
+    ) -> list[Inbound]:
+        query = q.LIST_UNMATCHED_INBOUND if unmatched else q.LIST_INBOUND
+        return [pg_feedback.inbound(r) for r in await self._all(query, (after, limit))]
+
+    async def inbound_done(self, inbound_id: str, result: FeedbackResult, *, now: float) -> bool:
+        async with self._tx() as conn:
+            return await pg_feedback.finish(conn, self._key, inbound_id, result, now)
+
+    async def account_window(
+        self, account: str, *, since: float, limit: int
+    ) -> list[AccountOutcome]:
+        async with self._conn() as conn:
+            return await pg_feedback.account_window(conn, account, since, limit)
+
+    async def pause_account(self, account: str, *, now: float, detail: str | None = None) -> int:
+        async with self._tx() as conn:
+            return await pg_feedback.pause(conn, self._key, account, now, detail)
+
+    async def release_account(self, account: str, *, now: float) -> int:
+        async with self._tx() as conn:
+            return await pg_feedback.release(conn, self._key, account, now)
+
+    async def active_accounts(self, *, since: float) -> list[str]:
+        return [r["account"] for r in await self._all(q.ACTIVE_ACCOUNTS, (since,))]
+
+    async def account_pauses(self) -> list[AccountPause]:
+        return [pg_feedback.account_pause(r) for r in await self._all(q.SELECT_PAUSES)]
 
 
 async def _all(conn: Conn, query: str, params: Any = None) -> list[DictRow]:

@@ -357,3 +357,113 @@ GROUP BY minute, state
 SUPPRESSIONS_FOR = """
 SELECT * FROM suppressions WHERE address = ? AND account IN (?, '') ORDER BY account DESC
 """
+
+
+# After the 250 (mailer.feedback) --------------------------------------------
+
+# Returned messages, stored raw before the listener's 250 and processed
+# after it; a partial index finds the unprocessed ones after a restart.
+SCHEMA_V5 = """
+CREATE TABLE inbound (
+    id TEXT PRIMARY KEY,
+    received_at REAL NOT NULL,
+    mail_from TEXT NOT NULL,
+    recipients TEXT NOT NULL,
+    raw BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    tls INTEGER NOT NULL,
+    peer TEXT,
+    processed_at REAL,
+    kind TEXT,
+    layout TEXT,
+    send_id TEXT,
+    matched_by TEXT,
+    problem TEXT,
+    report TEXT
+);
+CREATE INDEX inbound_pending ON inbound (id) WHERE processed_at IS NULL;
+CREATE INDEX inbound_send ON inbound (send_id);
+CREATE TABLE account_pauses (
+    account TEXT PRIMARY KEY,
+    paused_at REAL,
+    released_at REAL,
+    detail TEXT
+);
+CREATE INDEX sends_account ON sends (account, created_at)
+"""
+
+INBOUND_COLUMNS = (
+    "id, received_at, mail_from, recipients, size, tls, peer, processed_at, kind, layout, "
+    "send_id, matched_by, problem, report"
+)
+INSERT_INBOUND = """
+INSERT INTO inbound (id, received_at, mail_from, recipients, raw, size, tls, peer)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+SELECT_PENDING_INBOUND = (
+    f"SELECT {INBOUND_COLUMNS}, raw FROM inbound WHERE processed_at IS NULL ORDER BY id LIMIT ?"
+)
+SELECT_INBOUND = f"SELECT {INBOUND_COLUMNS}, raw FROM inbound WHERE id = ?"
+LIST_INBOUND = f"SELECT {INBOUND_COLUMNS} FROM inbound WHERE id > ? ORDER BY id LIMIT ?"
+LIST_UNMATCHED_INBOUND = (
+    f"SELECT {INBOUND_COLUMNS} FROM inbound WHERE id > ? AND processed_at IS NOT NULL "
+    "AND send_id IS NULL ORDER BY id LIMIT ?"
+)
+FINISH_INBOUND = """
+UPDATE inbound SET processed_at = ?, kind = ?, layout = ?, send_id = ?, matched_by = ?,
+    problem = ?, report = ?
+WHERE id = ? AND processed_at IS NULL
+"""
+SELECT_SEND_STATE = "SELECT id, distribution_id, account, recipient, state FROM sends WHERE id = ?"
+# a late bounce: only a delivered send turns bounced
+BOUNCE_DELIVERED = """
+UPDATE sends SET state = 'bounced', reason = ?, last_code = ?, last_enhanced = ?,
+    last_text = ?, updated_at = ?
+WHERE id = ? AND state = 'delivered'
+"""
+
+# The circuit breaker: an account's paused mail and the window it judges.
+UPSERT_PAUSE = """
+INSERT INTO account_pauses (account, paused_at, released_at, detail) VALUES (?, ?, NULL, ?)
+ON CONFLICT (account) DO UPDATE SET paused_at = excluded.paused_at, detail = excluded.detail
+"""
+PAUSE_SENDS = """
+UPDATE sends SET state = 'held', reason = 'account-paused', updated_at = ?
+WHERE account = ? AND state IN ('queued', 'deferred')
+RETURNING id, distribution_id
+"""
+UNPAUSE = """
+UPDATE account_pauses SET paused_at = NULL, released_at = ?
+WHERE account = ? AND paused_at IS NOT NULL
+"""
+RELEASE_PAUSED_SENDS = """
+UPDATE sends SET state = 'queued', reason = 'released', due_at = ?, updated_at = ?
+WHERE account = ? AND state = 'held' AND reason = 'account-paused'
+RETURNING id, distribution_id
+"""
+SELECT_PAUSES = "SELECT * FROM account_pauses ORDER BY account"
+SELECT_PAUSE = "SELECT * FROM account_pauses WHERE account = ?"
+# new sends of a paused account start held; params: distribution id
+HOLD_NEW_SENDS_PAUSED = """
+UPDATE sends SET state = 'held', reason = 'account-paused'
+WHERE distribution_id = ? AND state = 'queued'
+    AND account IN (SELECT account FROM account_pauses WHERE paused_at IS NOT NULL)
+RETURNING id
+"""
+# params: account, since, customer-envelope LIKE pattern, limit
+ACCOUNT_WINDOW = """
+SELECT s.created_at AS at, s.state = 'bounced' AS hard_bounce,
+    EXISTS (SELECT 1 FROM events e WHERE e.send_id = s.id AND e.reason = 'complained')
+        AS complaint
+FROM sends s
+WHERE s.account = ? AND s.created_at >= ? AND s.state IN ('delivered', 'bounced')
+    AND s.identity IS NOT NULL AND s.identity NOT LIKE ?
+ORDER BY s.created_at DESC LIMIT ?
+"""
+
+# accounts with sends finished since a time: those the breaker sweeps
+ACTIVE_ACCOUNTS = """
+SELECT DISTINCT account FROM sends
+WHERE updated_at >= ? AND state IN ('delivered', 'bounced')
+ORDER BY account
+"""

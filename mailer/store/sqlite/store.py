@@ -22,15 +22,20 @@ from mailer.reasons import Reason, State
 from mailer.store import rows as typed
 from mailer.store import rules
 from mailer.store.models import (
+    AccountOutcome,
+    AccountPause,
     Attempt,
     Claimed,
     Distribution,
     Event,
+    FeedbackResult,
     Hold,
     HoldKind,
     Idempotency,
     IdempotencyRecord,
+    Inbound,
     NewDistribution,
+    NewInbound,
     NewSend,
     Outcome,
     QueueSummary,
@@ -43,11 +48,17 @@ from mailer.store.models import (
     new_id,
     new_ids,
 )
-from mailer.store.sqlite import ops, sql
+from mailer.store.sqlite import feedback, ops, sql
 
 T = TypeVar("T")
 
-MIGRATIONS: tuple[str, ...] = (sql.SCHEMA_V1, sql.SCHEMA_V2, sql.SCHEMA_V3, sql.SCHEMA_V4)
+MIGRATIONS: tuple[str, ...] = (
+    sql.SCHEMA_V1,
+    sql.SCHEMA_V2,
+    sql.SCHEMA_V3,
+    sql.SCHEMA_V4,
+    sql.SCHEMA_V5,
+)
 
 
 def _create_private(path: Path) -> None:
@@ -571,6 +582,65 @@ class SQLiteStore:
             lambda: self.conn.execute(sql.SUPPRESSIONS_FOR, (address.lower(), account)).fetchall()
         )
         return [typed.suppression(row) for row in found]
+
+    # after the 250 (mailer.store.sqlite.feedback) -------------------------
+
+    async def inbound_put(self, messages: Sequence[NewInbound], *, now: float) -> list[str]:
+        return await self._run(self._tx, lambda conn: feedback.put(conn, messages, now))
+
+    async def inbound_pending(self, *, limit: int = 100) -> list[Inbound]:
+        def work() -> list[Inbound]:
+            rows = self.conn.execute(sql.SELECT_PENDING_INBOUND, (limit,)).fetchall()
+            return [feedback.inbound(r) for r in rows]
+
+        return await self._run(work)
+
+    async def inbound_get(self, inbound_id: str) -> Inbound:
+        def work() -> Inbound:
+            row = self.conn.execute(sql.SELECT_INBOUND, (inbound_id,)).fetchone()
+            if row is None:
+                raise NotFound("inbound message", inbound_id)
+            return feedback.inbound(row)
+
+        return await self._run(work)
+
+    async def inbound_list(
+        self, *, unmatched: bool = False, limit: int = 100, after: str = ""
+    ) -> list[Inbound]:
+        query = sql.LIST_UNMATCHED_INBOUND if unmatched else sql.LIST_INBOUND
+
+        def work() -> list[Inbound]:
+            return [feedback.inbound(r) for r in self.conn.execute(query, (after, limit))]
+
+        return await self._run(work)
+
+    async def inbound_done(self, inbound_id: str, result: FeedbackResult, *, now: float) -> bool:
+        return await self._run(
+            self._tx, lambda conn: feedback.finish(conn, inbound_id, result, now)
+        )
+
+    async def account_window(
+        self, account: str, *, since: float, limit: int
+    ) -> list[AccountOutcome]:
+        return await self._run(lambda: feedback.account_window(self.conn, account, since, limit))
+
+    async def pause_account(self, account: str, *, now: float, detail: str | None = None) -> int:
+        return await self._run(self._tx, lambda conn: feedback.pause(conn, account, now, detail))
+
+    async def release_account(self, account: str, *, now: float) -> int:
+        return await self._run(self._tx, lambda conn: feedback.release(conn, account, now))
+
+    async def active_accounts(self, *, since: float) -> list[str]:
+        def work() -> list[str]:
+            return [r[0] for r in self.conn.execute(sql.ACTIVE_ACCOUNTS, (since,))]
+
+        return await self._run(work)
+
+    async def account_pauses(self) -> list[AccountPause]:
+        def work() -> list[AccountPause]:
+            return [feedback.account_pause(r) for r in self.conn.execute(sql.SELECT_PAUSES)]
+
+        return await self._run(work)
 
 
 __all__ = ["SQLiteStore"]
