@@ -15,9 +15,10 @@ from mailer.delivery.engine import Engine
 from mailer.dns import Resolver
 from mailer.enqueue import EnqueueResult, Recipient
 from mailer.errors import ConfigError, StoreError
+from mailer.identity.aligned import AlignedDomains
 from mailer.identity.sender import IdentityDecider
 from mailer.intake import Intake
-from mailer.message.keys import KeyStore, SigningKey, check_published
+from mailer.message.keys import KeyStore, SigningKey
 from mailer.message.signing import Signer
 from mailer.message.unsubscribe import links_from_config
 from mailer.metrics import Metrics, MetricsServer
@@ -108,14 +109,16 @@ class App:
         if self._identity is None:
             cfg = self.config
             region = cfg.region_settings
-            aligned: list[str] = []
+            # decided per domain on first use and refreshed: DNS trouble at
+            # start-up must not keep a worker from starting
+            aligned: AlignedDomains | list[str] = []
             if cfg.dkim.alignment:
-                for domain, domain_keys in self._load_keys().items():
-                    if domain == cfg.dkim_domain:
-                        continue
-                    checks = [await check_published(self.resolver, k) for k in domain_keys]
-                    if any(check.ok for check in checks):
-                        aligned.append(domain)
+                customer_keys = {
+                    domain: domain_keys
+                    for domain, domain_keys in self._load_keys().items()
+                    if domain != cfg.dkim_domain
+                }
+                aligned = AlignedDomains(self.resolver, customer_keys)
             self._identity = IdentityDecider(
                 self.resolver,
                 outbound_ip=cfg.outbound_ip,

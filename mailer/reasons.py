@@ -52,3 +52,7 @@ class Reason(StrEnum):
     HELD = "held"
     RELEASED = "released"
     LEASE_EXPIRED = "lease-expired"
+    # a worker's own fault (an exception nothing expected), never the destination's
+    INTERNAL = "internal"
+    # a template that cannot be rendered within its resource limits
+    TEMPLATE = "template"

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from mailer.dns import Resolver, normalize_name
 from mailer.errors import ConfigError, DNSPermanentError, ValidationError
+from mailer.identity.aligned import AlignedDomains
 from mailer.identity.check_host import SPFResult, check_host
 from mailer.identity.spf_record import normalize_ip
 from mailer.message.addresses import check_header_value
@@ -81,7 +82,7 @@ class IdentityDecider:
         min_ttl: int = 60,
         max_ttl: int = 3600,
         clock: Callable[[], float] = time.monotonic,
-        dkim_domains: Collection[str] = (),
+        dkim_domains: Collection[str] | AlignedDomains = (),
         dkim_alignment: bool = False,
         cache_size: int = 10_000,
     ) -> None:
@@ -101,7 +102,12 @@ class IdentityDecider:
         self._min_ttl = min_ttl
         self._max_ttl = max_ttl
         self._clock = clock
-        self._dkim_domains = frozenset(d.lower().rstrip(".") for d in dkim_domains)
+        # a fixed set, or decided lazily from DNS (AlignedDomains)
+        self._dkim_domains: frozenset[str] | AlignedDomains = (
+            dkim_domains
+            if isinstance(dkim_domains, AlignedDomains)
+            else frozenset(d.lower().rstrip(".") for d in dkim_domains)
+        )
         self._dkim_alignment = dkim_alignment
         self._cache_size = max(cache_size, 1)
         # Expired entries stay until evicted: they are the stale answer a
@@ -130,13 +136,18 @@ class IdentityDecider:
         if verdict.spf is SPFResult.PASS:
             reason = f"spf=pass{_stale(verdict)} → customer sender"
             return Identity(address, customer_name, None, address, True, verdict.spf, reason)
-        if self._dkim_alignment and domain in self._dkim_domains:
+        if self._dkim_alignment and await self._aligned(domain):
             reason = f"dkim key for {domain} → customer sender (DMARC alignment via DKIM)"
             return Identity(address, customer_name, None, self._bounce, True, verdict.spf, reason)
         reason = f"spf={verdict.spf}{_stale(verdict)} → neutral sender"
         return Identity(
             self._neutral, customer_name, address, self._bounce, False, verdict.spf, reason
         )
+
+    async def _aligned(self, domain: str) -> bool:
+        if isinstance(self._dkim_domains, AlignedDomains):
+            return await self._dkim_domains.aligned(domain)
+        return domain in self._dkim_domains
 
     async def _verdict(self, domain: str, address: str) -> _Verdict:
         entry = self._cache.get(domain)
