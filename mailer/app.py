@@ -186,9 +186,13 @@ class App:
         (:class:`mailer.intake.Intake`). Raises ValidationError naming the
         field, nothing stored."""
         links = links_from_config(self.config.api.secret, self.config.api.public_url)
-        accepted = await Intake(self.store, self.config.hostname, links).enqueue(
-            distribution, recipients
+        intake = Intake(
+            self.store,
+            self.config.hostname,
+            links,
+            idempotency_ttl=self.config.api.idempotency_ttl,
         )
+        accepted = await intake.enqueue(distribution, recipients)
         return EnqueueResult(
             accepted.distribution_id, [s.id for s in accepted.sends], accepted.rejected
         )

@@ -182,6 +182,8 @@ class ApiConfig(_Frozen):
     public_url: str | None = None
     # largest request body in bytes (413 beyond)
     max_body: Annotated[int, Field(ge=1024, le=1 << 30)] = 16 * 1024 * 1024
+    # seconds an Idempotency-Key is remembered; after that it may be used anew
+    idempotency_ttl: Annotated[float, Field(gt=0)] = 24 * 3600.0
 
     @field_validator("listen")
     @classmethod

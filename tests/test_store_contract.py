@@ -236,7 +236,7 @@ async def test_reused_idempotency_key_stores_nothing_and_returns_the_first_ids(s
         DIST, sends(2), hostname="h", now=100.0, idempotency=Idempotency("k", "h1")
     )
     again = await store.enqueue(
-        DIST, sends(5), hostname="h", now=101.0, idempotency=Idempotency("k", "h2")
+        DIST, sends(2), hostname="h", now=101.0, idempotency=Idempotency("k", "h1")
     )
     assert again == first
     assert await store.counts() == {State.QUEUED: 2}

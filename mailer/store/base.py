@@ -60,20 +60,26 @@ class Store(Protocol):
         hostname: str,
         now: float,
         idempotency: Idempotency | None = None,
+        distribution_id: str | None = None,
     ) -> tuple[str, list[str]]:
-        """Store a distribution and its sends in one transaction; returns the
-        distribution id and the send ids (in input order). Durable on
-        return.
+        """Store a distribution (with id ``distribution_id``, or a new one)
+        and its sends in one transaction; returns the distribution id and
+        the send ids (in input order). Durable on return.
 
-        With ``idempotency`` the key is recorded in the same transaction.
-        When the account has used the key before, nothing is stored and the
-        ids recorded with the key are returned: the caller compares body
-        hashes through :meth:`idempotent`.
+        With ``idempotency`` the key is recorded in the same transaction,
+        and compared in it with what the account recorded before under that
+        key (not yet stale): with the same body hash nothing is stored and
+        the recorded ids are returned; with another, IdempotencyConflict is
+        raised and nothing is stored. Two enqueues racing with one key end
+        as one stored distribution and either its ids or the conflict.
         """
         ...
 
-    async def idempotent(self, account: str, key: str) -> IdempotencyRecord | None:
-        """The record of an enqueue with this account's key, if any."""
+    async def idempotent(
+        self, account: str, key: str, *, stale_before: float = float("-inf")
+    ) -> IdempotencyRecord | None:
+        """The record of an enqueue with this account's key, if any that was
+        made at or after ``stale_before``."""
         ...
 
     async def cancel(self, distribution_id: str, *, now: float) -> int:

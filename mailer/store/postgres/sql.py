@@ -177,7 +177,13 @@ SELECT * FROM unnest(%s::text[], %s::text[], %s::float8[], %s::text[], %s::text[
 INSERT_IDEMPOTENCY = """
 INSERT INTO idempotency (account, key, body_hash, distribution_id, send_ids, data, created_at)
 VALUES (%s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (account, key) DO NOTHING
+ON CONFLICT (account, key) DO UPDATE SET
+    body_hash = EXCLUDED.body_hash,
+    distribution_id = EXCLUDED.distribution_id,
+    send_ids = EXCLUDED.send_ids,
+    data = EXCLUDED.data,
+    created_at = EXCLUDED.created_at
+WHERE idempotency.created_at < %s
 RETURNING key
 """
 SELECT_IDEMPOTENCY = "SELECT * FROM idempotency WHERE account = %s AND key = %s"

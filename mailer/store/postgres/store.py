@@ -20,7 +20,7 @@ import psycopg
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from mailer.errors import NotFound, StoreError
+from mailer.errors import IdempotencyConflict, NotFound, StoreError
 from mailer.reasons import Reason, State
 from mailer.store import rows as typed
 from mailer.store.models import (
@@ -157,8 +157,9 @@ class PostgresStore:
         hostname: str,
         now: float,
         idempotency: Idempotency | None = None,
+        distribution_id: str | None = None,
     ) -> tuple[str, list[str]]:
-        dist_id = new_id()
+        dist_id = distribution_id or new_id()
         due = distribution.send_at if distribution.send_at is not None else now
         ids = new_ids(len(sends))
         account = distribution.account
@@ -166,9 +167,19 @@ class PostgresStore:
         async with self._tx() as conn:
             if idempotency is not None:
                 record = (account, idempotency.key, idempotency.body_hash, dist_id, ids)
-                inserted = await _all(conn, q.INSERT_IDEMPOTENCY, (*record, idempotency.data, now))
+                # A racing insert of the same key waits here for the other
+                # transaction; once it commits, nothing is inserted and the
+                # SELECT (a fresh snapshot under READ COMMITTED) sees its row.
+                # An expired row is taken over in the same statement.
+                inserted = await _all(
+                    conn,
+                    q.INSERT_IDEMPOTENCY,
+                    (*record, idempotency.data, now, max(idempotency.stale_before, -1e300)),
+                )
                 if not inserted:
                     [first] = await _all(conn, q.SELECT_IDEMPOTENCY, (account, idempotency.key))
+                    if first["body_hash"] != idempotency.body_hash:
+                        raise IdempotencyConflict(idempotency.key)
                     return first["distribution_id"], list(first["send_ids"])
             await conn.execute(
                 q.INSERT_DISTRIBUTION, pg_rows.distribution_row(dist_id, distribution, now)
@@ -181,9 +192,13 @@ class PostgresStore:
             await pg_events.append(conn, self._key, held)
         return dist_id, ids
 
-    async def idempotent(self, account: str, key: str) -> IdempotencyRecord | None:
+    async def idempotent(
+        self, account: str, key: str, *, stale_before: float = float("-inf")
+    ) -> IdempotencyRecord | None:
         rows = await self._all(q.SELECT_IDEMPOTENCY, (account, key))
-        return typed.idempotency_record(rows[0]) if rows else None
+        if not rows or rows[0]["created_at"] < stale_before:
+            return None
+        return typed.idempotency_record(rows[0])
 
     async def distribution(self, distribution_id: str) -> Distribution:
         rows = await self._all(q.SELECT_DISTRIBUTION, (distribution_id,))

@@ -222,6 +222,8 @@ INSERT INTO idempotency (account, key, body_hash, distribution_id, send_ids, dat
 VALUES (?, ?, ?, ?, ?, ?, ?)
 """
 SELECT_IDEMPOTENCY = "SELECT * FROM idempotency WHERE account = ? AND key = ?"
+# an expired key, before it is used anew
+DELETE_IDEMPOTENCY = "DELETE FROM idempotency WHERE account = ? AND key = ?"
 
 # Params: now, distribution_id. Leased sends are left to their worker.
 CANCEL_DISTRIBUTION = """

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from mailer.errors import NotFound, StoreError
+from mailer.errors import IdempotencyConflict, NotFound, StoreError
 from mailer.reasons import Reason, State
 from mailer.store import rows as typed
 from mailer.store import rules
@@ -156,19 +156,26 @@ class SQLiteStore:
         hostname: str,
         now: float,
         idempotency: Idempotency | None = None,
+        distribution_id: str | None = None,
     ) -> tuple[str, list[str]]:
-        dist_id = new_id()
+        dist_id = distribution_id or new_id()
         due = distribution.send_at if distribution.send_at is not None else now
         ids = new_ids(len(sends))
         rows = typed.new_sends_json(ids, sends, hostname=hostname)
 
         def work(conn: sqlite3.Connection) -> tuple[str, list[str]]:
             if idempotency is not None:
+                # BEGIN IMMEDIATE: no other writer between this read and
+                # the insert below
                 row = conn.execute(
                     sql.SELECT_IDEMPOTENCY, (distribution.account, idempotency.key)
                 ).fetchone()
-                if row is not None:
+                if row is not None and row["created_at"] >= idempotency.stale_before:
+                    if row["body_hash"] != idempotency.body_hash:
+                        raise IdempotencyConflict(idempotency.key)
                     return row["distribution_id"], json.loads(row["send_ids"])
+                if row is not None:
+                    conn.execute(sql.DELETE_IDEMPOTENCY, (distribution.account, idempotency.key))
             conn.execute(
                 sql.INSERT_DISTRIBUTION,
                 (
@@ -205,11 +212,13 @@ class SQLiteStore:
 
         return await self._run(self._tx, work)
 
-    async def idempotent(self, account: str, key: str) -> IdempotencyRecord | None:
+    async def idempotent(
+        self, account: str, key: str, *, stale_before: float = float("-inf")
+    ) -> IdempotencyRecord | None:
         row = await self._run(
             lambda: self.conn.execute(sql.SELECT_IDEMPOTENCY, (account, key)).fetchone()
         )
-        if row is None:
+        if row is None or row["created_at"] < stale_before:
             return None
         return typed.idempotency_record(row)
 
