@@ -509,3 +509,20 @@ async def test_stats_shows_failures_destinations_and_throughput(
     assert sum(t["delivered"] for t in data["throughput"]) == 2
     assert sum(t["bounced"] for t in data["throughput"]) == 1
     assert data["throughput"][-1]["minute"] <= data["generated_at"]
+
+
+async def test_suppress_add_keeps_an_earlier_unsubscribe_and_its_note_unless_replace(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "mailer.toml"
+    path.write_text(f'database = "{tmp_path / "db.sqlite3"}"\n')
+    args = ("suppress", "add", "anna@dest.test", "--account", "acme")
+    await ok(path, *args, "--reason", "suppressed-unsubscribe", "--note", "phoned in")
+    kept = await ok(path, *args, "--note", "bounced in the old system")
+    assert "suppressed 0 of 1" in kept.stdout
+    assert "stronger reason" in kept.stdout
+    [row] = json.loads((await ok(path, "suppress", "list", "--json")).stdout)
+    assert (row["reason"], row["detail"]) == ("suppressed-unsubscribe", "phoned in")
+    await ok(path, *args, "--note", "operator said so", "--replace")
+    [row] = json.loads((await ok(path, "suppress", "list", "--json")).stdout)
+    assert (row["reason"], row["detail"]) == ("suppressed-bounce", "operator said so")

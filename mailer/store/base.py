@@ -135,8 +135,20 @@ class Store(Protocol):
     async def summary(self, *, now: float) -> QueueSummary: ...
 
     async def suppress(
-        self, account: str, address: str, reason: Reason, *, now: float, detail: str | None = None
-    ) -> None: ...
+        self,
+        account: str,
+        address: str,
+        reason: Reason,
+        *,
+        now: float,
+        detail: str | None = None,
+        replace: bool = False,
+    ) -> bool:
+        """Put ``address`` on ``account``'s list. An entry already there
+        gives way only to a stronger reason (complaint > unsubscribe >
+        bounce, :mod:`mailer.store.rules`); otherwise it stays, reason, time
+        and note, unless ``replace``. Returns whether the entry was written."""
+        ...
 
     async def unsubscribe(
         self,
@@ -151,7 +163,8 @@ class Store(Protocol):
         ``suppressed-unsubscribe`` and, when ``send_id`` names a send of that
         account to that address, record a ``suppressed-unsubscribe`` event
         on it (its state unchanged). Returns False, changing nothing, when
-        the address was already unsubscribed."""
+        the address was already unsubscribed (or suppressed for a
+        complaint)."""
         ...
 
     async def unsuppress(self, account: str, address: str) -> bool: ...
@@ -160,9 +173,11 @@ class Store(Protocol):
 
     # operator tools -----------------------------------------------------
 
-    async def suppress_many(self, entries: Sequence[Suppression]) -> int:
-        """Add or replace every entry (addresses lower-cased) in one
-        transaction: all or nothing. Returns how many were written."""
+    async def suppress_many(self, entries: Sequence[Suppression], *, replace: bool = False) -> int:
+        """Add every entry (addresses lower-cased) in one transaction: all
+        or nothing. An entry already on the list gives way only to a
+        stronger reason, as in :meth:`suppress`, unless ``replace``.
+        Returns how many were written."""
         ...
 
     async def hold(self, kind: HoldKind, value: str, *, now: float, note: str | None = None) -> int:

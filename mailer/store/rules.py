@@ -8,6 +8,28 @@ from mailer.errors import ValidationError
 from mailer.reasons import State
 from mailer.store.models import HOLD_KINDS, SendFilter
 
+# A suppression gives way only to a stronger one: a complaint is stronger
+# than an unsubscribe, which is stronger than a bounce. Of two as strong, the
+# earlier (the one on the list) stays, with its note.
+SUPPRESSION_STRENGTH = {
+    "suppressed-complaint": 3,
+    "suppressed-unsubscribe": 2,
+    "suppressed-bounce": 1,
+}
+
+
+def suppression_strength_sql(column: str) -> str:
+    """The SQL expression ranking ``column`` (a reason) by
+    :data:`SUPPRESSION_STRENGTH`, the same in both backends' upserts."""
+    whens = " ".join(f"WHEN '{r}' THEN {n}" for r, n in SUPPRESSION_STRENGTH.items())
+    return f"(CASE {column} {whens} ELSE 0 END)"
+
+
+def replaces(new_reason: str, old_reason: str) -> bool:
+    """Whether a suppression with ``new_reason`` takes the place of one with
+    ``old_reason`` (pure; what the backends' upserts decide)."""
+    return SUPPRESSION_STRENGTH.get(new_reason, 0) > SUPPRESSION_STRENGTH.get(old_reason, 0)
+
 
 def split_statements(script: str) -> list[str]:
     """The schema scripts hold no ';' inside statements, so a split is

@@ -8,6 +8,8 @@ identity column). Placeholders are psycopg's ``%s`` / ``%(name)s``.
 
 from __future__ import annotations
 
+from mailer.store.rules import suppression_strength_sql
+
 SCHEMA_V1 = """
 CREATE TABLE distributions (
     id text PRIMARY KEY,
@@ -293,20 +295,32 @@ SELECT
 FROM sends WHERE state IN ('queued', 'deferred', 'sending')
 """
 
-UPSERT_SUPPRESSION = """
+# A suppression only ever gives way to a stronger one (store/rules.py):
+# never downgraded, its note kept. REPLACE_SUPPRESSION overwrites (an
+# operator's explicit --replace).
+UPSERT_SUPPRESSION = f"""
+INSERT INTO suppressions (account, address, reason, created_at, detail) VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (account, address) DO UPDATE SET reason = excluded.reason,
+    created_at = excluded.created_at, detail = excluded.detail
+WHERE {suppression_strength_sql("excluded.reason")}
+    > {suppression_strength_sql("suppressions.reason")}
+"""
+REPLACE_SUPPRESSION = """
 INSERT INTO suppressions (account, address, reason, created_at, detail) VALUES (%s, %s, %s, %s, %s)
 ON CONFLICT (account, address) DO UPDATE SET reason = excluded.reason,
     created_at = excluded.created_at, detail = excluded.detail
 """
 
-# Inserts or overwrites unless the address is already unsubscribed: no row
+# Inserts or overwrites unless the address is already unsubscribed (or
+# suppressed for a complaint, stronger): no row
 # comes back then, atomically with respect to a concurrent unsubscribe.
-UNSUBSCRIBE = """
+UNSUBSCRIBE = f"""
 INSERT INTO suppressions (account, address, reason, created_at, detail)
 VALUES (%(account)s, %(address)s, 'suppressed-unsubscribe', %(now)s, %(detail)s)
 ON CONFLICT (account, address) DO UPDATE SET reason = excluded.reason,
     created_at = excluded.created_at, detail = excluded.detail
-WHERE suppressions.reason <> 'suppressed-unsubscribe'
+WHERE {suppression_strength_sql("suppressions.reason")}
+    < {suppression_strength_sql("'suppressed-unsubscribe'")}
 RETURNING address
 """
 

@@ -328,11 +328,20 @@ class PostgresStore:
     # suppression -----------------------------------------------------------
 
     async def suppress(
-        self, account: str, address: str, reason: Reason, *, now: float, detail: str | None = None
-    ) -> None:
+        self,
+        account: str,
+        address: str,
+        reason: Reason,
+        *,
+        now: float,
+        detail: str | None = None,
+        replace: bool = False,
+    ) -> bool:
+        query = q.REPLACE_SUPPRESSION if replace else q.UPSERT_SUPPRESSION
         async with self._conn() as conn:
             params = (account, address.lower(), reason.value, now, detail)
-            await conn.execute(q.UPSERT_SUPPRESSION, params)
+            cur = await conn.execute(query, params)
+            return cur.rowcount > 0
 
     async def unsubscribe(
         self,
@@ -366,9 +375,9 @@ class PostgresStore:
 
     # operator tools (mailer.store.postgres.ops) ------------------------------------
 
-    async def suppress_many(self, entries: Sequence[Suppression]) -> int:
+    async def suppress_many(self, entries: Sequence[Suppression], *, replace: bool = False) -> int:
         async with self._tx() as conn:
-            return await pg_ops.suppress_many(conn, entries)
+            return await pg_ops.suppress_many(conn, entries, replace=replace)
 
     async def hold(self, kind: HoldKind, value: str, *, now: float, note: str | None = None) -> int:
         async with self._tx() as conn:

@@ -374,14 +374,19 @@ class SQLiteStore:
     # suppression -----------------------------------------------------------
 
     async def suppress(
-        self, account: str, address: str, reason: Reason, *, now: float, detail: str | None = None
-    ) -> None:
-        await self._run(
-            self._tx,
-            lambda conn: conn.execute(
-                sql.UPSERT_SUPPRESSION, (account, address.lower(), reason.value, now, detail)
-            ),
-        )
+        self,
+        account: str,
+        address: str,
+        reason: Reason,
+        *,
+        now: float,
+        detail: str | None = None,
+        replace: bool = False,
+    ) -> bool:
+        query = sql.REPLACE_SUPPRESSION if replace else sql.UPSERT_SUPPRESSION
+        params = (account, address.lower(), reason.value, now, detail)
+        written = await self._run(self._tx, lambda conn: conn.execute(query, params).rowcount)
+        return bool(written)
 
     async def unsubscribe(
         self,
@@ -397,7 +402,7 @@ class SQLiteStore:
 
         def work(conn: sqlite3.Connection) -> bool:
             before = conn.execute(sql.SELECT_SUPPRESSION, (account, key)).fetchone()
-            if before is not None and before["reason"] == unsubscribed.value:
+            if before is not None and not rules.replaces(unsubscribed.value, before["reason"]):
                 return False
             conn.execute(sql.UPSERT_SUPPRESSION, (account, key, unsubscribed.value, now, detail))
             row = None
@@ -432,14 +437,14 @@ class SQLiteStore:
 
     # operator tools ----------------------------------------------------------
 
-    async def suppress_many(self, entries: Sequence[Suppression]) -> int:
+    async def suppress_many(self, entries: Sequence[Suppression], *, replace: bool = False) -> int:
         rows = [
             (e.account, e.address.lower(), e.reason.value, e.created_at, e.detail) for e in entries
         ]
+        query = sql.REPLACE_SUPPRESSION if replace else sql.UPSERT_SUPPRESSION
 
         def work(conn: sqlite3.Connection) -> int:
-            conn.executemany(sql.UPSERT_SUPPRESSION, rows)
-            return len(rows)
+            return sum(conn.execute(query, row).rowcount for row in rows)
 
         return await self._run(self._tx, work)
 
