@@ -4,8 +4,10 @@ connector, message preparation and the engine, opened and closed in order.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -26,15 +28,26 @@ from mailer.prepare import Preparer, SignFn, decided_by
 from mailer.store import Store, open_store
 from mailer.store.models import NewDistribution
 
+log = logging.getLogger(__name__)
+
 
 class App:
     """``async with App(config) as app:`` opens the store; ``await app.engine()``
     builds a worker over it."""
 
     def __init__(
-        self, config: Config, *, store: Store | None = None, metrics: Metrics | None = None
+        self,
+        config: Config,
+        *,
+        store: Store | None = None,
+        metrics: Metrics | None = None,
+        existing: bool = False,
     ) -> None:
+        """With ``existing``, opening refuses an SQLite database that does
+        not exist yet (commands that only read or change what is there must
+        not leave an empty database behind a typo in ``database``)."""
         self.config = config
+        self._existing = existing
         self._store = store
         self.metrics = metrics or Metrics()
         self._metrics_server: MetricsServer | None = None
@@ -54,8 +67,19 @@ class App:
         return self._store
 
     async def __aenter__(self) -> Self:
+        """Raises ConfigError("database") with ``existing`` when the SQLite
+        file is missing, StoreError when the store cannot be opened."""
         if self._store is None:
-            self._store = open_store(self.config.database)
+            database = self.config.database
+            # one stat of a local file, at start
+            missing = not self.config.is_postgres and not Path(database).exists()  # noqa: ASYNC240
+            if self._existing and missing:
+                raise ConfigError(
+                    "database",
+                    f"{database} does not exist (nothing was ever queued there; "
+                    "check the database setting)",
+                )
+            self._store = open_store(database)
         await self._store.open()
         return self
 
@@ -85,7 +109,11 @@ class App:
         )
 
     def _load_keys(self) -> dict[str, list[SigningKey]]:
-        keys = self.keys.load_all() if self.config.keys_dir.is_dir() else {}
+        keys, problems = self.keys.load_usable(self.config.dkim_domain)
+        for problem in problems:
+            # that domain's mail goes out signed by our domain only (or
+            # from the neutral sender); every other domain is unaffected
+            log.error("DKIM key left out, its domain is not signed for: %s", problem)
         if self.config.dkim.required and self.config.dkim_domain not in keys:
             raise ConfigError(
                 "dkim.domain",

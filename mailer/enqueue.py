@@ -93,7 +93,7 @@ def check_distribution(
         raise ValidationError("account", "must not be empty")
     check_header_value("account", dist.account)
     check_header_value("sender.name", dist.sender_name)
-    parse_address("sender.address", dist.sender_address, dist.sender_name)
+    parse_address("sender.address", dist.sender_address, dist.sender_name, name_field="sender.name")
     for index, tag in enumerate(dist.tags):
         check_header_value(f"tags[{index}]", tag)
     content = Content.of(dist)
@@ -136,7 +136,7 @@ def check_recipients(
     for index, item in enumerate(recipients):
         try:
             check_header_value("name", item.name)
-            address = parse_address("email", item.email, item.name)
+            address = parse_address("email", item.email, item.name, name_field="name")
             for key, value in item.variables.items():
                 if not isinstance(value, str):
                     raise ValidationError(f"variables.{key}", "must be a string")

@@ -370,7 +370,7 @@ async def test_tables_fit_100_columns(
     tmp_path: Path, dns_server: DNSServer, smtp_port: int
 ) -> None:
     config = make_config(tmp_path, dns_server, smtp_port)
-    long_name = "a.very.long.local.part.of.a.respondent.address.that.goes.on.and.on"
+    long_name = "a.very.long.local.part.of.a.respondent.address.that.goes.on.and"  # 64, the most
     ids = await bounced_store(config, 2)
     async with App(config) as app:
         await app.enqueue(SURVEY, recipients(long_name, domain="sub.subsidiary.example.test"))
@@ -477,7 +477,7 @@ async def test_suppress_import_is_all_or_nothing_and_names_the_bad_line(tmp_path
     result = await mailer(path, "suppress", "import", str(bad), "--account", "acme")
     assert result.exit_code == 1
     assert "line 4" in result.output
-    assert json.loads((await ok(path, "suppress", "list", "--json")).stdout) == []
+    assert not (tmp_path / "db.sqlite3").exists()  # refused before anything was opened
     good = tmp_path / "good.csv"
     good.write_text("a@dest.test\nb@dest.test,suppressed-unsubscribe\nc@dest.test,,globex\n")
     imported = await ok(path, "suppress", "import", str(good), "--account", "acme")

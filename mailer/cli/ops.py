@@ -28,7 +28,7 @@ from mailer.cli.queue import (
 from mailer.config import Config
 from mailer.reasons import State
 from mailer.store.models import Hold, HoldKind, Send, SendFilter, Stats
-from mailer.store.rules import REPLAYABLE_STATES, replay_filter
+from mailer.store.rules import REPLAYABLE_STATES, hold_value, replay_filter
 
 # replay ----------------------------------------------------------------------
 
@@ -56,7 +56,7 @@ async def _replay(
     sample: int,
     progress_console: Console,
 ) -> tuple[ReplayReport, list[Send]]:
-    async with App(config) as app:
+    async with App(config, existing=True) as app:
         store = app.store
         plan = await store.replay_plan(flt)
         report = ReplayReport(
@@ -201,7 +201,7 @@ async def _hold(config: Config, target: tuple[HoldKind, str] | None, note: str |
 
 
 async def _release(config: Config, target: tuple[HoldKind, str]) -> int:
-    async with App(config) as app:
+    async with App(config, existing=True) as app:
         return await app.store.release_hold(*target, now=time.time())
 
 
@@ -236,6 +236,7 @@ def hold(
             click.echo("no holds")
         return
     kind, value = _target(domain, distribution)
+    value = hold_value(kind, value)  # refused before anything is opened; echoed normalised
     moved: int = run(_hold(ctx.config, (kind, value), note))
     click.echo(f"held {kind} {value}: {moved} waiting send(s) now held")
 
@@ -256,7 +257,7 @@ def release(ctx: Context, domain: str | None, distribution: str | None) -> None:
 
 
 async def _stats(config: Config, minutes: int, top: int) -> Stats:
-    async with App(config) as app:
+    async with App(config, existing=True) as app:
         return await app.store.stats(now=time.time(), minutes=minutes, top=top)
 
 

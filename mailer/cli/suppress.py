@@ -158,7 +158,7 @@ def _scope_name(account: str) -> str:
 
 
 async def _unsuppress(config: Config, account: str, addresses: tuple[str, ...]) -> int:
-    async with App(config) as app:
+    async with App(config, existing=True) as app:
         return sum([await app.store.unsuppress(account, a) for a in addresses])
 
 
@@ -176,7 +176,7 @@ def suppress_remove(
 
 
 async def _suppressions(config: Config, account: str | None) -> list[Suppression]:
-    async with App(config) as app:
+    async with App(config, existing=True) as app:
         return await app.store.suppressions(account)
 
 

@@ -4,6 +4,8 @@ and how a schema script splits into statements."""
 
 from __future__ import annotations
 
+import re
+
 from mailer.errors import ValidationError
 from mailer.reasons import State
 from mailer.store.models import HOLD_KINDS, SendFilter
@@ -105,7 +107,18 @@ def hold_value(kind: str, value: str) -> str:
         raise ValidationError(kind, "empty")
     if kind == "domain":
         try:
-            value = value.rstrip(".").encode("idna").decode("ascii").lower()
+            ascii_name = value.rstrip(".").encode("idna").decode("ascii").lower()
         except UnicodeError as exc:
             raise ValidationError("domain", f"{value!r} is not a domain name") from exc
+        if len(ascii_name) > 253 or not _HOST_NAME.fullmatch(ascii_name):
+            raise ValidationError(
+                "domain", f"{value!r} is not a domain name (letters, digits, '-' and dots)"
+            )
+        value = ascii_name
     return value
+
+
+# A host name in its ASCII form: LDH labels of 1-63 characters, not
+# starting or ending with '-'.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST_NAME = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}")
