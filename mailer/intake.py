@@ -20,6 +20,7 @@ from mailer.enqueue import (
     check_recipients,
 )
 from mailer.errors import IdempotencyConflict, ValidationError
+from mailer.message.addresses import parse_address
 from mailer.message.unsubscribe import UnsubscribeLinks
 from mailer.store.base import Store
 from mailer.store.models import (
@@ -154,6 +155,16 @@ class Intake:
             )
             if record is not None:
                 return self._answer(record, idempotency)
+        # The sender as it goes on the wire: an international domain in its
+        # A-label form (From, envelope and DKIM d= all use that form).
+        sender = parse_address(
+            "sender.address",
+            distribution.sender_address,
+            distribution.sender_name,
+            name_field="sender.name",
+        )
+        if sender.address != distribution.sender_address:
+            distribution = replace(distribution, sender_address=sender.address)
         # Rendering every recipient's templates takes a while for 10,000 of
         # them; off the loop, the API and an engine in the same process keep
         # going meanwhile.

@@ -130,6 +130,9 @@ class IdentityDecider:
             raise ValidationError("customer_address", f"{address!r} is not local@domain")
         try:
             domain = normalize_name(domain)
+            # an international domain goes on as its A-label (From,
+            # envelope, Reply-To): a U-label is no name for SMTP or DKIM
+            address = f"{local}@{domain}"
         except DNSPermanentError:
             domain = domain.lower()  # check_host() answers none for it
         verdict = await self._verdict(domain, address)
