@@ -24,7 +24,7 @@ from mailer.delivery.connector import Connector, RouteFailure
 from mailer.delivery.destination import Destination
 from mailer.delivery.retry import expired, next_due
 from mailer.delivery.smtp import Session
-from mailer.errors import DeliveryError, DNSError, MailerError, SMTPReplyError
+from mailer.errors import DeliveryError, DNSError, MailerError, SMTPReplyError, TemplateError
 from mailer.metrics import Metrics
 from mailer.prepare import Preparer
 from mailer.reasons import Reason, State
@@ -269,6 +269,11 @@ class Engine:
         started = self.clock()
         try:
             prepared = await self.preparer.prepare(send, now=started)
+        except TemplateError as exc:
+            # past its resource limits (or otherwise unrenderable for this
+            # recipient): it would fail the same way on every try
+            self._finish(job, State.FAILED, Reason.TEMPLATE, detail=f"template: {exc}")
+            return
         except MailerError as exc:
             self._finish(job, State.FAILED, Reason.PROTOCOL, detail=f"cannot compose: {exc}")
             return
