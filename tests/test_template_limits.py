@@ -27,6 +27,7 @@ ATTACKS = {
         "{% set s = 'x' * 9999 %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}"
     ),
     "a long range": "{% for i in range(10**6) %}{% endfor %}",
+    "a range past 10,000": "{% for i in range(50000) %}{% endfor %}",
     "doubling with ~": (
         "{% set ns = namespace(s='xx') %}"
         "{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"
