@@ -5,8 +5,6 @@ stored, all in one transaction."""
 
 from __future__ import annotations
 
-import csv
-import io
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -160,28 +158,3 @@ def check_recipients(
             NewSend(address.address, address.name, dict(item.variables), item.reference)
         )
     return accepted, rejected
-
-
-def read_recipients_csv(text: str) -> list[RecipientInput]:
-    """Columns ``email`` and ``name``; every other column is a template
-    variable. Raises ValidationError naming the line."""
-    reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames is None or "email" not in reader.fieldnames:
-        raise ValidationError("csv", "the header row must have an 'email' column")
-    names = [n for n in reader.fieldnames if n not in ("email", "name")]
-    for column in names:
-        if not column.isidentifier():
-            raise ValidationError("csv", f"column {column!r} is not a valid variable name")
-    out: list[RecipientInput] = []
-    for row in reader:
-        if None in row:
-            raise ValidationError(f"csv line {reader.line_num}", "more fields than the header")
-        variables = {n: row[n] or "" for n in names}
-        out.append(
-            RecipientInput(
-                email=(row["email"] or "").strip(),
-                name=(row.get("name") or "").strip(),
-                variables=variables,
-            )
-        )
-    return out
