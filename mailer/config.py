@@ -182,6 +182,14 @@ class ApiConfig(_Frozen):
     public_url: str | None = None
     # largest request body in bytes (413 beyond)
     max_body: Annotated[int, Field(strict=True, ge=1024, le=1 << 30)] = 16 * 1024 * 1024
+    # seconds a connection has to send a complete request header (from
+    # connecting, or from its previous response): slow or silent clients
+    # are dropped
+    header_timeout: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    # seconds an idle keep-alive connection is kept after a response
+    keep_alive_timeout: Annotated[int, Field(strict=True, ge=1, le=3600)] = 5
+    # open connections at most; more are answered 503 and closed
+    max_connections: Annotated[int, Field(strict=True, ge=1, le=100_000)] = 1000
     # seconds an Idempotency-Key is remembered; after that it may be used anew
     idempotency_ttl: Annotated[float, Field(gt=0)] = 24 * 3600.0
 
