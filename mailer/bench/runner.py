@@ -36,7 +36,7 @@ from mailer.app import App
 from mailer.bench.api import api_enqueue_rate
 from mailer.config import Config, load_config
 from mailer.dev.dnsserver import DNSServer
-from mailer.enqueue import RecipientInput
+from mailer.enqueue import MAX_RECIPIENTS, RecipientInput
 from mailer.errors import ConfigError, MailerError
 from mailer.message.addresses import parse_address
 from mailer.message.compose import build_message
@@ -72,6 +72,7 @@ class BenchReport:
     latency_p50_ms: float
     latency_p99_ms: float
     peak_rss_mb: float
+    peak_rss_mb_per_engine: tuple[float, ...]
     sink_received: int
     baseline_messages: int
     baseline_messages_per_second: float
@@ -93,15 +94,22 @@ def zone(domains: int) -> dict[str, dict[str, Any]]:
     return records
 
 
-def recipients(messages: int, domains: int) -> list[RecipientInput]:
+def recipients(messages: int, domains: int, start: int = 0) -> list[RecipientInput]:
     return [
         RecipientInput(
             f"respondent{i}@d{i % domains}.bench.test",
             f"Befragte Person {i}",
             {"token": f"{i:08d}"},
         )
-        for i in range(messages)
+        for i in range(start, start + messages)
     ]
+
+
+def recipient_batches(messages: int, domains: int) -> Iterator[list[RecipientInput]]:
+    """The bench's recipients in batches of at most MAX_RECIPIENTS (what
+    one request may carry), made one batch at a time."""
+    for start in range(0, messages, MAX_RECIPIENTS):
+        yield recipients(min(MAX_RECIPIENTS, messages - start), domains, start)
 
 
 @contextlib.contextmanager
@@ -235,7 +243,8 @@ async def _enqueue(config: Config, messages: int, domains: int) -> float:
             unsubscribe_url="https://survey.bench.test/u/{{ token }}",
         )
         start = time.perf_counter()
-        await app.enqueue(dist, recipients(messages, domains))
+        for batch in recipient_batches(messages, domains):
+            await app.enqueue(dist, batch)
         return time.perf_counter() - start
 
 
@@ -256,9 +265,9 @@ def _engine_process(config: Config, owner: str, ready: Any, go: Any, done: Any) 
     done.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def _deliver(config: Config, workers: int) -> tuple[float, float]:
+def _deliver(config: Config, workers: int) -> tuple[float, list[float]]:
     """Seconds from the start signal until ``workers`` engine processes have
-    drained the queue, and the largest peak RSS (MB) among them. Start-up
+    drained the queue, and the peak RSS (MB) of each. Start-up
     (imports, keys, connections to the store) is not timed: it is not
     throughput."""
     context = multiprocessing.get_context("spawn")
@@ -296,7 +305,7 @@ def _deliver(config: Config, workers: int) -> tuple[float, float]:
         for process in processes:
             if process.is_alive():
                 process.kill()
-    return seconds, max(peaks) / 1024
+    return seconds, [peak / 1024 for peak in peaks]
 
 
 async def _outcome(config: Config, messages: int) -> list[float]:
@@ -402,7 +411,8 @@ def run_bench(
             messages_per_second=round(rate, 1),
             latency_p50_ms=round(statistics.median(latencies) * 1000, 1),
             latency_p99_ms=round(percentile(latencies, 0.99) * 1000, 1),
-            peak_rss_mb=round(engine_rss_mb, 1),
+            peak_rss_mb=round(max(engine_rss_mb), 1),
+            peak_rss_mb_per_engine=tuple(round(mb, 1) for mb in engine_rss_mb),
             sink_received=engine_received,
             baseline_messages=baseline_sent,
             baseline_messages_per_second=round(baseline_rate, 1),
