@@ -20,6 +20,7 @@ from mailer.cli.main import Context, cli, on_stop_signals, pass_ctx, run
 from mailer.errors import ValidationError
 from mailer.sink.api import create_api
 from mailer.sink.options import (
+    DEFAULT_BACKLOG,
     DEFAULT_HOSTNAME,
     BadCert,
     SinkOptions,
@@ -57,6 +58,7 @@ def options_from_flags(
     slow_replies: float = 0.0,
     no_starttls: bool = False,
     bad_cert: str | None = None,
+    backlog: int = DEFAULT_BACKLOG,
 ) -> SinkOptions:
     """The sink's options from its command-line flags (pure).
 
@@ -81,6 +83,7 @@ def options_from_flags(
         drop_after_data=drop_after_data,
         slow_banner=slow_banner,
         slow_replies=slow_replies,
+        backlog=backlog,
     )
 
 
@@ -272,6 +275,13 @@ async def _started(api: _ApiServer, task: asyncio.Task[None]) -> None:
 )
 @click.option("--no-starttls", is_flag=True, help="Do not offer STARTTLS.")
 @click.option(
+    "--backlog",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BACKLOG,
+    show_default=True,
+    help="Messages accepted but not yet checked and stored, at most; beyond, 451.",
+)
+@click.option(
     "--bad-cert",
     type=click.Choice([b.value for b in BadCert]),
     default=None,
@@ -296,6 +306,7 @@ def sink(
     slow_replies: float,
     no_starttls: bool,
     bad_cert: str | None,
+    backlog: int,
 ) -> None:
     """A local SMTP sink that tells what a receiver would see.
 
@@ -320,6 +331,7 @@ def sink(
             slow_replies=slow_replies,
             no_starttls=no_starttls,
             bad_cert=bad_cert,
+            backlog=backlog,
         )
         api_address = parse_host_port(http, "http") if http else None
     except ValidationError as exc:
