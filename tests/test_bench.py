@@ -28,6 +28,7 @@ def test_bench_delivers_everything_and_reports_measured_figures() -> None:
     assert report["sink_received"] == 60
     assert report["baseline_messages"] == 5
     assert report["api_recipients"] == 2000
+    assert report["sink_checked_messages"] == 60
     for figure in (
         "messages_per_second",
         "baseline_messages_per_second",
@@ -35,6 +36,7 @@ def test_bench_delivers_everything_and_reports_measured_figures() -> None:
         "rsa_operations_per_second",
         "dkimpy_signatures_per_second",
         "api_recipients_per_second",
+        "sink_checks_per_second",
     ):
         assert report[figure] > 0, figure
     assert report["ratio"] == pytest.approx(

@@ -104,3 +104,7 @@ def bench(
         f"api:      {report.api_recipients} recipients POSTed in distributions of 1,000: "
         f"{report.api_recipients_per_second:.0f} recipients/s accepted (durable)"
     )
+    click.echo(
+        f"sink:     {report.sink_checked_messages} messages through `mailer sink`'s full checks "
+        f"(DKIM verify, header checks, Maildir): {report.sink_checks_per_second:.0f} msg/s"
+    )
