@@ -39,9 +39,11 @@ class FlakyStore:
         *,
         renew_until: float = 0.0,
         complete_times: int = 0,
+        claim_times: int = 0,
         error: Exception | None = None,
     ) -> None:
         self._store = store
+        self._claim_times = claim_times
         self._renew_until = renew_until
         self._complete_times = complete_times
         self._error = error or StoreError("injected: database is locked")
@@ -59,6 +61,12 @@ class FlakyStore:
             raise self._error
         self.renewals += 1
         return await self._store.renew(owner, send_ids, lease_seconds=lease_seconds, now=now)
+
+    async def claim(self, owner: str, limit: int, *, lease_seconds: float, now: float) -> Any:
+        if self._claim_times > 0:
+            self._claim_times -= 1
+            raise self._error
+        return await self._store.claim(owner, limit, lease_seconds=lease_seconds, now=now)
 
     async def complete(self, owner: str, outcomes: Sequence[Outcome], *, now: float) -> None:
         if self._complete_times > 0:
@@ -243,3 +251,14 @@ async def test_a_connection_that_raises_sends_its_queue_back_as_internal(
     assert internal
     assert all(e.state is State.DEFERRED for e in internal)
     assert all("RuntimeError" in (e.detail or "") for e in internal)
+
+
+async def test_claims_that_fail_for_a_while_do_not_end_the_worker(app: App, make_sink) -> None:
+    mx1 = make_sink("127.0.0.2")
+    await app.enqueue(SURVEY, people(3))
+    flaky = FlakyStore(app.store, claim_times=3)
+    engine = await engine_on(app, flaky, "w")
+    await asyncio.wait_for(engine.run(drain=True), 30)
+    assert await app.store.counts() == {State.DELIVERED: 3}
+    assert len(message_ids(mx1)) == 3
+    assert engine.loop_errors == 3

@@ -111,8 +111,29 @@ class Engine:
             await self._flush()
 
     async def _loop(self, drain: bool) -> None:
-        cfg = self.config.worker
+        failures = 0
         while not self._stopping:
+            try:
+                done = await self._turn(drain)
+            except Exception as exc:
+                # a store that fails a claim or a summary for a while: try
+                # again, pausing longer each time, rather than end the worker
+                failures += 1
+                self._loop_failed("claim", exc)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._wake.wait(), _backoff(failures, LOOP_BACKOFF, ceiling=10.0)
+                    )
+                continue
+            failures = 0
+            if done:
+                return
+
+    async def _turn(self, drain: bool) -> bool:
+        """One claim and, when nothing came, one wait; True once drained."""
+        cfg = self.config.worker
+        if not self._stopping:
             capacity = cfg.max_in_flight - len(self._in_flight)
             claimed: list[Claimed] = []
             # claim in chunks so that one worker does not lease the whole
@@ -124,7 +145,7 @@ class Engine:
             for item in claimed:
                 self._dispatch(item)
             if claimed:
-                continue
+                return False
             self._wake.clear()
             timeout = cfg.poll_interval
             if not self._in_flight:
@@ -136,11 +157,12 @@ class Engine:
                         self._loop_failed("flush", exc)
                 summary = await self.store.summary(now=self.clock())
                 if drain and summary.due == 0 and summary.in_flight == 0:
-                    return
+                    return True
                 if summary.next_due is not None:
                     timeout = min(timeout, max(summary.next_due - self.clock(), 0.01))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+        return False
 
     async def _shutdown(self) -> None:
         # connection tasks see _stopping and end after their current message
