@@ -69,14 +69,15 @@ def test_ordinary_loops_filters_and_formats_still_render() -> None:
     html = (
         "{% for i in range(50) %}{{ loop.index }}{% if not loop.last %},{% endif %}{% endfor %}"
         "|{{ name|upper|center(12) }}|{{ '%05d' % 42 }}|{{ '{:>6}'.format('ab') }}"
-        "|{{ ['a', 'b'] + ['c'] }}|{{ 'x' ~ 'y' }}"
+        "|{{ ['a', 'b'] + ['c'] }}|{{ 'x' ~ 'y' }}|{{ note|upper }}"
     )
     compiled = compile_content(Content(subject="s", html=html, text=None, unsubscribe_url=None))
-    out = render(compiled, {"name": "Jürgen"}).html
+    # a recipient's value that looks like a wide format is only text
+    out = render(compiled, {"name": "Jürgen", "note": "50% off {code 1234567}"}).html
     assert out is not None
     assert out.startswith("1,2,3,")
     assert "|   JÜRGEN   |00042|    ab|" in out
-    assert out.endswith("|[&#39;a&#39;, &#39;b&#39;, &#39;c&#39;]|xy")
+    assert out.endswith("|[&#39;a&#39;, &#39;b&#39;, &#39;c&#39;]|xy|50% OFF {CODE 1234567}")
 
 
 async def test_enqueue_refuses_such_a_template_and_stores_nothing(app: App) -> None:

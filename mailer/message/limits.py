@@ -149,16 +149,18 @@ def check_format(template: Any) -> None:
         raise SecurityError("format width too large")
 
 
-def bounded_filter(fn: Callable[..., Any]) -> Callable[..., Any]:
+def bounded_filter(fn: Callable[..., Any], *, formats: bool = False) -> Callable[..., Any]:
     """``fn`` (a Jinja filter) with its arguments checked before and its
-    result after the call. Keeps Jinja's pass_context/pass_environment mark
-    (functools.wraps copies it)."""
+    result after the call; with ``formats`` (the ``format`` filter) its
+    value is a format string and checked as one. Keeps Jinja's
+    pass_context/pass_environment mark (functools.wraps copies it)."""
 
     @functools.wraps(fn)
     def filtered(*args: Any, **kwargs: Any) -> Any:
         check_arguments(args[1:], kwargs)
-        for value in args:
-            check_format(value)
+        if formats and args:
+            # pass_environment/pass_context filters get that first
+            check_format(next((a for a in args if isinstance(a, str)), None))
         return sized(fn(*args, **kwargs))
 
     return filtered

@@ -127,7 +127,10 @@ def _sandbox(*, autoescape: bool, finalize: Callable[[Any], Any] | None = None) 
         auto_reload=False,
         cache_size=0,
     )
-    env.filters = {name: limits.bounded_filter(fn) for name, fn in env.filters.items()}
+    env.filters = {
+        name: limits.bounded_filter(fn, formats=name == "format")
+        for name, fn in env.filters.items()
+    }
     env.globals.update(limits.GLOBALS)
     return env
 
