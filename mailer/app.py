@@ -4,9 +4,11 @@ connector, message preparation and the engine, opened and closed in order.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -16,16 +18,19 @@ from mailer.delivery.engine import Engine
 from mailer.dns import Resolver
 from mailer.enqueue import EnqueueResult, Recipient
 from mailer.errors import ConfigError, StoreError
+from mailer.identity.aligned import AlignedDomains
 from mailer.identity.sender import IdentityDecider
 from mailer.intake import Intake
-from mailer.message.keys import KeyStore, SigningKey, check_published
+from mailer.message.keys import KeyStore, SigningKey
 from mailer.message.signing import Signer
 from mailer.message.unsubscribe import UnsubscribeLinks, links_from_config
 from mailer.message.verp import feedback_id, make_return_path
 from mailer.metrics import Metrics, MetricsServer
 from mailer.prepare import FeedbackIdFn, Preparer, ReturnPathFn, SignFn, decided_by
-from mailer.store import Store, open_store
+from mailer.store import Store, is_postgres, open_store
 from mailer.store.models import Distribution, NewDistribution, Send
+
+log = logging.getLogger(__name__)
 
 
 class App:
@@ -33,9 +38,18 @@ class App:
     builds a worker over it."""
 
     def __init__(
-        self, config: Config, *, store: Store | None = None, metrics: Metrics | None = None
+        self,
+        config: Config,
+        *,
+        store: Store | None = None,
+        metrics: Metrics | None = None,
+        existing: bool = False,
     ) -> None:
+        """With ``existing``, opening refuses an SQLite database that does
+        not exist yet (commands that only read or change what is there must
+        not leave an empty database behind a typo in ``database``)."""
         self.config = config
+        self._existing = existing
         self._store = store
         self.metrics = metrics or Metrics()
         self._metrics_server: MetricsServer | None = None
@@ -55,8 +69,19 @@ class App:
         return self._store
 
     async def __aenter__(self) -> Self:
+        """Raises ConfigError("database") with ``existing`` when the SQLite
+        file is missing, StoreError when the store cannot be opened."""
         if self._store is None:
-            self._store = open_store(self.config.database)
+            database = self.config.database
+            # one stat of a local file, at start
+            missing = not is_postgres(database) and not Path(database).exists()  # noqa: ASYNC240
+            if self._existing and missing:
+                raise ConfigError(
+                    "database",
+                    f"{database} does not exist (nothing was ever queued there; "
+                    "check the database setting)",
+                )
+            self._store = open_store(database)
         await self._store.open()
         return self
 
@@ -86,7 +111,11 @@ class App:
         )
 
     def _load_keys(self) -> dict[str, list[SigningKey]]:
-        keys = self.keys.load_all() if self.config.keys_dir.is_dir() else {}
+        keys, problems = self.keys.load_usable(self.config.dkim_domain)
+        for problem in problems:
+            # that domain's mail goes out signed by our domain only (or
+            # from the neutral sender); every other domain is unaffected
+            log.error("DKIM key left out, its domain is not signed for: %s", problem)
         if self.config.dkim.required and self.config.dkim_domain not in keys:
             raise ConfigError(
                 "dkim.domain",
@@ -110,14 +139,16 @@ class App:
         if self._identity is None:
             cfg = self.config
             region = cfg.region_settings
-            aligned: list[str] = []
+            # decided per domain on first use and refreshed: DNS trouble at
+            # start-up must not keep a worker from starting
+            aligned: AlignedDomains | list[str] = []
             if cfg.dkim.alignment:
-                for domain, domain_keys in self._load_keys().items():
-                    if domain == cfg.dkim_domain:
-                        continue
-                    checks = [await check_published(self.resolver, k) for k in domain_keys]
-                    if any(check.ok for check in checks):
-                        aligned.append(domain)
+                customer_keys = {
+                    domain: domain_keys
+                    for domain, domain_keys in self._load_keys().items()
+                    if domain != cfg.dkim_domain
+                }
+                aligned = AlignedDomains(self.resolver, customer_keys)
             self._identity = IdentityDecider(
                 self.resolver,
                 outbound_ip=cfg.outbound_ip,
@@ -224,9 +255,13 @@ class App:
         (:class:`mailer.intake.Intake`). Raises ValidationError naming the
         field, nothing stored."""
         links = self.unsubscribe_links()
-        accepted = await Intake(self.store, self.config.hostname, links).enqueue(
-            distribution, recipients
+        intake = Intake(
+            self.store,
+            self.config.hostname,
+            links,
+            idempotency_ttl=self.config.api.idempotency_ttl,
         )
+        accepted = await intake.enqueue(distribution, recipients)
         return EnqueueResult(
             accepted.distribution_id, [s.id for s in accepted.sends], accepted.rejected
         )

@@ -119,8 +119,8 @@ def _host_port(value: str, default_port: int) -> tuple[str, int]:
 
 
 class DestinationLimits(_Frozen):
-    connections: Annotated[int, Field(ge=1, le=1000)] = 10
-    messages_per_connection: Annotated[int, Field(ge=1, le=100_000)] = 100
+    connections: Annotated[int, Field(strict=True, ge=1, le=1000)] = 10
+    messages_per_connection: Annotated[int, Field(strict=True, ge=1, le=100_000)] = 100
     # messages per second to the destination; 0 means no limit
     rate: Annotated[float, Field(ge=0)] = 0.0
 
@@ -155,7 +155,7 @@ class TLSConfig(_Frozen):
 class WorkerConfig(_Frozen):
     # sends leased at once by one worker: also the bound on duplicates
     # after a crash
-    max_in_flight: Annotated[int, Field(ge=1, le=100_000)] = 500
+    max_in_flight: Annotated[int, Field(strict=True, ge=1, le=100_000)] = 500
     lease_seconds: Annotated[float, Field(gt=0)] = 300.0
     poll_interval: Annotated[float, Field(gt=0)] = 1.0
     # seconds an idle connection waits for more messages before QUIT
@@ -164,7 +164,7 @@ class WorkerConfig(_Frozen):
     dns_timeout: Annotated[float, Field(gt=0)] = 5.0
     # Prometheus /metrics of the engine on this port (none: not served),
     # on metrics_host (all interfaces: "0.0.0.0")
-    metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    metrics_port: Annotated[int, Field(strict=True, ge=1, le=65535)] | None = None
     metrics_host: str = "127.0.0.1"
 
 
@@ -181,13 +181,13 @@ class DKIMConfig(_Frozen):
     # runs them without the GIL. 0: on the loop's own thread, which is
     # cheaper when there is one worker process per core (no thread waits
     # for the GIL, nor makes the loop wait for it)
-    signing_threads: Annotated[int, Field(ge=0, le=64)] = 2
+    signing_threads: Annotated[int, Field(strict=True, ge=0, le=64)] = 2
 
 
 class IdentityConfig(_Frozen):
     # bounds on how long an SPF-based sender decision is reused
-    min_ttl: Annotated[int, Field(ge=0)] = 60
-    max_ttl: Annotated[int, Field(ge=1)] = 3600
+    min_ttl: Annotated[int, Field(strict=True, ge=0)] = 60
+    max_ttl: Annotated[int, Field(strict=True, ge=1)] = 3600
 
 
 class ApiConfig(_Frozen):
@@ -207,7 +207,17 @@ class ApiConfig(_Frozen):
     # delivering node starts without secret and public_url
     unsubscribe: bool = True
     # largest request body in bytes (413 beyond)
-    max_body: Annotated[int, Field(ge=1024, le=1 << 30)] = 16 * 1024 * 1024
+    max_body: Annotated[int, Field(strict=True, ge=1024, le=1 << 30)] = 16 * 1024 * 1024
+    # seconds a connection has to send a complete request header (from
+    # connecting, or from its previous response): slow or silent clients
+    # are dropped
+    header_timeout: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    # seconds an idle keep-alive connection is kept after a response
+    keep_alive_timeout: Annotated[int, Field(strict=True, ge=1, le=3600)] = 5
+    # open connections at most; more are answered 503 and closed
+    max_connections: Annotated[int, Field(strict=True, ge=1, le=100_000)] = 1000
+    # seconds an Idempotency-Key is remembered; after that it may be used anew
+    idempotency_ttl: Annotated[float, Field(gt=0)] = 24 * 3600.0
 
     @field_validator("listen")
     @classmethod
@@ -365,7 +375,7 @@ class Config(_Frozen):
     database: str = "var/mailer.sqlite3"
     keys_dir: Path = Path("keys")
     nameservers: tuple[str, ...] = ()
-    smtp_port: Annotated[int, Field(ge=1, le=65535)] = 25
+    smtp_port: Annotated[int, Field(strict=True, ge=1, le=65535)] = 25
     # all mail to one host:port instead of the MX (developer sink); STARTTLS
     # is still required
     relay: str | None = None
@@ -589,6 +599,12 @@ def load_config(
             raise ConfigError("config", f"file {path} does not exist") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("config", f"{path} is not valid TOML: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                "config", f"{path} is not UTF-8 (byte {exc.start}): save it as UTF-8"
+            ) from exc
+        except OSError as exc:
+            raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from exc
     data = _merge(data, _env_overrides(env))
     if overrides:
         data = _merge(data, overrides)

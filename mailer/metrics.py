@@ -81,6 +81,12 @@ class Metrics:
             buckets=ATTEMPT_BUCKETS,
             registry=self.registry,
         )
+        self.loop_errors = Counter(
+            "mailer_worker_loop_errors",
+            "Unexpected errors survived by a worker's loops (renew, flush, connection), by loop.",
+            ["loop"],
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "mailer_queue_depth",
             "Sends in the store by state, read at scrape time.",

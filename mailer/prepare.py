@@ -51,7 +51,12 @@ FeedbackIdFn = Callable[[Send, Distribution], str]
 async def sender_as_given(distribution: Distribution) -> Envelope:
     """The identity used when no SPF-based decision is configured: the
     distribution's sender on the envelope and in From."""
-    sender = parse_address("sender.address", distribution.sender_address, distribution.sender_name)
+    sender = parse_address(
+        "sender.address",
+        distribution.sender_address,
+        distribution.sender_name,
+        name_field="sender.name",
+    )
     return Envelope(sender.address, sender, None, "sender as given")
 
 

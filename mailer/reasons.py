@@ -60,3 +60,7 @@ class Reason(StrEnum):
     DELAYED = "delayed"  # a DSN with Action: delayed
     NOTIFIED = "notified"  # a DSN with Action: delivered, relayed or expanded
     AUTO_REPLY = "auto-reply"
+    # a worker's own fault (an exception nothing expected), never the destination's
+    INTERNAL = "internal"
+    # a template that cannot be rendered within its resource limits
+    TEMPLATE = "template"

@@ -30,7 +30,7 @@ from mailer.feedback.breaker import DAY, Judgement
 from mailer.feedback.circuit import Breaker
 from mailer.reasons import State
 from mailer.store.models import Hold, HoldKind, Send, SendFilter, Stats
-from mailer.store.rules import REPLAYABLE_STATES, replay_filter
+from mailer.store.rules import REPLAYABLE_STATES, hold_value, replay_filter
 
 # replay ----------------------------------------------------------------------
 
@@ -58,7 +58,7 @@ async def _replay(
     sample: int,
     progress_console: Console,
 ) -> tuple[ReplayReport, list[Send]]:
-    async with App(config) as app:
+    async with App(config, existing=True) as app:
         store = app.store
         plan = await store.replay_plan(flt)
         report = ReplayReport(
@@ -203,7 +203,7 @@ async def _hold(config: Config, target: tuple[HoldKind, str] | None, note: str |
 
 
 async def _release(config: Config, target: tuple[HoldKind, str]) -> int:
-    async with App(config) as app:
+    async with App(config, existing=True) as app:
         return await app.store.release_hold(*target, now=time.time())
 
 
@@ -238,6 +238,7 @@ def hold(
             click.echo("no holds")
         return
     kind, value = _target(domain, distribution)
+    value = hold_value(kind, value)  # refused before anything is opened; echoed normalised
     moved: int = run(_hold(ctx.config, (kind, value), note))
     click.echo(f"held {kind} {value}: {moved} waiting send(s) now held")
 
@@ -278,7 +279,7 @@ def release(
 async def _stats(
     config: Config, minutes: int, top: int
 ) -> tuple[Stats, list[tuple[str, Judgement, bool]]]:
-    async with App(config) as app:
+    async with App(config, existing=True) as app:
         now = time.time()
         result = await app.store.stats(now=now, minutes=minutes, top=top)
         breaker = Breaker(app.store, config.feedback.breaker)

@@ -174,7 +174,7 @@ def queue() -> None:
 async def _list(
     config: Config, flt: SendFilter, limit: int, after: str | None
 ) -> tuple[list[Send], list[Hold]]:
-    async with App(config) as app:
+    async with App(config, existing=True) as app:
         return await app.store.list_sends(flt, limit=limit, after=after), await app.store.holds()
 
 
@@ -236,7 +236,7 @@ class Story:
 
 
 async def _show(config: Config, send_id: str) -> Story:
-    async with App(config) as app:
+    async with App(config, existing=True) as app:
         store = app.store
         send = await store.send(send_id)
         mine = {("domain", send.domain), ("distribution", send.distribution_id)}

@@ -247,7 +247,16 @@ async def _serve(
     async with App(config) as app:
         engine = await app.engine() if worker else None
         host, port = listen
-        server = ApiServer(create_api(app), host, port, log_level=log_level)
+        api = config.api
+        server = ApiServer(
+            create_api(app),
+            host,
+            port,
+            log_level=log_level,
+            header_timeout=api.header_timeout,
+            keep_alive_timeout=api.keep_alive_timeout,
+            max_connections=api.max_connections,
+        )
         try:
             await server.start()
         except OSError as exc:

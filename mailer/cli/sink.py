@@ -21,6 +21,7 @@ from mailer.cli.main import Context, cli, on_stop_signals, pass_ctx, run
 from mailer.errors import ValidationError
 from mailer.hostport import parse_host_port
 from mailer.sink.options import (
+    DEFAULT_BACKLOG,
     DEFAULT_HOSTNAME,
     BadCert,
     SinkOptions,
@@ -62,6 +63,7 @@ def options_from_flags(
     bounce_after: float = 0.0,
     complain: float = 0.0,
     feedback_to: str | None = None,
+    backlog: int = DEFAULT_BACKLOG,
 ) -> SinkOptions:
     """The sink's options from its command-line flags (pure).
 
@@ -89,6 +91,7 @@ def options_from_flags(
         bounce_after=bounce_after,
         complain=complain,
         feedback_to=parse_host_port(feedback_to, "feedback-to") if feedback_to else None,
+        backlog=backlog,
     )
 
 
@@ -301,6 +304,13 @@ async def _started(api: _ApiServer, task: asyncio.Task[None]) -> None:
 )
 @click.option("--no-starttls", is_flag=True, help="Do not offer STARTTLS.")
 @click.option(
+    "--backlog",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BACKLOG,
+    show_default=True,
+    help="Messages accepted but not yet checked and stored, at most; beyond, 451.",
+)
+@click.option(
     "--bad-cert",
     type=click.Choice([b.value for b in BadCert]),
     default=None,
@@ -348,6 +358,7 @@ def sink(
     bounce_after: float,
     complain: float,
     feedback_to: str | None,
+    backlog: int,
 ) -> None:
     """A local SMTP sink that tells what a receiver would see.
 
@@ -375,6 +386,7 @@ def sink(
             bounce_after=bounce_after,
             complain=complain,
             feedback_to=feedback_to or ctx.config.inbound.listen,
+            backlog=backlog,
         )
         api_address = parse_listen(http, "http") if http else None
     except ValidationError as exc:

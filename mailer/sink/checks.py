@@ -13,6 +13,7 @@ import email.utils
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from mailer.errors import ValidationError
 from mailer.message.keys import parse_dkim_record
@@ -46,9 +47,33 @@ class HeaderCheck:
     detail: str
 
 
+class _ParseOnce(email.policy.EmailPolicy):
+    """``email.policy.default`` that parses each header value once per
+    message. The parser and ``get_content_type()`` ask for Content-Type
+    again and again (a score of times for a multipart invitation), and
+    each time the header registry parses it anew: most of the cost of the
+    checks. Header objects are immutable, so the same one can be handed
+    out again."""
+
+    def header_fetch_parse(self, name: str, value: str) -> Any:
+        if hasattr(value, "name"):
+            return value
+        parsed: dict[tuple[str, str], Any] = self.__dict__["_parsed"]
+        key = (name, value)
+        found = parsed.get(key)
+        if found is None:
+            found = parsed[key] = super().header_fetch_parse(name, value)
+        return found
+
+
 def parse_message(data: bytes) -> email.message.EmailMessage:
-    """``data`` (CRLF or LF line ends) parsed with ``email.policy.default``."""
-    return email.message_from_bytes(data.replace(b"\r\n", b"\n"), policy=email.policy.default)
+    """``data`` (CRLF or LF line ends) parsed with ``email.policy.default``
+    (each header value parsed once)."""
+    policy = _ParseOnce()
+    # policies are frozen; the cache lives and dies with this message
+    object.__setattr__(policy, "_parsed", {})
+    # typeshed's EmailPolicy is generic, the class at run time is not
+    return email.message_from_bytes(data.replace(b"\r\n", b"\n"), policy=policy)  # type: ignore[arg-type]
 
 
 def _raw(msg: email.message.Message, name: str) -> list[str]:

@@ -344,14 +344,17 @@ class DevSink:
         return None
 
     def stop(self) -> None:
-        """Stop accepting, finish checking what was accepted (for a few
-        seconds at most), stop the checker, remove owned certificates."""
+        """Stop accepting, check and store everything that was accepted
+        (every message answered 250: the backlog bounds how long that
+        takes), stop the checker, remove owned certificates."""
         if self._smtp is not None:
             self._smtp.stop()
-            try:
-                self.wait_idle(_DRAIN_ON_STOP)
-            except TimeoutError:
-                log.warning("sink stopped with messages still being checked")
+            while True:
+                try:
+                    self.wait_idle(_DRAIN_ON_STOP)
+                    break
+                except TimeoutError as exc:
+                    log.warning("sink stopping: %s; still storing them", exc)
             self._smtp = None
         self._stop_checker()
         self._close_certs()
@@ -395,12 +398,16 @@ class DevSink:
 
     # -- checking -------------------------------------------------------------
 
-    def _accepted(self, received: Received) -> None:
-        """On the SMTP loop: count it and hand it to the checker."""
+    def _accepted(self, received: Received) -> str | None:
+        """On the SMTP loop: count it and hand it to the checker; or, with
+        ``options.backlog`` messages waiting already, a 451 reply."""
         with self._changed:
+            if self._received - self._checked >= self.options.backlog:
+                return "451 4.3.1 sink busy: too many messages waiting to be checked, retry"
             self._received += 1
         assert self._loop is not None
         asyncio.run_coroutine_threadsafe(self._check(received), self._loop)
+        return None
 
     async def _check(self, received: Received) -> None:
         assert self._serial is not None

@@ -63,20 +63,26 @@ class IntakeStore(Protocol):
         hostname: str,
         now: float,
         idempotency: Idempotency | None = None,
+        distribution_id: str | None = None,
     ) -> tuple[str, list[str]]:
-        """Store a distribution and its sends in one transaction; returns the
-        distribution id and the send ids (in input order). Durable on
-        return.
+        """Store a distribution (with id ``distribution_id``, or a new one)
+        and its sends in one transaction; returns the distribution id and
+        the send ids (in input order). Durable on return.
 
-        With ``idempotency`` the key is recorded in the same transaction.
-        When the account has used the key before, nothing is stored and the
-        ids recorded with the key are returned: the caller compares body
-        hashes through :meth:`idempotent`.
+        With ``idempotency`` the key is recorded in the same transaction,
+        and compared in it with what the account recorded before under that
+        key (not yet stale): with the same body hash nothing is stored and
+        the recorded ids are returned; with another, IdempotencyConflict is
+        raised and nothing is stored. Two enqueues racing with one key end
+        as one stored distribution and either its ids or the conflict.
         """
         ...
 
-    async def idempotent(self, account: str, key: str) -> IdempotencyRecord | None:
-        """The record of an enqueue with this account's key, if any."""
+    async def idempotent(
+        self, account: str, key: str, *, stale_before: float = float("-inf")
+    ) -> IdempotencyRecord | None:
+        """The record of an enqueue with this account's key, if any that was
+        made at or after ``stale_before``."""
         ...
 
 
@@ -145,8 +151,20 @@ class OperatorStore(Protocol):
         ...
 
     async def suppress(
-        self, account: str, address: str, reason: Reason, *, now: float, detail: str | None = None
-    ) -> None: ...
+        self,
+        account: str,
+        address: str,
+        reason: Reason,
+        *,
+        now: float,
+        detail: str | None = None,
+        replace: bool = False,
+    ) -> bool:
+        """Put ``address`` on ``account``'s list. An entry already there
+        gives way only to a stronger reason (complaint > unsubscribe >
+        bounce, :mod:`mailer.store.rules`); otherwise it stays, reason, time
+        and note, unless ``replace``. Returns whether the entry was written."""
+        ...
 
     async def unsubscribe(
         self,
@@ -161,7 +179,8 @@ class OperatorStore(Protocol):
         ``suppressed-unsubscribe`` and, when ``send_id`` names a send of that
         account to that address, record a ``suppressed-unsubscribe`` event
         on it (its state unchanged). Returns False, changing nothing, when
-        the address was already unsubscribed."""
+        the address was already unsubscribed (or suppressed for a
+        complaint)."""
         ...
 
     async def unsuppress(self, account: str, address: str) -> bool: ...
@@ -170,9 +189,11 @@ class OperatorStore(Protocol):
 
     # operator tools -----------------------------------------------------
 
-    async def suppress_many(self, entries: Sequence[Suppression]) -> int:
-        """Add or replace every entry (addresses lower-cased) in one
-        transaction: all or nothing. Returns how many were written."""
+    async def suppress_many(self, entries: Sequence[Suppression], *, replace: bool = False) -> int:
+        """Add every entry (addresses lower-cased) in one transaction: all
+        or nothing. An entry already on the list gives way only to a
+        stronger reason, as in :meth:`suppress`, unless ``replace``.
+        Returns how many were written."""
         ...
 
     async def hold(self, kind: HoldKind, value: str, *, now: float, note: str | None = None) -> int:

@@ -181,11 +181,14 @@ class QueueSummary:
 class Idempotency:
     """An ``Idempotency-Key`` (unique per account) to record with an
     enqueue: the hash of the request it came with, and the caller's part of
-    the response (``data``, JSON text) to return again on a retry."""
+    the response (``data``, JSON text) to return again on a retry. A key
+    recorded before ``stale_before`` (a time) has expired: it is used anew
+    as if it had never been."""
 
     key: str
     body_hash: str
     data: str = "{}"
+    stale_before: float = float("-inf")
 
 
 @dataclass(frozen=True)

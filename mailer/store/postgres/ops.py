@@ -68,12 +68,17 @@ async def unsubscribe(
     return True
 
 
-async def suppress_many(conn: Conn, entries: Sequence[Suppression]) -> int:
+async def suppress_many(conn: Conn, entries: Sequence[Suppression], *, replace: bool) -> int:
+    """Returns how many entries were written (a weaker reason over a
+    stronger one is not, unless ``replace``)."""
     rows = [(e.account, e.address.lower(), e.reason.value, e.created_at, e.detail) for e in entries]
-    if rows:
-        async with conn.cursor() as cur:
-            await cur.executemany(q.UPSERT_SUPPRESSION, rows)
-    return len(rows)
+    query = q.REPLACE_SUPPRESSION if replace else q.UPSERT_SUPPRESSION
+    written = 0
+    async with conn.cursor() as cur:
+        for row in rows:
+            await cur.execute(query, row)
+            written += max(cur.rowcount, 0)
+    return written
 
 
 async def hold(

@@ -8,6 +8,8 @@ identity column). Placeholders are psycopg's ``%s`` / ``%(name)s``.
 
 from __future__ import annotations
 
+from mailer.store.rules import suppression_strength_sql
+
 SCHEMA_V1 = """
 CREATE TABLE distributions (
     id text PRIMARY KEY,
@@ -215,7 +217,13 @@ SELECT * FROM unnest(%s::text[], %s::text[], %s::float8[], %s::text[], %s::text[
 INSERT_IDEMPOTENCY = """
 INSERT INTO idempotency (account, key, body_hash, distribution_id, send_ids, data, created_at)
 VALUES (%s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (account, key) DO NOTHING
+ON CONFLICT (account, key) DO UPDATE SET
+    body_hash = EXCLUDED.body_hash,
+    distribution_id = EXCLUDED.distribution_id,
+    send_ids = EXCLUDED.send_ids,
+    data = EXCLUDED.data,
+    created_at = EXCLUDED.created_at
+WHERE idempotency.created_at < %s
 RETURNING key
 """
 SELECT_IDEMPOTENCY = "SELECT * FROM idempotency WHERE account = %s AND key = %s"
@@ -325,20 +333,32 @@ SELECT
 FROM sends WHERE state IN ('queued', 'deferred', 'sending')
 """
 
-UPSERT_SUPPRESSION = """
+# A suppression only ever gives way to a stronger one (store/rules.py):
+# never downgraded, its note kept. REPLACE_SUPPRESSION overwrites (an
+# operator's explicit --replace).
+UPSERT_SUPPRESSION = f"""
+INSERT INTO suppressions (account, address, reason, created_at, detail) VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (account, address) DO UPDATE SET reason = excluded.reason,
+    created_at = excluded.created_at, detail = excluded.detail
+WHERE {suppression_strength_sql("excluded.reason")}
+    > {suppression_strength_sql("suppressions.reason")}
+"""
+REPLACE_SUPPRESSION = """
 INSERT INTO suppressions (account, address, reason, created_at, detail) VALUES (%s, %s, %s, %s, %s)
 ON CONFLICT (account, address) DO UPDATE SET reason = excluded.reason,
     created_at = excluded.created_at, detail = excluded.detail
 """
 
-# Inserts or overwrites unless the address is already unsubscribed: no row
+# Inserts or overwrites unless the address is already unsubscribed (or
+# suppressed for a complaint, stronger): no row
 # comes back then, atomically with respect to a concurrent unsubscribe.
-UNSUBSCRIBE = """
+UNSUBSCRIBE = f"""
 INSERT INTO suppressions (account, address, reason, created_at, detail)
 VALUES (%(account)s, %(address)s, 'suppressed-unsubscribe', %(now)s, %(detail)s)
 ON CONFLICT (account, address) DO UPDATE SET reason = excluded.reason,
     created_at = excluded.created_at, detail = excluded.detail
-WHERE suppressions.reason <> 'suppressed-unsubscribe'
+WHERE {suppression_strength_sql("suppressions.reason")}
+    < {suppression_strength_sql("'suppressed-unsubscribe'")}
 RETURNING address
 """
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mailer.store.rules import suppression_strength_sql
+
 SCHEMA_V1 = """
 CREATE TABLE distributions (
     id TEXT PRIMARY KEY,
@@ -207,7 +209,17 @@ SELECT
 FROM sends WHERE state IN ('queued', 'deferred', 'sending')
 """
 
-UPSERT_SUPPRESSION = """
+# A suppression only ever gives way to a stronger one (store/rules.py):
+# never downgraded, its note kept. REPLACE_SUPPRESSION overwrites (an
+# operator's explicit --replace).
+UPSERT_SUPPRESSION = f"""
+INSERT INTO suppressions (account, address, reason, created_at, detail) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (account, address) DO UPDATE SET reason = excluded.reason,
+    created_at = excluded.created_at, detail = excluded.detail
+WHERE {suppression_strength_sql("excluded.reason")}
+    > {suppression_strength_sql("suppressions.reason")}
+"""
+REPLACE_SUPPRESSION = """
 INSERT INTO suppressions (account, address, reason, created_at, detail) VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (account, address) DO UPDATE SET reason = excluded.reason,
     created_at = excluded.created_at, detail = excluded.detail
@@ -222,6 +234,8 @@ INSERT INTO idempotency (account, key, body_hash, distribution_id, send_ids, dat
 VALUES (?, ?, ?, ?, ?, ?, ?)
 """
 SELECT_IDEMPOTENCY = "SELECT * FROM idempotency WHERE account = ? AND key = ?"
+# an expired key, before it is used anew
+DELETE_IDEMPOTENCY = "DELETE FROM idempotency WHERE account = ? AND key = ?"
 
 # Params: now, distribution_id. Leased sends are left to their worker.
 CANCEL_DISTRIBUTION = """

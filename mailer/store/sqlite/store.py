@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from mailer.errors import NotFound, StoreError
+from mailer.errors import IdempotencyConflict, NotFound, StoreError
 from mailer.reasons import Reason, State
 from mailer.store import rows as typed
 from mailer.store import rules
@@ -182,19 +182,26 @@ class SQLiteStore:
         hostname: str,
         now: float,
         idempotency: Idempotency | None = None,
+        distribution_id: str | None = None,
     ) -> tuple[str, list[str]]:
-        dist_id = new_id()
+        dist_id = distribution_id or new_id()
         due = distribution.send_at if distribution.send_at is not None else now
         ids = new_ids(len(sends))
         rows = typed.new_sends_json(ids, sends, hostname=hostname)
 
         def work(conn: sqlite3.Connection) -> tuple[str, list[str]]:
             if idempotency is not None:
+                # BEGIN IMMEDIATE: no other writer between this read and
+                # the insert below
                 row = conn.execute(
                     sql.SELECT_IDEMPOTENCY, (distribution.account, idempotency.key)
                 ).fetchone()
-                if row is not None:
+                if row is not None and row["created_at"] >= idempotency.stale_before:
+                    if row["body_hash"] != idempotency.body_hash:
+                        raise IdempotencyConflict(idempotency.key)
                     return row["distribution_id"], json.loads(row["send_ids"])
+                if row is not None:
+                    conn.execute(sql.DELETE_IDEMPOTENCY, (distribution.account, idempotency.key))
             conn.execute(
                 sql.INSERT_DISTRIBUTION,
                 (
@@ -233,11 +240,13 @@ class SQLiteStore:
 
         return await self._run(self._tx, work)
 
-    async def idempotent(self, account: str, key: str) -> IdempotencyRecord | None:
+    async def idempotent(
+        self, account: str, key: str, *, stale_before: float = float("-inf")
+    ) -> IdempotencyRecord | None:
         row = await self._run(
             lambda: self.conn.execute(sql.SELECT_IDEMPOTENCY, (account, key)).fetchone()
         )
-        if row is None:
+        if row is None or row["created_at"] < stale_before:
             return None
         return typed.idempotency_record(row)
 
@@ -394,14 +403,19 @@ class SQLiteStore:
     # suppression -----------------------------------------------------------
 
     async def suppress(
-        self, account: str, address: str, reason: Reason, *, now: float, detail: str | None = None
-    ) -> None:
-        await self._run(
-            self._tx,
-            lambda conn: conn.execute(
-                sql.UPSERT_SUPPRESSION, (account, address.lower(), reason.value, now, detail)
-            ),
-        )
+        self,
+        account: str,
+        address: str,
+        reason: Reason,
+        *,
+        now: float,
+        detail: str | None = None,
+        replace: bool = False,
+    ) -> bool:
+        query = sql.REPLACE_SUPPRESSION if replace else sql.UPSERT_SUPPRESSION
+        params = (account, address.lower(), reason.value, now, detail)
+        written = await self._run(self._tx, lambda conn: conn.execute(query, params).rowcount)
+        return bool(written)
 
     async def unsubscribe(
         self,
@@ -417,7 +431,7 @@ class SQLiteStore:
 
         def work(conn: sqlite3.Connection) -> bool:
             before = conn.execute(sql.SELECT_SUPPRESSION, (account, key)).fetchone()
-            if before is not None and before["reason"] == unsubscribed.value:
+            if before is not None and not rules.replaces(unsubscribed.value, before["reason"]):
                 return False
             conn.execute(sql.UPSERT_SUPPRESSION, (account, key, unsubscribed.value, now, detail))
             row = None
@@ -452,14 +466,14 @@ class SQLiteStore:
 
     # operator tools ----------------------------------------------------------
 
-    async def suppress_many(self, entries: Sequence[Suppression]) -> int:
+    async def suppress_many(self, entries: Sequence[Suppression], *, replace: bool = False) -> int:
         rows = [
             (e.account, e.address.lower(), e.reason.value, e.created_at, e.detail) for e in entries
         ]
+        query = sql.REPLACE_SUPPRESSION if replace else sql.UPSERT_SUPPRESSION
 
         def work(conn: sqlite3.Connection) -> int:
-            conn.executemany(sql.UPSERT_SUPPRESSION, rows)
-            return len(rows)
+            return sum(conn.execute(query, row).rowcount for row in rows)
 
         return await self._run(self._tx, work)
 
