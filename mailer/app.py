@@ -12,6 +12,8 @@ from typing import Self
 from mailer.config import Config
 from mailer.delivery.connector import Connector
 from mailer.delivery.engine import Engine
+from mailer.delivery.tls.fetch import PolicyFetcher
+from mailer.delivery.tls.sts import FetchFailure, PolicySource
 from mailer.dns import Resolver
 from mailer.enqueue import EnqueueResult, Recipient
 from mailer.errors import ConfigError, StoreError
@@ -45,6 +47,7 @@ class App:
         self._signer: Signer | None = None
         self._identity: IdentityDecider | None = None
         self._signing: ThreadPoolExecutor | None = None
+        self._policies: PolicySource | None = None
 
     @property
     def store(self) -> Store:
@@ -70,6 +73,9 @@ class App:
         if self._signing is not None:
             self._signing.shutdown(wait=True)
             self._signing = None
+        if self._policies is not None:
+            await self._policies.aclose()
+            self._policies = None
         await self.store.close()
 
     def connector(self) -> Connector:
@@ -81,7 +87,30 @@ class App:
             relay=cfg.relay_address,
             timeout=cfg.worker.smtp_timeout,
             cafile=str(cfg.tls.cafile) if cfg.tls.cafile else None,
+            on_testing_failure=self.metrics.mta_sts_testing_failure,
         )
+
+    def policies(self) -> PolicySource:
+        """The MTA-STS policy source, one per app so that every engine of
+        the process shares its memory. Raises ConfigError for an unreadable
+        ``mta_sts.test_cafile``."""
+        if self._policies is None:
+            cfg = self.config.mta_sts
+            metrics = self.metrics
+
+            def failed(failure: FetchFailure) -> None:
+                metrics.mta_sts_fetch_failure(failure.domain, failure.field)
+
+            fetcher = PolicyFetcher(
+                self.resolver,
+                timeout=cfg.fetch_timeout,
+                port=cfg.test_port,
+                cafile=str(cfg.test_cafile) if cfg.test_cafile else None,
+            )
+            self._policies = PolicySource(
+                self.store, self.resolver, fetcher, recheck=cfg.recheck, on_failure=failed
+            )
+        return self._policies
 
     def _load_keys(self) -> dict[str, list[SigningKey]]:
         keys = self.keys.load_all() if self.config.keys_dir.is_dir() else {}
@@ -118,7 +147,7 @@ class App:
                         aligned.append(domain)
             self._identity = IdentityDecider(
                 self.resolver,
-                outbound_ip=cfg.outbound_ip,
+                outbound_ip=cfg.spf_addresses,
                 neutral_sender=region.neutral_sender,
                 bounce_address=region.envelope_sender,
                 min_ttl=cfg.identity.min_ttl,
@@ -168,6 +197,7 @@ class App:
             await self.preparer(),
             owner=owner,
             metrics=self.metrics,
+            policies=self.policies(),
         )
         cfg = self.config.worker
         if cfg.metrics_port is not None and self._metrics_server is None:

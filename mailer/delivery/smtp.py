@@ -140,6 +140,8 @@ class Session:
         self.address = address
         self.tls = tls
         self.messages_sent = 0
+        # the TLS policy it was opened under (set by the connector)
+        self.policy: str | None = None
         self._smtp = smtp
         # aiosmtplib forgets its transport when it closes on a 421 or a lost
         # connection; kept here so the socket can still be cut at once.

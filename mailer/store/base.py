@@ -10,6 +10,7 @@ from typing import Protocol, Self
 from mailer.reasons import Reason, State
 from mailer.store.models import (
     Attempt,
+    CachedPolicy,
     Claimed,
     Distribution,
     Event,
@@ -29,7 +30,7 @@ from mailer.store.models import (
     Suppression,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class Store(Protocol):
@@ -209,4 +210,23 @@ class Store(Protocol):
     async def suppression_for(self, account: str, address: str) -> list[Suppression]:
         """The entries that suppress ``address`` for ``account``: its own,
         then the global one (account '')."""
+        ...
+
+    # MTA-STS policies (RFC 8461), shared by every worker ------------------
+
+    async def sts_policy(self, domain: str) -> CachedPolicy | None:
+        """The cached policy of ``domain``, expired or not."""
+        ...
+
+    async def put_sts_policy(self, policy: CachedPolicy) -> None:
+        """Add or replace the domain's cached policy."""
+        ...
+
+    async def drop_sts_policy(self, domain: str) -> bool:
+        """Delete the domain's cached policy; False when there was none."""
+        ...
+
+    async def sts_policies_due(self, *, now: float, limit: int = 100) -> list[CachedPolicy]:
+        """Cached policies three quarters or more through their max_age at
+        ``now``, soonest expiry first: the ones to refresh."""
         ...

@@ -120,7 +120,22 @@ CREATE INDEX events_at ON events (at);
 ALTER TABLE sends ADD COLUMN replayed_at double precision
 """
 
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
+# Transport security: the MTA-STS policies of receiving domains (RFC 8461),
+# shared by every worker, and the TLS policy each attempt was made under.
+SCHEMA_V4_TRANSPORT = """
+CREATE TABLE sts_policies (
+    domain text PRIMARY KEY,
+    policy_id text NOT NULL,
+    mode text NOT NULL,
+    mx text NOT NULL,
+    max_age integer NOT NULL,
+    fetched_at double precision NOT NULL,
+    expires_at double precision NOT NULL
+);
+ALTER TABLE attempts ADD COLUMN tls_policy text
+"""
+
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4_TRANSPORT)
 
 
 # Advisory-lock keys (two-int form: class, object). The object part is the
@@ -244,9 +259,10 @@ WHERE sends.id = o.id
 
 INSERT_ATTEMPTS = """
 INSERT INTO attempts (send_id, number, started_at, finished_at, reason, mx_host, address,
-    tls_version, tls_cipher, code, enhanced, text)
+    tls_version, tls_cipher, code, enhanced, text, tls_policy)
 SELECT * FROM unnest(%s::text[], %s::int[], %s::float8[], %s::float8[], %s::text[], %s::text[],
-                     %s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[])
+                     %s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[],
+                     %s::text[])
 """
 
 RELEASE = """
@@ -422,4 +438,19 @@ SELECT floor(at / 60)::bigint AS minute, state, count(*) AS n FROM events
 WHERE at >= %s AND at < %s
     AND state IN ('delivered', 'deferred', 'bounced', 'failed', 'suppressed')
 GROUP BY minute, state
+"""
+
+
+UPSERT_STS_POLICY = """
+INSERT INTO sts_policies (domain, policy_id, mode, mx, max_age, fetched_at, expires_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (domain) DO UPDATE SET policy_id = excluded.policy_id, mode = excluded.mode,
+    mx = excluded.mx, max_age = excluded.max_age, fetched_at = excluded.fetched_at,
+    expires_at = excluded.expires_at
+"""
+SELECT_STS_POLICY = "SELECT * FROM sts_policies WHERE domain = %s"
+DELETE_STS_POLICY = "DELETE FROM sts_policies WHERE domain = %s"
+# Params: now, limit; as in the SQLite store.
+STS_POLICIES_DUE = """
+SELECT * FROM sts_policies WHERE fetched_at + 0.75 * max_age <= %s ORDER BY expires_at LIMIT %s
 """

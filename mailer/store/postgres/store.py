@@ -25,6 +25,7 @@ from mailer.reasons import Reason, State
 from mailer.store import rows as typed
 from mailer.store.models import (
     Attempt,
+    CachedPolicy,
     Claimed,
     Distribution,
     Event,
@@ -396,6 +397,25 @@ class PostgresStore:
     async def stats(self, *, now: float, minutes: int = 15, top: int = 10) -> Stats:
         async with self._tx(snapshot=True) as conn:
             return await pg_ops.stats(conn, now=now, minutes=minutes, top=top)
+
+    # MTA-STS policies ---------------------------------------------------------
+
+    async def sts_policy(self, domain: str) -> CachedPolicy | None:
+        rows = await self._all(q.SELECT_STS_POLICY, (domain,))
+        return typed.cached_policy(rows[0]) if rows else None
+
+    async def put_sts_policy(self, policy: CachedPolicy) -> None:
+        async with self._conn() as conn:
+            await conn.execute(q.UPSERT_STS_POLICY, typed.cached_policy_row(policy))
+
+    async def drop_sts_policy(self, domain: str) -> bool:
+        async with self._conn() as conn:
+            cur = await conn.execute(q.DELETE_STS_POLICY, (domain,))
+            return cur.rowcount > 0
+
+    async def sts_policies_due(self, *, now: float, limit: int = 100) -> list[CachedPolicy]:
+        rows = await self._all(q.STS_POLICIES_DUE, (now, limit))
+        return [typed.cached_policy(r) for r in rows]
 
 
 async def _all(conn: Conn, query: str, params: Any = None) -> list[DictRow]:

@@ -22,6 +22,7 @@ from mailer.store import rows as typed
 from mailer.store import rules
 from mailer.store.models import (
     Attempt,
+    CachedPolicy,
     Claimed,
     DestinationCount,
     Distribution,
@@ -49,7 +50,12 @@ from mailer.store.sqlite import ops, sql
 
 T = TypeVar("T")
 
-MIGRATIONS: tuple[str, ...] = (sql.SCHEMA_V1, sql.SCHEMA_V2, sql.SCHEMA_V3)
+MIGRATIONS: tuple[str, ...] = (
+    sql.SCHEMA_V1,
+    sql.SCHEMA_V2,
+    sql.SCHEMA_V3,
+    sql.SCHEMA_V4_TRANSPORT,
+)
 
 
 class SQLiteStore:
@@ -579,6 +585,30 @@ class SQLiteStore:
             lambda: self.conn.execute(sql.SUPPRESSIONS_FOR, (address.lower(), account)).fetchall()
         )
         return [typed.suppression(row) for row in found]
+
+    # MTA-STS policies ---------------------------------------------------------
+
+    async def sts_policy(self, domain: str) -> CachedPolicy | None:
+        row = await self._run(
+            lambda: self.conn.execute(sql.SELECT_STS_POLICY, (domain,)).fetchone()
+        )
+        return None if row is None else typed.cached_policy(row)
+
+    async def put_sts_policy(self, policy: CachedPolicy) -> None:
+        params = typed.cached_policy_row(policy)
+        await self._run(self._tx, lambda conn: conn.execute(sql.UPSERT_STS_POLICY, params))
+
+    async def drop_sts_policy(self, domain: str) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            return conn.execute(sql.DELETE_STS_POLICY, (domain,)).rowcount > 0
+
+        return await self._run(self._tx, work)
+
+    async def sts_policies_due(self, *, now: float, limit: int = 100) -> list[CachedPolicy]:
+        found = await self._run(
+            lambda: self.conn.execute(sql.STS_POLICIES_DUE, (now, limit)).fetchall()
+        )
+        return [typed.cached_policy(row) for row in found]
 
 
 __all__ = ["SQLiteStore"]
