@@ -4,20 +4,30 @@ certificates for the right or the wrong MX name."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from click.testing import CliRunner
 
+from mailer.api.app import create_api
+from mailer.api.server import ApiServer
 from mailer.app import App
+from mailer.cli import cli
 from mailer.config import Config
+from mailer.delivery.tls.fetch import PolicyFetcher
+from mailer.delivery.tls.sts import PolicySource
 from mailer.dev.certs import TestCerts
 from mailer.dev.dnsserver import DNSServer
 from mailer.dev.policyhost import PolicyHost, Reply, policy_text
+from mailer.dns import Resolver
 from mailer.enqueue import RecipientInput
 from mailer.reasons import Reason, State
 from mailer.store.models import Attempt, Send
+from mailer.store.sqlite.store import SQLiteStore
 from tests.conftest import SURVEY, make_config, run_until_settled
 
 TXT = "_mta-sts.dest.test"
@@ -305,3 +315,98 @@ async def test_bad_policy_without_a_cached_one_means_no_policy_and_is_counted(
     assert (
         'mailer_mta_sts_fetch_failures_total{destination="dest.test",field="fetch"} 1.0' in metrics
     )
+
+
+async def test_applied_policy_shows_in_queue_show_and_the_api(
+    tmp_path: Path,
+    dns_server: DNSServer,
+    smtp_port: int,
+    keys_dir: Path,
+    certs: TestCerts,
+    policy_host: PolicyHost,
+    make_sink,
+) -> None:
+    make_sink("127.0.0.2", hostname="mx1.dest.test")
+    publish(dns_server, policy_host, "1", policy_text("enforce", ["mx1.dest.test"]))
+    key = "test-api-key-0123456789"
+    config = sts_config(
+        tmp_path, dns_server, smtp_port, keys_dir, certs, policy_host, api={"keys": [key]}
+    )
+    path = tmp_path / "mailer.toml"
+    path.write_text(f'database = "{config.database}"\n')
+    async with App(config) as app:
+        send, _ = await deliver_one(app)
+        async with (
+            ApiServer(create_api(app)) as server,
+            httpx.AsyncClient(
+                base_url=server.url, headers={"Authorization": f"Bearer {key}"}
+            ) as http,
+        ):
+            shown = (await http.get(f"/v1/sends/{send.id}")).json()
+    result = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["--config", str(path), "queue", "show", send.id]
+    )
+    assert result.exit_code == 0, result.output
+    assert "tls policy mta-sts enforce" in result.output
+    assert shown["attempts"][0]["tls_policy"] == "mta-sts enforce"
+
+
+async def test_cached_policy_is_shared_by_another_worker_without_a_fetch(
+    tmp_path: Path,
+    dns_server: DNSServer,
+    smtp_port: int,
+    keys_dir: Path,
+    certs: TestCerts,
+    policy_host: PolicyHost,
+    make_sink,
+) -> None:
+    make_sink("127.0.0.2", hostname="mx1.dest.test")
+    publish(dns_server, policy_host, "1", policy_text("enforce", ["mx1.dest.test"]))
+    config = sts_config(tmp_path, dns_server, smtp_port, keys_dir, certs, policy_host)
+    async with App(config) as first:
+        await deliver_one(first, "a")
+    async with App(config) as second:  # another process: its own memory, the same store
+        _, [attempt] = await deliver_one(second, "b")
+    assert attempt.tls_policy == "mta-sts enforce"
+    assert policy_host.fetches["dest.test"] == 1
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_background_refresh_renews_a_policy_before_it_expires(
+    tmp_path: Path, dns_server: DNSServer, certs: TestCerts, policy_host: PolicyHost
+) -> None:
+    publish(dns_server, policy_host, "1", policy_text("enforce", ["mx1.dest.test"], max_age=100))
+    clock = Clock()
+    resolver = Resolver([dns_server.address], timeout=1)
+    fetcher = PolicyFetcher(resolver, port=policy_host.port, cafile=str(certs.ca_path))
+    async with SQLiteStore(tmp_path / "q.sqlite3") as store:
+        source = PolicySource(store, resolver, fetcher, recheck=0, clock=clock)
+        try:
+            assert (await source.policy_for("dest.test")) is not None
+            clock.now += 50
+            assert await source.refresh_due() == 0  # not yet three quarters through
+            clock.now += 30
+            assert await source.refresh_due() == 1
+            assert policy_host.fetches["dest.test"] == 2
+            cached = await store.sts_policy("dest.test")
+            assert cached is not None
+            assert cached.expires_at == clock.now + 100
+            # past the first fetch's expiry, host down and TXT gone: still enforced
+            policy_host.stop()
+            dns_server.remove(TXT)
+            clock.now += 60
+            policy = await source.policy_for("dest.test")
+            assert policy is not None
+            assert policy.mode.value == "enforce"
+            # and once its own max_age is over, it is gone
+            clock.now += 50
+            assert await source.policy_for("dest.test") is None
+        finally:
+            await source.aclose()
