@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Self
 
-from mailer.config import Config
+from mailer.config import Config, TLSPolicy
 from mailer.delivery.connector import Connector
 from mailer.delivery.engine import Engine
 from mailer.delivery.tls.fetch import PolicyFetcher
@@ -188,12 +188,17 @@ class App:
     async def engine(self, *, owner: str | None = None) -> Engine:
         """A worker counting into ``self.metrics``; with ``worker.metrics_port``
         set, the first engine also starts serving /metrics until the app
-        closes. Raises ConfigError when DKIM keys are required and missing,
-        OSError when the metrics port cannot be bound."""
+        closes. Raises ConfigError when DKIM keys are required and missing or a
+        CA file cannot be read, OSError when the metrics port cannot be bound."""
+        connector = self.connector()
+        # Built before the first connection needs it rather than by the
+        # first few at once: MTA-STS enforce and `verify` verify
+        # certificates, and loading the system CA store takes a while.
+        await connector.contexts.aget(TLSPolicy.VERIFY, connector.cafile)
         engine = Engine(
             self.config,
             self.store,
-            self.connector(),
+            connector,
             await self.preparer(),
             owner=owner,
             metrics=self.metrics,

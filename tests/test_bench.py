@@ -36,3 +36,31 @@ def test_bench_delivers_everything_and_reports_measured_figures() -> None:
         report["messages_per_second"] / report["baseline_messages_per_second"], rel=0.01
     )
     assert report["latency_p50_ms"] <= report["latency_p99_ms"]
+
+
+def test_bench_with_mta_sts_delivers_under_enforce_and_reports_the_rate() -> None:
+    # _outcome() inside the bench fails the run unless the enforce phases'
+    # attempts were recorded under "mta-sts enforce"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            "--messages",
+            "40",
+            "--baseline",
+            "5",
+            "--api-recipients",
+            "1000",
+            "--workers",
+            "1",
+            "--mta-sts",
+            "--json",
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    assert report["mta_sts_messages_per_second"] > 0
+    assert report["mta_sts_ratio"] == pytest.approx(
+        report["mta_sts_messages_per_second"] / report["messages_per_second"], rel=0.01
+    )
