@@ -410,3 +410,26 @@ async def test_background_refresh_renews_a_policy_before_it_expires(
             assert await source.policy_for("dest.test") is None
         finally:
             await source.aclose()
+
+
+async def test_refresh_drops_an_expired_policy_that_cannot_be_renewed(
+    tmp_path: Path, dns_server: DNSServer, certs: TestCerts, policy_host: PolicyHost
+) -> None:
+    publish(dns_server, policy_host, "1", policy_text("enforce", ["mx1.dest.test"], max_age=100))
+    clock = Clock()
+    resolver = Resolver([dns_server.address], timeout=1)
+    fetcher = PolicyFetcher(resolver, port=policy_host.port, cafile=str(certs.ca_path))
+    async with SQLiteStore(tmp_path / "q.sqlite3") as store:
+        source = PolicySource(store, resolver, fetcher, recheck=0, clock=clock)
+        try:
+            await source.policy_for("dest.test")
+            policy_host.forget("dest.test")  # 404 from now on
+            clock.now += 80
+            assert await source.refresh_due() == 0  # still valid: kept
+            assert await store.sts_policy("dest.test") is not None
+            clock.now += 30
+            assert await source.refresh_due() == 0
+            assert await store.sts_policy("dest.test") is None
+            assert [f.reason for f in source.failures][-1].endswith("HTTP 404")
+        finally:
+            await source.aclose()

@@ -173,7 +173,11 @@ class PolicySource:
                 continue
             valid = cached if now < cached.expires_at else None
             known = await self._fetch(cached.domain, found.policy_id, valid, now)
-            if known.expires_at > cached.expires_at or known.policy is None:
+            if known.policy is None and valid is None:
+                # expired, and no new policy to be had: gone, so that it
+                # does not come up as due at every round
+                await self._store.drop_sts_policy(cached.domain)
+            elif known.expires_at > cached.expires_at or known.policy is None:
                 refreshed += 1
         return refreshed
 
