@@ -184,6 +184,8 @@ async def test_send_from_a_pool_records_the_uncovered_address(
         ({"sources": [{"public_ip": "192.0.2.1", "ehlo": "mx one"}]}, "sources.0.ehlo", "host"),
         ({"sources": [{"public_ip": "192.0.2.1", "connections": 0}]}, "sources.0.connections", ""),
         ({"sources": [{"bind_address": "127.0.0.5"}]}, "sources.0.public_ip", "required"),
+        ({"mta_sts": {"test_port": 0}}, "mta_sts.test_port", "greater than or equal to 1"),
+        ({"mta_sts": {"fetch_timeout": 0}}, "mta_sts.fetch_timeout", "greater than 0"),
     ],
 )
 def test_bad_source_settings_name_the_key(
