@@ -76,6 +76,7 @@ class Engine:
         self.metrics = metrics
         # MTA-STS; not consulted when all mail goes to a relay (dev mode)
         self.policies = policies if config.relay is None else None
+        self._pool = config.source_pool
         self._destinations: dict[str, Destination[Job]] = {}
         self._in_flight: dict[str, Job] = {}
         self._results: list[Outcome] = []
@@ -171,7 +172,7 @@ class Engine:
             dest = Destination(
                 send.domain,
                 self.config.limits.for_domain(send.domain),
-                sources=[SourceSlot(source) for source in self.config.source_pool],
+                sources=[SourceSlot(source) for source in self._pool],
             )
             self._destinations[send.domain] = dest
         if dest.throttled(now):
