@@ -56,3 +56,31 @@ async def test_bench_enqueues_more_than_one_request_takes_in_batches(config: Con
     await _enqueue(config, MAX_RECIPIENTS + 50, 4)
     async with App(config) as app:
         assert await app.store.counts() == {State.QUEUED: MAX_RECIPIENTS + 50}
+
+
+def test_bench_with_mta_sts_delivers_under_enforce_and_reports_the_rate() -> None:
+    # _outcome() inside the bench fails the run unless the enforce phases'
+    # attempts were recorded under "mta-sts enforce"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            "--messages",
+            "40",
+            "--baseline",
+            "5",
+            "--api-recipients",
+            "1000",
+            "--workers",
+            "1",
+            "--mta-sts",
+            "--json",
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    assert report["mta_sts_messages_per_second"] > 0
+    assert report["mta_sts_ratio"] == pytest.approx(
+        report["mta_sts_messages_per_second"] / report["messages_per_second"], rel=0.01
+    )

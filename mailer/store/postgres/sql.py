@@ -160,7 +160,30 @@ CREATE TABLE account_pauses (
 CREATE INDEX sends_account ON sends (account, created_at)
 """
 
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5)
+# Transport security: the MTA-STS policies of receiving domains (RFC 8461),
+# shared by every worker, and the TLS policy each attempt was made under.
+SCHEMA_V6 = """
+CREATE TABLE sts_policies (
+    domain text PRIMARY KEY,
+    policy_id text NOT NULL,
+    mode text NOT NULL,
+    mx text NOT NULL,
+    max_age integer NOT NULL,
+    fetched_at double precision NOT NULL,
+    expires_at double precision NOT NULL
+);
+ALTER TABLE attempts ADD COLUMN tls_policy text
+"""
+
+
+MIGRATIONS: tuple[str, ...] = (
+    SCHEMA_V1,
+    SCHEMA_V2,
+    SCHEMA_V3,
+    SCHEMA_V4,
+    SCHEMA_V5,
+    SCHEMA_V6,
+)
 
 
 # Advisory-lock keys (two-int form: class, object). The object part is the
@@ -290,9 +313,10 @@ WHERE sends.id = o.id
 
 INSERT_ATTEMPTS = """
 INSERT INTO attempts (send_id, number, started_at, finished_at, reason, mx_host, address,
-    tls_version, tls_cipher, code, enhanced, text)
+    tls_version, tls_cipher, code, enhanced, text, tls_policy)
 SELECT * FROM unnest(%s::text[], %s::int[], %s::float8[], %s::float8[], %s::text[], %s::text[],
-                     %s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[])
+                     %s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[],
+                     %s::text[])
 """
 
 RELEASE = """
@@ -553,4 +577,18 @@ ACTIVE_ACCOUNTS = """
 SELECT DISTINCT account FROM sends
 WHERE updated_at >= %s AND state IN ('delivered', 'bounced')
 ORDER BY account
+"""
+
+UPSERT_STS_POLICY = """
+INSERT INTO sts_policies (domain, policy_id, mode, mx, max_age, fetched_at, expires_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (domain) DO UPDATE SET policy_id = excluded.policy_id, mode = excluded.mode,
+    mx = excluded.mx, max_age = excluded.max_age, fetched_at = excluded.fetched_at,
+    expires_at = excluded.expires_at
+"""
+SELECT_STS_POLICY = "SELECT * FROM sts_policies WHERE domain = %s"
+DELETE_STS_POLICY = "DELETE FROM sts_policies WHERE domain = %s"
+# Params: now, limit; as in the SQLite store.
+STS_POLICIES_DUE = """
+SELECT * FROM sts_policies WHERE fetched_at + 0.75 * max_age <= %s ORDER BY expires_at LIMIT %s
 """

@@ -28,6 +28,7 @@ from mailer.store.models import (
     AccountOutcome,
     AccountPause,
     Attempt,
+    CachedPolicy,
     Claimed,
     Distribution,
     Event,
@@ -473,6 +474,25 @@ class PostgresStore:
 
     async def account_pauses(self) -> list[AccountPause]:
         return [pg_feedback.account_pause(r) for r in await self._all(q.SELECT_PAUSES)]
+
+    # MTA-STS policies ---------------------------------------------------------
+
+    async def sts_policy(self, domain: str) -> CachedPolicy | None:
+        rows = await self._all(q.SELECT_STS_POLICY, (domain,))
+        return typed.cached_policy(rows[0]) if rows else None
+
+    async def put_sts_policy(self, policy: CachedPolicy) -> None:
+        async with self._conn() as conn:
+            await conn.execute(q.UPSERT_STS_POLICY, typed.cached_policy_row(policy))
+
+    async def drop_sts_policy(self, domain: str) -> bool:
+        async with self._conn() as conn:
+            cur = await conn.execute(q.DELETE_STS_POLICY, (domain,))
+            return cur.rowcount > 0
+
+    async def sts_policies_due(self, *, now: float, limit: int = 100) -> list[CachedPolicy]:
+        rows = await self._all(q.STS_POLICIES_DUE, (now, limit))
+        return [typed.cached_policy(r) for r in rows]
 
 
 async def _all(conn: Conn, query: str, params: Any = None) -> list[DictRow]:

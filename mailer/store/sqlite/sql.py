@@ -185,8 +185,8 @@ WHERE id = ? AND state = 'sending' AND lease_owner = ?
 
 INSERT_ATTEMPT = """
 INSERT INTO attempts (send_id, number, started_at, finished_at, reason, mx_host, address,
-    tls_version, tls_cipher, code, enhanced, text)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    tls_version, tls_cipher, code, enhanced, text, tls_policy)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 SELECT_SEND = "SELECT * FROM sends WHERE id = ?"
@@ -480,4 +480,34 @@ ACTIVE_ACCOUNTS = """
 SELECT DISTINCT account FROM sends
 WHERE updated_at >= ? AND state IN ('delivered', 'bounced')
 ORDER BY account
+"""
+
+# Transport security: the MTA-STS policies of receiving domains (RFC 8461),
+# shared by every worker, and the TLS policy each attempt was made under.
+SCHEMA_V6 = """
+CREATE TABLE sts_policies (
+    domain TEXT PRIMARY KEY,
+    policy_id TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    mx TEXT NOT NULL,
+    max_age INTEGER NOT NULL,
+    fetched_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+ALTER TABLE attempts ADD COLUMN tls_policy TEXT
+"""
+
+UPSERT_STS_POLICY = """
+INSERT INTO sts_policies (domain, policy_id, mode, mx, max_age, fetched_at, expires_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (domain) DO UPDATE SET policy_id = excluded.policy_id, mode = excluded.mode,
+    mx = excluded.mx, max_age = excluded.max_age, fetched_at = excluded.fetched_at,
+    expires_at = excluded.expires_at
+"""
+SELECT_STS_POLICY = "SELECT * FROM sts_policies WHERE domain = ?"
+DELETE_STS_POLICY = "DELETE FROM sts_policies WHERE domain = ?"
+# Params: now, limit. Due for a refresh once three quarters of max_age
+# have passed (and still after expiry, while the domain publishes one).
+STS_POLICIES_DUE = """
+SELECT * FROM sts_policies WHERE fetched_at + 0.75 * max_age <= ? ORDER BY expires_at LIMIT ?
 """
