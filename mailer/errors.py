@@ -14,9 +14,10 @@
     │   └── SMTPReplyError     the server answered with a 4xx/5xx reply
     ├── StoreError             the store could not do what was asked
     │   └── NotFound           no row with that id
-    └── KeyMaterialError       a DKIM key that cannot be read or used
+    ├── KeyMaterialError       a DKIM key that cannot be read or used
+    └── WebhookFailed          a webhook request got no HTTP reply
 
-Third-party exceptions (aiosmtplib, dnspython, sqlite3, psycopg) are
+Third-party exceptions (aiosmtplib, dnspython, sqlite3, psycopg, httpx) are
 translated into these in the one module that wraps each library.
 """
 
@@ -130,3 +131,8 @@ class NotFound(StoreError):
 
 class KeyMaterialError(MailerError):
     """A DKIM key file that is missing, unreadable or of the wrong kind."""
+
+
+class WebhookFailed(MailerError):
+    """A webhook request that got no HTTP reply (connect failure, TLS,
+    timeout, protocol error)."""

@@ -28,6 +28,7 @@ from mailer.store.models import (
     Stats,
     Suppression,
 )
+from mailer.store.webhooks import WebhookStore
 
 SCHEMA_VERSION = 3
 
@@ -38,6 +39,10 @@ class Store(Protocol):
     Every method raises :class:`mailer.errors.StoreError` on backend
     failure; lookups by id raise :class:`mailer.errors.NotFound`.
     """
+
+    # webhook endpoints, cursors, batches and delivery log
+    @property
+    def webhooks(self) -> WebhookStore: ...
 
     async def open(self) -> None: ...
 

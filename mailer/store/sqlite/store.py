@@ -46,10 +46,16 @@ from mailer.store.models import (
     new_ids,
 )
 from mailer.store.sqlite import ops, sql
+from mailer.store.sqlite.webhooks import SQLiteWebhooks
 
 T = TypeVar("T")
 
-MIGRATIONS: tuple[str, ...] = (sql.SCHEMA_V1, sql.SCHEMA_V2, sql.SCHEMA_V3)
+MIGRATIONS: tuple[str, ...] = (
+    sql.SCHEMA_V1,
+    sql.SCHEMA_V2,
+    sql.SCHEMA_V3,
+    sql.SCHEMA_WEBHOOKS,
+)
 
 
 class SQLiteStore:
@@ -59,6 +65,7 @@ class SQLiteStore:
         self.path = Path(path)
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self.webhooks = SQLiteWebhooks(self)
 
     # lifecycle -----------------------------------------------------------
 
