@@ -190,9 +190,7 @@ def test_retry_after_reads_seconds_and_http_dates_within_the_cap() -> None:
 
 def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
     rng = random.Random(1)
-    delays = [
-        policy.backoff(n, base=5, max_delay=3600, jitter=0.2, rng=rng) for n in range(1, 14)
-    ]
+    delays = [policy.backoff(n, base=5, max_delay=3600, jitter=0.2, rng=rng) for n in range(1, 14)]
     assert 4 <= delays[0] <= 6
     assert 8 <= delays[1] <= 12
     assert all(2880 <= d <= 4320 for d in delays[-3:])
