@@ -68,7 +68,8 @@ class Receiver:
                     receiver.requests.append(received)
                 status, extra = receiver.answer(index)
                 received.status = status
-                reply = b"ok" if status < 300 else b"not now"
+                # 204 and 304 carry no body
+                reply = b"" if status in (204, 304) else b"ok" if status < 300 else b"not now"
                 self.send_response(status)
                 for name, value in extra.items():
                     self.send_header(name, value)

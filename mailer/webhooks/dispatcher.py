@@ -208,7 +208,8 @@ class Dispatcher:
                     f"expired: failing for {int(now - failing_since)} s (last: {error})"
                 ),
             )
-        wait = policy.retry_after(retry_after, now=now, cap=self.cfg.retry_max_delay)
+        # honoured as asked, up to the endpoint's deadline (below)
+        wait = policy.retry_after(retry_after, now=now, cap=self.cfg.max_age)
         if wait is None:
             wait = policy.backoff(
                 endpoint.failures + 1,
