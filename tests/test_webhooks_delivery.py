@@ -30,7 +30,13 @@ HOOK_HOST = "hooks.test"
 
 
 def hook_config(
-    tmp_path: Path, dns: DNSServer, port: int, keys: Path | None, **hooks: Any
+    tmp_path: Path,
+    dns: DNSServer,
+    port: int,
+    keys: Path | None,
+    *,
+    database: str | None = None,
+    **hooks: Any,
 ) -> Config:
     settings: dict[str, Any] = {
         "allow_insecure": True,
@@ -44,7 +50,8 @@ def hook_config(
         "lease_seconds": 10.0,
         **hooks,
     }
-    return make_config(tmp_path, dns, port, keys, webhooks=settings)
+    extra: dict[str, Any] = {"database": database} if database else {}
+    return make_config(tmp_path, dns, port, keys, webhooks=settings, **extra)
 
 
 @pytest.fixture

@@ -322,15 +322,27 @@ INSERT_BATCH = """
 INSERT INTO webhook_batches (endpoint_id, id, first_seq, last_seq, events, body, created_at)
 VALUES (%s, %s, %s, %s, %s, %s, %s)
 """
-MAX_SEQ = "SELECT coalesce(max(seq), 0) AS high FROM events"
-# The account's events after the cursor up to the high mark, the wanted
-# states only ({states}: an IN list, or TRUE for all). Params: cursor, high,
-# account, limit.
+# The account's wanted events ({states}: an IN list, or TRUE for all) in a
+# window of the feed after the cursor, in feed order. Params: cursor,
+# window, *states, account, limit. The window is taken by the primary key
+# in order, so neither database reads past it whatever its planner thinks
+# of the account filter (PostgreSQL otherwise scans the feed to the end).
 PENDING_EVENTS = """
-SELECT e.* FROM events e JOIN sends s ON s.id = e.send_id
-WHERE e.seq > %s AND e.seq <= %s AND s.account = %s AND {states}
+SELECT e.* FROM (SELECT * FROM events WHERE seq > %s ORDER BY seq LIMIT %s) e
+WHERE {states} AND (SELECT s.account FROM sends s WHERE s.id = e.send_id) = %s
 ORDER BY e.seq LIMIT %s
 """
+# The last seq of the window (the cursor when the feed has nothing after
+# it). Params: cursor, cursor, window.
+WINDOW_END = """
+SELECT coalesce(max(seq), %s) AS high
+FROM (SELECT seq FROM events WHERE seq > %s ORDER BY seq LIMIT %s) w
+"""
+# Feed entries looked at per query (the account is looked up for each), and
+# windows per call: an account with few events in a busy feed moves its
+# cursor up to WINDOW * WINDOWS per look.
+WINDOW = 400
+WINDOWS = 25
 # Params: cursor, now, id.
 SKIP_TO = "UPDATE webhook_endpoints SET cursor = %s, updated_at = %s WHERE id = %s"
 INSERT_DELIVERY = """

@@ -90,8 +90,11 @@ class Dispatcher:
                 if drain and not self._tasks:
                     return
                 self._wake.clear()
+                # spread, so that workers polling one store do not move in step
+                # (the first to look would always win the endpoint)
+                pause = self.cfg.poll_interval * self.rng.uniform(0.5, 1.0)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.cfg.poll_interval)
+                    await asyncio.wait_for(self._wake.wait(), pause)
         finally:
             self._stopping = True
             if self._tasks:
@@ -120,6 +123,8 @@ class Dispatcher:
                     now=self.clock(),
                 )
                 if batch is None:
+                    # caught up: look again after a poll interval
+                    due = self.clock() + self.cfg.poll_interval
                     break
                 result = await self._attempt(endpoint, batch)
                 held = await self.store.webhooks.record(

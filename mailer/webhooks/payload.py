@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic_core import to_json
+
 from mailer.reasons import State
 from mailer.store.models import Event, new_id
 
@@ -48,8 +50,8 @@ def new_webhook_id() -> str:
 
 def build_batch(events: Sequence[Event]) -> tuple[str, bytes]:
     """A fresh webhook-id and the body of a batch of ``events``."""
-    body = json.dumps([event_json(e) for e in events], separators=(",", ":"))
-    return new_webhook_id(), body.encode()
+    # pydantic-core's encoder: several times faster than json.dumps here
+    return new_webhook_id(), to_json([event_json(e) for e in events])
 
 
 def test_body(account: str, now: float) -> bytes:

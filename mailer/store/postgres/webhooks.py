@@ -136,16 +136,23 @@ class PostgresWebhooks:
             if fixed is not None:
                 return w.batch(fixed)
             endpoint = w.endpoint(row)
-            top = await _one(conn, w.MAX_SEQ)
-            high = int(top["high"]) if top is not None else 0
             states, state_params = w.states_clause(endpoint.event_types)
             query = w.PENDING_EVENTS.format(states=states)
-            params = (endpoint.cursor, high, endpoint.account, *state_params, limit)
-            cur = await conn.execute(query, params)
-            events = [typed.event(r) for r in await cur.fetchall()]
+            cursor = endpoint.cursor
+            for _ in range(w.WINDOWS):
+                params = (cursor, w.WINDOW, *state_params, endpoint.account, limit)
+                cur = await conn.execute(query, params)
+                events = [typed.event(r) for r in await cur.fetchall()]
+                if events:
+                    break
+                top = await _one(conn, w.WINDOW_END, (cursor, cursor, w.WINDOW))
+                high = int(top["high"]) if top is not None else cursor
+                if high == cursor:
+                    break
+                cursor = high
+            if cursor > endpoint.cursor:
+                await conn.execute(w.SKIP_TO, (cursor, now, endpoint_id))
             if not events:
-                if high > endpoint.cursor:
-                    await conn.execute(w.SKIP_TO, (high, now, endpoint_id))
                 return None
             batch_id, body = build(events)
             batch = w.Batch(

@@ -136,14 +136,22 @@ class SQLiteWebhooks:
             if fixed is not None:
                 return w.batch(fixed)
             endpoint = w.endpoint(row)
-            high = conn.execute(q(w.MAX_SEQ)).fetchone()["high"]
             states, state_params = w.states_clause(endpoint.event_types)
             query = q(w.PENDING_EVENTS.format(states=states))
-            params = (endpoint.cursor, high, endpoint.account, *state_params, limit)
-            events = [typed.event(r) for r in conn.execute(query, params)]
+            cursor = endpoint.cursor
+            for _ in range(w.WINDOWS):
+                params = (cursor, w.WINDOW, *state_params, endpoint.account, limit)
+                events = [typed.event(r) for r in conn.execute(query, params)]
+                if events:
+                    break
+                ends = (cursor, cursor, w.WINDOW)
+                high = conn.execute(q(w.WINDOW_END), ends).fetchone()["high"]
+                if high == cursor:
+                    break
+                cursor = high
+            if cursor > endpoint.cursor:
+                conn.execute(q(w.SKIP_TO), (cursor, now, endpoint_id))
             if not events:
-                if high > endpoint.cursor:
-                    conn.execute(q(w.SKIP_TO), (high, now, endpoint_id))
                 return None
             batch_id, body = build(events)
             batch = w.Batch(
