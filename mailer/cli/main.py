@@ -81,6 +81,7 @@ def register_commands() -> None:
         sink,
         spf,
         suppress,
+        webhooks,
         worker,
     )
 
