@@ -23,6 +23,9 @@ def test_bench_delivers_everything_and_reports_measured_figures() -> None:
     assert report["sink_received"] == 60
     assert report["baseline_messages"] == 5
     assert report["api_recipients"] == 2000
+    # at least queued, sending and delivered for each message, all received
+    assert report["webhook_events"] >= 180
+    assert report["webhook_events_received"] == report["webhook_events"]
     for figure in (
         "messages_per_second",
         "baseline_messages_per_second",
@@ -30,6 +33,7 @@ def test_bench_delivers_everything_and_reports_measured_figures() -> None:
         "rsa_operations_per_second",
         "dkimpy_signatures_per_second",
         "api_recipients_per_second",
+        "webhook_events_per_second",
     ):
         assert report[figure] > 0, figure
     assert report["ratio"] == pytest.approx(

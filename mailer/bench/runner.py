@@ -34,6 +34,7 @@ from typing import Any
 from mailer import loop as service_loop
 from mailer.app import App
 from mailer.bench.api import api_enqueue_rate
+from mailer.bench.hooks import receiver_process, webhook_rate
 from mailer.config import Config, load_config
 from mailer.dev.dnsserver import DNSServer
 from mailer.enqueue import RecipientInput
@@ -81,6 +82,9 @@ class BenchReport:
     dkimpy_signatures_per_second: float
     api_recipients: int
     api_recipients_per_second: float
+    webhook_events: int
+    webhook_events_received: int
+    webhook_events_per_second: float
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -381,6 +385,9 @@ def run_bench(
             port, baseline_messages, domains, baseline_seconds, keys
         )
         rate = messages / deliver_seconds
+        hook_port = pick_port(("127.0.0.1",))
+        with receiver_process(hook_port) as hook_events:
+            hooks = service_loop.run(webhook_rate(config, hook_port, "bench", hook_events))
         api_root = root / "api"
         api_root.mkdir()
         api_rate = service_loop.run(
@@ -421,4 +428,7 @@ def run_bench(
             ),
             api_recipients=api_recipients,
             api_recipients_per_second=round(api_rate, 1),
+            webhook_events=hooks.events,
+            webhook_events_received=hooks.received,
+            webhook_events_per_second=round(hooks.per_second, 1),
         )

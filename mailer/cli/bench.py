@@ -100,3 +100,8 @@ def bench(
         f"api:      {report.api_recipients} recipients POSTed in distributions of 1,000: "
         f"{report.api_recipients_per_second:.0f} recipients/s accepted (durable)"
     )
+    click.echo(
+        f"webhooks: {report.webhook_events} events of the run pushed signed, in batches, "
+        f"to a loopback receiver: {report.webhook_events_per_second:.0f} events/s "
+        f"(receiver counted {report.webhook_events_received})"
+    )
