@@ -16,6 +16,7 @@ import pytest
 
 from mailer.app import App
 from mailer.config import Config
+from mailer.dev.certs import TestCerts
 from mailer.dev.dnsserver import DNSServer
 from mailer.enqueue import RecipientInput
 from mailer.errors import ValidationError
@@ -285,6 +286,58 @@ async def test_replay_sends_the_events_after_the_cursor_again(
         await until(lambda: delivered(6))
     seqs = [e["seq"] for e in receiver.verified_events(created.secret)]
     assert seqs == expected + expected[2:]
+
+
+# https -------------------------------------------------------------------------
+
+
+async def test_https_goes_to_the_checked_address_with_the_name_verified(
+    tmp_path: Path, hook_dns: DNSServer, smtp_port: int, certs: TestCerts
+) -> None:
+    receiver = Receiver(tls=certs.issue([HOOK_HOST])).start()
+    config = hook_config(
+        tmp_path, hook_dns, smtp_port, None, allow_insecure=False, cafile=str(certs.ca_path)
+    )
+    try:
+        async with App(config) as app:
+            created = await app.webhooks().add("acme", receiver.url(HOOK_HOST))
+            await app.enqueue(SURVEY, people(2))
+            async with Pushing(app):
+
+                async def delivered() -> bool:
+                    return len(receiver.delivered()) >= 1
+
+                await until(delivered)
+            events = receiver.verified_events(created.secret)
+            assert [e["type"] for e in events] == ["send.queued", "send.queued"]
+    finally:
+        receiver.stop()
+
+
+async def test_https_with_a_certificate_for_another_name_is_not_delivered(
+    tmp_path: Path, hook_dns: DNSServer, smtp_port: int, certs: TestCerts
+) -> None:
+    receiver = Receiver(tls=certs.other_name()).start()
+    config = hook_config(
+        tmp_path, hook_dns, smtp_port, None, allow_insecure=False, cafile=str(certs.ca_path)
+    )
+    try:
+        async with App(config) as app:
+            created = await app.webhooks().add("acme", receiver.url(HOOK_HOST))
+            await app.enqueue(SURVEY, people(1))
+            async with Pushing(app):
+
+                async def tried() -> bool:
+                    return bool(await app.webhooks().deliveries(created.endpoint.id, "acme"))
+
+                await until(tried)
+            [first, *_] = await app.webhooks().deliveries(created.endpoint.id, "acme")
+            assert first.status is None
+            assert first.error is not None
+            assert "CERTIFICATE_VERIFY_FAILED" in first.error
+            assert receiver.delivered() == []
+    finally:
+        receiver.stop()
 
 
 # SSRF ---------------------------------------------------------------------------

@@ -195,3 +195,29 @@ def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
     assert 8 <= delays[1] <= 12
     assert all(2880 <= d <= 4320 for d in delays[-3:])
     assert policy.backoff(5000, base=5, max_delay=60, jitter=0, rng=rng) == 60
+
+
+# configuration ---------------------------------------------------------------
+
+
+def test_webhook_settings_are_validated_naming_the_key() -> None:
+    from mailer.config import load_config
+    from mailer.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={}, overrides={"webhooks": {"allow": ["10.0.0.0/33"]}})
+    assert caught.value.key == "webhooks.allow"
+    with pytest.raises(ConfigError, match="lease_seconds must exceed") as caught:
+        load_config(environ={}, overrides={"webhooks": {"lease_seconds": 30}})
+    assert caught.value.key == "webhooks"
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={}, overrides={"webhooks": {"batch_size": 101}})
+    assert caught.value.key == "webhooks.batch_size"
+
+
+def test_the_allow_list_comes_from_the_environment_as_a_list() -> None:
+    from mailer.config import load_config
+
+    config = load_config(environ={"MAILER_WEBHOOKS__ALLOW": "127.0.0.0/8,::1"})
+    assert config.webhooks.allow == ("127.0.0.0/8", "::1")
+    assert not config.webhooks.allow_insecure

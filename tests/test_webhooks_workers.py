@@ -130,9 +130,7 @@ async def test_two_workers_on_postgresql_keep_one_endpoints_order(
     receiver = Receiver().start()
     try:
         async with postgres_schema() as url:
-            config = hook_config(
-                tmp_path, dns_server, smtp_port, None, database=url, batch_size=7
-            )
+            config = hook_config(tmp_path, dns_server, smtp_port, None, database=url, batch_size=7)
             async with App(config) as one, App(config) as two:
                 created = await one.webhooks().add("acme", receiver.url(HOOK_HOST))
                 async with Pushing(one, "worker-1") as d1, Pushing(two, "worker-2") as d2:

@@ -4,10 +4,12 @@ request (headers, raw body) and answers what the test tells it to."""
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from standardwebhooks.webhooks import Webhook
@@ -41,6 +43,8 @@ class Receiver:
     host: str = "127.0.0.1"
     answer: Answer = always_ok
     requests: list[Received] = field(default_factory=list)
+    # (certificate chain, key) files: serve https
+    tls: tuple[Path, Path] | None = None
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -50,7 +54,8 @@ class Receiver:
         return self._server.server_address[1]
 
     def url(self, host: str | None = None, path: str = "/hooks") -> str:
-        return f"http://{host or self.host}:{self.port}{path}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{host or self.host}:{self.port}{path}"
 
     def start(self) -> Receiver:
         receiver = self
@@ -89,6 +94,10 @@ class Receiver:
 
             family_server = V6
         self._server = family_server((self.host, 0), Handler)
+        if self.tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self

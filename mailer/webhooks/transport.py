@@ -22,6 +22,7 @@ from mailer import __version__
 from mailer.errors import WebhookFailed
 
 EXCERPT = 500  # characters of a reply body kept in the delivery log
+EXCERPT_BYTES = 2000  # bytes read of it at most
 USER_AGENT = f"mailer-webhooks/{__version__}"
 
 
@@ -113,16 +114,27 @@ class PinnedClient:
         """POST ``body``; the reply's status, ``Retry-After`` and the start
         of its body. Raises WebhookFailed when there is no HTTP reply."""
         started = time.monotonic()
+        request = self._client.build_request(
+            "POST", url, content=body, headers={**headers, "content-type": "application/json"}
+        )
         try:
-            response = await self._client.post(
-                url, content=body, headers={**headers, "content-type": "application/json"}
-            )
+            response = await self._client.send(request, stream=True)
+            try:
+                # only the start of the reply is kept: a receiver cannot make
+                # the worker read (or hold) an endless body
+                head = b""
+                async for chunk in response.aiter_bytes():
+                    head += chunk
+                    if len(head) >= EXCERPT_BYTES:
+                        break
+            finally:
+                await response.aclose()
         except httpx.TimeoutException as exc:
             raise WebhookFailed(f"timeout: {type(exc).__name__}") from exc
         except httpx.HTTPError as exc:
             raise WebhookFailed(f"{type(exc).__name__}: {exc}") from exc
         latency = time.monotonic() - started
-        excerpt = response.text[:EXCERPT]
+        excerpt = head[:EXCERPT_BYTES].decode("utf-8", "replace")[:EXCERPT]
         return Reply(response.status_code, response.headers.get("retry-after"), excerpt, latency)
 
     async def close(self) -> None:
