@@ -150,8 +150,9 @@ class Dispatcher:
     async def _attempt(self, endpoint: Endpoint, batch: Batch) -> Result:
         """Send ``batch`` once and judge the reply."""
         now = self.clock()
-        target = policy.parse_url(endpoint.url, allow_insecure=self.cfg.allow_insecure)
         try:
+            # the rules may have tightened since the URL was registered
+            target = policy.parse_url(endpoint.url, allow_insecure=self.cfg.allow_insecure)
             address = await checked_address(self.resolver, target, self.allowed)
         except ValidationError as exc:
             if self.metrics is not None:

@@ -86,8 +86,9 @@ def verify(
 ) -> bool:
     """Whether ``received`` (header names in lower case) carries a valid
     signature of ``body`` under ``secret`` with a timestamp within
-    ``tolerance`` seconds of ``now``. Used by ``mailer webhooks test``
-    receivers and tests; raises ValidationError for a malformed secret."""
+    ``tolerance`` seconds of ``now``: the receiver's side, for Python
+    receivers of this service. Raises ValidationError for a malformed
+    secret."""
     msg_id = received.get("webhook-id")
     stamp = received.get("webhook-timestamp", "")
     given = received.get("webhook-signature")
