@@ -401,3 +401,23 @@ async def test_a_name_that_turns_internal_is_refused_at_delivery_before_connecti
         refusals = worker.metrics.registry.get_sample_value("mailer_webhook_refused_total")
         assert refusals is not None
         assert refusals >= 2
+
+
+async def test_an_http_url_fails_delivery_once_allow_insecure_is_turned_off(
+    tmp_path: Path, hook_dns: DNSServer, smtp_port: int, receiver: Receiver
+) -> None:
+    async with App(hook_config(tmp_path, hook_dns, smtp_port, None)) as dev:
+        created = await dev.webhooks().add("acme", receiver.url(HOOK_HOST))
+        await dev.enqueue(SURVEY, people(1))
+    strict = hook_config(tmp_path, hook_dns, smtp_port, None, allow_insecure=False)
+    async with App(strict) as app:
+        async with Pushing(app):
+
+            async def tried() -> bool:
+                return bool(await app.webhooks().deliveries(created.endpoint.id, "acme"))
+
+            await until(tried)
+        [first, *_] = reversed(await app.webhooks().deliveries(created.endpoint.id, "acme"))
+        assert first.error is not None
+        assert "allow_insecure" in first.error
+        assert receiver.snapshot() == []
