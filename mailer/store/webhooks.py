@@ -322,21 +322,28 @@ INSERT_BATCH = """
 INSERT INTO webhook_batches (endpoint_id, id, first_seq, last_seq, events, body, created_at)
 VALUES (%s, %s, %s, %s, %s, %s, %s)
 """
-# The account's wanted events ({states}: an IN list, or TRUE for all) in a
-# window of the feed after the cursor, in feed order. Params: cursor,
-# window, *states, account, limit. The window is taken by the primary key
-# in order, so neither database reads past it whatever its planner thinks
-# of the account filter (PostgreSQL otherwise scans the feed to the end).
-PENDING_EVENTS = """
-SELECT e.* FROM (SELECT * FROM events WHERE seq > %s ORDER BY seq LIMIT %s) e
-WHERE {states} AND (SELECT s.account FROM sends s WHERE s.id = e.send_id) = %s
-ORDER BY e.seq LIMIT %s
-"""
-# The last seq of the window (the cursor when the feed has nothing after
-# it). Params: cursor, cursor, window.
+# The end of the next window of the feed after the cursor (the cursor when
+# the feed has nothing after it). Params: cursor, cursor, window. It is read
+# first: every seq up to it is committed (the feed is gap-free), so a later
+# statement of the transaction sees all of them, and the cursor may skip to
+# it when none is wanted. (Under PostgreSQL's READ COMMITTED each statement
+# has its own snapshot: a window end read after the events could pass over
+# events committed in between.)
 WINDOW_END = """
 SELECT coalesce(max(seq), %s) AS high
 FROM (SELECT seq FROM events WHERE seq > %s ORDER BY seq LIMIT %s) w
+"""
+# The account's wanted events ({states}: an IN list, or TRUE for all) in
+# the window, in feed order. Params: cursor, window end, window, *states,
+# account, limit. The window is taken by the primary key in order, so
+# neither database reads past it whatever its planner thinks of the account
+# filter (PostgreSQL otherwise scans the feed to the end).
+PENDING_EVENTS = """
+SELECT e.* FROM (
+    SELECT * FROM events WHERE seq > %s AND seq <= %s ORDER BY seq LIMIT %s
+) e
+WHERE {states} AND (SELECT s.account FROM sends s WHERE s.id = e.send_id) = %s
+ORDER BY e.seq LIMIT %s
 """
 # Feed entries looked at per query (the account is looked up for each), and
 # windows per call: an account with few events in a busy feed moves its

@@ -16,7 +16,7 @@ from psycopg.rows import DictRow
 from mailer.errors import NotFound
 from mailer.store import rows as typed
 from mailer.store import webhooks as w
-from mailer.store.models import new_id
+from mailer.store.models import Event, new_id
 from mailer.store.postgres import sql as q
 
 if TYPE_CHECKING:
@@ -139,15 +139,16 @@ class PostgresWebhooks:
             states, state_params = w.states_clause(endpoint.event_types)
             query = w.PENDING_EVENTS.format(states=states)
             cursor = endpoint.cursor
+            events: list[Event] = []
             for _ in range(w.WINDOWS):
-                params = (cursor, w.WINDOW, *state_params, endpoint.account, limit)
-                cur = await conn.execute(query, params)
-                events = [typed.event(r) for r in await cur.fetchall()]
-                if events:
-                    break
                 top = await _one(conn, w.WINDOW_END, (cursor, cursor, w.WINDOW))
                 high = int(top["high"]) if top is not None else cursor
                 if high == cursor:
+                    break
+                params = (cursor, high, w.WINDOW, *state_params, endpoint.account, limit)
+                cur = await conn.execute(query, params)
+                events = [typed.event(r) for r in await cur.fetchall()]
+                if events:
                     break
                 cursor = high
             if cursor > endpoint.cursor:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from mailer.errors import NotFound
 from mailer.store import rows as typed
 from mailer.store import webhooks as w
-from mailer.store.models import new_id
+from mailer.store.models import Event, new_id
 from mailer.store.sqlite import sql
 
 if TYPE_CHECKING:
@@ -139,14 +139,15 @@ class SQLiteWebhooks:
             states, state_params = w.states_clause(endpoint.event_types)
             query = q(w.PENDING_EVENTS.format(states=states))
             cursor = endpoint.cursor
+            events: list[Event] = []
             for _ in range(w.WINDOWS):
-                params = (cursor, w.WINDOW, *state_params, endpoint.account, limit)
-                events = [typed.event(r) for r in conn.execute(query, params)]
-                if events:
-                    break
                 ends = (cursor, cursor, w.WINDOW)
                 high = conn.execute(q(w.WINDOW_END), ends).fetchone()["high"]
                 if high == cursor:
+                    break
+                params = (cursor, high, w.WINDOW, *state_params, endpoint.account, limit)
+                events = [typed.event(r) for r in conn.execute(query, params)]
+                if events:
                     break
                 cursor = high
             if cursor > endpoint.cursor:
