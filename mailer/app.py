@@ -31,6 +31,8 @@ from mailer.metrics import Metrics, MetricsServer
 from mailer.prepare import FeedbackIdFn, Preparer, ReturnPathFn, SignFn, decided_by
 from mailer.store import Store, is_postgres, open_store
 from mailer.store.models import Distribution, NewDistribution, Send
+from mailer.webhooks import Dispatcher, Webhooks
+from mailer.webhooks.metrics import WebhookMetrics
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ class App:
         self._identity: IdentityDecider | None = None
         self._signing: ThreadPoolExecutor | None = None
         self._policies: PolicySource | None = None
+        self._webhook_metrics: WebhookMetrics | None = None
 
     @property
     def store(self) -> Store:
@@ -282,6 +285,19 @@ class App:
             await server.start()
             self._metrics_server = server
         return engine
+
+    def webhooks(self) -> Webhooks:
+        """The accounts' webhook endpoints (registration, replay, log)."""
+        return Webhooks(self.config, self.store, self.resolver)
+
+    def dispatcher(self, *, owner: str) -> Dispatcher:
+        """The webhook delivery loop of a worker, counting into
+        ``self.metrics``' registry."""
+        if self._webhook_metrics is None:
+            self._webhook_metrics = WebhookMetrics(self.metrics.registry)
+        return Dispatcher(
+            self.config, self.store, self.resolver, owner=owner, metrics=self._webhook_metrics
+        )
 
     async def enqueue(
         self, distribution: NewDistribution, recipients: Sequence[Recipient]

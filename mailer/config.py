@@ -431,6 +431,52 @@ class InboundConfig(_Frozen):
         return _host_port(self.listen, 25) if self.listen else None
 
 
+class WebhooksConfig(_Frozen):
+    """Signed pushes of the event feed (mailer.webhooks)."""
+
+    # http:// endpoints (development only); https otherwise
+    allow_insecure: bool = False
+    # networks (CIDR) or addresses that endpoints may resolve to although
+    # they are loopback, private, link-local, CGNAT or metadata ranges
+    allow: tuple[str, ...] = ()
+    # extra CA bundle trusted for https endpoints (besides the system's)
+    cafile: Path | None = None
+    # events per POST (a JSON array)
+    batch_size: Annotated[int, Field(ge=1, le=100)] = 100
+    connect_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+    read_timeout: Annotated[float, Field(gt=0, le=120)] = 15.0
+    # a worker's hold on an endpoint; longer than one whole request
+    lease_seconds: Annotated[float, Field(gt=0)] = 120.0
+    # how often idle endpoints look for new events
+    poll_interval: Annotated[float, Field(gt=0)] = 1.0
+    # endpoints served at once by one worker
+    concurrency: Annotated[int, Field(ge=1, le=1000)] = 16
+    # retry of a failing batch: first delay, doubled up to max_delay, with
+    # jitter; after max_age of failing the endpoint is disabled
+    retry_base: Annotated[float, Field(gt=0)] = 5.0
+    retry_max_delay: Annotated[float, Field(gt=0)] = 3600.0
+    retry_jitter: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    max_age: Annotated[float, Field(gt=0)] = 3 * 24 * 3600.0
+    # a rotated secret keeps signing beside the new one this long
+    rotation_overlap: Annotated[float, Field(ge=0)] = 24 * 3600.0
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlives_request(self) -> WebhooksConfig:
+        if self.lease_seconds <= 2 * (self.connect_timeout + self.read_timeout):
+            raise ValueError(
+                "lease_seconds must exceed twice connect_timeout + read_timeout, "
+                "so that a lease cannot run out during a request"
+            )
+        return self
+
+
 class Config(_Frozen):
     region: Literal["azure", "de"] = "azure"
     regions: dict[str, RegionConfig] = dict(REGION_PRESETS)
@@ -460,6 +506,8 @@ class Config(_Frozen):
     feedback: FeedbackConfig = FeedbackConfig()
     inbound: InboundConfig = InboundConfig()
     mta_sts: MTASTSConfig = MTASTSConfig()
+
+    webhooks: WebhooksConfig = WebhooksConfig()
 
     @field_validator("outbound_ip")
     @classmethod
@@ -623,6 +671,9 @@ def _parse_env_value(raw: str) -> Any:
 
 
 _LIST_KEYS = {("nameservers",), ("api", "keys"), ("feedback", "loop_addresses")}
+
+
+_LIST_KEYS = {("nameservers",), ("api", "keys"), ("webhooks", "allow")}
 
 
 # MAILER_* variables that are not settings: the config file's path, and

@@ -16,7 +16,8 @@
     ├── PolicyError            a published MTA-STS policy that cannot be had or used
     ├── StoreError             the store could not do what was asked
     │   └── NotFound           no row with that id
-    └── KeyMaterialError       a DKIM key that cannot be read or used
+    ├── KeyMaterialError       a DKIM key that cannot be read or used
+    └── WebhookFailed          a webhook request got no HTTP reply
 
 Third-party exceptions (aiosmtplib, dnspython, httpx, sqlite3, psycopg) are
 translated into these in the one module that wraps each library.
@@ -156,3 +157,8 @@ class NotFound(StoreError):
 
 class KeyMaterialError(MailerError):
     """A DKIM key file that is missing, unreadable or of the wrong kind."""
+
+
+class WebhookFailed(MailerError):
+    """A webhook request that got no HTTP reply (connect failure, TLS,
+    timeout, protocol error)."""

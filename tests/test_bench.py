@@ -31,6 +31,9 @@ def test_bench_delivers_everything_and_reports_measured_figures() -> None:
     assert report["bounce_samples"] >= 15
     assert report["inbound_messages"] == 100
     assert report["sink_checked_messages"] == 60
+    # at least queued, sending and delivered for each message, all received
+    assert report["webhook_events"] >= 180
+    assert report["webhook_events_received"] == report["webhook_events"]
     for figure in (
         "messages_per_second",
         "baseline_messages_per_second",
@@ -41,6 +44,7 @@ def test_bench_delivers_everything_and_reports_measured_figures() -> None:
         "bounces_parsed_per_second",
         "inbound_accepted_per_second",
         "sink_checks_per_second",
+        "webhook_events_per_second",
     ):
         assert report[figure] > 0, figure
     assert report["ratio"] == pytest.approx(

@@ -39,6 +39,7 @@ from mailer import loop as service_loop
 from mailer.app import App
 from mailer.bench.api import api_enqueue_rate
 from mailer.bench.feedback import bounces_parsed_per_second, inbound_accepted_per_second
+from mailer.bench.hooks import receiver_process, webhook_rate
 from mailer.config import Config, load_config
 from mailer.dev.certs import TestCerts
 from mailer.dev.dnsserver import DNSServer
@@ -97,6 +98,9 @@ class BenchReport:
     inbound_accepted_per_second: float
     sink_checked_messages: int
     sink_checks_per_second: float
+    webhook_events: int
+    webhook_events_received: int
+    webhook_events_per_second: float
     # the same messages again, every domain under an MTA-STS enforce policy
     # (0 when not measured), and that rate over the encrypt rate
     mta_sts_messages_per_second: float = 0.0
@@ -548,6 +552,9 @@ def run_bench(
         rate = messages / deliver_seconds
         sink_checked = min(messages, 1000)
         sink_rate = sink_check_rate(dns, signer, root, sink_checked)
+        hook_port = pick_port(("127.0.0.1",))
+        with receiver_process(hook_port) as hook_events:
+            hooks = service_loop.run(webhook_rate(config, hook_port, "bench", hook_events))
         api_root = root / "api"
         api_root.mkdir()
         api_rate = service_loop.run(
@@ -604,4 +611,7 @@ def run_bench(
             sink_checks_per_second=round(sink_rate, 1),
             mta_sts_messages_per_second=round(sts_rate, 1),
             mta_sts_ratio=round(sts_rate / rate, 3),
+            webhook_events=hooks.events,
+            webhook_events_received=hooks.received,
+            webhook_events_per_second=round(hooks.per_second, 1),
         )

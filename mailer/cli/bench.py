@@ -130,3 +130,8 @@ def bench(
         f"sink:     {report.sink_checked_messages} messages through `mailer sink`'s full checks "
         f"(DKIM verify, header checks, Maildir): {report.sink_checks_per_second:.0f} msg/s"
     )
+    click.echo(
+        f"webhooks: {report.webhook_events} events of the run pushed signed, in batches, "
+        f"to a loopback receiver: {report.webhook_events_per_second:.0f} events/s "
+        f"(receiver counted {report.webhook_events_received})"
+    )

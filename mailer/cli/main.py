@@ -83,6 +83,7 @@ def register_commands() -> None:
         sink,
         spf,
         suppress,
+        webhooks,
         worker,
     )
 

@@ -34,6 +34,7 @@ from mailer.store.models import (
     Stats,
     Suppression,
 )
+from mailer.store.webhooks import WebhookStore
 
 
 class Lifecycle(Protocol):
@@ -350,3 +351,8 @@ class Store(
     Every method raises :class:`mailer.errors.StoreError` on backend
     failure; lookups by id raise :class:`mailer.errors.NotFound`.
     """
+
+    @property
+    def webhooks(self) -> WebhookStore:
+        """Webhook endpoints, their cursors, fixed batches and delivery log."""
+        ...

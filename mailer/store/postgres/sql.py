@@ -176,6 +176,70 @@ ALTER TABLE attempts ADD COLUMN tls_policy text
 """
 
 
+# Webhook endpoints per account with their event-feed cursor and lease,
+# the one fixed batch of each, and the log of delivery attempts.
+SCHEMA_V7 = """
+CREATE TABLE webhook_endpoints (
+    id text PRIMARY KEY,
+    account text NOT NULL,
+    url text NOT NULL,
+    description text,
+    event_types text NOT NULL,
+    secret text NOT NULL,
+    previous_secret text,
+    previous_until double precision,
+    enabled integer NOT NULL,
+    disabled_reason text,
+    cursor bigint NOT NULL,
+    failures integer NOT NULL,
+    failing_since double precision,
+    next_attempt_at double precision NOT NULL,
+    lease_owner text,
+    lease_until double precision,
+    created_at double precision NOT NULL,
+    updated_at double precision NOT NULL
+);
+CREATE INDEX webhook_endpoints_account ON webhook_endpoints (account);
+CREATE INDEX webhook_endpoints_due ON webhook_endpoints (next_attempt_at) WHERE enabled = 1;
+CREATE TABLE webhook_batches (
+    endpoint_id text PRIMARY KEY REFERENCES webhook_endpoints(id),
+    id text NOT NULL,
+    first_seq bigint NOT NULL,
+    last_seq bigint NOT NULL,
+    events integer NOT NULL,
+    body bytea NOT NULL,
+    created_at double precision NOT NULL
+);
+CREATE TABLE webhook_deliveries (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    endpoint_id text NOT NULL REFERENCES webhook_endpoints(id),
+    webhook_id text NOT NULL,
+    first_seq bigint NOT NULL,
+    last_seq bigint NOT NULL,
+    events integer NOT NULL,
+    at double precision NOT NULL,
+    status integer,
+    latency double precision NOT NULL,
+    outcome text NOT NULL,
+    excerpt text NOT NULL,
+    error text
+);
+CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, id)
+"""
+
+# Params: owner, lease until, now, now, limit.
+CLAIM_WEBHOOK_ENDPOINTS = """
+UPDATE webhook_endpoints SET lease_owner = %s, lease_until = %s
+WHERE id IN (
+    SELECT id FROM webhook_endpoints
+    WHERE enabled = 1 AND next_attempt_at <= %s AND (lease_until IS NULL OR lease_until < %s)
+    ORDER BY next_attempt_at LIMIT %s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING *
+"""
+
+
 MIGRATIONS: tuple[str, ...] = (
     SCHEMA_V1,
     SCHEMA_V2,
@@ -183,6 +247,7 @@ MIGRATIONS: tuple[str, ...] = (
     SCHEMA_V4,
     SCHEMA_V5,
     SCHEMA_V6,
+    SCHEMA_V7,
 )
 
 

@@ -58,6 +58,7 @@ from mailer.store.postgres import ops as pg_ops
 from mailer.store.postgres import rows as pg_rows
 from mailer.store.postgres import sql as q
 from mailer.store.postgres.schema import create_schema, describe, drop_schema, migrate, with_schema
+from mailer.store.postgres.webhooks import PostgresWebhooks
 from mailer.store.rules import send_filter
 
 Conn = psycopg.AsyncConnection[DictRow]
@@ -81,6 +82,7 @@ class PostgresStore:
         self.connect_timeout = connect_timeout
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._key = 0  # the schema's advisory-lock key, known once migrated
+        self.webhooks = PostgresWebhooks(self)
 
     def __repr__(self) -> str:
         return f"PostgresStore({describe(self.dsn)})"

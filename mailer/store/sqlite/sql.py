@@ -101,6 +101,68 @@ CREATE TABLE idempotency (
 )
 """
 
+# Webhook endpoints per account with their event-feed cursor and lease,
+# the one fixed batch of each, and the log of delivery attempts.
+SCHEMA_V7 = """
+CREATE TABLE webhook_endpoints (
+    id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    url TEXT NOT NULL,
+    description TEXT,
+    event_types TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    previous_secret TEXT,
+    previous_until REAL,
+    enabled INTEGER NOT NULL,
+    disabled_reason TEXT,
+    cursor INTEGER NOT NULL,
+    failures INTEGER NOT NULL,
+    failing_since REAL,
+    next_attempt_at REAL NOT NULL,
+    lease_owner TEXT,
+    lease_until REAL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX webhook_endpoints_account ON webhook_endpoints (account);
+CREATE INDEX webhook_endpoints_due ON webhook_endpoints (next_attempt_at) WHERE enabled = 1;
+CREATE TABLE webhook_batches (
+    endpoint_id TEXT PRIMARY KEY REFERENCES webhook_endpoints(id),
+    id TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE webhook_deliveries (
+    id INTEGER PRIMARY KEY,
+    endpoint_id TEXT NOT NULL REFERENCES webhook_endpoints(id),
+    webhook_id TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    at REAL NOT NULL,
+    status INTEGER,
+    latency REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    excerpt TEXT NOT NULL,
+    error TEXT
+);
+CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, id)
+"""
+
+# Params: owner, lease until, now, now, limit.
+CLAIM_WEBHOOK_ENDPOINTS = """
+UPDATE webhook_endpoints SET lease_owner = ?, lease_until = ?
+WHERE id IN (
+    SELECT id FROM webhook_endpoints
+    WHERE enabled = 1 AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?)
+    ORDER BY next_attempt_at LIMIT ?
+)
+RETURNING *
+"""
+
 
 INSERT_DISTRIBUTION = """
 INSERT INTO distributions (id, account, sender_address, sender_name, subject, html, text,

@@ -50,6 +50,7 @@ from mailer.store.models import (
     new_ids,
 )
 from mailer.store.sqlite import feedback, ops, sql
+from mailer.store.sqlite.webhooks import SQLiteWebhooks
 
 T = TypeVar("T")
 
@@ -60,6 +61,7 @@ MIGRATIONS: tuple[str, ...] = (
     sql.SCHEMA_V4,
     sql.SCHEMA_V5,
     sql.SCHEMA_V6,
+    sql.SCHEMA_V7,
 )
 
 
@@ -86,6 +88,7 @@ class SQLiteStore:
         self.path = Path(path)
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self.webhooks = SQLiteWebhooks(self)
 
     # lifecycle -----------------------------------------------------------
 
