@@ -34,6 +34,8 @@ class NewDistribution:
     unsubscribe_url: str | None = None
     send_at: float | None = None
     tags: tuple[str, ...] = ()
+    # high, normal or bulk; None: the account's default priority
+    priority: str | None = None
 
 
 class NewSend(NamedTuple):
@@ -58,6 +60,7 @@ class Distribution:
     send_at: float | None
     tags: tuple[str, ...]
     created_at: float
+    priority: str = "normal"
 
 
 @dataclass(frozen=True)
@@ -275,3 +278,48 @@ class Stats:
     deferring: tuple[DestinationCount, ...]
     throughput: tuple[Throughput, ...]
     holds: tuple[Hold, ...]
+
+
+# Accounts and API keys --------------------------------------------------
+
+Language = Literal["de", "en"]
+LANGUAGES: tuple[Language, ...] = ("de", "en")
+
+
+@dataclass(frozen=True)
+class Account:
+    """A customer of the platform. ``rate_cap``: sends per minute across
+    every worker (None: no cap); ``priority``: of its distributions that
+    name none."""
+
+    id: str
+    name: str
+    language: Language = "en"
+    rate_cap: int | None = None
+    priority: str = "normal"
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class AccountChange:
+    """The fields of an account to change; None leaves one as it is,
+    ``clear_rate_cap`` removes the cap."""
+
+    name: str | None = None
+    language: Language | None = None
+    rate_cap: int | None = None
+    clear_rate_cap: bool = False
+    priority: str | None = None
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key as the store keeps it: the SHA-256 digest of the token,
+    never the token. An ``operator`` key may act for every account."""
+
+    id: str
+    account: str
+    operator: bool
+    name: str | None
+    created_at: float
+    revoked_at: float | None = None

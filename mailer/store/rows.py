@@ -19,6 +19,8 @@ from pydantic_core import to_json
 from mailer.errors import ValidationError
 from mailer.reasons import Reason, State
 from mailer.store.models import (
+    Account,
+    ApiKey,
     Attempt,
     Distribution,
     Event,
@@ -50,6 +52,29 @@ def distribution(row: Row) -> Distribution:
         send_at=row["send_at"],
         tags=tuple(_json(row["tags"])),
         created_at=row["created_at"],
+        priority=row["priority"],
+    )
+
+
+def account(row: Row) -> Account:
+    return Account(
+        id=row["id"],
+        name=row["name"],
+        language=row["language"],
+        rate_cap=row["rate_cap"],
+        priority=row["priority"],
+        created_at=row["created_at"],
+    )
+
+
+def api_key(row: Row) -> ApiKey:
+    return ApiKey(
+        id=row["id"],
+        account=row["account"],
+        operator=bool(row["operator"]),
+        name=row["name"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
     )
 
 

@@ -8,6 +8,8 @@ identity column). Placeholders are psycopg's ``%s`` / ``%(name)s``.
 
 from __future__ import annotations
 
+from mailer.store.postgres.accounts import SCHEMA_ACCOUNTS
+
 SCHEMA_V1 = """
 CREATE TABLE distributions (
     id text PRIMARY KEY,
@@ -120,7 +122,7 @@ CREATE INDEX events_at ON events (at);
 ALTER TABLE sends ADD COLUMN replayed_at double precision
 """
 
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_ACCOUNTS)
 
 
 # Advisory-lock keys (two-int form: class, object). The object part is the
@@ -202,19 +204,6 @@ FROM (
     SELECT id, lease_until AS ord FROM sends
     WHERE state = 'sending' AND lease_until < %(now)s
     ORDER BY lease_until LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-) picked
-WHERE s.id = picked.id
-RETURNING s.*, picked.ord, {_SUPPRESSED}
-"""
-
-CLAIM_DUE = f"""
-UPDATE sends s SET state = 'sending', lease_owner = %(owner)s, lease_until = %(until)s,
-    updated_at = %(now)s
-FROM (
-    SELECT id, due_at AS ord FROM sends
-    WHERE state IN ('queued', 'deferred') AND due_at <= %(now)s
-    ORDER BY due_at LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ) picked
 WHERE s.id = picked.id

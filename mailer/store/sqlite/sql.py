@@ -148,15 +148,6 @@ WHERE id IN (
 RETURNING *
 """
 
-CLAIM_DUE = """
-UPDATE sends SET state = 'sending', lease_owner = ?, lease_until = ?, updated_at = ?
-WHERE id IN (
-    SELECT id FROM sends WHERE state IN ('queued', 'deferred') AND due_at <= ?
-    ORDER BY due_at LIMIT ?
-)
-RETURNING *
-"""
-
 # Those of the sends (a JSON array of ids) leased by the owner.
 LEASED_SENDS_JSON = """
 SELECT * FROM sends
