@@ -16,6 +16,7 @@ from typing import Protocol
 from mailer.errors import TemplateError, ValidationError
 from mailer.message.addresses import check_header_value, parse_address
 from mailer.message.templates import CompiledContent, Content, compile_content, render
+from mailer.store.fair import priority
 from mailer.store.models import NewDistribution, NewSend
 
 MAX_RECIPIENTS = 10_000
@@ -96,6 +97,8 @@ def check_distribution(
     parse_address("sender.address", dist.sender_address, dist.sender_name)
     for index, tag in enumerate(dist.tags):
         check_header_value(f"tags[{index}]", tag)
+    if dist.priority is not None:
+        priority(dist.priority)
     content = Content.of(dist)
     return compile_content(content) if templates is None else templates.compile(content)
 

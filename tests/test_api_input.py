@@ -211,7 +211,7 @@ async def test_no_valid_recipient_is_422_listing_each(served: Served) -> None:
         ({"send_at": "2030-01-01T10:00:00"}, "send_at"),  # no time zone
         ({"tags": ["q3\r\nX-Injected: 1"]}, "tags[0]"),
         ({"unsubscribe_url": "javascript:alert(1)"}, "unsubscribe_url"),
-        ({"priority": "high"}, "priority"),
+        ({"priority": "urgent"}, "priority"),
         ({"html": None, "text": None}, "html"),
         ({"sender": {"address": "hr@acme.test", "name": 7}}, "sender.name"),
     ],

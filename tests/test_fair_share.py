@@ -170,3 +170,80 @@ async def test_api_keys_are_found_by_digest_and_revoked(store) -> None:
     assert await store.api_key("d" * 64) == replace(key, revoked_at=9.0)
     with pytest.raises(NotFound):
         await store.add_api_key(replace(key, id="k2", account="nobody"), "f" * 64)
+
+
+OLD_ROWS = [
+    "INSERT INTO distributions (id, account, sender_address, sender_name, subject, text,"
+    " created_at) VALUES ('d1', 'legacy', 'a@legacy.test', 'L', 'S', 'T', 10)",
+    "INSERT INTO sends (id, distribution_id, account, recipient, rcpt_key, domain, name,"
+    " variables, message_id, due_at, created_at, updated_at) VALUES"
+    " ('s1', 'd1', 'legacy', 'x@dest.test', 'x@dest.test', 'dest.test', '', '{}', '<s1@h>',"
+    " 10, 10, 10)",
+    "INSERT INTO suppressions (account, address, reason, created_at) VALUES"
+    " ('listed', 'y@dest.test', 'suppressed-bounce', 11)",
+]
+
+
+async def test_migration_makes_records_of_the_free_string_accounts(tmp_path) -> None:
+    import sqlite3
+
+    from mailer.store.rules import split_statements
+    from mailer.store.sqlite.store import MIGRATIONS, SQLiteStore
+
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for version, script in enumerate(MIGRATIONS[:3], start=1):
+        for statement in split_statements(script):
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+    for statement in OLD_ROWS:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
+    async with SQLiteStore(path) as new:
+        assert [(a.id, a.name) for a in await new.accounts()] == [
+            ("legacy", "legacy"),
+            ("listed", "listed"),
+        ]
+        assert (await new.distribution("d1")).priority == "normal"
+        assert len(await new.claim("w", 10, lease_seconds=60, now=20.0)) == 1
+
+
+async def test_postgres_migration_makes_records_of_the_free_string_accounts() -> None:
+    import psycopg
+
+    from mailer.store.postgres.sql import MIGRATIONS
+    from mailer.store.postgres.store import PostgresStore
+    from mailer.store.rules import split_statements
+    from tests.backends import postgres_schema
+
+    async with postgres_schema() as url:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await conn.execute("CREATE TABLE schema_version (version integer NOT NULL)")
+            for version, script in enumerate(MIGRATIONS[:3], start=1):
+                for statement in split_statements(script):
+                    await conn.execute(statement)
+                await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+            for statement in OLD_ROWS:
+                await conn.execute(statement)
+        async with PostgresStore(url) as new:
+            assert [(a.id, a.name) for a in await new.accounts()] == [
+                ("legacy", "legacy"),
+                ("listed", "listed"),
+            ]
+            assert len(await new.claim("w", 10, lease_seconds=60, now=20.0)) == 1
+
+
+async def test_events_carry_account_reference_and_tags_and_filter_by_account(store) -> None:
+    tagged = replace(dist("acme"), tags=("q3", "reminder"))
+    _, [mine] = await store.enqueue(
+        tagged, [NewSend("x@dest.test", reference="resp-17")], hostname="h", now=10.0
+    )
+    _, [theirs] = await store.enqueue(dist("other"), recipients(1, "o"), hostname="h", now=11.0)
+    everything = await store.events()
+    assert [(e.send_id, e.account) for e in everything] == [(mine, "acme"), (theirs, "other")]
+    first = everything[0]
+    assert (first.reference, first.tags) == ("resp-17", ("q3", "reminder"))
+    assert [e.send_id for e in await store.events(account="other")] == [theirs]
+    assert await store.events(account="other", send_id=mine) == []

@@ -79,7 +79,7 @@ def create_api(
     api.state.metrics = metrics
     install_error_handlers(api)
     _document_request_bodies(api)
-    auth = bearer_auth(keys)
+    auth = bearer_auth(app.store, keys)
     api.include_router(v1_router(client, metrics, auth))
     api.include_router(domains.router, dependencies=[Depends(auth)], responses=UNAUTHORIZED)
     api.include_router(unsubscribe_router(client, metrics))

@@ -4,7 +4,7 @@ schema) and their conversion from and to the service's own values."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic_core import to_json
@@ -52,7 +52,15 @@ class RecipientIn(_In):
 class DistributionIn(_In):
     """One survey distribution: templates (Jinja, sandboxed) and recipients."""
 
-    account: Annotated[str, Field(min_length=1, max_length=200)]
+    account: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=200,
+            description="the account's id; an account's key may leave it out, an operator key "
+            "must name it",
+        ),
+    ] = None
     sender: SenderIn
     subject: Annotated[str, Field(max_length=2_000)]
     html: Annotated[str | None, Field(max_length=1_000_000)] = None
@@ -66,11 +74,15 @@ class DistributionIn(_In):
     ] = None
     send_at: AwareDatetime | None = None
     tags: Annotated[list[Annotated[str, Field(max_length=100)]], Field(max_length=50)] = []
+    priority: Annotated[
+        Literal["high", "normal", "bulk"] | None,
+        Field(description="before or after the account's other mail; default: the account's"),
+    ] = None
     recipients: Annotated[list[RecipientIn], Field(min_length=1, max_length=MAX_RECIPIENTS)]
 
-    def distribution(self) -> NewDistribution:
+    def distribution(self, account: str) -> NewDistribution:
         return NewDistribution(
-            account=self.account,
+            account=account,
             sender_address=self.sender.address,
             sender_name=self.sender.name,
             subject=self.subject,
@@ -79,6 +91,7 @@ class DistributionIn(_In):
             unsubscribe_url=self.unsubscribe_url,
             send_at=None if self.send_at is None else self.send_at.timestamp(),
             tags=tuple(self.tags),
+            priority=self.priority,
         )
 
 
@@ -177,6 +190,9 @@ class EventOut(BaseModel):
     enhanced: str | None
     text: str | None
     detail: str | None
+    account: str | None
+    reference: str | None = Field(description="the recipient's reference given at enqueue")
+    tags: list[str]
 
     @classmethod
     def of(cls, item: Event) -> EventOut:
@@ -191,6 +207,9 @@ class EventOut(BaseModel):
             enhanced=item.enhanced,
             text=item.text,
             detail=item.detail,
+            account=item.account,
+            reference=item.reference,
+            tags=list(item.tags),
         )
 
 
@@ -261,6 +280,7 @@ class DistributionOut(BaseModel):
     unsubscribe_url: str | None
     send_at: datetime | None
     tags: list[str]
+    priority: str
     created_at: datetime
     total: int
     counts: dict[str, int] = Field(description="sends per state, every state listed")
@@ -276,6 +296,7 @@ class DistributionOut(BaseModel):
             unsubscribe_url=dist.unsubscribe_url,
             send_at=_time(dist.send_at),
             tags=list(dist.tags),
+            priority=dist.priority,
             created_at=datetime.fromtimestamp(dist.created_at, UTC),
             total=item.total,
             counts=_all_states(item.counts),

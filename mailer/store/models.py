@@ -143,6 +143,10 @@ class Event:
     enhanced: str | None = None
     text: str | None = None
     detail: str | None = None
+    # of the send and its distribution, for the platform to correlate
+    account: str | None = None
+    reference: str | None = None
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,9 @@ def event(row: Row) -> Event:
         enhanced=row["enhanced"],
         text=row["text"],
         detail=row["detail"],
+        account=row["account"],
+        reference=row["reference"],
+        tags=tuple(_json(row["tags"]) or ()),
     )
 
 

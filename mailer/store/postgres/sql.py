@@ -258,8 +258,23 @@ RETURNING id
 
 SELECT_SEND = "SELECT * FROM sends WHERE id = %s"
 SELECT_ATTEMPTS = "SELECT * FROM attempts WHERE send_id = %s ORDER BY number"
-SELECT_EVENTS = "SELECT * FROM events WHERE seq > %s ORDER BY seq LIMIT %s"
-SELECT_SEND_EVENTS = "SELECT * FROM events WHERE send_id = %s AND seq > %s ORDER BY seq LIMIT %s"
+# Events with the send's account and reference and the distribution's tags.
+_EVENTS = """
+SELECT e.*, s.account, s.reference, d.tags FROM events e
+LEFT JOIN sends s ON s.id = e.send_id
+LEFT JOIN distributions d ON d.id = e.distribution_id
+"""
+SELECT_EVENTS = _EVENTS + "WHERE e.seq > %(after)s ORDER BY e.seq LIMIT %(limit)s"
+SELECT_SEND_EVENTS = (
+    _EVENTS + "WHERE e.send_id = %(send)s AND e.seq > %(after)s ORDER BY e.seq LIMIT %(limit)s"
+)
+SELECT_ACCOUNT_EVENTS = (
+    _EVENTS + "WHERE s.account = %(account)s AND e.seq > %(after)s ORDER BY e.seq LIMIT %(limit)s"
+)
+SELECT_ACCOUNT_SEND_EVENTS = (
+    _EVENTS + "WHERE s.account = %(account)s AND e.send_id = %(send)s AND e.seq > %(after)s "
+    "ORDER BY e.seq LIMIT %(limit)s"
+)
 COUNT_STATES = "SELECT state, count(*) AS n FROM sends GROUP BY state"
 COUNT_DISTRIBUTION_STATES = (
     "SELECT state, count(*) AS n FROM sends WHERE distribution_id = %s GROUP BY state"

@@ -300,13 +300,22 @@ class PostgresStore:
         return [typed.send(r) for r in await self._all(query, (*params, limit))]
 
     async def events(
-        self, *, after: int = 0, limit: int = 100, send_id: str | None = None
+        self,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        send_id: str | None = None,
+        account: str | None = None,
     ) -> list[Event]:
-        if send_id is None:
-            rows = await self._all(q.SELECT_EVENTS, (after, limit))
-        else:
-            rows = await self._all(q.SELECT_SEND_EVENTS, (send_id, after, limit))
-        return [typed.event(r) for r in rows]
+        # one query per combination, so that each has a plan of its own
+        query = {
+            (False, False): q.SELECT_EVENTS,
+            (False, True): q.SELECT_SEND_EVENTS,
+            (True, False): q.SELECT_ACCOUNT_EVENTS,
+            (True, True): q.SELECT_ACCOUNT_SEND_EVENTS,
+        }[(account is not None, send_id is not None)]
+        params = {"after": after, "limit": limit, "send": send_id, "account": account}
+        return [typed.event(r) for r in await self._all(query, params)]
 
     async def counts(self, distribution_id: str | None = None) -> dict[State, int]:
         if distribution_id is None:

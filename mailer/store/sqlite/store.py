@@ -347,14 +347,15 @@ class SQLiteStore:
         return [typed.send(row) for row in found]
 
     async def events(
-        self, *, after: int = 0, limit: int = 100, send_id: str | None = None
+        self,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        send_id: str | None = None,
+        account: str | None = None,
     ) -> list[Event]:
-        if send_id is None:
-            query: str = sql.SELECT_EVENTS
-            params: tuple[object, ...] = (after, limit)
-        else:
-            query, params = sql.SELECT_SEND_EVENTS, (send_id, after, limit)
-        found = await self._run(lambda: self.conn.execute(query, params).fetchall())
+        params = (account, send_id, after, limit)
+        found = await self._run(lambda: self.conn.execute(sql.SELECT_EVENTS, params).fetchall())
         return [typed.event(row) for row in found]
 
     async def counts(self, distribution_id: str | None = None) -> dict[State, int]:
