@@ -19,6 +19,7 @@ from mailer.api.models import (
     SendOut,
     accepted_json,
 )
+from mailer.api.platform import platform_router
 from mailer.client import MAX_EVENTS_PAGE, Client, DistributionStatus
 from mailer.errors import NotFound
 from mailer.intake import MAX_IDEMPOTENCY_KEY
@@ -129,4 +130,5 @@ def v1_router(
         scope = account if principal.operator else account_of(principal, account)
         return EventPageOut.of(await client.events(after, limit, account=scope))
 
+    router.include_router(platform_router(client))
     return router

@@ -239,6 +239,13 @@ class Store(Protocol):
 
     async def accounts(self) -> list[Account]: ...
 
+    async def list_distributions(
+        self, account: str | None = None, *, after: str = "", limit: int = 100
+    ) -> list[Distribution]:
+        """Distributions (one account's, or all) ordered by id, starting
+        after id ``after``."""
+        ...
+
     async def update_account(self, account_id: str, change: AccountChange) -> Account:
         """Apply ``change``; returns the account as it is now. Raises
         NotFound for an unknown id."""

@@ -166,6 +166,9 @@ class SendFilter:
     reasons: tuple[Reason, ...] = ()
     since: float | None = None
     until: float | None = None
+    account: str | None = None
+    recipient: str | None = None
+    send_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ and how a schema script splits into statements."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mailer.errors import ValidationError
 from mailer.reasons import State
 from mailer.store.models import HOLD_KINDS, SendFilter
@@ -43,6 +45,15 @@ def send_filter(
     if flt.until is not None:
         clauses.append(f"updated_at < {placeholder}")
         params.append(flt.until)
+    if flt.account is not None:
+        clauses.append(f"account = {placeholder}")
+        params.append(flt.account)
+    if flt.recipient is not None:
+        clauses.append(f"rcpt_key = {placeholder}")
+        params.append(flt.recipient.lower())
+    if flt.send_id is not None:
+        clauses.append(f"id = {placeholder}")
+        params.append(flt.send_id)
     if after is not None:
         clauses.append(f"id > {placeholder}")
         params.append(after)
@@ -63,15 +74,8 @@ def replay_filter(flt: SendFilter) -> SendFilter:
         raise ValidationError(
             "state", f"replay takes only bounced and failed sends, not {', '.join(others)}"
         )
-    states = flt.states or REPLAYABLE_STATES
-    return SendFilter(
-        states=states,
-        distribution_id=flt.distribution_id,
-        domain=flt.domain,
-        reasons=flt.reasons,
-        since=flt.since,
-        until=flt.until,
-    )
+    # replace(): every other field of the filter (account among them) holds
+    return replace(flt, states=flt.states or REPLAYABLE_STATES)
 
 
 def hold_value(kind: str, value: str) -> str:

@@ -70,6 +70,10 @@ ON CONFLICT (id) DO NOTHING
 RETURNING id
 """
 SELECT_ACCOUNT = "SELECT * FROM accounts WHERE id = %s"
+LIST_DISTRIBUTIONS = "SELECT * FROM distributions WHERE id > %s ORDER BY id LIMIT %s"
+LIST_ACCOUNT_DISTRIBUTIONS = (
+    "SELECT * FROM distributions WHERE account = %s AND id > %s ORDER BY id LIMIT %s"
+)
 SELECT_ACCOUNTS = "SELECT * FROM accounts ORDER BY id"
 UPDATE_ACCOUNT = """
 UPDATE accounts SET name = coalesce(%s, name), language = coalesce(%s, language),

@@ -436,6 +436,15 @@ class PostgresStore:
             raise NotFound("account", account_id)
         return typed.account(rows[0])
 
+    async def list_distributions(
+        self, account: str | None = None, *, after: str = "", limit: int = 100
+    ) -> list[Distribution]:
+        if account is None:
+            rows = await self._all(pg_accounts.LIST_DISTRIBUTIONS, (after, limit))
+        else:
+            rows = await self._all(pg_accounts.LIST_ACCOUNT_DISTRIBUTIONS, (account, after, limit))
+        return [typed.distribution(r) for r in rows]
+
     async def accounts(self) -> list[Account]:
         return [typed.account(r) for r in await self._all(pg_accounts.SELECT_ACCOUNTS)]
 

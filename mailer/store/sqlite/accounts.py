@@ -61,6 +61,10 @@ INSERT INTO accounts (id, name, language, rate_cap, priority, created_at)
 VALUES (?, ?, ?, ?, ?, ?)
 """
 SELECT_ACCOUNT = "SELECT * FROM accounts WHERE id = ?"
+# Params: account or NULL (every account), after (id), limit.
+LIST_DISTRIBUTIONS = """
+SELECT * FROM distributions WHERE (?1 IS NULL OR account = ?1) AND id > ?2 ORDER BY id LIMIT ?3
+"""
 SELECT_ACCOUNTS = "SELECT * FROM accounts ORDER BY id"
 UPDATE_ACCOUNT = """
 UPDATE accounts SET name = coalesce(?, name), language = coalesce(?, language),

@@ -624,6 +624,15 @@ class SQLiteStore:
             raise NotFound("account", account_id)
         return typed.account(row)
 
+    async def list_distributions(
+        self, account: str | None = None, *, after: str = "", limit: int = 100
+    ) -> list[Distribution]:
+        params = (account, after, limit)
+        found = await self._run(
+            lambda: self.conn.execute(accounts.LIST_DISTRIBUTIONS, params).fetchall()
+        )
+        return [typed.distribution(row) for row in found]
+
     async def accounts(self) -> list[Account]:
         found = await self._run(lambda: self.conn.execute(accounts.SELECT_ACCOUNTS).fetchall())
         return [typed.account(row) for row in found]
