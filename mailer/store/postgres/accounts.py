@@ -21,6 +21,9 @@ from mailer.store.models import AccountChange
 
 Conn = psycopg.AsyncConnection[DictRow]
 
+# As SQLite's (mailer.store.sqlite.accounts): records for the free-string
+# accounts, the claim's round-robin state and rate-cap bucket in the account
+# row, sends_fair in place of sends_ready.
 SCHEMA_ACCOUNTS = """
 CREATE TABLE accounts (
     id text PRIMARY KEY,
@@ -51,7 +54,8 @@ CREATE TABLE api_keys (
 ALTER TABLE distributions ADD COLUMN priority text NOT NULL DEFAULT 'normal';
 CREATE INDEX distributions_account ON distributions (account, id);
 CREATE INDEX sends_fair ON sends (account, distribution_id, due_at)
-    WHERE state IN ('queued', 'deferred')
+    WHERE state IN ('queued', 'deferred');
+DROP INDEX sends_ready
 """
 
 ENSURE_ACCOUNT = """
@@ -97,15 +101,17 @@ SELECT account FROM sends WHERE state IN ('queued', 'deferred') AND account > %s
 ORDER BY account LIMIT 1
 """
 NEXT_DISTRIBUTION = """
-SELECT distribution_id FROM sends
-WHERE state IN ('queued', 'deferred') AND account = %s AND distribution_id > %s
-ORDER BY account, distribution_id LIMIT 1
+SELECT next.distribution_id, d.priority
+FROM (
+    SELECT distribution_id FROM sends
+    WHERE state IN ('queued', 'deferred') AND account = %s AND distribution_id > %s
+    ORDER BY account, distribution_id LIMIT 1
+) next JOIN distributions d ON d.id = next.distribution_id
 """
 LOCK_ACCOUNTS = """
 SELECT id, served_at, cursor, rate_cap, tokens, tokens_at FROM accounts
 WHERE id = ANY(%s) ORDER BY id FOR UPDATE
 """
-DISTRIBUTION_PRIORITIES = "SELECT id, priority FROM distributions WHERE id = ANY(%s)"
 
 _SUPPRESSED = """(
     SELECT reason FROM suppressions
@@ -137,15 +143,15 @@ async def _one(conn: Conn, query: str, params: Any) -> DictRow | None:
     return await cur.fetchone()
 
 
-async def _loose_scan(conn: Conn, query: str, *prefix: object) -> list[str]:
-    found: list[str] = []
+async def _loose_scan(conn: Conn, query: str, *prefix: object) -> list[DictRow]:
+    found: list[DictRow] = []
     last = ""
     while len(found) < MAX_LANES:
         row = await _one(conn, query, (*prefix, last))
         if row is None:
             break
         last = next(iter(row.values()))
-        found.append(last)
+        found.append(row)
     return found
 
 
@@ -156,29 +162,27 @@ async def claim_due(
     due mail (least recently served first) and, within each account, over
     its distributions by priority, within each account's rate cap. Rows
     come with ``ord`` (due time) and ``suppressed``."""
-    names = await _loose_scan(conn, NEXT_ACCOUNT)
+    names = [row["account"] for row in await _loose_scan(conn, NEXT_ACCOUNT)]
     if not names:
         return []
     cur = await conn.execute(LOCK_ACCOUNTS, (names,))
     states = {row["id"]: row for row in await cur.fetchall()}
-    order = sorted(
-        names, key=lambda name: (states[name]["served_at"] if name in states else 0.0, name)
-    )
+    order = sorted(names, key=lambda n: (states[n]["served_at"] if n in states else 0.0, n))
     leased: list[DictRow] = []
+    lanes: dict[str, list[tuple[str, str]]] = {}
     drawn: dict[str, int] = {}
     served: dict[str, str] = {}
 
     async def take_account(account: str, share: int) -> int:
         state = states.get(account)
         cap = state["rate_cap"] if state else None
-        available = (
-            fair.tokens(cap, state["tokens"], state["tokens_at"], now) if state and cap else 0.0
-        )
+        available = 0.0
+        if state is not None and cap:
+            available = fair.tokens(cap, state["tokens"], state["tokens_at"], now)
         room = fair.allowance(cap, available - drawn.get(account, 0), share)
-        dist_ids = await _loose_scan(conn, NEXT_DISTRIBUTION, account)
-        cur = await conn.execute(DISTRIBUTION_PRIORITIES, (dist_ids,))
-        lanes = [(row["id"], row["priority"]) for row in await cur.fetchall()]
-        cursor = state["cursor"] if state else ""
+        if account not in lanes:
+            found = await _loose_scan(conn, NEXT_DISTRIBUTION, account)
+            lanes[account] = [(r["distribution_id"], r["priority"]) for r in found]
 
         async def take_lane(dist_id: str, n: int) -> int:
             params = {
@@ -197,7 +201,8 @@ async def claim_due(
             return len(rows)
 
         got = 0
-        for group in fair.by_priority(lanes):
+        cursor = state["cursor"] if state else ""
+        for group in fair.by_priority(lanes[account]):
             if got >= room:
                 break
             got += await fair.adeal(fair.rotate(group, cursor), room - got, take_lane)
@@ -206,7 +211,9 @@ async def claim_due(
 
     await fair.adeal(order, limit, take_account)
     for account, dist_id in served.items():
-        await conn.execute(SERVED, (now, dist_id, account))
+        # round-robin state matters only where there are lanes to turn between
+        if len(names) > 1 or len(lanes[account]) > 1:
+            await conn.execute(SERVED, (now, dist_id, account))
     for account, count in drawn.items():
         state = states.get(account)
         if state and state["rate_cap"]:

@@ -17,7 +17,9 @@ from mailer.store.models import AccountChange
 
 # Free-string accounts of the distributions and suppressions become
 # records named after their id. The account row also holds the claim's
-# round-robin state (served_at, cursor) and the rate cap's bucket.
+# round-robin state (served_at, cursor) and the rate cap's bucket. The
+# claim walks sends_fair now; sends_ready (due time alone) served only the
+# first-due claim, and keeping both would slow every claim and enqueue.
 SCHEMA_ACCOUNTS = """
 CREATE TABLE accounts (
     id TEXT PRIMARY KEY,
@@ -47,7 +49,8 @@ CREATE TABLE api_keys (
 ALTER TABLE distributions ADD COLUMN priority TEXT NOT NULL DEFAULT 'normal';
 CREATE INDEX distributions_account ON distributions (account, id);
 CREATE INDEX sends_fair ON sends (account, distribution_id, due_at)
-    WHERE state IN ('queued', 'deferred')
+    WHERE state IN ('queued', 'deferred');
+DROP INDEX sends_ready
 """
 
 ENSURE_ACCOUNT = "INSERT OR IGNORE INTO accounts (id, name, created_at) VALUES (?1, ?1, ?2)"
@@ -83,14 +86,22 @@ REVOKE_KEY = "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS 
 
 # The loose index scan: the next account, or distribution of an account,
 # with waiting sends (sends_fair).
+# Each step comes with its account's claim state, or its distribution's
+# priority, in the same statement.
 NEXT_ACCOUNT = """
-SELECT account FROM sends WHERE state IN ('queued', 'deferred') AND account > ?
-ORDER BY account LIMIT 1
+SELECT next.account, a.served_at, a.cursor, a.rate_cap, a.tokens, a.tokens_at
+FROM (
+    SELECT account FROM sends WHERE state IN ('queued', 'deferred') AND account > ?
+    ORDER BY account LIMIT 1
+) next LEFT JOIN accounts a ON a.id = next.account
 """
 NEXT_DISTRIBUTION = """
-SELECT distribution_id FROM sends
-WHERE state IN ('queued', 'deferred') AND account = ? AND distribution_id > ?
-ORDER BY account, distribution_id LIMIT 1
+SELECT next.distribution_id, d.priority
+FROM (
+    SELECT distribution_id FROM sends
+    WHERE state IN ('queued', 'deferred') AND account = ? AND distribution_id > ?
+    ORDER BY account, distribution_id LIMIT 1
+) next JOIN distributions d ON d.id = next.distribution_id
 """
 # Params: owner, lease_until, now, account, distribution id, now, limit.
 CLAIM_LANE = """
@@ -102,10 +113,6 @@ WHERE id IN (
 )
 RETURNING *
 """
-ACCOUNT_STATE = """
-SELECT id, served_at, cursor, rate_cap, tokens, tokens_at FROM accounts WHERE id = ?
-"""
-DISTRIBUTION_PRIORITY = "SELECT priority FROM distributions WHERE id = ?"
 SERVED = "UPDATE accounts SET served_at = ?, cursor = ? WHERE id = ?"
 DRAW = "UPDATE accounts SET tokens = ?, tokens_at = ? WHERE id = ?"
 
@@ -113,15 +120,15 @@ DRAW = "UPDATE accounts SET tokens = ?, tokens_at = ? WHERE id = ?"
 MAX_LANES = 1000
 
 
-def _loose_scan(conn: sqlite3.Connection, query: str, *prefix: object) -> list[str]:
-    found: list[str] = []
+def _loose_scan(conn: sqlite3.Connection, query: str, *prefix: object) -> list[sqlite3.Row]:
+    found: list[sqlite3.Row] = []
     last = ""
     while len(found) < MAX_LANES:
         row = conn.execute(query, (*prefix, last)).fetchone()
         if row is None:
             break
         last = row[0]
-        found.append(last)
+        found.append(row)
     return found
 
 
@@ -131,53 +138,48 @@ def claim_due(
     """Lease up to ``limit`` due sends, dealt fairly over the accounts with
     due mail (least recently served first) and, within each account, over
     its distributions by priority, within each account's rate cap."""
-    accounts = []
-    for account in _loose_scan(conn, NEXT_ACCOUNT):
-        state = conn.execute(ACCOUNT_STATE, (account,)).fetchone()
-        accounts.append((state["served_at"] if state else 0.0, account, state))
-    accounts.sort(key=lambda item: (item[0], item[1]))
+    accounts = sorted(_loose_scan(conn, NEXT_ACCOUNT), key=lambda r: (r["served_at"] or 0.0, r[0]))
     leased: list[sqlite3.Row] = []
+    lanes: dict[str, list[tuple[str, str]]] = {}
+    drawn: dict[str, int] = {}
+    served: dict[str, str] = {}
 
-    def take_account(entry: tuple[float, str, sqlite3.Row | None], share: int) -> int:
-        _, account, state = entry
-        cap = state["rate_cap"] if state else None
-        available = 0.0
-        if state is not None and cap:
-            available = fair.tokens(cap, state["tokens"], state["tokens_at"], now)
+    def take_account(state: sqlite3.Row, share: int) -> int:
+        account, cap = state[0], state["rate_cap"]
+        available = fair.tokens(cap, state["tokens"], state["tokens_at"], now) if cap else 0.0
         room = fair.allowance(cap, available - drawn.get(account, 0), share)
-        lanes = [
-            (dist_id, conn.execute(DISTRIBUTION_PRIORITY, (dist_id,)).fetchone()[0])
-            for dist_id in _loose_scan(conn, NEXT_DISTRIBUTION, account)
-        ]
-        cursor = state["cursor"] if state else ""
+        if account not in lanes:
+            lanes[account] = [(r[0], r[1]) for r in _loose_scan(conn, NEXT_DISTRIBUTION, account)]
+
+        def take_lane(dist_id: str, n: int) -> int:
+            rows = conn.execute(
+                CLAIM_LANE, (owner, until, now, account, dist_id, now, n)
+            ).fetchall()
+            leased.extend(rows)
+            if rows:
+                served[account] = dist_id
+            return len(rows)
+
         got = 0
-        for group in fair.by_priority(lanes):
+        for group in fair.by_priority(lanes[account]):
             if got >= room:
                 break
-
-            def take_lane(dist_id: str, n: int) -> int:
-                rows = conn.execute(
-                    CLAIM_LANE, (owner, until, now, account, dist_id, now, n)
-                ).fetchall()
-                leased.extend(rows)
-                if rows:
-                    served[account] = dist_id
-                return len(rows)
-
-            got += fair.deal(fair.rotate(group, cursor), room - got, take_lane)
+            got += fair.deal(fair.rotate(group, state["cursor"] or ""), room - got, take_lane)
         drawn[account] = drawn.get(account, 0) + got
         return got
 
-    drawn: dict[str, int] = {}
-    served: dict[str, str] = {}
     fair.deal(accounts, limit, take_account)
-    for _, account, state in accounts:
-        if account in served:
+    for state in accounts:
+        account = state[0]
+        # the round-robin state only matters where there is more than one
+        # lane to turn between: one account with one distribution (the
+        # common case) writes nothing
+        if account in served and (len(accounts) > 1 or len(lanes[account]) > 1):
             conn.execute(SERVED, (now, served[account], account))
-        cap = state["rate_cap"] if state else None
-        if cap and account in drawn:
-            left = fair.tokens(cap, state["tokens"], state["tokens_at"], now) - drawn[account]
-            conn.execute(DRAW, (left, fair.drawn_at(state["tokens_at"], now), account))
+        if state["rate_cap"] and account in drawn:
+            held = fair.tokens(state["rate_cap"], state["tokens"], state["tokens_at"], now)
+            at = fair.drawn_at(state["tokens_at"], now)
+            conn.execute(DRAW, (held - drawn[account], at, account))
     return leased
 
 
