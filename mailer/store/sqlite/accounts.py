@@ -10,6 +10,7 @@ sends are the front of its index range. Nothing scans the queue.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 from mailer.store import fair
@@ -103,14 +104,19 @@ FROM (
     ORDER BY account, distribution_id LIMIT 1
 ) next JOIN distributions d ON d.id = next.distribution_id
 """
-# Params: owner, lease_until, now, account, distribution id, now, limit.
-CLAIM_LANE = """
+# The front of a lane: its next due sends after the ones this claim has
+# taken already. Params: account, distribution id, now, limit, offset.
+LANE = """
+SELECT id FROM sends
+WHERE state IN ('queued', 'deferred') AND account = ? AND distribution_id = ? AND due_at <= ?
+ORDER BY account, distribution_id, due_at LIMIT ? OFFSET ?
+"""
+# The picked sends (a JSON array of ids) leased in one statement: one
+# UPDATE per lane cost more than the picking. Params: owner, lease_until,
+# now, the ids.
+LEASE = """
 UPDATE sends SET state = 'sending', lease_owner = ?, lease_until = ?, updated_at = ?
-WHERE id IN (
-    SELECT id FROM sends
-    WHERE state IN ('queued', 'deferred') AND account = ? AND distribution_id = ? AND due_at <= ?
-    ORDER BY account, distribution_id, due_at LIMIT ?
-)
+WHERE id IN (SELECT value FROM json_each(?))
 RETURNING *
 """
 SERVED = "UPDATE accounts SET served_at = ?, cursor = ? WHERE id = ?"
@@ -139,7 +145,7 @@ def claim_due(
     due mail (least recently served first) and, within each account, over
     its distributions by priority, within each account's rate cap."""
     accounts = sorted(_loose_scan(conn, NEXT_ACCOUNT), key=lambda r: (r["served_at"] or 0.0, r[0]))
-    leased: list[sqlite3.Row] = []
+    picked: dict[str, list[str]] = {}
     lanes: dict[str, list[tuple[str, str]]] = {}
     drawn: dict[str, int] = {}
     served: dict[str, str] = {}
@@ -152,10 +158,9 @@ def claim_due(
             lanes[account] = [(r[0], r[1]) for r in _loose_scan(conn, NEXT_DISTRIBUTION, account)]
 
         def take_lane(dist_id: str, n: int) -> int:
-            rows = conn.execute(
-                CLAIM_LANE, (owner, until, now, account, dist_id, now, n)
-            ).fetchall()
-            leased.extend(rows)
+            taken = picked.setdefault(dist_id, [])
+            rows = conn.execute(LANE, (account, dist_id, now, n, len(taken))).fetchall()
+            taken.extend(row[0] for row in rows)
             if rows:
                 served[account] = dist_id
             return len(rows)
@@ -169,6 +174,8 @@ def claim_due(
         return got
 
     fair.deal(accounts, limit, take_account)
+    ids = [send_id for taken in picked.values() for send_id in taken]
+    leased = conn.execute(LEASE, (owner, until, now, json.dumps(ids))).fetchall() if ids else []
     for state in accounts:
         account = state[0]
         # the round-robin state only matters where there is more than one
@@ -180,7 +187,7 @@ def claim_due(
             held = fair.tokens(state["rate_cap"], state["tokens"], state["tokens_at"], now)
             at = fair.drawn_at(state["tokens_at"], now)
             conn.execute(DRAW, (held - drawn[account], at, account))
-    return leased
+    return sorted(leased, key=lambda row: (row["due_at"], row["id"]))
 
 
 def update_account(conn: sqlite3.Connection, account_id: str, change: AccountChange) -> int:
