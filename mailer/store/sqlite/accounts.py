@@ -187,7 +187,9 @@ def claim_due(
             held = fair.tokens(state["rate_cap"], state["tokens"], state["tokens_at"], now)
             at = fair.drawn_at(state["tokens_at"], now)
             conn.execute(DRAW, (held - drawn[account], at, account))
-    return sorted(leased, key=lambda row: (row["due_at"], row["id"]))
+    # in the order dealt: best priority first
+    position = {send_id: index for index, send_id in enumerate(ids)}
+    return sorted(leased, key=lambda row: position[row["id"]])
 
 
 def update_account(conn: sqlite3.Connection, account_id: str, change: AccountChange) -> int:
