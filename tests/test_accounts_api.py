@@ -316,3 +316,30 @@ async def test_accounts_cli_adds_lists_shows_and_sets(
     bad = CliRunner().invoke(cli, ["--config", str(path), "accounts", "add", "bad id"])
     assert bad.exit_code == 1
     assert "id:" in bad.output
+
+
+async def test_errors_are_rfc9457_problem_documents_with_coded_field_errors(world: World) -> None:
+    reply = await world.http.post(
+        "/v1/distributions",
+        json=body(["not-an-address", "ok@dest.test"], priority="urgent"),
+        headers=world.auth("acme"),
+    )
+    assert reply.status_code == 422
+    assert reply.headers["content-type"] == "application/problem+json"
+    doc = reply.json()
+    assert (doc["type"], doc["title"], doc["status"]) == (
+        "about:blank",
+        "Unprocessable Entity",
+        422,
+    )
+    assert isinstance(doc["detail"], str)
+    assert doc["detail"].startswith("priority: ")
+    assert doc["errors"][0]["field"] == "priority"
+    assert doc["errors"][0]["code"] == "literal-error"
+    missing = await world.http.get(f"/v1/sends/{MISSING}", headers=world.auth("acme"))
+    assert missing.json()["errors"] == [
+        {"field": "send_id", "reason": f"send {MISSING} not found", "code": "not-found"}
+    ]
+    unauthorized = await world.http.get("/v1/events")
+    assert unauthorized.headers["content-type"] == "application/problem+json"
+    assert unauthorized.json()["errors"][0]["code"] == "unauthorized"

@@ -71,7 +71,9 @@ def account_of(principal: Principal, named: str | None, *, field: str = "account
         if named is None:
             if principal.account is not None:
                 return principal.account
-            raise ApiError(422, field, "an operator key must name the account")
+            raise ApiError(
+                422, field, "an operator key must name the account", code="account-required"
+            )
         return named
     assert principal.account is not None
     if named is not None and named != principal.account:

@@ -103,8 +103,9 @@ def _time(value: float | None) -> datetime | None:
 
 
 class ErrorItem(BaseModel):
-    field: str
-    reason: str
+    field: str = Field(description="where: `recipients[3].email`, `sender.address`, `body`")
+    reason: str = Field(description="why, for people")
+    code: str = Field(description="why, for programs: a stable name (`missing`, `not-found`, …)")
 
 
 class RejectedOut(BaseModel):
@@ -118,7 +119,14 @@ class RejectedOut(BaseModel):
 
 
 class ErrorOut(BaseModel):
-    detail: list[ErrorItem]
+    """An RFC 9457 problem document (``application/problem+json``); the
+    problems per field are in the ``errors`` extension member."""
+
+    type: str = Field(description="`about:blank`: the status code says what kind of problem")
+    title: str = Field(description="the HTTP status phrase")
+    status: int
+    detail: str = Field(description="the first problem, and how many more there are")
+    errors: list[ErrorItem]
     rejected: list[RejectedOut] | None = None
 
 

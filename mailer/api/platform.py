@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from mailer.accounts import account_change
 from mailer.api.auth import Principal, Who, account_of, operator_only
-from mailer.api.models import DistributionOut
+from mailer.api.models import DistributionOut, ErrorOut
 from mailer.client import Client, DistributionStatus
 from mailer.errors import NotFound, ValidationError
 from mailer.message.addresses import parse_address
@@ -182,8 +182,17 @@ def _scope(principal: Principal, named: str | None) -> str | None:
     return account_of(principal, named)
 
 
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "no such id, or another account's"}
+}
+_OPERATOR: dict[int | str, dict[str, Any]] = {
+    **_NOT_FOUND,
+    403: {"model": ErrorOut, "description": "not an operator key"},
+}
+
+
 def platform_router(client: Client) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(responses=_NOT_FOUND)
     store = client.app.store
 
     async def owned_send(principal: Principal, send_id: str) -> Send:
@@ -302,13 +311,13 @@ def platform_router(client: Client) -> APIRouter:
             note=body.note,
         )
 
-    @router.get("/accounts/{account_id}", responses={403: {"description": "not an operator key"}})
+    @router.get("/accounts/{account_id}", responses=_OPERATOR)
     async def get_account(principal: Who, account_id: Id) -> AccountOut:
         """An account record (operator keys)."""
         operator_only(principal)
         return AccountOut.of(await store.account(account_id))
 
-    @router.patch("/accounts/{account_id}", responses={403: {"description": "not an operator key"}})
+    @router.patch("/accounts/{account_id}", responses=_OPERATOR)
     async def patch_account(principal: Who, account_id: Id, body: AccountPatch) -> AccountOut:
         """Change an account's name, language, rate cap or default priority
         (operator keys)."""
