@@ -185,6 +185,9 @@ def _scope(principal: Principal, named: str | None) -> str | None:
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "no such id, or another account's"}
 }
+_BODY: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "the body cannot be read (not UTF-8)"},
+}
 _OPERATOR: dict[int | str, dict[str, Any]] = {
     **_NOT_FOUND,
     403: {"model": ErrorOut, "description": "not an operator key"},
@@ -248,7 +251,7 @@ def platform_router(client: Client) -> APIRouter:
             next=found[-1].address if len(found) == limit else None,
         )
 
-    @router.post("/suppressions")
+    @router.post("/suppressions", responses=_BODY)
     async def add_suppressions(principal: Who, body: SuppressionsIn) -> SuppressedOut:
         """Add or replace up to 10,000 entries on the account's list, all or
         nothing; an invalid address is refused by index."""
@@ -288,7 +291,7 @@ def platform_router(client: Client) -> APIRouter:
         flt = SendFilter(send_id=send.id, account=send.account)
         return await _replay(client, flt, dry_run=False, include_suppressed=include_suppressed)
 
-    @router.post("/replays")
+    @router.post("/replays", responses=_BODY)
     async def replay(principal: Who, body: ReplayIn) -> ReplayOut:
         """Requeue the account's bounced/failed sends matching the filter
         (due now, attempts kept, a ``replayed`` event each); suppressed
@@ -317,7 +320,7 @@ def platform_router(client: Client) -> APIRouter:
         operator_only(principal)
         return AccountOut.of(await store.account(account_id))
 
-    @router.patch("/accounts/{account_id}", responses=_OPERATOR)
+    @router.patch("/accounts/{account_id}", responses={**_OPERATOR, **_BODY})
     async def patch_account(principal: Who, account_id: Id, body: AccountPatch) -> AccountOut:
         """Change an account's name, language, rate cap or default priority
         (operator keys)."""
