@@ -343,3 +343,17 @@ async def test_errors_are_rfc9457_problem_documents_with_coded_field_errors(worl
     unauthorized = await world.http.get("/v1/events")
     assert unauthorized.headers["content-type"] == "application/problem+json"
     assert unauthorized.json()["errors"][0]["code"] == "unauthorized"
+
+
+async def test_events_name_their_type_with_unsubscribed_for_the_recipients_act(
+    world: World,
+) -> None:
+    await world.app.store.unsubscribe(
+        "acme", "bert@dest.test", now=4e9, send_id=world.sends[1], detail="one-click"
+    )
+    page = (await world.http.get("/v1/events?limit=1000", headers=world.auth("acme"))).json()
+    types = [(e["send_id"], e["type"]) for e in page["events"]]
+    assert (world.sends[0], "bounced") in types
+    assert types[-1] == (world.sends[1], "unsubscribed")
+    schema = create_api(world.app).openapi()["components"]["schemas"]["EventOut"]
+    assert {"complained", "unsubscribed", "delivered"} <= set(schema["properties"]["type"]["enum"])

@@ -187,8 +187,40 @@ class AttemptOut(BaseModel):
         )
 
 
+EventType = Literal[
+    "queued",
+    "held",
+    "sending",
+    "deferred",
+    "delivered",
+    "bounced",
+    "failed",
+    "suppressed",
+    "cancelled",
+    "complained",
+    "unsubscribed",
+]
+# reasons recorded on a send without changing its state: the recipient
+# acted on a message already sent
+_ACTS = {"suppressed-unsubscribe": "unsubscribed", "suppressed-complaint": "complained"}
+
+
+def event_type(state: State, reason: Reason) -> EventType:
+    """The event's type: its state, or ``unsubscribed`` / ``complained``
+    for the recipient's act recorded on a send that keeps its state (a send
+    ending ``suppressed`` because of an earlier act stays ``suppressed``)."""
+    act = _ACTS.get(reason.value)
+    if act == "unsubscribed" and state is not State.SUPPRESSED:
+        return "unsubscribed"
+    if act == "complained" and state is not State.SUPPRESSED:
+        return "complained"
+    named: EventType = state.value
+    return named
+
+
 class EventOut(BaseModel):
     seq: int
+    type: EventType = Field(description="the state, or `unsubscribed` / `complained`")
     send_id: str
     distribution_id: str
     at: datetime
@@ -206,6 +238,7 @@ class EventOut(BaseModel):
     def of(cls, item: Event) -> EventOut:
         return cls(
             seq=item.seq,
+            type=event_type(item.state, item.reason),
             send_id=item.send_id,
             distribution_id=item.distribution_id,
             at=datetime.fromtimestamp(item.at, UTC),

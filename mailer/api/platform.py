@@ -109,9 +109,7 @@ class SuppressionPageOut(BaseModel):
 
 class SuppressionIn(_In):
     address: Annotated[str, Field(min_length=3, max_length=320)]
-    reason: Literal["suppressed-bounce", "suppressed-unsubscribe", "suppressed-complaint"] = (
-        "suppressed-unsubscribe"
-    )
+    reason: Literal["suppressed-bounce", "suppressed-unsubscribe"] = "suppressed-unsubscribe"
     detail: Annotated[str | None, Field(max_length=1000)] = None
 
 
