@@ -254,12 +254,12 @@ async def test_cancel_ends_what_is_not_yet_sent_with_an_event(store) -> None:
     dist_id, ids = await store.enqueue(DIST, sends(4), hostname="h", now=100.0)
     claimed = await store.claim("w", 2, lease_seconds=60, now=101.0)
     [leased, delivered] = [c.send.id for c in claimed]
-    await store.complete("w", [Outcome(delivered, State.DELIVERED, Reason.DELIVERED)], now=102.0)
+    await store.complete(
+        "w", [Outcome(delivered, State.DELIVERED, Reason.DELIVERED)], now=102.0
+    )
     assert await store.cancel(dist_id, now=103.0) == 2
     assert await store.counts(dist_id) == {
-        State.CANCELLED: 2,
-        State.SENDING: 1,
-        State.DELIVERED: 1,
+        State.CANCELLED: 2, State.SENDING: 1, State.DELIVERED: 1,
     }
     cancelled = [i for i in ids if i not in (leased, delivered)]
     for send_id in cancelled:
@@ -280,14 +280,11 @@ async def test_unsubscribe_suppresses_for_the_account_with_an_event_on_the_send(
     )
     [suppression] = await store.suppressions("acme")
     assert (suppression.address, suppression.reason) == (
-        "user0@dest.test",
-        Reason.SUPPRESSED_UNSUBSCRIBE,
+        "user0@dest.test", Reason.SUPPRESSED_UNSUBSCRIBE,
     )
     [*_, event] = await store.events(send_id=ids[0])
     assert (event.state, event.reason, event.detail) == (
-        State.QUEUED,
-        Reason.SUPPRESSED_UNSUBSCRIBE,
-        "one-click",
+        State.QUEUED, Reason.SUPPRESSED_UNSUBSCRIBE, "one-click",
     )
     assert (await store.send(ids[0])).state is State.QUEUED
     # a second unsubscribe changes nothing
@@ -296,10 +293,8 @@ async def test_unsubscribe_suppresses_for_the_account_with_an_event_on_the_send(
     # a send id that is not to this address gets no event
     assert await store.unsubscribe("acme", "user9@dest.test", now=112.0, send_id=ids[1])
     assert len(await store.events(send_id=ids[1])) == 1
-    claimed = {
-        c.send.recipient: c.suppressed
-        for c in await store.claim("w", 10, lease_seconds=60, now=120.0)
-    }
+    claimed = {c.send.recipient: c.suppressed for c in await store.claim(
+        "w", 10, lease_seconds=60, now=120.0)}
     assert claimed["user0@dest.test"] is Reason.SUPPRESSED_UNSUBSCRIBE
     assert claimed["user1@dest.test"] is None
 
