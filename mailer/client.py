@@ -154,7 +154,9 @@ class Client:
         counts = await self.app.store.counts(distribution_id)
         return Cancelled(distribution_id, cancelled, counts)
 
-    async def events(self, after: int = 0, limit: int = 100) -> EventPage:
+    async def events(
+        self, after: int = 0, limit: int = 100, *, account: str | None = None
+    ) -> EventPage:
         """Events with a sequence number above ``after``, oldest first.
 
         Raises ValidationError("after" / "limit") for a negative cursor or
@@ -164,7 +166,7 @@ class Client:
             raise ValidationError("after", "must not be negative")
         if not 1 <= limit <= MAX_EVENTS_PAGE:
             raise ValidationError("limit", f"must be between 1 and {MAX_EVENTS_PAGE}")
-        events = await self.app.store.events(after=after, limit=limit)
+        events = await self.app.store.events(after=after, limit=limit, account=account)
         return EventPage(events, events[-1].seq if events else after)
 
     # unsubscribe -------------------------------------------------------------

@@ -616,8 +616,6 @@ class Config(_Frozen):
         shorter than 32 bytes.
         """
         cfg = self.api
-        if api and not cfg.keys:
-            raise ConfigError("api.keys", "at least one API key is required (MAILER_API__KEYS)")
         if api:
             for index, key in enumerate(cfg.keys):
                 _check_secret(f"api.keys[{index}]", key)

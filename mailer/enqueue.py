@@ -16,6 +16,7 @@ from mailer.errors import TemplateError, ValidationError
 from mailer.message.addresses import check_header_value, parse_address
 from mailer.message.footer import LANGUAGES
 from mailer.message.templates import CompiledContent, Content, compile_content, render
+from mailer.store.fair import priority
 from mailer.store.models import NewDistribution, NewSend
 
 MAX_RECIPIENTS = 10_000
@@ -98,6 +99,8 @@ def check_distribution(
         raise ValidationError(
             "unsubscribe_one_click", "needs an unsubscribe_url starting with https://"
         )
+    if dist.priority is not None:
+        priority(dist.priority)
     content = Content.of(dist)
     return compile_content(content) if templates is None else templates.compile(content)
 

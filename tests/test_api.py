@@ -248,7 +248,7 @@ async def test_same_idempotency_key_with_another_body_is_a_conflict(served: Serv
         "/v1/distributions", json=body_for(["b@dest.test"]), headers=headers
     )
     assert other.status_code == 409
-    assert other.json()["detail"][0]["field"] == "Idempotency-Key"
+    assert other.json()["errors"][0]["field"] == "Idempotency-Key"
     assert await store_state(served.app) == before
     # keys belong to an account: another account may use the same key
     elsewhere = await served.http.post(
@@ -287,7 +287,7 @@ async def test_v1_without_a_valid_key_is_401(served: Served, method: str, path: 
             reply = await anonymous.request(method, path, json=body_for(["a@dest.test"]))
         assert reply.status_code == 401
         assert reply.headers["WWW-Authenticate"] == "Bearer"
-        assert reply.json()["detail"][0]["field"] == "authorization"
+        assert reply.json()["errors"][0]["field"] == "authorization"
     assert await served.app.store.counts() == {}
 
 

@@ -43,7 +43,7 @@ async def nothing_stored(served: Served) -> bool:
 
 
 def fields(reply: httpx.Response) -> list[str]:
-    return [item["field"] for item in reply.json()["detail"]]
+    return [item["field"] for item in reply.json()["errors"]]
 
 
 async def post(served: Served, body: Any) -> httpx.Response:
@@ -58,7 +58,7 @@ async def test_invalid_json_names_the_body(served: Served) -> None:
     )
     assert reply.status_code == 422
     assert fields(reply) == ["body"]
-    assert "invalid JSON" in reply.json()["detail"][0]["reason"]
+    assert "invalid JSON" in reply.json()["errors"][0]["reason"]
     assert await nothing_stored(served)
 
 
@@ -110,7 +110,7 @@ async def test_undefined_template_variable_names_the_template(served: Served) ->
     reply = await post(served, body_for(["a@dest.test"], html="<p>Hallo {{ vorname }}</p>"))
     assert reply.status_code == 422
     assert fields(reply) == ["html"]
-    assert "vorname" in reply.json()["detail"][0]["reason"]
+    assert "vorname" in reply.json()["errors"][0]["reason"]
     assert await nothing_stored(served)
 
 
@@ -211,7 +211,7 @@ async def test_no_valid_recipient_is_422_listing_each(served: Served) -> None:
         ({"send_at": "2030-01-01T10:00:00"}, "send_at"),  # no time zone
         ({"tags": ["q3\r\nX-Injected: 1"]}, "tags[0]"),
         ({"unsubscribe_url": "javascript:alert(1)"}, "unsubscribe_url"),
-        ({"priority": "high"}, "priority"),
+        ({"priority": "urgent"}, "priority"),
         ({"html": None, "text": None}, "html"),
         ({"sender": {"address": "hr@acme.test", "name": 7}}, "sender.name"),
     ],

@@ -150,17 +150,47 @@ def test_dev_serve_delivers_the_sample_to_its_sink_and_stops_on_sigterm(dev_serv
     assert process.proc.wait(timeout=30) == 0
 
 
-def test_serve_without_api_keys_refuses_to_start(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [*MAILER, "serve", "--listen", f"127.0.0.1:{pick_port(['127.0.0.1'])}"],
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
+def test_serve_without_config_keys_takes_the_keys_made_by_apikeys_create(
+    tmp_path: Path,
+) -> None:
+    def mailer(*args: str) -> str:
+        done = subprocess.run(
+            [*MAILER, *args], cwd=tmp_path, env=clean_env(), capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    mailer("accounts", "add", "acme")
+    token = mailer("apikeys", "create", "--account", "acme").strip()
+    port = pick_port(["127.0.0.1"])
+    env = {
+        **clean_env(),
+        "MAILER_API__SECRET": "s" * 40,
+        "MAILER_API__PUBLIC_URL": "https://mailer.example.test",
+    }
+    process = Process(
+        [*MAILER, "serve", "--no-worker", "--listen", f"127.0.0.1:{port}"], tmp_path, env
     )
-    assert result.returncode != 0
-    assert "api.keys" in result.stderr
+    try:
+        process.wait_for(r"^API on ")
+        body = {
+            "sender": {"address": "umfragen@kunde.test", "name": "Kunde"},
+            "subject": "Frage",
+            "text": "Hallo",
+            "recipients": [{"email": "neu@beispiel.test"}],
+        }
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+            mine = {"Authorization": f"Bearer {token}"}
+            assert http.post("/v1/distributions", json=body, headers=mine).status_code == 202
+            wrong = {"Authorization": "Bearer mk_not-a-key"}
+            assert http.get("/v1/events", headers=wrong).status_code == 401
+        assert any("apikeys create" in line for line in process.seen)
+        process.proc.send_signal(signal.SIGTERM)
+        assert process.proc.wait(timeout=30) == 0
+    finally:
+        if process.proc.poll() is None:
+            process.proc.kill()
+            process.proc.wait()
 
 
 def test_the_dev_secret_is_kept_across_restarts_so_old_links_work(tmp_path: Path) -> None:

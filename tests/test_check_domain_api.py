@@ -86,13 +86,13 @@ async def test_selectors_are_passed_on(http: httpx.AsyncClient) -> None:
 async def test_a_bad_domain_is_422_naming_the_field(http: httpx.AsyncClient) -> None:
     response = await http.get("/v1/domains/not_a..domain/check")
     assert response.status_code == 422
-    assert response.json()["detail"][0]["field"] == "domain"
+    assert response.json()["errors"][0]["field"] == "domain"
 
 
 async def test_an_unknown_region_is_422(http: httpx.AsyncClient) -> None:
     response = await http.get("/v1/domains/good.test/check", params={"region": "mars"})
     assert response.status_code == 422
-    assert response.json()["detail"][0]["field"] == "region"
+    assert response.json()["errors"][0]["field"] == "region"
 
 
 async def test_dns_not_answering_is_503_saying_so(
@@ -102,7 +102,7 @@ async def test_dns_not_answering_is_503_saying_so(
     zone.fail("soft.test")
     response = await http.get("/v1/domains/soft.test/check")
     assert response.status_code == 503
-    [item] = response.json()["detail"]
+    [item] = response.json()["errors"]
     assert item["field"] == "dns"
     assert "DNS did not answer" in item["reason"]
 

@@ -65,7 +65,7 @@ async def test_an_endpoint_is_created_with_its_secret_once_and_managed(
     assert (await http.get("/v1/webhooks", params={"account": "other"})).json() == []
     other = await http.get(f"/v1/webhooks/{hook_id}", params={"account": "other"})
     assert other.status_code == 404
-    assert other.json()["detail"][0]["field"] == "webhook_id"
+    assert other.json()["errors"][0]["field"] == "webhook_id"
 
     patched = await http.patch(
         f"/v1/webhooks/{hook_id}", params={"account": "acme"}, json={"description": "CRM"}
@@ -126,7 +126,7 @@ async def test_bad_input_is_refused_naming_the_field_and_stores_nothing(
     app, http = served
     refused = await http.post("/v1/webhooks", json=body)
     assert refused.status_code == 422
-    [item] = refused.json()["detail"]
+    [item] = refused.json()["errors"]
     assert item["field"] == field
     assert reason.lower() in item["reason"].lower()
     assert await app.webhooks().endpoints(None) == []

@@ -16,7 +16,7 @@ from mailer import __version__
 from mailer.api import domains
 from mailer.api.auth import bearer_auth
 from mailer.api.body import openapi_schemas
-from mailer.api.errors import install_error_handlers
+from mailer.api.errors import PROBLEM_JSON, install_error_handlers
 from mailer.api.metrics import ApiMetrics
 from mailer.api.middleware import BodyLimit, CountRequests
 from mailer.api.routes import MAX_CURSOR, UNAUTHORIZED, v1_router
@@ -40,7 +40,22 @@ API_CSP = csp_header(
 )
 
 DESCRIPTION = """Enqueue survey distributions, follow every send, read an
-ordered event feed. Errors name the field: `{"detail": [{"field", "reason"}]}`."""
+ordered event feed. Errors are RFC 9457 problem documents
+(`application/problem+json`) whose `errors` member names each field:
+`{"type", "title", "status", "detail", "errors": [{"field", "reason", "code"}]}`."""
+
+
+def _problem_responses(schema: dict[str, Any]) -> None:
+    """Every error answer documented as what it is: a problem document in
+    ``application/problem+json`` (mailer.api.errors)."""
+    problem = {"schema": {"$ref": "#/components/schemas/ErrorOut"}}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content", {})
+                # pages for people (/u/) keep their HTML
+                if status.isdigit() and int(status) >= 400 and "text/html" not in content:
+                    response["content"] = {PROBLEM_JSON: problem}
 
 
 def _document_request_bodies(api: FastAPI) -> None:
@@ -54,6 +69,7 @@ def _document_request_bodies(api: FastAPI) -> None:
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             for name, body in openapi_schemas().items():
                 components.setdefault(name, body)
+            _problem_responses(schema)
             # through FastAPI's OpenAPI model as its own part went, which
             # leaves out nulls such as "default": null
             api.openapi_schema = jsonable_encoder(
@@ -97,7 +113,7 @@ def create_api(
     api.state.metrics = metrics
     install_error_handlers(api)
     _document_request_bodies(api)
-    auth = bearer_auth(keys)
+    auth = bearer_auth(app.store, keys)
     api.include_router(v1_router(client, metrics, auth))
     api.include_router(domains.router, dependencies=[Depends(auth)], responses=UNAUTHORIZED)
     api.include_router(unsubscribe_router(client, metrics))

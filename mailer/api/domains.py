@@ -105,5 +105,5 @@ async def check_domain(
         report = await checker.check(domain, region=region, selectors=selector or ())
     except DNSTemporaryError as exc:
         reason = f"DNS did not answer ({exc}); nothing was judged, try again later"
-        return error_response(503, [ErrorItem(field="dns", reason=reason)])
+        return error_response(503, [ErrorItem(field="dns", reason=reason, code="dns-unavailable")])
     return JSONResponse(report.to_json())

@@ -10,7 +10,7 @@ import json
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mailer.api.errors import ApiError
+from mailer.api.errors import PROBLEM_JSON, ApiError, item, problem
 from mailer.api.metrics import ApiMetrics
 
 
@@ -20,7 +20,7 @@ class _TooLarge(ApiError):
     error handlers instead of making it a 400."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(413, "body", _reason(limit))
+        super().__init__(413, "body", _reason(limit), code="too-large")
 
 
 def _reason(limit: int) -> str:
@@ -49,13 +49,14 @@ async def _drain(receive: Receive, *, limit: int = DRAIN_BYTES) -> None:
 
 
 async def _reply_too_large(send: Send, limit: int) -> None:
-    body = json.dumps({"detail": [{"field": "body", "reason": _reason(limit)}]}).encode("utf-8")
+    problem_doc = problem(413, [item("body", _reason(limit), "too-large")])
+    body = json.dumps(problem_doc).encode("utf-8")
     await send(
         {
             "type": "http.response.start",
             "status": 413,
             "headers": [
-                (b"content-type", b"application/json"),
+                (b"content-type", PROBLEM_JSON.encode("ascii")),
                 (b"content-length", str(len(body)).encode("ascii")),
                 (b"connection", b"close"),
             ],

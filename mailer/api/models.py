@@ -52,7 +52,15 @@ class RecipientIn(_In):
 class DistributionIn(_In):
     """One survey distribution: templates (Jinja, sandboxed) and recipients."""
 
-    account: Annotated[str, Field(min_length=1, max_length=200)]
+    account: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=200,
+            description="the account's id; an account's key may leave it out, an operator key "
+            "must name it",
+        ),
+    ] = None
     sender: SenderIn
     subject: Annotated[str, Field(max_length=2_000)]
     html: Annotated[str | None, Field(max_length=1_000_000)] = None
@@ -84,11 +92,15 @@ class DistributionIn(_In):
     ] = None
     send_at: AwareDatetime | None = None
     tags: Annotated[list[Annotated[str, Field(max_length=100)]], Field(max_length=50)] = []
+    priority: Annotated[
+        Literal["high", "normal", "bulk"] | None,
+        Field(description="before or after the account's other mail; default: the account's"),
+    ] = None
     recipients: Annotated[list[RecipientIn], Field(min_length=1, max_length=MAX_RECIPIENTS)]
 
-    def distribution(self) -> NewDistribution:
+    def distribution(self, account: str) -> NewDistribution:
         return NewDistribution(
-            account=self.account,
+            account=account,
             sender_address=self.sender.address,
             sender_name=self.sender.name,
             subject=self.subject,
@@ -99,6 +111,7 @@ class DistributionIn(_In):
             tags=tuple(self.tags),
             unsubscribe_one_click=self.unsubscribe_one_click,
             language=self.language,
+            priority=self.priority,
         )
 
 
@@ -110,8 +123,9 @@ def _time(value: float | None) -> datetime | None:
 
 
 class ErrorItem(BaseModel):
-    field: str
-    reason: str
+    field: str = Field(description="where: `recipients[3].email`, `sender.address`, `body`")
+    reason: str = Field(description="why, for people")
+    code: str = Field(description="why, for programs: a stable name (`missing`, `not-found`, …)")
 
 
 class RejectedOut(BaseModel):
@@ -125,7 +139,14 @@ class RejectedOut(BaseModel):
 
 
 class ErrorOut(BaseModel):
-    detail: list[ErrorItem]
+    """An RFC 9457 problem document (``application/problem+json``); the
+    problems per field are in the ``errors`` extension member."""
+
+    type: str = Field(description="`about:blank`: the status code says what kind of problem")
+    title: str = Field(description="the HTTP status phrase")
+    status: int
+    detail: str = Field(description="the first problem, and how many more there are")
+    errors: list[ErrorItem]
     rejected: list[RejectedOut] | None = None
 
 
@@ -190,8 +211,40 @@ class AttemptOut(BaseModel):
         )
 
 
+EventType = Literal[
+    "queued",
+    "held",
+    "sending",
+    "deferred",
+    "delivered",
+    "bounced",
+    "failed",
+    "suppressed",
+    "cancelled",
+    "complained",
+    "unsubscribed",
+]
+# reasons recorded on a send without changing its state: the recipient
+# acted on a message already sent
+_ACTS = {"suppressed-unsubscribe": "unsubscribed", "suppressed-complaint": "complained"}
+
+
+def event_type(state: State, reason: Reason) -> EventType:
+    """The event's type: its state, or ``unsubscribed`` / ``complained``
+    for the recipient's act recorded on a send that keeps its state (a send
+    ending ``suppressed`` because of an earlier act stays ``suppressed``)."""
+    act = _ACTS.get(reason.value)
+    if act == "unsubscribed" and state is not State.SUPPRESSED:
+        return "unsubscribed"
+    if act == "complained" and state is not State.SUPPRESSED:
+        return "complained"
+    named: EventType = state.value
+    return named
+
+
 class EventOut(BaseModel):
     seq: int
+    type: EventType = Field(description="the state, or `unsubscribed` / `complained`")
     send_id: str
     distribution_id: str
     at: datetime
@@ -201,11 +254,15 @@ class EventOut(BaseModel):
     enhanced: str | None
     text: str | None
     detail: str | None
+    account: str | None
+    reference: str | None = Field(description="the recipient's reference given at enqueue")
+    tags: list[str]
 
     @classmethod
     def of(cls, item: Event) -> EventOut:
         return cls(
             seq=item.seq,
+            type=event_type(item.state, item.reason),
             send_id=item.send_id,
             distribution_id=item.distribution_id,
             at=datetime.fromtimestamp(item.at, UTC),
@@ -215,6 +272,9 @@ class EventOut(BaseModel):
             enhanced=item.enhanced,
             text=item.text,
             detail=item.detail,
+            account=item.account,
+            reference=item.reference,
+            tags=list(item.tags),
         )
 
 
@@ -287,6 +347,7 @@ class DistributionOut(BaseModel):
     language: str | None
     send_at: datetime | None
     tags: list[str]
+    priority: str
     created_at: datetime
     total: int
     counts: dict[str, int] = Field(description="sends per state, every state listed")
@@ -304,6 +365,7 @@ class DistributionOut(BaseModel):
             language=dist.language,
             send_at=_time(dist.send_at),
             tags=list(dist.tags),
+            priority=dist.priority,
             created_at=datetime.fromtimestamp(dist.created_at, UTC),
             total=item.total,
             counts=_all_states(item.counts),

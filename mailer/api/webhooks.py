@@ -1,9 +1,9 @@
 """The /v1/webhooks routes: an account's endpoints, their delivery log,
 replay, secret rotation and a test request.
 
-Until API keys belong to accounts, the account is named in the request: a
-``account`` body field on creation, an ``account`` query parameter on
-every other route. Another account's endpoint is a 404.
+An account's key acts for its own account; an operator key names the
+account (the ``account`` body field on creation, the ``account`` query
+parameter on every other route). Another account's endpoint is a 404.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from mailer.accounts.keys import Principal
 from mailer.api.errors import ApiError
 from mailer.api.models import ErrorOut
 from mailer.api.routes import UNAUTHORIZED
@@ -26,14 +27,36 @@ from mailer.webhooks.endpoints import MAX_ACCOUNT, MAX_DESCRIPTION, Created
 from mailer.webhooks.payload import EVENT_TYPES, event_type
 from mailer.webhooks.policy import MAX_URL
 
-Account = Annotated[
-    str,
+AccountParam = Annotated[
+    str | None,
     Query(
         min_length=1,
         max_length=MAX_ACCOUNT,
-        description="the account the endpoint belongs to (until API keys carry it)",
+        description="the account the endpoint belongs to (operator keys; an account's key "
+        "acts for its own account)",
     ),
 ]
+
+
+def _acting_for(principal: Principal, named: str | None) -> str:
+    """The account a request acts for. Raises ApiError: 422 when an
+    operator key names none, 404 when an account's key names another."""
+    if principal.operator:
+        if named is None:
+            raise ApiError(422, "account", "required: an operator key names the account")
+        return named
+    assert principal.account is not None  # an account's key always has one
+    if named is not None and named != principal.account:
+        raise ApiError(404, "webhook", "no such endpoint")
+    return principal.account
+
+
+def _account(request: Request, account: AccountParam = None) -> str:
+    principal: Principal = request.state.principal  # set by the router's auth dependency
+    return _acting_for(principal, account)
+
+
+Account = Annotated[str, Depends(_account)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     **UNAUTHORIZED,
     422: {"model": ErrorOut, "description": "invalid input; `field` says where"},
@@ -53,7 +76,7 @@ def _time(value: float | None) -> datetime | None:
 class WebhookIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    account: str = Field(min_length=1, max_length=MAX_ACCOUNT)
+    account: str | None = Field(default=None, min_length=1, max_length=MAX_ACCOUNT)
     url: str = Field(max_length=MAX_URL, description="https:// (http only in development)")
     event_types: list[str] = Field(
         default=[], max_length=len(EVENT_TYPES), description=f"any of {list(EVENT_TYPES)}; [] = all"
@@ -160,20 +183,23 @@ async def _url_checks() -> AsyncIterator[None]:
         raise ApiError(503, "url", f"could not look up the host now: {exc}") from exc
 
 
-def webhooks_router(app: App, auth: Callable[..., Awaitable[None]]) -> APIRouter:
+def webhooks_router(app: App, auth: Callable[..., Awaitable[Principal]]) -> APIRouter:
     router = APIRouter(
         prefix="/v1/webhooks", dependencies=[Depends(auth)], tags=["webhooks"], responses=_ERRORS
     )
     hooks = app.webhooks()
 
     @router.post("", status_code=201, responses=_LOOKUP)
-    async def create_webhook(body: WebhookIn) -> WebhookCreatedOut:
+    async def create_webhook(request: Request, body: WebhookIn) -> WebhookCreatedOut:
         """Register an endpoint. The answer holds its signing secret, once.
         It gets the account's events from now on, signed as Standard
         Webhooks says, in batches (a JSON array of up to 100 events)."""
         async with _url_checks():
             created = await hooks.add(
-                body.account, body.url, event_types=body.event_types, description=body.description
+                _acting_for(request.state.principal, body.account),
+                body.url,
+                event_types=body.event_types,
+                description=body.description,
             )
         return WebhookCreatedOut.created(created)
 

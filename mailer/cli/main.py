@@ -71,6 +71,7 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 def register_commands() -> None:
     """Import the command modules; each registers its commands on ``cli``."""
     from mailer.cli import (  # noqa: F401
+        accounts,
         bench,
         check_domain,
         doctor,

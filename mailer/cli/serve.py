@@ -381,6 +381,13 @@ def serve(
     address = parse_listen(listen, "--listen") if listen else ctx.config.api.listen_address
     if not dev:
         ctx.config.check_production(api=True, delivers=not no_worker)
+        if not ctx.config.api.keys:
+            # keys made by `mailer apikeys create` live in the store, as digests
+            click.echo(
+                "note: no api.keys configured: only keys made with `mailer apikeys create` "
+                "are accepted",
+                err=True,
+            )
         run(
             _serve(
                 ctx.config,

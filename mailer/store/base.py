@@ -9,8 +9,11 @@ from typing import Protocol, Self
 
 from mailer.reasons import Reason, State
 from mailer.store.models import (
+    Account,
+    AccountChange,
     AccountOutcome,
     AccountPause,
+    ApiKey,
     Attempt,
     CachedPolicy,
     Claimed,
@@ -94,8 +97,11 @@ class QueueStore(Protocol):
     async def claim(
         self, owner: str, limit: int, *, lease_seconds: float, now: float
     ) -> list[Claimed]:
-        """Lease up to ``limit`` due sends (queued/deferred and due, or
-        sending with an expired lease) to ``owner``, oldest due first."""
+        """Lease up to ``limit`` due sends to ``owner``: sends whose lease expired first, then
+        due queued/deferred sends dealt fairly over the accounts with due
+        mail and their distributions, best priority first, oldest due first
+        within a distribution, within each account's rate cap
+        (mailer.store.fair)."""
         ...
 
     async def complete(self, owner: str, outcomes: Sequence[Outcome], *, now: float) -> int:
@@ -135,8 +141,17 @@ class FeedStore(Protocol):
         ...
 
     async def events(
-        self, *, after: int = 0, limit: int = 100, send_id: str | None = None
-    ) -> list[Event]: ...
+        self,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        send_id: str | None = None,
+        account: str | None = None,
+    ) -> list[Event]:
+        """Events after ``after`` in feed order, with the send's account and
+        reference and the distribution's tags; only one send's or one
+        account's when asked."""
+        ...
 
     async def counts(self, distribution_id: str | None = None) -> dict[State, int]: ...
 
@@ -336,6 +351,48 @@ class TransportStore(Protocol):
         ...
 
 
+class AccountStore(Protocol):
+    """Accounts, their API keys (by digest) and distributions per account."""
+
+    async def add_account(self, account: Account) -> Account:
+        """Record a new account. Raises ValidationError (field ``id``) when
+        the id is taken."""
+        ...
+
+    async def account(self, account_id: str) -> Account:
+        """Raises NotFound for an unknown id."""
+        ...
+
+    async def accounts(self) -> list[Account]: ...
+
+    async def list_distributions(
+        self, account: str | None = None, *, after: str = "", limit: int = 100
+    ) -> list[Distribution]:
+        """Distributions (one account's, or all) ordered by id, starting
+        after id ``after``."""
+        ...
+
+    async def update_account(self, account_id: str, change: AccountChange) -> Account:
+        """Apply ``change``; returns the account as it is now. Raises
+        NotFound for an unknown id."""
+        ...
+
+    async def add_api_key(self, key: ApiKey, digest: str) -> None:
+        """Record a key by the SHA-256 ``digest`` of its token (the token
+        itself is never stored). Raises NotFound for an unknown account."""
+        ...
+
+    async def api_key(self, digest: str) -> ApiKey | None:
+        """The key whose token has this digest, revoked or not."""
+        ...
+
+    async def api_keys(self, account: str | None = None) -> list[ApiKey]: ...
+
+    async def revoke_api_key(self, key_id: str, *, now: float) -> bool:
+        """Revoke a key; False when there is no such live key."""
+        ...
+
+
 class Store(
     Lifecycle,
     IntakeStore,
@@ -344,6 +401,7 @@ class Store(
     OperatorStore,
     FeedbackStore,
     TransportStore,
+    AccountStore,
     Protocol,
 ):
     """A durable queue of sends: every role in one backend.

@@ -40,6 +40,8 @@ class NewDistribution:
     # language of what the service adds or shows ("de", "en"); None: English
     # in mail, the browser's choice on the unsubscribe page
     language: str | None = None
+    # high, normal or bulk; None: the account's default priority
+    priority: str | None = None
 
 
 class NewSend(NamedTuple):
@@ -66,6 +68,7 @@ class Distribution:
     created_at: float
     unsubscribe_one_click: bool = False
     language: str | None = None
+    priority: str = "normal"
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,10 @@ class Event:
     enhanced: str | None = None
     text: str | None = None
     detail: str | None = None
+    # of the send and its distribution, for the platform to correlate
+    account: str | None = None
+    reference: str | None = None
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -185,6 +192,9 @@ class SendFilter:
     reasons: tuple[Reason, ...] = ()
     since: float | None = None
     until: float | None = None
+    account: str | None = None
+    recipient: str | None = None
+    send_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -396,3 +406,48 @@ class AccountPause:
     paused_at: float | None
     released_at: float | None
     detail: str | None = None
+
+
+# Accounts and API keys --------------------------------------------------
+
+Language = Literal["de", "en"]
+LANGUAGES: tuple[Language, ...] = ("de", "en")
+
+
+@dataclass(frozen=True)
+class Account:
+    """A customer of the platform. ``rate_cap``: sends per minute across
+    every worker (None: no cap); ``priority``: of its distributions that
+    name none."""
+
+    id: str
+    name: str
+    language: Language = "en"
+    rate_cap: int | None = None
+    priority: str = "normal"
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class AccountChange:
+    """The fields of an account to change; None leaves one as it is,
+    ``clear_rate_cap`` removes the cap."""
+
+    name: str | None = None
+    language: Language | None = None
+    rate_cap: int | None = None
+    clear_rate_cap: bool = False
+    priority: str | None = None
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key as the store keeps it: the SHA-256 digest of the token,
+    never the token. An ``operator`` key may act for every account."""
+
+    id: str
+    account: str
+    operator: bool
+    name: str | None
+    created_at: float
+    revoked_at: float | None = None

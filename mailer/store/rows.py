@@ -19,6 +19,8 @@ from pydantic_core import to_json
 from mailer.errors import ValidationError
 from mailer.reasons import Reason, State
 from mailer.store.models import (
+    Account,
+    ApiKey,
     Attempt,
     CachedPolicy,
     Distribution,
@@ -55,6 +57,29 @@ def distribution(row: Row) -> Distribution:
         created_at=row["created_at"],
         unsubscribe_one_click=bool(row["unsubscribe_one_click"]),
         language=row["language"],
+        priority=row["priority"],
+    )
+
+
+def account(row: Row) -> Account:
+    return Account(
+        id=row["id"],
+        name=row["name"],
+        language=row["language"],
+        rate_cap=row["rate_cap"],
+        priority=row["priority"],
+        created_at=row["created_at"],
+    )
+
+
+def api_key(row: Row) -> ApiKey:
+    return ApiKey(
+        id=row["id"],
+        account=row["account"],
+        operator=bool(row["operator"]),
+        name=row["name"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
     )
 
 
@@ -137,6 +162,9 @@ def event(row: Row) -> Event:
         enhanced=row["enhanced"],
         text=row["text"],
         detail=row["detail"],
+        account=row["account"],
+        reference=row["reference"],
+        tags=tuple(_json(row["tags"]) or ()),
     )
 
 

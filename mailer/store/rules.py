@@ -87,6 +87,15 @@ def send_filter(
     if flt.until is not None:
         clauses.append(f"updated_at < {placeholder}")
         params.append(flt.until)
+    if flt.account is not None:
+        clauses.append(f"account = {placeholder}")
+        params.append(flt.account)
+    if flt.recipient is not None:
+        clauses.append(f"rcpt_key = {placeholder}")
+        params.append(flt.recipient.lower())
+    if flt.send_id is not None:
+        clauses.append(f"id = {placeholder}")
+        params.append(flt.send_id)
     if after is not None:
         clauses.append(f"id > {placeholder}")
         params.append(after)
@@ -107,15 +116,8 @@ def replay_filter(flt: SendFilter) -> SendFilter:
         raise ValidationError(
             "state", f"replay takes only bounced and failed sends, not {', '.join(others)}"
         )
-    states = flt.states or REPLAYABLE_STATES
-    return SendFilter(
-        states=states,
-        distribution_id=flt.distribution_id,
-        domain=flt.domain,
-        reasons=flt.reasons,
-        since=flt.since,
-        until=flt.until,
-    )
+    # replace(): every other field of the filter (account among them) holds
+    return replace(flt, states=flt.states or REPLAYABLE_STATES)
 
 
 def hold_value(kind: str, value: str) -> str:

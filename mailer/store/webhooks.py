@@ -339,10 +339,12 @@ FROM (SELECT seq FROM events WHERE seq > %s ORDER BY seq LIMIT %s) w
 # neither database reads past it whatever its planner thinks of the account
 # filter (PostgreSQL otherwise scans the feed to the end).
 PENDING_EVENTS = """
-SELECT e.* FROM (
+SELECT e.*, s.account, s.reference, d.tags FROM (
     SELECT * FROM events WHERE seq > %s AND seq <= %s ORDER BY seq LIMIT %s
 ) e
-WHERE {states} AND (SELECT s.account FROM sends s WHERE s.id = e.send_id) = %s
+JOIN sends s ON s.id = e.send_id
+LEFT JOIN distributions d ON d.id = e.distribution_id
+WHERE {states} AND s.account = %s
 ORDER BY e.seq LIMIT %s
 """
 # Feed entries looked at per query (the account is looked up for each), and

@@ -8,6 +8,7 @@ identity column). Placeholders are psycopg's ``%s`` / ``%(name)s``.
 
 from __future__ import annotations
 
+from mailer.store.postgres.accounts import SCHEMA_ACCOUNTS
 from mailer.store.rules import suppression_strength_sql
 
 SCHEMA_V1 = """
@@ -248,6 +249,7 @@ MIGRATIONS: tuple[str, ...] = (
     SCHEMA_V5,
     SCHEMA_V6,
     SCHEMA_V7,
+    SCHEMA_ACCOUNTS,
 )
 
 
@@ -342,19 +344,6 @@ WHERE s.id = picked.id
 RETURNING s.*, picked.ord, {_SUPPRESSED}
 """
 
-CLAIM_DUE = f"""
-UPDATE sends s SET state = 'sending', lease_owner = %(owner)s, lease_until = %(until)s,
-    updated_at = %(now)s
-FROM (
-    SELECT id, due_at AS ord FROM sends
-    WHERE state IN ('queued', 'deferred') AND due_at <= %(now)s
-    ORDER BY due_at LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-) picked
-WHERE s.id = picked.id
-RETURNING s.*, picked.ord, {_SUPPRESSED}
-"""
-
 # The rows a batch of outcomes may touch, locked until the batch commits.
 LEASED_SENDS = """
 SELECT id, distribution_id, account, rcpt_key, domain, attempts, due_at FROM sends
@@ -404,8 +393,23 @@ RETURNING id
 
 SELECT_SEND = "SELECT * FROM sends WHERE id = %s"
 SELECT_ATTEMPTS = "SELECT * FROM attempts WHERE send_id = %s ORDER BY number"
-SELECT_EVENTS = "SELECT * FROM events WHERE seq > %s ORDER BY seq LIMIT %s"
-SELECT_SEND_EVENTS = "SELECT * FROM events WHERE send_id = %s AND seq > %s ORDER BY seq LIMIT %s"
+# Events with the send's account and reference and the distribution's tags.
+_EVENTS = """
+SELECT e.*, s.account, s.reference, d.tags FROM events e
+LEFT JOIN sends s ON s.id = e.send_id
+LEFT JOIN distributions d ON d.id = e.distribution_id
+"""
+SELECT_EVENTS = _EVENTS + "WHERE e.seq > %(after)s ORDER BY e.seq LIMIT %(limit)s"
+SELECT_SEND_EVENTS = (
+    _EVENTS + "WHERE e.send_id = %(send)s AND e.seq > %(after)s ORDER BY e.seq LIMIT %(limit)s"
+)
+SELECT_ACCOUNT_EVENTS = (
+    _EVENTS + "WHERE s.account = %(account)s AND e.seq > %(after)s ORDER BY e.seq LIMIT %(limit)s"
+)
+SELECT_ACCOUNT_SEND_EVENTS = (
+    _EVENTS + "WHERE s.account = %(account)s AND e.send_id = %(send)s AND e.seq > %(after)s "
+    "ORDER BY e.seq LIMIT %(limit)s"
+)
 COUNT_STATES = "SELECT state, count(*) AS n FROM sends GROUP BY state"
 COUNT_DISTRIBUTION_STATES = (
     "SELECT state, count(*) AS n FROM sends WHERE distribution_id = %s GROUP BY state"

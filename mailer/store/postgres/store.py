@@ -20,13 +20,16 @@ import psycopg
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from mailer.errors import IdempotencyConflict, NotFound, StoreError
+from mailer.errors import IdempotencyConflict, NotFound, StoreError, ValidationError
 from mailer.reasons import Reason, State
 from mailer.store import rows as typed
 from mailer.store import rules
 from mailer.store.models import (
+    Account,
+    AccountChange,
     AccountOutcome,
     AccountPause,
+    ApiKey,
     Attempt,
     CachedPolicy,
     Claimed,
@@ -52,6 +55,7 @@ from mailer.store.models import (
     new_id,
     new_ids,
 )
+from mailer.store.postgres import accounts as pg_accounts
 from mailer.store.postgres import events as pg_events
 from mailer.store.postgres import feedback as pg_feedback
 from mailer.store.postgres import ops as pg_ops
@@ -195,6 +199,10 @@ class PostgresStore:
                 q.INSERT_DISTRIBUTION, pg_rows.distribution_row(dist_id, distribution, now)
             )
             batch = {"distribution": dist_id, "account": account, "due": due, "now": now}
+            await conn.execute(pg_accounts.ENSURE_ACCOUNT, batch)
+            await conn.execute(
+                pg_accounts.SET_PRIORITY, {**batch, "priority": distribution.priority}
+            )
             await conn.execute(q.INSERT_SENDS_JSON, {**batch, "rows": rows})
             held = await pg_ops.hold_new_sends(conn, self._key, dist_id, now)
             await pg_events.lock(conn, self._key)
@@ -226,8 +234,9 @@ class PostgresStore:
             expired = sorted(await _all(conn, q.CLAIM_EXPIRED, params), key=_claim_order)
             due: list[DictRow] = []
             if len(expired) < limit:
-                params["limit"] = limit - len(expired)
-                due = sorted(await _all(conn, q.CLAIM_DUE, params), key=_claim_order)
+                due = await pg_accounts.claim_due(
+                    conn, owner, limit - len(expired), until=now + lease_seconds, now=now
+                )
             rows = [(r, Reason.LEASE_EXPIRED) for r in expired] + [(r, Reason.QUEUED) for r in due]
             await pg_events.append(
                 conn,
@@ -316,13 +325,22 @@ class PostgresStore:
         return [typed.send(r) for r in await self._all(query, (*params, limit))]
 
     async def events(
-        self, *, after: int = 0, limit: int = 100, send_id: str | None = None
+        self,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        send_id: str | None = None,
+        account: str | None = None,
     ) -> list[Event]:
-        if send_id is None:
-            rows = await self._all(q.SELECT_EVENTS, (after, limit))
-        else:
-            rows = await self._all(q.SELECT_SEND_EVENTS, (send_id, after, limit))
-        return [typed.event(r) for r in rows]
+        # one query per combination, so that each has a plan of its own
+        query = {
+            (False, False): q.SELECT_EVENTS,
+            (False, True): q.SELECT_SEND_EVENTS,
+            (True, False): q.SELECT_ACCOUNT_EVENTS,
+            (True, True): q.SELECT_ACCOUNT_SEND_EVENTS,
+        }[(account is not None, send_id is not None)]
+        params = {"after": after, "limit": limit, "send": send_id, "account": account}
+        return [typed.event(r) for r in await self._all(query, params)]
 
     async def counts(self, distribution_id: str | None = None) -> dict[State, int]:
         if distribution_id is None:
@@ -495,6 +513,70 @@ class PostgresStore:
     async def sts_policies_due(self, *, now: float, limit: int = 100) -> list[CachedPolicy]:
         rows = await self._all(q.STS_POLICIES_DUE, (now, limit))
         return [typed.cached_policy(r) for r in rows]
+
+    # accounts and API keys -------------------------------------------------
+
+    async def add_account(self, account: Account) -> Account:
+        params = (
+            account.id,
+            account.name,
+            account.language,
+            account.rate_cap,
+            account.priority,
+            account.created_at,
+        )
+        if not await self._all(pg_accounts.INSERT_ACCOUNT, params):
+            raise ValidationError("id", f"account {account.id!r} exists already")
+        return account
+
+    async def account(self, account_id: str) -> Account:
+        rows = await self._all(pg_accounts.SELECT_ACCOUNT, (account_id,))
+        if not rows:
+            raise NotFound("account", account_id)
+        return typed.account(rows[0])
+
+    async def list_distributions(
+        self, account: str | None = None, *, after: str = "", limit: int = 100
+    ) -> list[Distribution]:
+        if account is None:
+            rows = await self._all(pg_accounts.LIST_DISTRIBUTIONS, (after, limit))
+        else:
+            rows = await self._all(pg_accounts.LIST_ACCOUNT_DISTRIBUTIONS, (account, after, limit))
+        return [typed.distribution(r) for r in rows]
+
+    async def accounts(self) -> list[Account]:
+        return [typed.account(r) for r in await self._all(pg_accounts.SELECT_ACCOUNTS)]
+
+    async def update_account(self, account_id: str, change: AccountChange) -> Account:
+        rows = await self._all(
+            pg_accounts.UPDATE_ACCOUNT, pg_accounts.change_params(account_id, change)
+        )
+        if not rows:
+            raise NotFound("account", account_id)
+        return typed.account(rows[0])
+
+    async def add_api_key(self, key: ApiKey, digest: str) -> None:
+        async with self._tx() as conn:
+            if not await _all(conn, pg_accounts.SELECT_ACCOUNT, (key.account,)):
+                raise NotFound("account", key.account)
+            params = (key.id, digest, key.account, key.operator, key.name, key.created_at)
+            await conn.execute(pg_accounts.INSERT_KEY, params)
+
+    async def api_key(self, digest: str) -> ApiKey | None:
+        rows = await self._all(pg_accounts.SELECT_KEY_BY_DIGEST, (digest,))
+        return typed.api_key(rows[0]) if rows else None
+
+    async def api_keys(self, account: str | None = None) -> list[ApiKey]:
+        if account is None:
+            rows = await self._all(pg_accounts.SELECT_KEYS)
+        else:
+            rows = await self._all(pg_accounts.SELECT_ACCOUNT_KEYS, (account,))
+        return [typed.api_key(r) for r in rows]
+
+    async def revoke_api_key(self, key_id: str, *, now: float) -> bool:
+        async with self._conn() as conn:
+            cur = await conn.execute(pg_accounts.REVOKE_KEY, (now, key_id))
+            return cur.rowcount > 0
 
 
 async def _all(conn: Conn, query: str, params: Any = None) -> list[DictRow]:

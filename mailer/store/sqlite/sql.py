@@ -212,15 +212,6 @@ WHERE id IN (
 RETURNING *
 """
 
-CLAIM_DUE = """
-UPDATE sends SET state = 'sending', lease_owner = ?, lease_until = ?, updated_at = ?
-WHERE id IN (
-    SELECT id FROM sends WHERE state IN ('queued', 'deferred') AND due_at <= ?
-    ORDER BY due_at LIMIT ?
-)
-RETURNING *
-"""
-
 # Those of the sends (a JSON array of ids) leased by the owner.
 LEASED_SENDS_JSON = """
 SELECT * FROM sends
@@ -253,8 +244,16 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 SELECT_SEND = "SELECT * FROM sends WHERE id = ?"
 SELECT_ATTEMPTS = "SELECT * FROM attempts WHERE send_id = ? ORDER BY number"
-SELECT_EVENTS = "SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
-SELECT_SEND_EVENTS = "SELECT * FROM events WHERE send_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+# Events with what the platform correlates them by: the send's account and
+# reference, the distribution's tags. Params: account or NULL (every
+# account), send id or NULL (every send), after, limit.
+SELECT_EVENTS = """
+SELECT e.*, s.account, s.reference, d.tags FROM events e
+LEFT JOIN sends s ON s.id = e.send_id
+LEFT JOIN distributions d ON d.id = e.distribution_id
+WHERE e.seq > ?3 AND (?1 IS NULL OR s.account = ?1) AND (?2 IS NULL OR e.send_id = ?2)
+ORDER BY e.seq LIMIT ?4
+"""
 COUNT_STATES = "SELECT state, count(*) FROM sends GROUP BY state"
 COUNT_DISTRIBUTION_STATES = (
     "SELECT state, count(*) FROM sends WHERE distribution_id = ? GROUP BY state"

@@ -17,13 +17,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from mailer.errors import IdempotencyConflict, NotFound, StoreError
+from mailer.errors import IdempotencyConflict, NotFound, StoreError, ValidationError
 from mailer.reasons import Reason, State
 from mailer.store import rows as typed
 from mailer.store import rules
 from mailer.store.models import (
+    Account,
+    AccountChange,
     AccountOutcome,
     AccountPause,
+    ApiKey,
     Attempt,
     CachedPolicy,
     Claimed,
@@ -49,7 +52,7 @@ from mailer.store.models import (
     new_id,
     new_ids,
 )
-from mailer.store.sqlite import feedback, ops, sql
+from mailer.store.sqlite import accounts, feedback, ops, sql
 from mailer.store.sqlite.webhooks import SQLiteWebhooks
 
 T = TypeVar("T")
@@ -62,6 +65,7 @@ MIGRATIONS: tuple[str, ...] = (
     sql.SCHEMA_V5,
     sql.SCHEMA_V6,
     sql.SCHEMA_V7,
+    accounts.SCHEMA_ACCOUNTS,
 )
 
 
@@ -225,6 +229,10 @@ class SQLiteStore:
                     distribution.language,
                 ),
             )
+            conn.execute(accounts.ENSURE_ACCOUNT, (distribution.account, now))
+            conn.execute(
+                accounts.SET_PRIORITY, (distribution.priority, distribution.account, dist_id)
+            )
             conn.execute(sql.INSERT_SENDS_JSON, (dist_id, distribution.account, due, now, rows))
             conn.execute(sql.INSERT_QUEUED_EVENTS, (dist_id, now))
             ops.hold_new_sends(conn, dist_id, now)
@@ -273,7 +281,9 @@ class SQLiteStore:
             leased = conn.execute(sql.CLAIM_EXPIRED, (*lease, limit)).fetchall()
             expired = len(leased)
             if expired < limit:
-                leased += conn.execute(sql.CLAIM_DUE, (*lease, limit - expired)).fetchall()
+                leased += accounts.claim_due(
+                    conn, owner, limit - expired, until=now + lease_seconds, now=now
+                )
             suppressed = ops.suppressions_of(conn, leased)
             claimed = []
             events = []
@@ -376,14 +386,15 @@ class SQLiteStore:
         return [typed.send(row) for row in found]
 
     async def events(
-        self, *, after: int = 0, limit: int = 100, send_id: str | None = None
+        self,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        send_id: str | None = None,
+        account: str | None = None,
     ) -> list[Event]:
-        if send_id is None:
-            query: str = sql.SELECT_EVENTS
-            params: tuple[object, ...] = (after, limit)
-        else:
-            query, params = sql.SELECT_SEND_EVENTS, (send_id, after, limit)
-        found = await self._run(lambda: self.conn.execute(query, params).fetchall())
+        params = (account, send_id, after, limit)
+        found = await self._run(lambda: self.conn.execute(sql.SELECT_EVENTS, params).fetchall())
         return [typed.event(row) for row in found]
 
     async def counts(self, distribution_id: str | None = None) -> dict[State, int]:
@@ -684,6 +695,87 @@ class SQLiteStore:
             lambda: self.conn.execute(sql.STS_POLICIES_DUE, (now, limit)).fetchall()
         )
         return [typed.cached_policy(row) for row in found]
+
+    # accounts and API keys -------------------------------------------------
+
+    async def add_account(self, account: Account) -> Account:
+        def work(conn: sqlite3.Connection) -> Account:
+            if conn.execute(accounts.SELECT_ACCOUNT, (account.id,)).fetchone() is not None:
+                raise ValidationError("id", f"account {account.id!r} exists already")
+            conn.execute(
+                accounts.INSERT_ACCOUNT,
+                (
+                    account.id,
+                    account.name,
+                    account.language,
+                    account.rate_cap,
+                    account.priority,
+                    account.created_at,
+                ),
+            )
+            return account
+
+        return await self._run(self._tx, work)
+
+    async def account(self, account_id: str) -> Account:
+        row = await self._run(
+            lambda: self.conn.execute(accounts.SELECT_ACCOUNT, (account_id,)).fetchone()
+        )
+        if row is None:
+            raise NotFound("account", account_id)
+        return typed.account(row)
+
+    async def list_distributions(
+        self, account: str | None = None, *, after: str = "", limit: int = 100
+    ) -> list[Distribution]:
+        params = (account, after, limit)
+        found = await self._run(
+            lambda: self.conn.execute(accounts.LIST_DISTRIBUTIONS, params).fetchall()
+        )
+        return [typed.distribution(row) for row in found]
+
+    async def accounts(self) -> list[Account]:
+        found = await self._run(lambda: self.conn.execute(accounts.SELECT_ACCOUNTS).fetchall())
+        return [typed.account(row) for row in found]
+
+    async def update_account(self, account_id: str, change: AccountChange) -> Account:
+        def work(conn: sqlite3.Connection) -> Account:
+            if accounts.update_account(conn, account_id, change) == 0:
+                raise NotFound("account", account_id)
+            return typed.account(conn.execute(accounts.SELECT_ACCOUNT, (account_id,)).fetchone())
+
+        return await self._run(self._tx, work)
+
+    async def add_api_key(self, key: ApiKey, digest: str) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            if conn.execute(accounts.SELECT_ACCOUNT, (key.account,)).fetchone() is None:
+                raise NotFound("account", key.account)
+            conn.execute(
+                accounts.INSERT_KEY,
+                (key.id, digest, key.account, int(key.operator), key.name, key.created_at),
+            )
+
+        await self._run(self._tx, work)
+
+    async def api_key(self, digest: str) -> ApiKey | None:
+        row = await self._run(
+            lambda: self.conn.execute(accounts.SELECT_KEY_BY_DIGEST, (digest,)).fetchone()
+        )
+        return None if row is None else typed.api_key(row)
+
+    async def api_keys(self, account: str | None = None) -> list[ApiKey]:
+        query: str = accounts.SELECT_KEYS
+        params: tuple[object, ...] = ()
+        if account is not None:
+            query, params = accounts.SELECT_ACCOUNT_KEYS, (account,)
+        found = await self._run(lambda: self.conn.execute(query, params).fetchall())
+        return [typed.api_key(row) for row in found]
+
+    async def revoke_api_key(self, key_id: str, *, now: float) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            return conn.execute(accounts.REVOKE_KEY, (now, key_id)).rowcount > 0
+
+        return await self._run(self._tx, work)
 
 
 __all__ = ["SQLiteStore"]
