@@ -273,6 +273,31 @@ async def test_cancel_ends_what_is_not_yet_sent_with_an_event(store) -> None:
         await store.cancel("nope", now=105.0)
 
 
+async def test_flush_makes_deferred_sends_due_now_keeping_their_state(store) -> None:
+    _, ids = await store.enqueue(DIST, sends(2) + sends(1, "Other.TEST"), hostname="h", now=100.0)
+    claimed = await store.claim("w", 3, lease_seconds=60, now=101.0)
+    await store.complete(
+        "w",
+        [
+            Outcome(c.send.id, State.DEFERRED, Reason.CONNECTION, due_at=1000.0)
+            for c in claimed
+        ],
+        now=102.0,
+    )
+    assert await store.claim("w", 10, lease_seconds=60, now=103.0) == []
+    # only the named domain (normalised like a hold's), only deferred sends
+    assert await store.flush(now=104.0, domain="OTHER.test.") == 1
+    [other] = await store.claim("w", 10, lease_seconds=60, now=104.0)
+    assert other.send.id == ids[2]
+    assert other.send.reason is Reason.CONNECTION
+    assert await store.flush(now=105.0) == 2
+    again = await store.claim("w", 10, lease_seconds=60, now=105.0)
+    assert sorted(c.send.id for c in again) == sorted(ids[:2])
+    assert await store.flush(now=106.0) == 0
+    with pytest.raises(ValidationError):
+        await store.flush(now=106.0, domain=" ")
+
+
 async def test_unsubscribe_suppresses_for_the_account_with_an_event_on_the_send(store) -> None:
     _, ids = await store.enqueue(DIST, sends(2), hostname="h", now=100.0)
     assert await store.unsubscribe(

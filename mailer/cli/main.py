@@ -55,6 +55,9 @@ class MailerGroup(click.Group):
 
 
 @click.group(cls=MailerGroup, context_settings={"help_option_names": ["-h", "--help"]})
+# the distribution is published as survey-mailer (`mailer` on PyPI is another
+# project); the version is the installed distribution's
+@click.version_option(package_name="survey-mailer", prog_name="mailer")
 @click.option(
     "--config",
     "config_path",
@@ -73,6 +76,7 @@ def register_commands() -> None:
     from mailer.cli import (  # noqa: F401
         bench,
         check_domain,
+        control,
         keys,
         ops,
         queue,

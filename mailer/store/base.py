@@ -83,6 +83,12 @@ class Store(Protocol):
         NotFound for an unknown distribution."""
         ...
 
+    async def flush(self, *, now: float, domain: str | None = None) -> int:
+        """Make the deferred sends (only those to ``domain`` if given) due
+        now, as ``postqueue -f`` does; their state, reason and attempt count
+        stay. Returns how many were moved forward."""
+        ...
+
     async def distribution(self, distribution_id: str) -> Distribution: ...
 
     async def claim(

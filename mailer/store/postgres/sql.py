@@ -267,6 +267,12 @@ WHERE distribution_id = %s AND state IN ('queued', 'deferred', 'held')
 RETURNING id
 """
 
+# Params: now, now, domain, domain (NULL: every domain). `mailer flush`.
+FLUSH_DEFERRED = """
+UPDATE sends SET due_at = %s
+WHERE state = 'deferred' AND due_at > %s AND (%s::text IS NULL OR domain = %s)
+"""
+
 SELECT_SEND = "SELECT * FROM sends WHERE id = %s"
 SELECT_ATTEMPTS = "SELECT * FROM attempts WHERE send_id = %s ORDER BY number"
 SELECT_EVENTS = "SELECT * FROM events WHERE seq > %s ORDER BY seq LIMIT %s"

@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from mailer.errors import NotFound, StoreError
 from mailer.reasons import Reason, State
 from mailer.store import rows as typed
+from mailer.store import rules
 from mailer.store.models import (
     Attempt,
     Claimed,
@@ -271,6 +272,12 @@ class PostgresStore:
             events = [typed.event_row(r["id"], distribution_id, now, *cancelled) for r in rows]
             await pg_events.append(conn, self._key, events)
         return len(rows)
+
+    async def flush(self, *, now: float, domain: str | None = None) -> int:
+        domain = rules.hold_value("domain", domain) if domain is not None else None
+        async with self._tx() as conn:
+            cursor = await conn.execute(q.FLUSH_DEFERRED, (now, now, domain, domain))
+            return cursor.rowcount
 
     # reading ---------------------------------------------------------------
 

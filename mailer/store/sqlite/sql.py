@@ -230,6 +230,12 @@ WHERE distribution_id = ? AND state IN ('queued', 'deferred', 'held')
 RETURNING id
 """
 
+# Params: now, domain (NULL: every domain). `mailer flush`.
+FLUSH_DEFERRED = """
+UPDATE sends SET due_at = ?1
+WHERE state = 'deferred' AND due_at > ?1 AND (?2 IS NULL OR domain = ?2)
+"""
+
 SELECT_SUPPRESSION = "SELECT reason FROM suppressions WHERE account = ? AND address = ?"
 SELECT_SEND_TO = "SELECT * FROM sends WHERE id = ? AND account = ? AND rcpt_key = ?"
 

@@ -310,6 +310,14 @@ class SQLiteStore:
 
         return await self._run(self._tx, work)
 
+    async def flush(self, *, now: float, domain: str | None = None) -> int:
+        domain = rules.hold_value("domain", domain) if domain is not None else None
+
+        def work(conn: sqlite3.Connection) -> int:
+            return conn.execute(sql.FLUSH_DEFERRED, (now, domain)).rowcount
+
+        return await self._run(self._tx, work)
+
     # reading ---------------------------------------------------------------
 
     async def send(self, send_id: str) -> Send:
