@@ -8,13 +8,16 @@ import json
 from importlib.metadata import version
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 
 from mailer.app import App
 from mailer.cli import cli
 from mailer.config import Config, load_config
+from mailer.delivery.classify import classify
 from mailer.reasons import Reason, State
 from mailer.store.models import NewSend, Outcome
+from mailer.store.rules import REPLAYABLE_REASONS
 from tests.conftest import SURVEY
 
 
@@ -93,3 +96,25 @@ def test_cancel_of_an_unknown_distribution_is_an_error_naming_it(tmp_path: Path)
     assert result.exit_code == 1
     assert result.output.startswith("Error: ")
     assert "nope" in result.output
+
+
+def test_replay_offers_only_reasons_a_bounced_or_failed_send_can_have(tmp_path: Path) -> None:
+    path, _ = setup(tmp_path)
+    help_text = " ".join(mailer(path, "replay", "--help").output.split())
+    offered = help_text.split("--reason [", 1)[1].split("]", 1)[0].split("|")
+    assert "mailbox-unknown" in offered
+    assert "expired" in offered
+    for never in ("delivered", "cancelled", "replayed", "suppressed-unsubscribe"):
+        assert never not in offered
+    refused = mailer(path, "replay", "--reason", "delivered")
+    assert refused.exit_code == 2
+    assert "'delivered' is not one of" in refused.output
+
+
+@pytest.mark.parametrize("code", range(500, 560))
+@pytest.mark.parametrize("enhanced", [None, "5.1.1", "5.2.2", "5.7.1", "5.7.28", "5.4.4", "5.3.4"])
+def test_every_permanent_reply_class_gives_a_replayable_reason(
+    code: int, enhanced: str | None
+) -> None:
+    verdict = classify(code, enhanced)
+    assert verdict.reason in REPLAYABLE_REASONS

@@ -28,7 +28,7 @@ from mailer.cli.queue import (
 from mailer.config import Config
 from mailer.reasons import State
 from mailer.store.models import Hold, HoldKind, Send, SendFilter, Stats
-from mailer.store.rules import REPLAYABLE_STATES, replay_filter
+from mailer.store.rules import REPLAYABLE_REASONS, REPLAYABLE_STATES, replay_filter
 
 # replay ----------------------------------------------------------------------
 
@@ -124,7 +124,7 @@ def _replay_lines(report: ReplayReport, include_suppressed: bool) -> list[str]:
 
 
 @cli.command()
-@filter_options(states=REPLAYABLE_STATES)
+@filter_options(states=REPLAYABLE_STATES, reasons=REPLAYABLE_REASONS)
 @click.option("--all", "everything", is_flag=True, help="Replay without any filter.")
 @click.option("--note", default=None, help="Why: recorded on every replayed event.")
 @click.option("--dry-run", is_flag=True, help="Count and show a sample; change nothing.")

@@ -89,7 +89,9 @@ class FilterArgs:
         )
 
 
-def filter_options(states: tuple[State, ...] = tuple(State)) -> Callable[[F], F]:
+def filter_options(
+    states: tuple[State, ...] = tuple(State), reasons: tuple[Reason, ...] = tuple(Reason)
+) -> Callable[[F], F]:
     """The filter options of ``queue list`` and ``replay``; the command gets
     them as one ``flt: FilterArgs`` argument."""
 
@@ -119,7 +121,7 @@ def filter_options(states: tuple[State, ...] = tuple(State)) -> Callable[[F], F]
                 "--reason",
                 "reasons",
                 multiple=True,
-                type=click.Choice([r.value for r in Reason]),
+                type=click.Choice([r.value for r in reasons]),
                 help="Only sends whose last reason is this category (repeatable).",
             ),
             click.option("--distribution", default=None, help="Only this distribution's sends."),
