@@ -4,8 +4,9 @@ connector, message preparation and the engine, opened and closed in order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
@@ -13,7 +14,7 @@ from mailer.config import Config
 from mailer.delivery.connector import Connector
 from mailer.delivery.engine import Engine
 from mailer.dns import Resolver
-from mailer.enqueue import EnqueueResult, Recipient
+from mailer.enqueue import EnqueueResult, Recipient, Rejected
 from mailer.errors import ConfigError, StoreError
 from mailer.identity.sender import IdentityDecider
 from mailer.intake import Intake
@@ -21,9 +22,20 @@ from mailer.message.keys import KeyStore, SigningKey, check_published
 from mailer.message.signing import Signer
 from mailer.message.unsubscribe import links_from_config
 from mailer.metrics import Metrics, MetricsServer
-from mailer.prepare import Preparer, SignFn, decided_by
+from mailer.prepare import Prepared, Preparer, SignFn, decided_by
+from mailer.reasons import Reason, State
 from mailer.store import Store, open_store
-from mailer.store.models import NewDistribution
+from mailer.store.models import Distribution, NewDistribution, Send
+
+
+@dataclass(frozen=True)
+class Preview:
+    """``mailer send --dry-run``: the first valid recipient's message as a
+    worker would build it now, and what the whole request would enqueue."""
+
+    prepared: Prepared
+    accepted: int
+    rejected: list[Rejected]
 
 
 class App:
@@ -128,7 +140,11 @@ class App:
             )
         return self._identity
 
-    async def preparer(self) -> Preparer:
+    async def preparer(
+        self, load: Callable[[str], Awaitable[Distribution]] | None = None
+    ) -> Preparer:
+        """The message builder; ``load`` finds a distribution (default: the
+        store)."""
         signer = self.signer()
         sign: SignFn | None = None
         if signer is not None:
@@ -150,7 +166,7 @@ class App:
                     return await signer.sign_beside(data, pool, customer_domain=domain)
 
         return Preparer(
-            self.store.distribution,
+            load or self.store.distribution,
             identity=decided_by(await self.identity()),
             sign=sign,
             unsubscribe=links_from_config(self.config.api.secret, self.config.api.public_url),
@@ -189,3 +205,51 @@ class App:
         return EnqueueResult(
             accepted.distribution_id, [s.id for s in accepted.sends], accepted.rejected
         )
+
+    async def preview(
+        self, distribution: NewDistribution, recipients: Sequence[Recipient], *, now: float
+    ) -> Preview:
+        """Validate like :meth:`enqueue`, then build the first accepted
+        recipient's message (identity decision, DKIM included); stores
+        nothing. Raises ValidationError naming the field, and whatever
+        preparing a message raises (DNS, templates)."""
+        links = links_from_config(self.config.api.secret, self.config.api.public_url)
+        intake = Intake(self.store, self.config.hostname, links)
+        sends, rejected = intake.validate(distribution, recipients)
+        first = sends[0]
+        stored = Distribution(
+            id="dry-run",
+            account=distribution.account,
+            sender_address=distribution.sender_address,
+            sender_name=distribution.sender_name,
+            subject=distribution.subject,
+            html=distribution.html,
+            text=distribution.text,
+            unsubscribe_url=distribution.unsubscribe_url,
+            send_at=distribution.send_at,
+            tags=tuple(distribution.tags),
+            created_at=now,
+        )
+
+        async def load(_: str) -> Distribution:
+            return stored
+
+        send = Send(
+            id="dry-run",
+            distribution_id=stored.id,
+            account=stored.account,
+            recipient=first.recipient,
+            domain=first.recipient.rpartition("@")[2],
+            name=first.name,
+            variables=first.variables,
+            reference=first.reference,
+            message_id=f"<dry-run@{self.config.hostname}>",
+            state=State.QUEUED,
+            reason=Reason.QUEUED,
+            due_at=now,
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+        )
+        prepared = await (await self.preparer(load)).prepare(send, now=now)
+        return Preview(prepared, len(sends), rejected)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import email.policy
 import json
+import time
+from email import message_from_bytes
 from pathlib import Path
 
 import click
 
-from mailer.app import App
+from mailer.app import App, Preview
 from mailer.cli.main import Context, cli, pass_ctx, run
 from mailer.config import Config
 from mailer.enqueue import EnqueueResult, read_recipients_csv
@@ -30,6 +33,35 @@ async def _send(config: Config, dist: NewDistribution, csv_text: str) -> Enqueue
         return await app.enqueue(dist, recipients)
 
 
+async def _preview(config: Config, dist: NewDistribution, csv_text: str) -> Preview:
+    recipients = read_recipients_csv(csv_text)
+    async with App(config) as app:
+        return await app.preview(dist, recipients, now=time.time())
+
+
+def preview_lines(preview: Preview) -> list[str]:
+    """The dry run's report: the identity decision, the first message's
+    headers and both of its parts, and what would be enqueued."""
+    prepared = preview.prepared
+    message = message_from_bytes(prepared.data, policy=email.policy.default)
+    lines = [
+        f"dry run: nothing enqueued; would accept {preview.accepted}, "
+        f"reject {len(preview.rejected)}",
+        *(f"  recipient {r.index}: {r.field}: {r.reason}" for r in preview.rejected),
+        f"identity: {prepared.identity}",
+        f"envelope: MAIL FROM:<{prepared.mail_from}> RCPT TO:<{prepared.recipient}>",
+        "",
+        f"--- headers of the first message ({prepared.recipient})",
+    ]
+    lines += [f"{name}: {value}" for name, value in message.items()]
+    for subtype in ("plain", "html"):
+        part = message.get_body(preferencelist=(subtype,))
+        lines.append("")
+        lines.append(f"--- text/{subtype} part")
+        lines.append(part.get_content().rstrip("\n") if part is not None else "(none)")
+    return lines
+
+
 @cli.command()
 @click.option("--from", "sender", required=True, help="Sender address (the customer's).")
 @click.option("--name", "sender_name", default="", help="Sender display name.")
@@ -46,6 +78,11 @@ async def _send(config: Config, dist: NewDistribution, csv_text: str) -> Enqueue
 @click.option("--account", default="default", show_default=True)
 @click.option("--unsubscribe-url", default=None, help="Unsubscribe URL template.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Render and print the first message (headers, identity, both parts); enqueue nothing.",
+)
 @pass_ctx
 def send(
     ctx: Context,
@@ -58,6 +95,7 @@ def send(
     account: str,
     unsubscribe_url: str | None,
     as_json: bool,
+    dry_run: bool,
 ) -> None:
     """Enqueue one survey distribution; prints its id and counts."""
     dist = NewDistribution(
@@ -70,6 +108,10 @@ def send(
         unsubscribe_url=unsubscribe_url,
     )
     csv_text = _read(csv_file, "csv") or ""
+    if dry_run:
+        for line in preview_lines(run(_preview(ctx.config, dist, csv_text))):
+            click.echo(line)
+        return
     result = run(_send(ctx.config, dist, csv_text))
     if as_json:
         click.echo(
