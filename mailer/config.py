@@ -308,9 +308,11 @@ def _parse_env_value(raw: str) -> Any:
 _LIST_KEYS = {("nameservers",), ("api", "keys")}
 
 
-# MAILER_* variables that are not settings: the config file's path, and
-# those of the test suite and the benchmark
-_NOT_SETTINGS = (CONFIG_ENV, "MAILER_TEST_", "MAILER_BENCH_")
+#: The command line's --log-format (how a process logs, not a setting).
+LOG_FORMAT_ENV = "MAILER_LOG_FORMAT"
+# MAILER_* variables that are not settings: the config file's path, the
+# log format, and those of the test suite and the benchmark
+_NOT_SETTINGS = (CONFIG_ENV, LOG_FORMAT_ENV, "MAILER_TEST_", "MAILER_BENCH_")
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

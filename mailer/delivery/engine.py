@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from mailer.config import Config
 from mailer.delivery.classify import classify
@@ -25,6 +26,7 @@ from mailer.delivery.destination import Destination
 from mailer.delivery.retry import expired, next_due
 from mailer.delivery.smtp import Session
 from mailer.errors import DeliveryError, DNSError, MailerError, SMTPReplyError
+from mailer.logs import send_fields
 from mailer.metrics import Metrics
 from mailer.prepare import Preparer
 from mailer.reasons import Reason, State
@@ -369,6 +371,21 @@ class Engine:
         self._in_flight.pop(job.send.id, None)
         if self.metrics is not None:
             self.metrics.finished(job.send, state, reason, attempt, now=self.clock())
+        send = job.send
+        if state is State.DEFERRED and due_at is not None:
+            # an operator watches deferrals: each says when it comes back
+            when = datetime.fromtimestamp(due_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            fields = send_fields(send.id, send.domain, state.value, reason.value, due_at)
+            log.info(
+                "deferred %s to %s (%s), next attempt %s UTC",
+                send.id, send.domain, reason.value, when, extra=fields,
+            )  # fmt: skip
+        elif log.isEnabledFor(logging.DEBUG):
+            # per-delivery lines: only asked for with -v
+            fields = send_fields(send.id, send.domain, state.value, reason.value)
+            log.debug(
+                "%s %s to %s (%s)", state.value, send.id, send.domain, reason.value, extra=fields
+            )
         self._results.append(
             Outcome(
                 send_id=job.send.id,
