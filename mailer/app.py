@@ -47,7 +47,7 @@ class App:
     ) -> None:
         self.config = config
         self._store = store
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(destinations=config.metrics.destinations)
         self._metrics_server: MetricsServer | None = None
         self.resolver = Resolver(
             config.nameservers,

@@ -146,6 +146,48 @@ class WorkerConfig(_Frozen):
     metrics_host: str = "127.0.0.1"
 
 
+#: The mailbox providers that get a ``destination`` label of their own in
+#: the metrics; every other recipient domain counts as ``other``.
+LARGE_PROVIDERS: tuple[str, ...] = (
+    "gmail.com",
+    "googlemail.com",
+    "outlook.com",
+    "hotmail.com",
+    "live.com",
+    "msn.com",
+    "yahoo.com",
+    "icloud.com",
+    "me.com",
+    "aol.com",
+    "gmx.de",
+    "gmx.net",
+    "web.de",
+    "t-online.de",
+    "outlook.de",
+    "hotmail.se",
+    "live.se",
+    "telia.com",
+)
+
+
+class MetricsConfig(_Frozen):
+    # Recipient domains with a `destination` label of their own; the rest
+    # are `other`, so that label cardinality stays bounded whatever the
+    # recipient lists hold.
+    destinations: tuple[str, ...] = LARGE_PROVIDERS
+
+    @field_validator("destinations")
+    @classmethod
+    def _domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(value) > 100:
+            raise ValueError(f"{len(value)} domains; at most 100 keep the label bounded")
+        cleaned = tuple(d.strip().rstrip(".").lower() for d in value)
+        for domain in cleaned:
+            if not domain or " " in domain or domain == "other":
+                raise ValueError(f"{domain!r} is not a domain name")
+        return cleaned
+
+
 class DKIMConfig(_Frozen):
     # our signing domain; default: the region's platform host
     domain: str | None = None
@@ -243,6 +285,7 @@ class Config(_Frozen):
     retry: RetryConfig = RetryConfig()
     tls: TLSConfig = TLSConfig()
     worker: WorkerConfig = WorkerConfig()
+    metrics: MetricsConfig = MetricsConfig()
     dkim: DKIMConfig = DKIMConfig()
     identity: IdentityConfig = IdentityConfig()
     api: ApiConfig = ApiConfig()

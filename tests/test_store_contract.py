@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,8 @@ from mailer.store.models import (
     SendFilter,
     Suppression,
 )
+from mailer.store.sqlite import sql as sqlite_sql
+from mailer.store.sqlite.store import SQLiteStore
 from tests.backends import BACKENDS, StoreFactory
 
 DIST = NewDistribution(
@@ -254,12 +257,12 @@ async def test_cancel_ends_what_is_not_yet_sent_with_an_event(store) -> None:
     dist_id, ids = await store.enqueue(DIST, sends(4), hostname="h", now=100.0)
     claimed = await store.claim("w", 2, lease_seconds=60, now=101.0)
     [leased, delivered] = [c.send.id for c in claimed]
-    await store.complete(
-        "w", [Outcome(delivered, State.DELIVERED, Reason.DELIVERED)], now=102.0
-    )
+    await store.complete("w", [Outcome(delivered, State.DELIVERED, Reason.DELIVERED)], now=102.0)
     assert await store.cancel(dist_id, now=103.0) == 2
     assert await store.counts(dist_id) == {
-        State.CANCELLED: 2, State.SENDING: 1, State.DELIVERED: 1,
+        State.CANCELLED: 2,
+        State.SENDING: 1,
+        State.DELIVERED: 1,
     }
     cancelled = [i for i in ids if i not in (leased, delivered)]
     for send_id in cancelled:
@@ -278,10 +281,7 @@ async def test_flush_makes_deferred_sends_due_now_keeping_their_state(store) -> 
     claimed = await store.claim("w", 3, lease_seconds=60, now=101.0)
     await store.complete(
         "w",
-        [
-            Outcome(c.send.id, State.DEFERRED, Reason.CONNECTION, due_at=1000.0)
-            for c in claimed
-        ],
+        [Outcome(c.send.id, State.DEFERRED, Reason.CONNECTION, due_at=1000.0) for c in claimed],
         now=102.0,
     )
     assert await store.claim("w", 10, lease_seconds=60, now=103.0) == []
@@ -298,6 +298,33 @@ async def test_flush_makes_deferred_sends_due_now_keeping_their_state(store) -> 
         await store.flush(now=106.0, domain=" ")
 
 
+async def test_queue_depth_counts_only_unfinished_sends(store) -> None:
+    dist_id, _ = await store.enqueue(DIST, sends(5), hostname="h", now=100.0)
+    claimed = await store.claim("w", 3, lease_seconds=60, now=101.0)
+    done = [
+        Outcome(claimed[0].send.id, State.DELIVERED, Reason.DELIVERED),
+        Outcome(claimed[1].send.id, State.DEFERRED, Reason.CONNECTION, due_at=500.0),
+    ]
+    await store.complete("w", done, now=102.0)
+    await store.hold("distribution", dist_id, now=103.0)
+    assert await store.queue_depth() == {State.HELD: 3, State.SENDING: 1}
+    await store.release_hold("distribution", dist_id, now=104.0)
+    assert await store.queue_depth() == {State.QUEUED: 3, State.SENDING: 1}
+    assert State.DELIVERED in await store.counts()
+
+
+async def test_sqlite_queue_depth_reads_the_partial_index_of_unfinished_sends(
+    tmp_path: Path,
+) -> None:
+    async with SQLiteStore(tmp_path / "s.sqlite3") as store:
+        plan = " ".join(
+            str(tuple(row))
+            for row in store.conn.execute("EXPLAIN QUERY PLAN " + sqlite_sql.QUEUE_DEPTH)
+        )
+    assert "sends_unfinished" in plan
+    assert "SCAN sends " not in plan + " "
+
+
 async def test_unsubscribe_suppresses_for_the_account_with_an_event_on_the_send(store) -> None:
     _, ids = await store.enqueue(DIST, sends(2), hostname="h", now=100.0)
     assert await store.unsubscribe(
@@ -305,11 +332,14 @@ async def test_unsubscribe_suppresses_for_the_account_with_an_event_on_the_send(
     )
     [suppression] = await store.suppressions("acme")
     assert (suppression.address, suppression.reason) == (
-        "user0@dest.test", Reason.SUPPRESSED_UNSUBSCRIBE,
+        "user0@dest.test",
+        Reason.SUPPRESSED_UNSUBSCRIBE,
     )
     [*_, event] = await store.events(send_id=ids[0])
     assert (event.state, event.reason, event.detail) == (
-        State.QUEUED, Reason.SUPPRESSED_UNSUBSCRIBE, "one-click",
+        State.QUEUED,
+        Reason.SUPPRESSED_UNSUBSCRIBE,
+        "one-click",
     )
     assert (await store.send(ids[0])).state is State.QUEUED
     # a second unsubscribe changes nothing
@@ -318,8 +348,10 @@ async def test_unsubscribe_suppresses_for_the_account_with_an_event_on_the_send(
     # a send id that is not to this address gets no event
     assert await store.unsubscribe("acme", "user9@dest.test", now=112.0, send_id=ids[1])
     assert len(await store.events(send_id=ids[1])) == 1
-    claimed = {c.send.recipient: c.suppressed for c in await store.claim(
-        "w", 10, lease_seconds=60, now=120.0)}
+    claimed = {
+        c.send.recipient: c.suppressed
+        for c in await store.claim("w", 10, lease_seconds=60, now=120.0)
+    }
     assert claimed["user0@dest.test"] is Reason.SUPPRESSED_UNSUBSCRIBE
     assert claimed["user1@dest.test"] is None
 

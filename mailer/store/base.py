@@ -134,6 +134,12 @@ class Store(Protocol):
 
     async def summary(self, *, now: float) -> QueueSummary: ...
 
+    async def queue_depth(self) -> dict[State, int]:
+        """The unfinished sends (queued, held, sending, deferred) per state,
+        counted from a partial index of them alone, so the cost does not
+        grow with the finished history. States with none are left out."""
+        ...
+
     async def suppress(
         self, account: str, address: str, reason: Reason, *, now: float, detail: str | None = None
     ) -> None: ...

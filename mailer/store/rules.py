@@ -51,6 +51,9 @@ def send_filter(
 
 REPLAYABLE_STATES = (State.BOUNCED, State.FAILED)
 
+#: What ``Store.queue_depth`` counts, in the order of a send's life.
+UNFINISHED_STATES = (State.QUEUED, State.HELD, State.SENDING, State.DEFERRED)
+
 #: Reasons a bounced or failed send never carries: they belong to other
 #: states (delivered, queued, held, suppressed, cancelled) or to the
 #: bookkeeping events of a send's life, never to its final failure.

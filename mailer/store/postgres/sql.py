@@ -120,7 +120,14 @@ CREATE INDEX events_at ON events (at);
 ALTER TABLE sends ADD COLUMN replayed_at double precision
 """
 
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
+# The unfinished sends alone, for the queue depth (`mailer_queue_depth`):
+# counting them reads this index, never the finished history.
+SCHEMA_UNFINISHED_INDEX = """
+CREATE INDEX sends_unfinished ON sends (state)
+WHERE state IN ('queued', 'held', 'sending', 'deferred')
+"""
+
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_UNFINISHED_INDEX)
 
 
 # Advisory-lock keys (two-int form: class, object). The object part is the
@@ -278,6 +285,10 @@ SELECT_ATTEMPTS = "SELECT * FROM attempts WHERE send_id = %s ORDER BY number"
 SELECT_EVENTS = "SELECT * FROM events WHERE seq > %s ORDER BY seq LIMIT %s"
 SELECT_SEND_EVENTS = "SELECT * FROM events WHERE send_id = %s AND seq > %s ORDER BY seq LIMIT %s"
 COUNT_STATES = "SELECT state, count(*) AS n FROM sends GROUP BY state"
+QUEUE_DEPTH = """
+SELECT state, count(*) AS n FROM sends
+WHERE state IN ('queued', 'held', 'sending', 'deferred') GROUP BY state
+"""
 COUNT_DISTRIBUTION_STATES = (
     "SELECT state, count(*) AS n FROM sends WHERE distribution_id = %s GROUP BY state"
 )

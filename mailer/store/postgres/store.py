@@ -313,6 +313,9 @@ class PostgresStore:
             rows = await self._all(q.COUNT_DISTRIBUTION_STATES, (distribution_id,))
         return {State(r["state"]): r["n"] for r in rows}
 
+    async def queue_depth(self) -> dict[State, int]:
+        return {State(r["state"]): r["n"] for r in await self._all(q.QUEUE_DEPTH)}
+
     async def summary(self, *, now: float) -> QueueSummary:
         [row] = await self._all(q.SUMMARY, {"now": now})
         return QueueSummary(row["due"], row["in_flight"], row["waiting"], row["next_due"])

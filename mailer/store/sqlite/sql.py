@@ -256,6 +256,17 @@ CREATE INDEX events_at ON events (at);
 ALTER TABLE sends ADD COLUMN replayed_at REAL
 """
 
+# The unfinished sends alone, for the queue depth (`mailer_queue_depth`):
+# counting them reads this index, never the finished history.
+SCHEMA_UNFINISHED_INDEX = """
+CREATE INDEX sends_unfinished ON sends (state)
+WHERE state IN ('queued', 'held', 'sending', 'deferred')
+"""
+QUEUE_DEPTH = """
+SELECT state, count(*) FROM sends
+WHERE state IN ('queued', 'held', 'sending', 'deferred') GROUP BY state
+"""
+
 UPSERT_HOLD = """
 INSERT INTO holds (kind, value, note, created_at) VALUES (?, ?, ?, ?)
 ON CONFLICT (kind, value) DO UPDATE SET note = coalesce(excluded.note, holds.note)

@@ -49,7 +49,12 @@ from mailer.store.sqlite import ops, sql
 
 T = TypeVar("T")
 
-MIGRATIONS: tuple[str, ...] = (sql.SCHEMA_V1, sql.SCHEMA_V2, sql.SCHEMA_V3)
+MIGRATIONS: tuple[str, ...] = (
+    sql.SCHEMA_V1,
+    sql.SCHEMA_V2,
+    sql.SCHEMA_V3,
+    sql.SCHEMA_UNFINISHED_INDEX,
+)
 
 
 class SQLiteStore:
@@ -357,6 +362,10 @@ class SQLiteStore:
         if distribution_id is not None:
             query, params = sql.COUNT_DISTRIBUTION_STATES, (distribution_id,)
         found = await self._run(lambda: self.conn.execute(query, params).fetchall())
+        return {State(row[0]): row[1] for row in found}
+
+    async def queue_depth(self) -> dict[State, int]:
+        found = await self._run(lambda: self.conn.execute(sql.QUEUE_DEPTH).fetchall())
         return {State(row[0]): row[1] for row in found}
 
     async def summary(self, *, now: float) -> QueueSummary:
