@@ -10,7 +10,7 @@ from mailer.cli.main import Context, cli, pass_ctx, run
 from mailer.config import Config
 from mailer.dns import Resolver
 from mailer.errors import ValidationError
-from mailer.identity.check_host import SPFOutcome, check_host
+from mailer.identity.check_host import SPFOutcome, SPFResult, check_host
 
 
 async def _check(config: Config, ip: str, sender: str, helo: str | None) -> SPFOutcome:
@@ -48,7 +48,13 @@ def spf(ctx: Context, ip: str, sender: str, helo: str | None, as_json: bool) -> 
         )
         return
     click.echo(f"spf={outcome.result.value} for {ip} at {outcome.domain}")
-    click.echo(f"mechanism: {outcome.mechanism or '(none: default result)'}")
+    if outcome.mechanism:
+        click.echo(f"mechanism: {outcome.mechanism}")
+    elif outcome.result is SPFResult.NEUTRAL:
+        # a record was evaluated and nothing in it matched
+        click.echo("mechanism: (none matched: the default result)")
+    # none, temperror and permerror have no deciding mechanism: the
+    # explanation says why
     click.echo(f"lookups: {outcome.lookups} of 10, void lookups: {outcome.void_lookups} of 2")
     if outcome.explanation:
         click.echo(f"explanation: {outcome.explanation}")
