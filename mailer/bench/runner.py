@@ -81,6 +81,8 @@ class BenchReport:
     dkimpy_signatures_per_second: float
     api_recipients: int
     api_recipients_per_second: float
+    # the baseline stops after this many seconds even short of its messages
+    baseline_cap_seconds: float = 20.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,7 +149,9 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-async def _latencies(app: App) -> list[float]:
+async def _latencies(app: App, started: float) -> list[float]:
+    """Enqueue (or, for sends queued before the engines started, the
+    start: the delivery clock's zero) to delivered, per send."""
     queued: dict[str, float] = {}
     latencies: list[float] = []
     after = 0
@@ -156,7 +160,7 @@ async def _latencies(app: App) -> list[float]:
             if event.state is State.QUEUED:
                 queued[event.send_id] = event.at
             elif event.state is State.DELIVERED and event.send_id in queued:
-                latencies.append(event.at - queued[event.send_id])
+                latencies.append(event.at - max(queued[event.send_id], started))
         after = page[-1].seq
     return latencies
 
@@ -256,11 +260,14 @@ def _engine_process(config: Config, owner: str, ready: Any, go: Any, done: Any) 
     done.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def _deliver(config: Config, workers: int) -> tuple[float, float]:
+def _deliver(
+    config: Config, workers: int, tick: Callable[[], None] = lambda: None
+) -> tuple[float, float, float]:
     """Seconds from the start signal until ``workers`` engine processes have
-    drained the queue, and the largest peak RSS (MB) among them. Start-up
+    drained the queue, the largest peak RSS (MB) among them, and the wall
+    clock time of the start (the zero of the latencies too). Start-up
     (imports, keys, connections to the store) is not timed: it is not
-    throughput."""
+    throughput. ``tick`` is called about twice a second meanwhile."""
     context = multiprocessing.get_context("spawn")
     go, done = context.Event(), context.Queue()
     ready = [context.Event() for _ in range(workers)]
@@ -277,7 +284,7 @@ def _deliver(config: Config, workers: int) -> tuple[float, float]:
             while not event.wait(0.1):
                 if not process.is_alive():
                     raise MailerError(f"bench: an engine process exited ({process.exitcode})")
-        start = time.perf_counter()
+        start, started_at = time.perf_counter(), time.time()
         go.set()
         # each process reports once drained; read before joining, as a
         # process that has put on a queue may not end until it is read
@@ -286,6 +293,7 @@ def _deliver(config: Config, workers: int) -> tuple[float, float]:
             try:
                 peaks.append(done.get(timeout=0.5))
             except queue.Empty:
+                tick()
                 failed = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
                 if failed:
                     raise MailerError(f"bench: engine processes exited with {failed}") from None
@@ -296,15 +304,15 @@ def _deliver(config: Config, workers: int) -> tuple[float, float]:
         for process in processes:
             if process.is_alive():
                 process.kill()
-    return seconds, max(peaks) / 1024
+    return seconds, max(peaks) / 1024, started_at
 
 
-async def _outcome(config: Config, messages: int) -> list[float]:
+async def _outcome(config: Config, messages: int, started: float) -> list[float]:
     async with App(config) as app:
         counts = await app.store.counts()
         if counts.get(State.DELIVERED, 0) != messages:
             raise MailerError(f"bench: not everything was delivered: {counts}")
-        return await _latencies(app)
+        return await _latencies(app, started)
 
 
 @contextlib.contextmanager
@@ -337,11 +345,17 @@ def run_bench(
     postgres: str | None = None,
     api_recipients: int = 20_000,
     workers: int = 1,
+    progress: Callable[[str, int, int], None] = lambda phase, done, total: None,
 ) -> BenchReport:
     """With ``postgres`` (a postgresql:// URL) the queue lives in a scratch
     schema of that database instead of an SQLite file. The engine runs as
     ``workers`` processes (``mailer worker``), as on a host with one per
-    core."""
+    core. ``progress(phase, done, total)`` hears how far each phase got.
+
+    The naive baseline stops after ``baseline_messages`` or
+    ``baseline_seconds``, whichever comes first: at one connection per
+    message it would otherwise dominate the run; its rate is measured over
+    what it sent."""
     with contextlib.ExitStack() as stack:
         root = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         keystore = KeyStore(root / "keys")
@@ -372,15 +386,22 @@ def run_bench(
                 "worker": {"max_in_flight": max(100, 2000 // workers), "poll_interval": 0.2},
             },
         )
+        progress("enqueue", 0, messages)
         enqueue_seconds = service_loop.run(_enqueue(config, messages, domains))
-        deliver_seconds, engine_rss_mb = _deliver(config, workers)
-        latencies = service_loop.run(_outcome(config, messages))
+        progress("deliver", 0, messages)
+        deliver_seconds, engine_rss_mb, started = _deliver(
+            config, workers, lambda: progress("deliver", received(), messages)
+        )
+        progress("deliver", messages, messages)
+        latencies = service_loop.run(_outcome(config, messages, started))
         # the sink writes its lines a few times a second
         engine_received = settled(received, messages)
+        progress("baseline", 0, baseline_messages)
         baseline_sent, baseline_rate = naive_baseline(
             port, baseline_messages, domains, baseline_seconds, keys
         )
         rate = messages / deliver_seconds
+        progress("api", 0, api_recipients)
         api_root = root / "api"
         api_root.mkdir()
         api_rate = service_loop.run(
@@ -421,4 +442,5 @@ def run_bench(
             ),
             api_recipients=api_recipients,
             api_recipients_per_second=round(api_rate, 1),
+            baseline_cap_seconds=baseline_seconds,
         )
