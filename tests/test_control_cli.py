@@ -118,3 +118,12 @@ def test_every_permanent_reply_class_gives_a_replayable_reason(
 ) -> None:
     verdict = classify(code, enhanced)
     assert verdict.reason in REPLAYABLE_REASONS
+
+
+def test_replay_with_nothing_to_replay_draws_no_bar(tmp_path: Path) -> None:
+    path, config = setup(tmp_path)
+    asyncio.run(enqueue_and_defer(config, ["a.test"], due_at=500.0))
+    result = mailer(path, "replay", "--all")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert result.stdout == "requeued 0 send(s), due now\n"

@@ -6,6 +6,7 @@ loopback DNS and a STARTTLS sink."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import time
@@ -14,14 +15,18 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
 from mailer.app import App
 from mailer.cli import cli
-from mailer.cli.worker import report_throughput, startup_line, store_name
+from mailer.cli.worker import drain_progress, report_throughput, startup_line, store_name
 from mailer.config import load_config
 from mailer.dev.dnsserver import DNSServer
 from mailer.enqueue import RecipientInput
 from mailer.logs import JsonFormatter
+from mailer.reasons import Reason, State
+from mailer.store.models import NewSend, Outcome
+from mailer.store.sqlite.store import SQLiteStore
 from tests.conftest import SURVEY
 
 
@@ -151,3 +156,35 @@ def test_the_startup_line_hides_the_database_password(tmp_path: Path) -> None:
     line = startup_line(config, "w1")
     assert "pw" not in line
     assert "region de (SPF include _spf.ntgt.de" in line
+
+
+async def test_drain_progress_shows_a_bar_of_the_due_sends_and_none_when_nothing_is_due(
+    tmp_path: Path,
+) -> None:
+    async with SQLiteStore(tmp_path / "s.sqlite3") as store:
+        quiet = io.StringIO()
+        await drain_progress(store, Console(file=quiet, force_terminal=True, width=80))
+        assert quiet.getvalue() == ""  # returned at once: nothing to do
+
+        await store.enqueue(
+            SURVEY, [NewSend(f"u{i}@dest.test", "U", {}) for i in range(3)], hostname="h",
+            now=time.time() - 10,
+        )  # fmt: skip
+        out = io.StringIO()
+        task = asyncio.create_task(
+            drain_progress(store, Console(file=out, force_terminal=True, width=80))
+        )
+        deadline = time.monotonic() + 30
+        # the bar is up, counting from the 3 due sends, before any finishes
+        while "0/3" not in out.getvalue() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        claimed = await store.claim("w", 3, lease_seconds=60, now=time.time())
+        done = [Outcome(c.send.id, State.DELIVERED, Reason.DELIVERED) for c in claimed]
+        await store.complete("w", done, now=time.time())
+        deadline = time.monotonic() + 30
+        while "3/3" not in out.getvalue() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert "draining" in out.getvalue()
+    assert "3/3" in out.getvalue()

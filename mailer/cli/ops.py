@@ -74,7 +74,9 @@ async def _replay(
             MofNCompleteColumn(),
             TimeElapsedColumn(),
         )
-        with Progress(*columns, console=progress_console) as progress:
+        # no bar when there is nothing to do
+        shown_bar = report.replayable > 0
+        with Progress(*columns, console=progress_console, disable=not shown_bar) as progress:
             task = progress.add_task("replay", total=report.replayable)
             after: str | None = None
             while True:

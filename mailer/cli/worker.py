@@ -14,11 +14,14 @@ import time
 from collections.abc import Callable
 
 import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mailer import logs, loop
 from mailer.app import App
 from mailer.cli.main import Context, cli, on_stop_signals, pass_ctx, run
 from mailer.config import Config
+from mailer.store.base import Store
 
 log = logging.getLogger("mailer.worker")
 
@@ -62,20 +65,39 @@ async def report_throughput(delivered: Callable[[], int], owner: str, every: flo
         last, since = total, now
 
 
+async def drain_progress(store: Store, console: Console) -> None:
+    """A progress bar of the sends due when the drain began (on a terminal,
+    and only when something is due), until cancelled."""
+    first = await store.summary(now=time.time())
+    total = first.due + first.in_flight
+    if total == 0 or not console.is_terminal:
+        return
+    columns = (TextColumn("draining"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("drain", total=total)
+        while True:
+            now = await store.summary(now=time.time())
+            bar.update(task, completed=max(0, total - now.due - now.in_flight))
+            await asyncio.sleep(0.5)
+
+
 async def _work(config: Config, drain: bool, every: float) -> int:
     async with App(config) as app:
         engine = await app.engine()
         log.info(startup_line(config, engine.owner), extra={"owner": engine.owner})
         loop.settle_heap()
         on_stop_signals(engine.stop)
-        reporter = asyncio.create_task(
-            report_throughput(lambda: engine.delivered, engine.owner, every)
-        )
+        helpers = [
+            asyncio.create_task(report_throughput(lambda: engine.delivered, engine.owner, every))
+        ]
+        if drain:
+            helpers.append(asyncio.create_task(drain_progress(app.store, Console(stderr=True))))
         try:
             await engine.run(drain=drain)
         finally:
-            reporter.cancel()
-            await asyncio.gather(reporter, return_exceptions=True)
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
             log.info(
                 "worker %s stopped: %d delivered",
                 engine.owner, engine.delivered,
