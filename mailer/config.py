@@ -51,7 +51,7 @@ class _Frozen(BaseModel):
 
 
 class RegionConfig(_Frozen):
-    """What a region means to identity decisions (DESIGN.md, "Regions")."""
+    """What a region means to identity decisions (docs/design.md, "Regions")."""
 
     platform_host: str
     spf_include: str

@@ -92,3 +92,29 @@ def test_dry_run_with_a_bad_template_is_an_error_naming_the_field(
     assert result.exit_code == 1
     assert result.output.startswith("Error: ")
     assert "html" in result.output
+
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def test_the_readme_send_example_works_with_the_shipped_files(
+    tmp_path: Path, dns_server: DNSServer
+) -> None:
+    argv = files(tmp_path, dns_server)
+    argv[argv.index("--html") + 1] = str(EXAMPLES / "invite.html")
+    argv[argv.index("--csv") + 1] = str(EXAMPLES / "respondents.csv")
+    result = CliRunner().invoke(cli, [*argv, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "would accept 3, reject 0" in result.stdout
+    assert "Subject: Umfrage für Anna Müller" in result.stdout
+    assert "https://survey.example/s/t-7f3a91" in result.stdout
+    # with the service's unsubscribe links configured, the template uses them
+    config = Path(argv[1])
+    config.write_text(
+        config.read_text()
+        + '[api]\nsecret = "a-secret-of-thirty-two-characters!"\n'
+        + 'public_url = "https://mailer.example"\n'
+    )
+    linked = CliRunner().invoke(cli, [*argv, "--dry-run"])
+    assert linked.exit_code == 0, linked.output
+    assert "https://mailer.example/u/" in linked.stdout.split("--- text/html part", 1)[1]
