@@ -170,6 +170,15 @@ LARGE_PROVIDERS: tuple[str, ...] = (
 )
 
 
+class RetentionConfig(_Frozen):
+    # finished sends, their attempts and events are kept this many days
+    days: Annotated[float, Field(gt=0)] = 30.0
+    # sends removed per transaction: short ones keep claims flowing
+    batch: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    # seconds between two prunings of each worker
+    interval: Annotated[float, Field(gt=0)] = 300.0
+
+
 class MetricsConfig(_Frozen):
     # Recipient domains with a `destination` label of their own; the rest
     # are `other`, so that label cardinality stays bounded whatever the
@@ -286,6 +295,7 @@ class Config(_Frozen):
     tls: TLSConfig = TLSConfig()
     worker: WorkerConfig = WorkerConfig()
     metrics: MetricsConfig = MetricsConfig()
+    retention: RetentionConfig = RetentionConfig()
     dkim: DKIMConfig = DKIMConfig()
     identity: IdentityConfig = IdentityConfig()
     api: ApiConfig = ApiConfig()

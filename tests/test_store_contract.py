@@ -16,6 +16,7 @@ from mailer.store.models import (
     NewDistribution,
     NewSend,
     Outcome,
+    Pruned,
     SendFilter,
     Suppression,
 )
@@ -323,6 +324,73 @@ async def test_sqlite_queue_depth_reads_the_partial_index_of_unfinished_sends(
         )
     assert "sends_unfinished" in plan
     assert "SCAN sends " not in plan + " "
+
+
+async def finished_history(store, now: float) -> tuple[list[str], list[str]]:
+    """Two old sends (delivered at 110 with an attempt, bounced and
+    suppressed at 120) and one deferred send, all enqueued at 100."""
+    _, ids = await store.enqueue(DIST, sends(3), hostname="h", now=100.0)
+    claimed = {c.send.id: c for c in await store.claim("w", 3, lease_seconds=60, now=101.0)}
+    assert set(claimed) == set(ids)
+    await store.complete(
+        "w",
+        [
+            Outcome(ids[0], State.DELIVERED, Reason.DELIVERED,
+                    attempt=Attempt(105.0, 106.0, Reason.DELIVERED, code=250)),
+            Outcome(ids[1], State.BOUNCED, Reason.MAILBOX_UNKNOWN,
+                    attempt=Attempt(115.0, 116.0, Reason.MAILBOX_UNKNOWN, code=550),
+                    suppress=Reason.SUPPRESSED_BOUNCE),
+            Outcome(ids[2], State.DEFERRED, Reason.CONNECTION, due_at=now + 60),
+        ],
+        now=120.0,
+    )  # fmt: skip
+    return ids[:2], ids[2:]
+
+
+async def test_prune_removes_old_finished_sends_with_their_attempts_and_events(store) -> None:
+    old, waiting = await finished_history(store, now=200.0)
+    events_before = await store.events(after=0, limit=1000)
+    last_seq = events_before[-1].seq
+    # nothing is older than 110: nothing goes
+    assert await store.prune(before=110.0, limit=100) == Pruned(0, 0, 0)
+    pruned = await store.prune(before=150.0, limit=1)
+    assert (pruned.sends, pruned.attempts) == (1, 1)
+    again = await store.prune(before=150.0, limit=100)
+    assert (again.sends, again.attempts) == (1, 1)
+    assert pruned.events + again.events == sum(1 for e in events_before if e.send_id in old)
+    for send_id in old:
+        with pytest.raises(NotFound):
+            await store.send(send_id)
+        assert await store.attempts(send_id) == []
+    # the unfinished send and its events stay; suppressions stay
+    assert (await store.send(waiting[0])).state is State.DEFERRED
+    left = await store.events(after=0, limit=1000)
+    assert {e.send_id for e in left} == set(waiting)
+    assert [s.address for s in await store.suppressions("acme")] == ["user1@dest.test"]
+    # sequence numbers are never reused: a cursor keeps its meaning
+    _, more = await store.enqueue(DIST, sends(1), hostname="h", now=300.0)
+    newest = await store.events(after=last_seq, limit=1000)
+    assert [e.send_id for e in newest] == more
+    assert newest[0].seq > last_seq
+
+
+async def test_unsubscribe_link_of_a_pruned_send_still_suppresses(store) -> None:
+    old, _ = await finished_history(store, now=200.0)
+    await store.prune(before=150.0, limit=100)
+    assert await store.unsubscribe("acme", "user0@dest.test", now=400.0, send_id=old[0])
+    [entry] = [s for s in await store.suppressions("acme") if s.address == "user0@dest.test"]
+    assert entry.reason is Reason.SUPPRESSED_UNSUBSCRIBE
+
+
+async def test_prune_takes_late_events_of_pruned_sends_once_they_are_old(store) -> None:
+    old, _ = await finished_history(store, now=200.0)
+    # an event recorded after the send finished (an unsubscribe at 160)
+    await store.unsubscribe("acme", "user0@dest.test", now=160.0, send_id=old[0])
+    await store.prune(before=150.0, limit=100)
+    late = [e for e in await store.events(after=0, limit=1000) if e.send_id == old[0]]
+    assert [e.at for e in late] == [160.0]
+    assert (await store.prune(before=170.0, limit=100)).events == 1
+    assert [e for e in await store.events(after=0, limit=1000) if e.send_id == old[0]] == []
 
 
 async def test_unsubscribe_suppresses_for_the_account_with_an_event_on_the_send(store) -> None:

@@ -93,6 +93,7 @@ class Engine:
         helpers = [
             asyncio.create_task(self._flush_loop()),
             asyncio.create_task(self._renew_loop()),
+            asyncio.create_task(self._prune_loop()),
         ]
         try:
             await self._loop(drain)
@@ -420,6 +421,32 @@ class Engine:
                 # a busy or briefly unreachable store: the outcomes stay in
                 # memory (their sends stay leased) and go with the next try
                 log.warning("recording outcomes failed, will retry: %s", exc)
+
+    async def prune(self) -> int:
+        """Remove finished sends older than ``retention.days`` (with their
+        attempts and events) in batches of ``retention.batch``, one
+        transaction each, until none is left. Returns how many sends went.
+        Raises StoreError."""
+        cfg = self.config.retention
+        before = self.clock() - cfg.days * 86400
+        total = 0
+        while not self._stopping:
+            done = await self.store.prune(before=before, limit=cfg.batch)
+            total += done.sends
+            if done.sends < cfg.batch:
+                break
+        if total:
+            log.info("pruned %d finished send(s) older than %g days", total, cfg.days)
+        return total
+
+    async def _prune_loop(self) -> None:
+        while True:
+            try:
+                await self.prune()
+            except MailerError as exc:
+                # a busy store: the old sends wait for the next round
+                log.warning("pruning finished sends failed, will retry: %s", exc)
+            await asyncio.sleep(self.config.retention.interval)
 
     async def _renew_loop(self) -> None:
         """Sends wait in destination queues (rate limits, slow servers,

@@ -20,6 +20,7 @@ from mailer.store.models import (
     NewDistribution,
     NewSend,
     Outcome,
+    Pruned,
     QueueSummary,
     ReplayBatch,
     ReplayPlan,
@@ -133,6 +134,16 @@ class Store(Protocol):
     async def counts(self, distribution_id: str | None = None) -> dict[State, int]: ...
 
     async def summary(self, *, now: float) -> QueueSummary: ...
+
+    async def prune(self, *, before: float, limit: int) -> Pruned:
+        """Delete up to ``limit`` finished sends (delivered, bounced, failed,
+        suppressed, cancelled) last changed before ``before``, with their
+        attempts and their events from before ``before``; then up to
+        ``limit`` events from before ``before`` whose send is gone. One
+        transaction. Suppressions, holds and distributions stay; event
+        sequence numbers are never reused, so a feed cursor keeps its
+        meaning."""
+        ...
 
     async def queue_depth(self) -> dict[State, int]:
         """The unfinished sends (queued, held, sending, deferred) per state,

@@ -124,7 +124,37 @@ ALTER TABLE sends ADD COLUMN replayed_at double precision
 # counting them reads this index, never the finished history.
 SCHEMA_UNFINISHED_INDEX = """
 CREATE INDEX sends_unfinished ON sends (state)
-WHERE state IN ('queued', 'held', 'sending', 'deferred')
+WHERE state IN ('queued', 'held', 'sending', 'deferred');
+CREATE INDEX sends_finished ON sends (updated_at)
+WHERE state IN ('delivered', 'bounced', 'failed', 'suppressed', 'cancelled')
+"""
+
+# Retention: a batch of finished sends, their attempts and old events, then
+# old events whose send is gone. Params: before, limit (named).
+PRUNE = """
+WITH batch AS (
+    SELECT id FROM sends
+    WHERE state IN ('delivered', 'bounced', 'failed', 'suppressed', 'cancelled')
+      AND updated_at < %(before)s
+    ORDER BY updated_at LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), gone_attempts AS (
+    DELETE FROM attempts WHERE send_id IN (SELECT id FROM batch) RETURNING 1
+), gone_events AS (
+    DELETE FROM events WHERE send_id IN (SELECT id FROM batch) AND at < %(before)s RETURNING 1
+), gone_sends AS (
+    DELETE FROM sends WHERE id IN (SELECT id FROM batch) RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone_sends) AS sends,
+       (SELECT count(*) FROM gone_attempts) AS attempts,
+       (SELECT count(*) FROM gone_events) AS events
+"""
+PRUNE_ORPHAN_EVENTS = """
+DELETE FROM events WHERE seq IN (
+    SELECT seq FROM events e WHERE e.at < %(before)s
+    AND NOT EXISTS (SELECT 1 FROM sends s WHERE s.id = e.send_id)
+    ORDER BY e.at LIMIT %(limit)s
+)
 """
 
 MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_UNFINISHED_INDEX)

@@ -36,6 +36,7 @@ from mailer.store.models import (
     NewDistribution,
     NewSend,
     Outcome,
+    Pruned,
     QueueSummary,
     ReplayBatch,
     ReplayPlan,
@@ -312,6 +313,13 @@ class PostgresStore:
         else:
             rows = await self._all(q.COUNT_DISTRIBUTION_STATES, (distribution_id,))
         return {State(r["state"]): r["n"] for r in rows}
+
+    async def prune(self, *, before: float, limit: int) -> Pruned:
+        params = {"before": before, "limit": limit}
+        async with self._tx() as conn:
+            [row] = await _all(conn, q.PRUNE, params)
+            orphans = await conn.execute(q.PRUNE_ORPHAN_EVENTS, params)
+            return Pruned(row["sends"], row["attempts"], row["events"] + orphans.rowcount)
 
     async def queue_depth(self) -> dict[State, int]:
         return {State(r["state"]): r["n"] for r in await self._all(q.QUEUE_DEPTH)}

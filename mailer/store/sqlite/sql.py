@@ -257,10 +257,35 @@ ALTER TABLE sends ADD COLUMN replayed_at REAL
 """
 
 # The unfinished sends alone, for the queue depth (`mailer_queue_depth`):
-# counting them reads this index, never the finished history.
+# counting them reads this index, never the finished history. The finished
+# ones by age, for retention (`Store.prune`).
 SCHEMA_UNFINISHED_INDEX = """
 CREATE INDEX sends_unfinished ON sends (state)
-WHERE state IN ('queued', 'held', 'sending', 'deferred')
+WHERE state IN ('queued', 'held', 'sending', 'deferred');
+CREATE INDEX sends_finished ON sends (updated_at)
+WHERE state IN ('delivered', 'bounced', 'failed', 'suppressed', 'cancelled')
+"""
+
+# Retention. Params: before, limit.
+PRUNABLE_SENDS = """
+SELECT id FROM sends
+WHERE state IN ('delivered', 'bounced', 'failed', 'suppressed', 'cancelled') AND updated_at < ?
+ORDER BY updated_at LIMIT ?
+"""
+# Params: the ids (a JSON array), before.
+PRUNE_ATTEMPTS = "DELETE FROM attempts WHERE send_id IN (SELECT value FROM json_each(?))"
+PRUNE_EVENTS_OF = """
+DELETE FROM events WHERE send_id IN (SELECT value FROM json_each(?1)) AND at < ?2
+"""
+PRUNE_SENDS = "DELETE FROM sends WHERE id IN (SELECT value FROM json_each(?))"
+# Events of sends pruned earlier (recorded after their send was last
+# changed). Params: before, limit.
+PRUNE_ORPHAN_EVENTS = """
+DELETE FROM events WHERE seq IN (
+    SELECT seq FROM events WHERE at < ?
+    AND NOT EXISTS (SELECT 1 FROM sends WHERE sends.id = events.send_id)
+    ORDER BY at LIMIT ?
+)
 """
 QUEUE_DEPTH = """
 SELECT state, count(*) FROM sends

@@ -33,6 +33,7 @@ from mailer.store.models import (
     NewDistribution,
     NewSend,
     Outcome,
+    Pruned,
     QueueSummary,
     ReasonCount,
     ReplayBatch,
@@ -363,6 +364,18 @@ class SQLiteStore:
             query, params = sql.COUNT_DISTRIBUTION_STATES, (distribution_id,)
         found = await self._run(lambda: self.conn.execute(query, params).fetchall())
         return {State(row[0]): row[1] for row in found}
+
+    async def prune(self, *, before: float, limit: int) -> Pruned:
+        def work(conn: sqlite3.Connection) -> Pruned:
+            ids = [row[0] for row in conn.execute(sql.PRUNABLE_SENDS, (before, limit))]
+            batch = json.dumps(ids)
+            attempts = conn.execute(sql.PRUNE_ATTEMPTS, (batch,)).rowcount if ids else 0
+            events = conn.execute(sql.PRUNE_EVENTS_OF, (batch, before)).rowcount if ids else 0
+            sends = conn.execute(sql.PRUNE_SENDS, (batch,)).rowcount if ids else 0
+            events += conn.execute(sql.PRUNE_ORPHAN_EVENTS, (before, limit)).rowcount
+            return Pruned(sends, attempts, events)
+
+        return await self._run(self._tx, work)
 
     async def queue_depth(self) -> dict[State, int]:
         found = await self._run(lambda: self.conn.execute(sql.QUEUE_DEPTH).fetchall())
