@@ -13,7 +13,9 @@ from mailer.cli import cli
 
 def test_bench_delivers_everything_and_reports_measured_figures() -> None:
     result = CliRunner().invoke(
-        cli, ["bench", "--messages", "60", "--baseline", "5", "--json"], catch_exceptions=False
+        cli,
+        ["bench", "--messages", "60", "--baseline", "5", "--history", "500", "--json"],
+        catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -36,6 +38,12 @@ def test_bench_delivers_everything_and_reports_measured_figures() -> None:
         report["messages_per_second"] / report["baseline_messages_per_second"], rel=0.01
     )
     assert report["latency_p50_ms"] <= report["latency_p99_ms"]
+    # --history: the same delivery over a store with 500 finished sends
+    assert report["history"] == 500
+    assert report["history_messages_per_second"] > 0
+    assert report["history_ratio"] == pytest.approx(
+        report["history_messages_per_second"] / report["messages_per_second"], rel=0.01
+    )
     # latencies run on the delivery clock: none is longer than the delivery
     # itself (engine start-up before the clock is in neither)
     assert report["latency_p99_ms"] <= report["deliver_seconds"] * 1000 + 5

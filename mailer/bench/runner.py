@@ -34,6 +34,7 @@ from typing import Any
 from mailer import loop as service_loop
 from mailer.app import App
 from mailer.bench.api import api_enqueue_rate
+from mailer.bench.history import fill_history
 from mailer.config import Config, load_config
 from mailer.dev.dnsserver import DNSServer
 from mailer.enqueue import RecipientInput
@@ -83,6 +84,12 @@ class BenchReport:
     api_recipients_per_second: float
     # the baseline stops after this many seconds even short of its messages
     baseline_cap_seconds: float = 20.0
+    # --history N: the same delivery again over a store holding N finished
+    # sends (0: not measured)
+    history: int = 0
+    history_messages_per_second: float | None = None
+    # history_messages_per_second / messages_per_second
+    history_ratio: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -307,10 +314,12 @@ def _deliver(
     return seconds, max(peaks) / 1024, started_at
 
 
-async def _outcome(config: Config, messages: int, started: float) -> list[float]:
+async def _outcome(
+    config: Config, messages: int, started: float, *, history: int = 0
+) -> list[float]:
     async with App(config) as app:
         counts = await app.store.counts()
-        if counts.get(State.DELIVERED, 0) != messages:
+        if counts.get(State.DELIVERED, 0) != messages + history:
             raise MailerError(f"bench: not everything was delivered: {counts}")
         return await _latencies(app, started)
 
@@ -346,6 +355,7 @@ def run_bench(
     api_recipients: int = 20_000,
     workers: int = 1,
     progress: Callable[[str, int, int], None] = lambda phase, done, total: None,
+    history: int = 0,
 ) -> BenchReport:
     """With ``postgres`` (a postgresql:// URL) the queue lives in a scratch
     schema of that database instead of an SQLite file. The engine runs as
@@ -355,7 +365,11 @@ def run_bench(
     The naive baseline stops after ``baseline_messages`` or
     ``baseline_seconds``, whichever comes first: at one connection per
     message it would otherwise dominate the run; its rate is measured over
-    what it sent."""
+    what it sent.
+
+    With ``history`` the delivery is measured a second time, in a second
+    store that first gets ``history`` finished sends (:mod:`.history`): the
+    report gives both rates and their ratio."""
     with contextlib.ExitStack() as stack:
         root = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         keystore = KeyStore(root / "keys")
@@ -396,6 +410,26 @@ def run_bench(
         latencies = service_loop.run(_outcome(config, messages, started))
         # the sink writes its lines a few times a second
         engine_received = settled(received, messages)
+        history_rate: float | None = None
+        if history:
+            progress("history", 0, history)
+            history_root = root / "history"
+            history_root.mkdir()
+            history_config = config.model_copy(
+                update={"database": stack.enter_context(bench_database(history_root, postgres))}
+            )
+            service_loop.run(fill_history(history_config.database, history))
+            progress("history", history, history)
+            service_loop.run(_enqueue(history_config, messages, domains))
+            progress("deliver+history", 0, messages)
+            before = received()
+            history_seconds, _, history_started = _deliver(
+                history_config,
+                workers,
+                lambda: progress("deliver+history", received() - before, messages),
+            )
+            service_loop.run(_outcome(history_config, messages, history_started, history=history))
+            history_rate = messages / history_seconds
         progress("baseline", 0, baseline_messages)
         baseline_sent, baseline_rate = naive_baseline(
             port, baseline_messages, domains, baseline_seconds, keys
@@ -443,4 +477,7 @@ def run_bench(
             api_recipients=api_recipients,
             api_recipients_per_second=round(api_rate, 1),
             baseline_cap_seconds=baseline_seconds,
+            history=history,
+            history_messages_per_second=None if history_rate is None else round(history_rate, 1),
+            history_ratio=None if history_rate is None else round(history_rate / rate, 3),
         )

@@ -25,6 +25,8 @@ from mailer.cli.main import cli
 PHASES = {
     "enqueue": "enqueueing",
     "deliver": "delivering",
+    "history": "history",
+    "deliver+history": "over history",
     "baseline": "baseline",
     "api": "API enqueue",
 }
@@ -93,6 +95,13 @@ def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
     type=click.IntRange(1, 64),
     help="Engine processes (mailer worker), one per core as deployed.",
 )
+@click.option(
+    "--history",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 10_000_000),
+    help="Also deliver the messages again over a store already holding N finished sends.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def bench(
     messages: int,
@@ -102,6 +111,7 @@ def bench(
     database: str,
     api_recipients: int | None,
     workers: int,
+    history: int,
     as_json: bool,
 ) -> None:
     """Deliver N messages on loopback and compare with a naive baseline."""
@@ -114,6 +124,7 @@ def bench(
             api_recipients=api_recipients if api_recipients is not None else max(messages, 1000),
             workers=workers,
             progress=progress,
+            history=history,
         )
     if as_json:
         click.echo(json.dumps(report.as_dict()))
@@ -129,6 +140,12 @@ def bench(
         f"latency:  queued→delivered, from the engines' start, p50 {report.latency_p50_ms:.0f} ms, "
         f"p99 {report.latency_p99_ms:.0f} ms; enqueue took {report.enqueue_seconds:.2f} s"
     )
+    if report.history_messages_per_second is not None and report.history_ratio is not None:
+        click.echo(
+            f"history:  the same {report.messages} messages over {report.history:,} finished "
+            f"sends: {report.history_messages_per_second:.0f} msg/s = "
+            f"{report.history_ratio:.0%} of the empty store's"
+        )
     click.echo(f"memory:   peak RSS {report.peak_rss_mb:.0f} MB per engine process")
     click.echo(
         f"baseline: smtplib, one connection + STARTTLS per message, dkimpy-signed: "
