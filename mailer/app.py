@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -18,7 +19,7 @@ from mailer.delivery.engine import Engine
 from mailer.delivery.tls.fetch import PolicyFetcher
 from mailer.delivery.tls.sts import FetchFailure, PolicySource
 from mailer.dns import Resolver
-from mailer.enqueue import EnqueueResult, Recipient
+from mailer.enqueue import EnqueueResult, Recipient, Rejected
 from mailer.errors import ConfigError, StoreError
 from mailer.identity.aligned import AlignedDomains
 from mailer.identity.sender import IdentityDecider
@@ -28,13 +29,24 @@ from mailer.message.signing import Signer
 from mailer.message.unsubscribe import UnsubscribeLinks, links_from_config
 from mailer.message.verp import feedback_id, make_return_path
 from mailer.metrics import Metrics, MetricsServer
-from mailer.prepare import FeedbackIdFn, Preparer, ReturnPathFn, SignFn, decided_by
+from mailer.prepare import FeedbackIdFn, Prepared, Preparer, ReturnPathFn, SignFn, decided_by
+from mailer.reasons import Reason, State
 from mailer.store import Store, is_postgres, open_store
 from mailer.store.models import Distribution, NewDistribution, Send
 from mailer.webhooks import Dispatcher, Webhooks
 from mailer.webhooks.metrics import WebhookMetrics
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Preview:
+    """``mailer send --dry-run``: the first valid recipient's message as a
+    worker would build it now, and what the whole request would enqueue."""
+
+    prepared: Prepared
+    accepted: int
+    rejected: list[Rejected]
 
 
 class App:
@@ -55,7 +67,7 @@ class App:
         self.config = config
         self._existing = existing
         self._store = store
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(destinations=config.metrics.destinations)
         self._metrics_server: MetricsServer | None = None
         self.resolver = Resolver(
             config.nameservers,
@@ -199,7 +211,11 @@ class App:
         api = self.config.api
         return links_from_config(api.secret, api.public_url, enabled=api.unsubscribe)
 
-    async def preparer(self) -> Preparer:
+    async def preparer(
+        self, load: Callable[[str], Awaitable[Distribution]] | None = None
+    ) -> Preparer:
+        """The message builder; ``load`` finds a distribution (default: the
+        store)."""
         signer = self.signer()
         sign: SignFn | None = None
         if signer is not None:
@@ -221,7 +237,7 @@ class App:
                     return await signer.sign_beside(data, pool, customer_domain=domain)
 
         return Preparer(
-            self.store.distribution,
+            load or self.store.distribution,
             identity=decided_by(await self.identity()),
             sign=sign,
             unsubscribe=self.unsubscribe_links(),
@@ -316,3 +332,50 @@ class App:
         return EnqueueResult(
             accepted.distribution_id, [s.id for s in accepted.sends], accepted.rejected
         )
+
+    async def preview(
+        self, distribution: NewDistribution, recipients: Sequence[Recipient], *, now: float
+    ) -> Preview:
+        """Validate like :meth:`enqueue`, then build the first accepted
+        recipient's message (identity decision, DKIM included); stores
+        nothing. Raises ValidationError naming the field, and whatever
+        preparing a message raises (DNS, templates)."""
+        intake = Intake(self.store, self.config.hostname, self.unsubscribe_links())
+        sends, rejected = intake.validate(distribution, recipients)
+        first = sends[0]
+        stored = Distribution(
+            id="dry-run",
+            account=distribution.account,
+            sender_address=distribution.sender_address,
+            sender_name=distribution.sender_name,
+            subject=distribution.subject,
+            html=distribution.html,
+            text=distribution.text,
+            unsubscribe_url=distribution.unsubscribe_url,
+            send_at=distribution.send_at,
+            tags=tuple(distribution.tags),
+            created_at=now,
+        )
+
+        async def load(_: str) -> Distribution:
+            return stored
+
+        send = Send(
+            id="dry-run",
+            distribution_id=stored.id,
+            account=stored.account,
+            recipient=first.recipient,
+            domain=first.recipient.rpartition("@")[2],
+            name=first.name,
+            variables=first.variables,
+            reference=first.reference,
+            message_id=f"<dry-run@{self.config.hostname}>",
+            state=State.QUEUED,
+            reason=Reason.QUEUED,
+            due_at=now,
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+        )
+        prepared = await (await self.preparer(load)).prepare(send, now=now)
+        return Preview(prepared, len(sends), rejected)

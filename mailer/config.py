@@ -82,7 +82,7 @@ class _Frozen(BaseModel):
 
 
 class RegionConfig(_Frozen):
-    """What a region means to identity decisions (DESIGN.md, "Regions")."""
+    """What a region means to identity decisions (docs/design.md, "Regions")."""
 
     platform_host: str
     spf_include: str
@@ -230,6 +230,57 @@ class WorkerConfig(_Frozen):
     # on metrics_host (all interfaces: "0.0.0.0")
     metrics_port: Annotated[int, Field(strict=True, ge=1, le=65535)] | None = None
     metrics_host: str = "127.0.0.1"
+
+
+#: The mailbox providers that get a ``destination`` label of their own in
+#: the metrics; every other recipient domain counts as ``other``.
+LARGE_PROVIDERS: tuple[str, ...] = (
+    "gmail.com",
+    "googlemail.com",
+    "outlook.com",
+    "hotmail.com",
+    "live.com",
+    "msn.com",
+    "yahoo.com",
+    "icloud.com",
+    "me.com",
+    "aol.com",
+    "gmx.de",
+    "gmx.net",
+    "web.de",
+    "t-online.de",
+    "outlook.de",
+    "hotmail.se",
+    "live.se",
+    "telia.com",
+)
+
+
+class RetentionConfig(_Frozen):
+    # finished sends, their attempts and events are kept this many days
+    days: Annotated[float, Field(gt=0)] = 30.0
+    # sends removed per transaction: short ones keep claims flowing
+    batch: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    # seconds between two prunings of each worker
+    interval: Annotated[float, Field(gt=0)] = 300.0
+
+
+class MetricsConfig(_Frozen):
+    # Recipient domains with a `destination` label of their own; the rest
+    # are `other`, so that label cardinality stays bounded whatever the
+    # recipient lists hold.
+    destinations: tuple[str, ...] = LARGE_PROVIDERS
+
+    @field_validator("destinations")
+    @classmethod
+    def _domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(value) > 100:
+            raise ValueError(f"{len(value)} domains; at most 100 keep the label bounded")
+        cleaned = tuple(d.strip().rstrip(".").lower() for d in value)
+        for domain in cleaned:
+            if not domain or " " in domain or domain == "other":
+                raise ValueError(f"{domain!r} is not a domain name")
+        return cleaned
 
 
 class DKIMConfig(_Frozen):
@@ -500,6 +551,8 @@ class Config(_Frozen):
     retry: RetryConfig = RetryConfig()
     tls: TLSConfig = TLSConfig()
     worker: WorkerConfig = WorkerConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    retention: RetentionConfig = RetentionConfig()
     dkim: DKIMConfig = DKIMConfig()
     identity: IdentityConfig = IdentityConfig()
     api: ApiConfig = ApiConfig()
@@ -674,9 +727,11 @@ _LIST_KEYS = {("nameservers",), ("api", "keys"), ("feedback", "loop_addresses")}
 _LIST_KEYS = {("nameservers",), ("api", "keys"), ("webhooks", "allow")}
 
 
-# MAILER_* variables that are not settings: the config file's path, and
-# those of the test suite and the benchmark
-_NOT_SETTINGS = (CONFIG_ENV, "MAILER_TEST_", "MAILER_BENCH_")
+#: The command line's --log-format (how a process logs, not a setting).
+LOG_FORMAT_ENV = "MAILER_LOG_FORMAT"
+# MAILER_* variables that are not settings: the config file's path, the
+# log format, and those of the test suite and the benchmark
+_NOT_SETTINGS = (CONFIG_ENV, LOG_FORMAT_ENV, "MAILER_TEST_", "MAILER_BENCH_")
 
 
 _FILE_SUFFIX = "_FILE"

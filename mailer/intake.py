@@ -190,6 +190,13 @@ class Intake:
                 return _replay(record)
         return _accepted(distribution_id, send_ids, rejected, replayed=False)
 
+    def validate(
+        self, distribution: NewDistribution, recipients: Sequence[Recipient]
+    ) -> tuple[list[NewSend], list[Rejected]]:
+        """What :meth:`enqueue` would store and reject; stores nothing.
+        Raises as :meth:`enqueue` does for a malformed request."""
+        return self._validate(distribution, recipients)
+
     @staticmethod
     def _answer(record: IdempotencyRecord, idempotency: Idempotency) -> Accepted:
         if record.body_hash != idempotency.body_hash:

@@ -6,6 +6,11 @@ library's global default one), so two apps in one process, or two tests,
 never share counters. Counters count what this process did; the queue depth
 is read from the store at every scrape, so it is the same whichever worker
 is asked.
+
+Labels are bounded: ``state`` and ``reason`` come from fixed vocabularies,
+and ``destination`` is one of a configured set of large providers
+(``metrics.destinations``) or ``other``. The process's own metrics
+(``process_*``: CPU, memory, open files; ``python_info``) are exported too.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Self
 
@@ -23,17 +28,24 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
 
+from mailer.config import LARGE_PROVIDERS
 from mailer.errors import MailerError
 from mailer.reasons import Reason, State
 from mailer.store.base import FeedStore
 from mailer.store.models import Attempt, Send
+from mailer.store.rules import UNFINISHED_STATES
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CONTENT_TYPE", "TLS_REASONS", "Metrics", "MetricsServer"]
+__all__ = ["CONTENT_TYPE", "OTHER", "TLS_REASONS", "Metrics", "MetricsServer", "destination_label"]
+
+#: The ``destination`` of every recipient domain not configured by name.
+OTHER = "other"
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -47,11 +59,22 @@ LATENCY_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400
 ATTEMPT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
+def destination_label(domain: str, named: frozenset[str]) -> str:
+    """The ``destination`` label of a recipient domain: itself when it is
+    one of ``named``, else ``other`` (pure)."""
+    return domain if domain in named else OTHER
+
+
 class Metrics:
     """The service's metrics (names in docs/operations.md)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, destinations: Iterable[str] = LARGE_PROVIDERS) -> None:
         self.registry = CollectorRegistry()
+        self.destinations = frozenset(destinations)
+        # process_* (CPU seconds, resident memory, open fds, start time) and
+        # python_info, on this registry rather than the library's global one
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
         self.sends = Counter(
             "mailer_sends",
             "Outcomes recorded by this process, by state and reason.",
@@ -67,7 +90,7 @@ class Metrics:
         self.tls_failures = Counter(
             "mailer_tls_failures",
             "Attempts that failed on TLS (no STARTTLS, handshake, certificate), "
-            "by recipient domain.",
+            "by destination (a configured large provider, or other).",
             ["destination", "reason"],
             registry=self.registry,
         )
@@ -112,7 +135,8 @@ class Metrics:
         )
         self.queue_depth = Gauge(
             "mailer_queue_depth",
-            "Sends in the store by state, read at scrape time.",
+            "Sends not yet finished (queued, held, sending, deferred) by state, "
+            "read from the store at scrape time.",
             ["state"],
             registry=self.registry,
         )
@@ -153,7 +177,8 @@ class Metrics:
             ).inc()
         self.attempt_duration.observe(max(attempt.finished_at - attempt.started_at, 0.0))
         if attempt.reason in TLS_REASONS:
-            self.tls_failures.labels(destination=send.domain, reason=attempt.reason.value).inc()
+            destination = destination_label(send.domain, self.destinations)
+            self.tls_failures.labels(destination=destination, reason=attempt.reason.value).inc()
 
     def mta_sts_testing_failure(self, domain: str, reason: Reason) -> None:
         self.mta_sts_testing_failures.labels(destination=domain, reason=reason.value).inc()
@@ -162,9 +187,10 @@ class Metrics:
         self.mta_sts_fetch_failures.labels(destination=domain, field=field).inc()
 
     def set_queue(self, counts: Mapping[State, int]) -> None:
-        """Every state gets a value, 0 included, so that a drained queue
-        shows as 0 rather than as a stale number."""
-        for state in State:
+        """Every unfinished state gets a value, 0 included, so that a
+        drained queue shows as 0 rather than as a stale number. Finished
+        sends are not queue depth (and counting them grows with history)."""
+        for state in UNFINISHED_STATES:
             self.queue_depth.labels(state=state.value).set(counts.get(state, 0))
 
     def render(self) -> bytes:
@@ -174,7 +200,7 @@ class Metrics:
     async def scrape(self, store: FeedStore) -> bytes:
         """Read the queue depth from ``store``, then render. Raises
         StoreError when the store cannot be read."""
-        self.set_queue(await store.counts())
+        self.set_queue(await store.queue_depth())
         return self.render()
 
 

@@ -61,7 +61,7 @@ async def sender_as_given(distribution: Distribution) -> Envelope:
 
 
 def decided_by(decider: IdentityDecider) -> IdentityFn:
-    """The SPF-based sender decision (DESIGN.md, "Sender identity") as the
+    """The SPF-based sender decision (docs/design.md, "Sender identity") as the
     preparer's identity step."""
 
     async def identity(distribution: Distribution) -> Envelope:

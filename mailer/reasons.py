@@ -1,5 +1,5 @@
 """One vocabulary of states and reason categories for API, CLI, metrics
-and events (DESIGN.md, "States and reasons")."""
+and events (docs/design.md, "States and reasons")."""
 
 from __future__ import annotations
 

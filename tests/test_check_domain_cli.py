@@ -151,3 +151,37 @@ def test_json_says_could_not_run_on_exit_2(tmp_path: Path, smtp_port: int) -> No
     data = json.loads(result.stdout)
     assert data["verdict"] == "could-not-run"
     assert data["error"].startswith("could not check good.test: DNS did not answer")
+
+
+def test_a_domain_that_does_not_exist_gets_one_verdict_and_no_records(
+    config_file: Path,
+) -> None:
+    result = invoke(config_file, "no-such-domain.test")
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("no-such-domain.test (region azure): ACTION NEEDED")
+    assert lines[1].startswith("  [action needed] domain  no-such-domain.test does not exist")
+    assert "(NXDOMAIN)" in lines[1]
+    assert len(lines) == 2
+    assert "Fixes:" not in result.stdout
+    data = json.loads(invoke(config_file, "no-such-domain.test", "--json").stdout)
+    assert [c["name"] for c in data["checks"]] == ["domain"]
+    assert data["fixes"] == []
+
+
+def test_could_not_run_errors_start_with_error(tmp_path: Path, smtp_port: int) -> None:
+    silent = DNSServer()
+    silent.start()
+    address = silent.address
+    silent.stop()
+    result = invoke(write_config(tmp_path, address, smtp_port), "good.test")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: could not check good.test")
+
+
+def test_spf_fix_names_an_include_that_does_not_resolve(config_file: Path, zone: DNSServer) -> None:
+    zone.remove(REGION_INCLUDE)
+    result = invoke(config_file, "soft.test")
+    fixes = result.stdout.split("Fixes:", 1)[1]
+    assert f"include:{REGION_INCLUDE} cannot be used" in fixes
+    assert "would need" not in fixes

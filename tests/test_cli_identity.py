@@ -101,3 +101,38 @@ def test_keys_generate_refuses_to_overwrite_and_bad_domains(tmp_path: Path) -> N
         code, out = invoke(env, "keys", "generate", "not a domain")
         assert code != 0
         assert "domain" in out
+
+
+def test_spf_says_nxdomain_for_a_domain_that_does_not_exist(tmp_path: Path) -> None:
+    zone = {"acme.test": {"MX": [(10, "mx.acme.test")]}}
+    with DNSServer(zone) as dns:
+        code, out = invoke(env_for(dns, tmp_path), "spf", "192.0.2.10", "hr@gone.test")
+        assert code == 0, out
+        assert "spf=none" in out
+        assert "explanation: gone.test does not exist (NXDOMAIN)" in out
+        assert "mechanism" not in out
+        # a domain that exists but publishes no record says so instead
+        code, out = invoke(env_for(dns, tmp_path), "spf", "192.0.2.10", "hr@acme.test")
+        assert code == 0, out
+        assert "explanation: no SPF record published for acme.test" in out
+
+
+def test_spf_temperror_prints_no_mechanism(tmp_path: Path) -> None:
+    with DNSServer({"acme.test": {"TXT": ["v=spf1 -all"]}}) as dns:
+        dns.fail("acme.test")
+        code, out = invoke(
+            env_for(dns, tmp_path) | {"MAILER_WORKER__DNS_TIMEOUT": "2"},
+            "spf", "192.0.2.10", "hr@acme.test",
+        )  # fmt: skip
+        assert code == 0, out
+        assert "spf=temperror" in out
+        assert "mechanism" not in out
+        assert "explanation: DNS error" in out
+
+
+def test_spf_neutral_default_says_nothing_matched(tmp_path: Path) -> None:
+    with DNSServer({"acme.test": {"TXT": ["v=spf1 ip4:198.51.100.1"]}}) as dns:
+        code, out = invoke(env_for(dns, tmp_path), "spf", "192.0.2.10", "hr@acme.test")
+        assert code == 0, out
+        assert "spf=neutral" in out
+        assert "mechanism: (none matched: the default result)" in out

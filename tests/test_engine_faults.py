@@ -214,11 +214,11 @@ class RaisingConnector:
         self._real = real
         self._times = times
 
-    async def connect(self, domain: str, policy: Any) -> Any:
+    async def connect(self, domain: str, policy: Any, source: Any = None) -> Any:
         if self._times > 0:
             self._times -= 1
             raise RuntimeError("injected: connector failed")
-        return await self._real.connect(domain, policy)
+        return await self._real.connect(domain, policy, source)
 
 
 async def test_a_connection_that_raises_sends_its_queue_back_as_internal(

@@ -264,7 +264,7 @@ async def test_a_held_domain_gets_no_connection_until_released(
         assert [(h["kind"], h["value"], h["note"]) for h in stats["holds"]] == [
             ("domain", "dest.test", "customer maintenance")
         ]
-        table = (await ok(path, "queue", "list")).stdout
+        table = (await ok(path, "queue", "list", "--format", "table")).stdout
         assert "holds: domain dest.test" in table
 
         released = await ok(path, "release", "dest.test")
@@ -380,7 +380,7 @@ async def test_tables_fit_100_columns(
     path = config_file(config, tmp_path)
     await ok(path, "hold", "sub.subsidiary.example.test", "--note", "a long note " * 20)
     for args in (
-        ("queue", "list"),
+        ("queue", "list", "--format", "table"),
         ("queue", "show", ids[0]),
         ("stats",),
         ("hold",),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -17,9 +18,12 @@ from mailer.store.models import (
     NewDistribution,
     NewSend,
     Outcome,
+    Pruned,
     SendFilter,
     Suppression,
 )
+from mailer.store.sqlite import sql as sqlite_sql
+from mailer.store.sqlite.store import SQLiteStore
 from tests.backends import BACKENDS, StoreFactory
 
 DIST = NewDistribution(
@@ -292,6 +296,122 @@ async def test_cancel_ends_what_is_not_yet_sent_with_an_event(store) -> None:
     assert await store.cancel(dist_id, now=105.0) == 0
     with pytest.raises(NotFound):
         await store.cancel("nope", now=105.0)
+
+
+async def test_flush_makes_deferred_sends_due_now_keeping_their_state(store) -> None:
+    _, ids = await store.enqueue(DIST, sends(2) + sends(1, "Other.TEST"), hostname="h", now=100.0)
+    claimed = await store.claim("w", 3, lease_seconds=60, now=101.0)
+    await store.complete(
+        "w",
+        [Outcome(c.send.id, State.DEFERRED, Reason.CONNECTION, due_at=1000.0) for c in claimed],
+        now=102.0,
+    )
+    assert await store.claim("w", 10, lease_seconds=60, now=103.0) == []
+    # only the named domain (normalised like a hold's), only deferred sends
+    assert await store.flush(now=104.0, domain="OTHER.test.") == 1
+    [other] = await store.claim("w", 10, lease_seconds=60, now=104.0)
+    assert other.send.id == ids[2]
+    assert other.send.reason is Reason.CONNECTION
+    assert await store.flush(now=105.0) == 2
+    again = await store.claim("w", 10, lease_seconds=60, now=105.0)
+    assert sorted(c.send.id for c in again) == sorted(ids[:2])
+    assert await store.flush(now=106.0) == 0
+    with pytest.raises(ValidationError):
+        await store.flush(now=106.0, domain=" ")
+
+
+async def test_queue_depth_counts_only_unfinished_sends(store) -> None:
+    dist_id, _ = await store.enqueue(DIST, sends(5), hostname="h", now=100.0)
+    claimed = await store.claim("w", 3, lease_seconds=60, now=101.0)
+    done = [
+        Outcome(claimed[0].send.id, State.DELIVERED, Reason.DELIVERED),
+        Outcome(claimed[1].send.id, State.DEFERRED, Reason.CONNECTION, due_at=500.0),
+    ]
+    await store.complete("w", done, now=102.0)
+    await store.hold("distribution", dist_id, now=103.0)
+    assert await store.queue_depth() == {State.HELD: 3, State.SENDING: 1}
+    await store.release_hold("distribution", dist_id, now=104.0)
+    assert await store.queue_depth() == {State.QUEUED: 3, State.SENDING: 1}
+    assert State.DELIVERED in await store.counts()
+
+
+async def test_sqlite_queue_depth_reads_the_partial_index_of_unfinished_sends(
+    tmp_path: Path,
+) -> None:
+    async with SQLiteStore(tmp_path / "s.sqlite3") as store:
+        plan = " ".join(
+            str(tuple(row))
+            for row in store.conn.execute("EXPLAIN QUERY PLAN " + sqlite_sql.QUEUE_DEPTH)
+        )
+    assert "sends_unfinished" in plan
+    assert "SCAN sends " not in plan + " "
+
+
+async def finished_history(store, now: float) -> tuple[list[str], list[str]]:
+    """Two old sends (delivered at 110 with an attempt, bounced and
+    suppressed at 120) and one deferred send, all enqueued at 100."""
+    _, ids = await store.enqueue(DIST, sends(3), hostname="h", now=100.0)
+    claimed = {c.send.id: c for c in await store.claim("w", 3, lease_seconds=60, now=101.0)}
+    assert set(claimed) == set(ids)
+    await store.complete(
+        "w",
+        [
+            Outcome(ids[0], State.DELIVERED, Reason.DELIVERED,
+                    attempt=Attempt(105.0, 106.0, Reason.DELIVERED, code=250)),
+            Outcome(ids[1], State.BOUNCED, Reason.MAILBOX_UNKNOWN,
+                    attempt=Attempt(115.0, 116.0, Reason.MAILBOX_UNKNOWN, code=550),
+                    suppress=Reason.SUPPRESSED_BOUNCE),
+            Outcome(ids[2], State.DEFERRED, Reason.CONNECTION, due_at=now + 60),
+        ],
+        now=120.0,
+    )  # fmt: skip
+    return ids[:2], ids[2:]
+
+
+async def test_prune_removes_old_finished_sends_with_their_attempts_and_events(store) -> None:
+    old, waiting = await finished_history(store, now=200.0)
+    events_before = await store.events(after=0, limit=1000)
+    last_seq = events_before[-1].seq
+    # nothing is older than 110: nothing goes
+    assert await store.prune(before=110.0, limit=100) == Pruned(0, 0, 0)
+    pruned = await store.prune(before=150.0, limit=1)
+    assert (pruned.sends, pruned.attempts) == (1, 1)
+    again = await store.prune(before=150.0, limit=100)
+    assert (again.sends, again.attempts) == (1, 1)
+    assert pruned.events + again.events == sum(1 for e in events_before if e.send_id in old)
+    for send_id in old:
+        with pytest.raises(NotFound):
+            await store.send(send_id)
+        assert await store.attempts(send_id) == []
+    # the unfinished send and its events stay; suppressions stay
+    assert (await store.send(waiting[0])).state is State.DEFERRED
+    left = await store.events(after=0, limit=1000)
+    assert {e.send_id for e in left} == set(waiting)
+    assert [s.address for s in await store.suppressions("acme")] == ["user1@dest.test"]
+    # sequence numbers are never reused: a cursor keeps its meaning
+    _, more = await store.enqueue(DIST, sends(1), hostname="h", now=300.0)
+    newest = await store.events(after=last_seq, limit=1000)
+    assert [e.send_id for e in newest] == more
+    assert newest[0].seq > last_seq
+
+
+async def test_unsubscribe_link_of_a_pruned_send_still_suppresses(store) -> None:
+    old, _ = await finished_history(store, now=200.0)
+    await store.prune(before=150.0, limit=100)
+    assert await store.unsubscribe("acme", "user0@dest.test", now=400.0, send_id=old[0])
+    [entry] = [s for s in await store.suppressions("acme") if s.address == "user0@dest.test"]
+    assert entry.reason is Reason.SUPPRESSED_UNSUBSCRIBE
+
+
+async def test_prune_takes_late_events_of_pruned_sends_once_they_are_old(store) -> None:
+    old, _ = await finished_history(store, now=200.0)
+    # an event recorded after the send finished (an unsubscribe at 160)
+    await store.unsubscribe("acme", "user0@dest.test", now=160.0, send_id=old[0])
+    await store.prune(before=150.0, limit=100)
+    late = [e for e in await store.events(after=0, limit=1000) if e.send_id == old[0]]
+    assert [e.at for e in late] == [160.0]
+    assert (await store.prune(before=170.0, limit=100)).events == 1
+    assert [e for e in await store.events(after=0, limit=1000) if e.send_id == old[0]] == []
 
 
 async def test_unsubscribe_suppresses_for_the_account_with_an_event_on_the_send(store) -> None:

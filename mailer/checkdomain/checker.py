@@ -9,7 +9,7 @@ from publicsuffixlist import PublicSuffixList
 
 from mailer.checkdomain.dkim import find_dkim, judge_dkim
 from mailer.checkdomain.dmarc import find_dmarc, judge_dmarc
-from mailer.checkdomain.report import DomainReport
+from mailer.checkdomain.report import Check, DomainReport, Status
 from mailer.checkdomain.sender import SAMPLE_LOCAL_PART, decide_sender, judge_sender
 from mailer.checkdomain.spf import find_spf, judge_spf
 from mailer.checkdomain.tls import find_tls, judge_tls
@@ -29,6 +29,17 @@ def _domain(value: str) -> str:
     except DNSPermanentError as exc:
         raise ValidationError("domain", f"{value!r}: {exc.reason}") from exc
     return normalise_domain(ascii_name)
+
+
+def nonexistent(name: str) -> Check:
+    """The one check of a domain that does not exist (pure)."""
+    return Check(
+        "domain",
+        Status.ACTION_NEEDED,
+        f"{name} does not exist (NXDOMAIN): check the spelling; a new domain must be "
+        "registered and delegated before any record can be published",
+        {"nxdomain": True},
+    )
 
 
 class DomainChecker:
@@ -67,6 +78,10 @@ class DomainChecker:
             raise ValidationError("region", f"{region!r} is not one of {known}")
         settings = config.regions[region]
         resolver = Resolver(config.nameservers, timeout=config.worker.dns_timeout)
+        if (await resolver.txt(name)).nxdomain:
+            # Nothing can be published under a name that does not exist:
+            # one verdict, not five checks each asking for records.
+            return DomainReport(name, region, (nonexistent(name),))
 
         spf = await find_spf(resolver, name, self.our_ips(region), settings.spf_include)
         identity = await decide_sender(resolver, name, config.spf_addresses, settings)

@@ -6,7 +6,8 @@ added, never renamed or removed)::
 
     {"domain": str, "region": str, "verdict": "ok" | "warning" | "action-needed",
      "summary": str,
-     "checks": [{"name": "spf" | "sender" | "dkim" | "dmarc" | "tls",
+     "checks": [{"name": "spf" | "sender" | "dkim" | "dmarc" | "tls"
+                 (or the one "domain" check of a name that does not exist),
                  "status": "ok" | "warning" | "action-needed",
                  "summary": str, "details": {...}}],
      "fixes": [{"check": str, "status": str, "text": str,

@@ -275,7 +275,10 @@ def _record_fix(findings: SPFFindings, status: Status, action: str) -> tuple[Fix
     if ips is None or ips.record is None:
         return ()
     why = ""
-    if inc is not None:
+    if inc is not None and inc.nested_errors:
+        # the include itself is broken: its lookup count says nothing
+        why = f"include:{include} cannot be used ({inc.nested_errors[0]}); "
+    elif inc is not None:
         why = f"adding include:{include} would need {inc.lookups} DNS lookups (limit {limit}); "
     text = (
         f"{why}{action} at {name}: it lists our IPs directly (ip4: costs no DNS lookup;"

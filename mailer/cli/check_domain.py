@@ -64,7 +64,7 @@ def check_domain_command(
         text = _could_not_run(domain, exc)
         if as_json:
             click.echo(json.dumps(error_json(domain, region or "", text), ensure_ascii=False))
-        click.echo(f"error: {text}", err=True)
+        click.echo(f"Error: {text}", err=True)
         raise SystemExit(EXIT_COULD_NOT_RUN) from exc
     if as_json:
         click.echo(json.dumps(report.to_json(), ensure_ascii=False))

@@ -10,15 +10,17 @@ from typing import Any, TypeVar
 import click
 
 from mailer import loop
-from mailer.config import Config, load_config
+from mailer.config import LOG_FORMAT_ENV, Config, load_config
 from mailer.errors import MailerError
+from mailer.logs import LogFormat
 
 T = TypeVar("T")
 
 
 class Context:
-    def __init__(self, config_path: str | None) -> None:
+    def __init__(self, config_path: str | None, log_format: LogFormat = "text") -> None:
         self.config_path = config_path
+        self.log_format: LogFormat = log_format
         self._config: Config | None = None
 
     @property
@@ -55,6 +57,9 @@ class MailerGroup(click.Group):
 
 
 @click.group(cls=MailerGroup, context_settings={"help_option_names": ["-h", "--help"]})
+# the distribution is published as survey-mailer (`mailer` on PyPI is another
+# project); the version is the installed distribution's
+@click.version_option(package_name="survey-mailer", prog_name="mailer")
 @click.option(
     "--config",
     "config_path",
@@ -62,10 +67,18 @@ class MailerGroup(click.Group):
     type=click.Path(dir_okay=False),
     help="TOML configuration file (default: built-in defaults + MAILER_* variables).",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    envvar=LOG_FORMAT_ENV,
+    show_default=True,
+    help="Log lines on stderr: text, or one JSON object per line (Docker, journald).",
+)
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None) -> None:
+def cli(ctx: click.Context, config_path: str | None, log_format: LogFormat) -> None:
     """Outbound mail for survey invitations: STARTTLS only, durable queue."""
-    ctx.obj = Context(config_path)
+    ctx.obj = Context(config_path, log_format)
 
 
 def register_commands() -> None:
@@ -74,6 +87,7 @@ def register_commands() -> None:
         accounts,
         bench,
         check_domain,
+        control,
         doctor,
         inbound,
         keys,

@@ -30,7 +30,7 @@ from mailer.feedback.breaker import DAY, Judgement
 from mailer.feedback.circuit import Breaker
 from mailer.reasons import State
 from mailer.store.models import Hold, HoldKind, Send, SendFilter, Stats
-from mailer.store.rules import REPLAYABLE_STATES, hold_value, replay_filter
+from mailer.store.rules import REPLAYABLE_REASONS, REPLAYABLE_STATES, hold_value, replay_filter
 
 # replay ----------------------------------------------------------------------
 
@@ -76,7 +76,9 @@ async def _replay(
             MofNCompleteColumn(),
             TimeElapsedColumn(),
         )
-        with Progress(*columns, console=progress_console) as progress:
+        # no bar when there is nothing to do
+        shown_bar = report.replayable > 0
+        with Progress(*columns, console=progress_console, disable=not shown_bar) as progress:
             task = progress.add_task("replay", total=report.replayable)
             after: str | None = None
             while True:
@@ -126,7 +128,7 @@ def _replay_lines(report: ReplayReport, include_suppressed: bool) -> list[str]:
 
 
 @cli.command()
-@filter_options(states=REPLAYABLE_STATES)
+@filter_options(states=REPLAYABLE_STATES, reasons=REPLAYABLE_REASONS)
 @click.option("--all", "everything", is_flag=True, help="Replay without any filter.")
 @click.option("--note", default=None, help="Why: recorded on every replayed event.")
 @click.option("--dry-run", is_flag=True, help="Count and show a sample; change nothing.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -88,7 +89,9 @@ class FilterArgs:
         )
 
 
-def filter_options(states: tuple[State, ...] = tuple(State)) -> Callable[[F], F]:
+def filter_options(
+    states: tuple[State, ...] = tuple(State), reasons: tuple[Reason, ...] = tuple(Reason)
+) -> Callable[[F], F]:
     """The filter options of ``queue list`` and ``replay``; the command gets
     them as one ``flt: FilterArgs`` argument."""
 
@@ -118,7 +121,7 @@ def filter_options(states: tuple[State, ...] = tuple(State)) -> Callable[[F], F]
                 "--reason",
                 "reasons",
                 multiple=True,
-                type=click.Choice([r.value for r in Reason]),
+                type=click.Choice([r.value for r in reasons]),
                 help="Only sends whose last reason is this category (repeatable).",
             ),
             click.option("--distribution", default=None, help="Only this distribution's sends."),
@@ -178,16 +181,20 @@ async def _list(
         return await app.store.list_sends(flt, limit=limit, after=after), await app.store.holds()
 
 
+#: The columns of ``queue list`` (table and TSV).
+LIST_COLUMNS = ("id", "recipient", "state", "reason", "try", "updated (UTC)")
+
+
+def iso_utc(ts: float) -> str:
+    """``2026-12-06T02:51:42Z``: one field, sortable, says it is UTC."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def sends_table(sends: list[Send]) -> Table:
-    table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold")
-    table.add_column("id", no_wrap=True)
-    table.add_column("recipient", overflow="fold", min_width=12)
-    table.add_column("state", no_wrap=True)
-    table.add_column("reason", no_wrap=True)
-    table.add_column("try", justify="right", no_wrap=True)
-    table.add_column("updated", no_wrap=True)
-    for s in sends:
-        table.add_row(
+    """For a terminal: one line per send; only the recipient gives way to
+    the width, ending in an ellipsis rather than wrapping."""
+    rows = [
+        (
             s.id,
             s.recipient,
             s.state.value,
@@ -195,7 +202,44 @@ def sends_table(sends: list[Send]) -> Table:
             str(s.attempts),
             when(s.updated_at, short=True),
         )
+        for s in sends
+    ]
+    widths = [
+        max([len(name), *(len(row[i]) for row in rows)]) for i, name in enumerate(LIST_COLUMNS)
+    ]
+    # what the other columns and the one-space gaps between columns leave
+    widths[1] = max(12, WIDTH - (sum(widths) - widths[1]) - (len(LIST_COLUMNS) - 1))
+    table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold")
+    for name, width in zip(LIST_COLUMNS, widths, strict=True):
+        table.add_column(
+            name,
+            no_wrap=True,
+            overflow="ellipsis",
+            justify="right" if name == "try" else "left",
+            min_width=width if name != "recipient" else None,
+            max_width=width,
+        )
+    for row in rows:
+        table.add_row(*row)
     return table
+
+
+def sends_tsv(sends: list[Send]) -> list[str]:
+    """For pipes: a header and one line per send, every value whole and
+    tab-separated, so that ``grep`` finds a row and ``cut`` a column."""
+    lines = ["\t".join(LIST_COLUMNS)]
+    for s in sends:
+        fields = (s.id, s.recipient, s.state.value, s.reason.value, str(s.attempts))
+        lines.append("\t".join((*fields, iso_utc(s.updated_at))))
+    return lines
+
+
+def total_line(sends: list[Send], limit: int) -> str:
+    """The closing line, as ``mailq`` ends with its total."""
+    line = f"-- {len(sends)} send(s) listed"
+    if len(sends) == limit:
+        line += f" (page of {limit}); more: add --after {sends[-1].id}"
+    return line
 
 
 @queue.command("list")
@@ -204,25 +248,45 @@ def sends_table(sends: list[Send]) -> Table:
     "--limit", default=50, show_default=True, type=click.IntRange(1, 10_000), help="Page size."
 )
 @click.option("--after", default=None, help="Next page: sends after this id.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON array of sends.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "tsv", "json"]),
+    default=None,
+    help="table on a terminal, tsv (full values, tab-separated) otherwise.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @pass_ctx
-def list_(ctx: Context, flt: FilterArgs, limit: int, after: str | None, as_json: bool) -> None:
+def list_(
+    ctx: Context, flt: FilterArgs, limit: int, after: str | None, fmt: str | None, as_json: bool
+) -> None:
     """List sends (ordered by id) with their state and reason, a page at a
-    time; times are UTC."""
-    sends, holds = run(_list(ctx.config, flt.build(time.time()), limit, after))
+    time, ending with a total line; times are UTC."""
     if as_json:
+        fmt = "json"
+    if fmt is None:
+        fmt = "table" if sys.stdout.isatty() else "tsv"
+    sends, holds = run(_list(ctx.config, flt.build(time.time()), limit, after))
+    if fmt == "json":
         click.echo(json.dumps([send_json(s) for s in sends], ensure_ascii=False))
         return
-    out = console()
     line = holds_line(holds)
+    if fmt == "tsv":
+        if line:
+            # on stderr: stdout stays rows and the total line
+            click.echo(line, err=True)
+        for row in sends_tsv(sends):
+            click.echo(row)
+        click.echo(total_line(sends, limit))
+        return
+    out = console()
     if line:
         out.print(line, overflow="fold")
-    if not sends:
+    if sends:
+        out.print(sends_table(sends))
+    else:
         out.print("no sends match")
-        return
-    out.print(sends_table(sends))
-    if len(sends) == limit:
-        out.print(f"more: add --after {sends[-1].id}")
+    out.print(total_line(sends, limit))
 
 
 @dataclass(frozen=True)
@@ -295,6 +359,25 @@ def bounce_route(identity: str) -> str:
     return "back to us, at the send's own return path"
 
 
+def took(attempt: Attempt) -> str:
+    """``, 120 ms``; nothing for an attempt that never reached the wire
+    (no MX found, held back before connecting): it has no duration."""
+    if attempt.finished_at <= attempt.started_at:
+        return ""
+    return f", {(attempt.finished_at - attempt.started_at) * 1000:.0f} ms"
+
+
+def mx_line(attempt: Attempt) -> str:
+    """``mx mx1.example.org [192.0.2.7]``: the host once, with the address
+    the attempt connected to."""
+    if attempt.mx_host is None and attempt.address is None:
+        return "no MX reached"
+    host = attempt.mx_host or "-"
+    if attempt.address is None or attempt.address == host:
+        return f"mx {host}"
+    return f"mx {host} [{attempt.address}]"
+
+
 def print_story(out: Console, story: Story) -> None:
     s, dist = story.send, story.distribution
     out.print(f"[bold]send {s.id}[/] → {s.recipient}" + (f" ({s.name})" if s.name else ""))
@@ -303,7 +386,7 @@ def print_story(out: Console, story: Story) -> None:
     waiting = s.state in (State.QUEUED, State.DEFERRED)
     due = f", next attempt {when(s.due_at)}" if waiting else ""
     out.print(
-        f"state [bold]{s.state.value}[/] ({s.reason.value}) since {when(s.updated_at)}, "
+        f"state [bold]{s.state.value}[/] ({s.reason.value}) since {when(s.updated_at)} UTC, "
         f"{s.attempts} attempt(s){due}"
     )
     out.print(f"last reply: {_reply(s.last_code, s.last_enhanced, s.last_text)}")
@@ -321,18 +404,18 @@ def print_story(out: Console, story: Story) -> None:
             f"{when(sup.created_at)}" + (f" ({sup.detail})" if sup.detail else "")
         )
     for number, a in enumerate(story.attempts, start=1):
-        ms = (a.finished_at - a.started_at) * 1000
         tls = " ".join(p for p in (a.tls_version, a.tls_cipher) if p) or "no TLS"
         out.print(
-            f"[bold]attempt {number}[/] {when(a.started_at)}, {ms:.0f} ms: {a.reason.value}\n"
-            f"  mx {a.mx_host or '-'} [{a.address or '-'}], {tls}, "
-            f"tls policy {a.tls_policy or '-'}\n"
+            f"[bold]attempt {number}[/] {when(a.started_at)}{took(a)}: {a.reason.value}\n"
+            f"  {mx_line(a)}, {tls}, tls policy {a.tls_policy or '-'}\n"
             f"  reply: {_reply(a.code, a.enhanced, a.text)}",
             overflow="fold",
         )
-    table = Table(title="events", title_justify="left", box=None, pad_edge=False)
-    for column in ("at", "state", "reason", "reply / detail"):
-        table.add_column(column, overflow="fold")
+    table = Table(title="events (UTC)", title_justify="left", box=None, pad_edge=False)
+    # a date, a state and a reason are never broken over two lines
+    for column in ("at", "state", "reason"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("reply / detail", overflow="fold")
     for e in story.events:
         said = [
             p for p in (" ".join(str(x) for x in (e.code, e.enhanced, e.text) if x), e.detail) if p

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import email.policy
 import json
+import time
 from dataclasses import dataclass, field
+from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
 import click
 
-from mailer.app import App
+from mailer.app import App, Preview
 from mailer.cli.csvfile import CsvProblem, CsvRecipients, decode, read_recipients
 from mailer.cli.main import Context, cli, pass_ctx, run
 from mailer.config import Config
@@ -89,6 +92,35 @@ async def _send(config: Config, dist: NewDistribution, csv_rows: CsvRecipients) 
     return sent
 
 
+async def _preview(config: Config, dist: NewDistribution, csv_rows: CsvRecipients) -> Preview:
+    # the first rows are enough to show the first message
+    async with App(config) as app:
+        return await app.preview(dist, csv_rows.recipients[:MAX_RECIPIENTS], now=time.time())
+
+
+def preview_lines(preview: Preview) -> list[str]:
+    """The dry run's report: the identity decision, the first message's
+    headers and both of its parts, and what would be enqueued."""
+    prepared = preview.prepared
+    message = message_from_bytes(prepared.data, policy=email.policy.default)
+    lines = [
+        f"dry run: nothing enqueued; would accept {preview.accepted}, "
+        f"reject {len(preview.rejected)}",
+        *(f"  recipient {r.index}: {r.field}: {r.reason}" for r in preview.rejected),
+        f"identity: {prepared.identity}",
+        f"envelope: MAIL FROM:<{prepared.mail_from}> RCPT TO:<{prepared.recipient}>",
+        "",
+        f"--- headers of the first message ({prepared.recipient})",
+    ]
+    lines += [f"{name}: {value}" for name, value in message.items()]
+    for subtype in ("plain", "html"):
+        part = message.get_body(preferencelist=(subtype,))
+        lines.append("")
+        lines.append(f"--- text/{subtype} part")
+        lines.append(part.get_content().rstrip("\n") if part is not None else "(none)")
+    return lines
+
+
 @cli.command()
 @click.option("--from", "sender", required=True, help="Sender address (the customer's).")
 @click.option("--name", "sender_name", default="", help="Sender display name.")
@@ -114,6 +146,11 @@ async def _send(config: Config, dist: NewDistribution, csv_rows: CsvRecipients) 
 @click.option("--account", default="default", show_default=True)
 @click.option("--unsubscribe-url", default=None, help="Unsubscribe URL template.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Render and print the first message (headers, identity, both parts); enqueue nothing.",
+)
 @pass_ctx
 def send(
     ctx: Context,
@@ -128,6 +165,7 @@ def send(
     account: str,
     unsubscribe_url: str | None,
     as_json: bool,
+    dry_run: bool,
 ) -> None:
     """Enqueue one survey distribution (one per 10,000 rows); prints its
     id, the counts, and every row left out by its CSV line."""
@@ -143,6 +181,10 @@ def send(
     compiled = check_distribution(dist)
     text, used_encoding = decode(_read_bytes(csv_file), encoding)
     csv_rows = read_recipients(text, used=compiled.referenced - {"email", "name"})
+    if dry_run:
+        for line in preview_lines(run(_preview(ctx.config, dist, csv_rows))):
+            click.echo(line)
+        return
     if strict:
         problems = sorted(csv_rows.problems + _precheck(dist, csv_rows), key=lambda p: p.line)
         if problems:

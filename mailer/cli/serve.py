@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from mailer import loop
+from mailer import logs, loop
 from mailer.api.app import create_api
 from mailer.api.server import ApiServer
 from mailer.app import App
@@ -376,7 +376,7 @@ def serve(
     verbose: bool,
 ) -> None:
     """Serve the HTTP API and run the engine in one process."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    logs.setup(logging.INFO if verbose else logging.WARNING, ctx.log_format)
     log_level = "info" if verbose else "warning"
     address = parse_listen(listen, "--listen") if listen else ctx.config.api.listen_address
     if not dev:

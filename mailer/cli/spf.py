@@ -11,7 +11,7 @@ from mailer.cli.main import Context, cli, pass_ctx, run
 from mailer.config import Config
 from mailer.dns import Resolver, normalise_name
 from mailer.errors import DNSPermanentError, ValidationError
-from mailer.identity.check_host import SPFOutcome, check_host
+from mailer.identity.check_host import SPFOutcome, SPFResult, check_host
 
 # labels of letters, digits, '-' and '_' (SPF domains may hold underscores)
 _NAME = re.compile(r"[a-z0-9_-]{1,63}(?:\.[a-z0-9_-]{1,63})*")
@@ -79,7 +79,13 @@ def spf(ctx: Context, ip: str, sender: str, helo: str | None, as_json: bool) -> 
         )
         return
     click.echo(f"spf={outcome.result.value} for {ip} at {outcome.domain}")
-    click.echo(f"mechanism: {outcome.mechanism or '(none: default result)'}")
+    if outcome.mechanism:
+        click.echo(f"mechanism: {outcome.mechanism}")
+    elif outcome.result is SPFResult.NEUTRAL:
+        # a record was evaluated and nothing in it matched
+        click.echo("mechanism: (none matched: the default result)")
+    # none, temperror and permerror have no deciding mechanism: the
+    # explanation says why
     click.echo(f"lookups: {outcome.lookups} of 10, void lookups: {outcome.void_lookups} of 2")
     if outcome.explanation:
         click.echo(f"explanation: {outcome.explanation}")

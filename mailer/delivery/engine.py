@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from mailer.config import Config
 from mailer.delivery.connector import Connector, RouteFailure
@@ -28,6 +29,7 @@ from mailer.delivery.tls.policy import STSPolicy
 from mailer.delivery.tls.sts import PolicySource
 from mailer.dns import normalise_name
 from mailer.errors import DeliveryError, DNSError, MailerError, SMTPReplyError, TemplateError
+from mailer.logs import send_fields
 from mailer.metrics import Metrics
 from mailer.prepare import Preparer
 from mailer.reasons import Reason, State
@@ -105,6 +107,7 @@ class Engine:
         helpers = [
             asyncio.create_task(self._flush_loop()),
             asyncio.create_task(self._renew_loop()),
+            asyncio.create_task(self._prune_loop()),
         ]
         if self.policies is not None:
             interval = self.config.mta_sts.refresh_interval
@@ -500,6 +503,21 @@ class Engine:
         self._in_flight.pop(job.send.id, None)
         if self.metrics is not None:
             self.metrics.finished(job.send, state, reason, attempt, now=self.clock())
+        send = job.send
+        if state is State.DEFERRED and due_at is not None:
+            # an operator watches deferrals: each says when it comes back
+            when = datetime.fromtimestamp(due_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            fields = send_fields(send.id, send.domain, state.value, reason.value, due_at)
+            log.info(
+                "deferred %s to %s (%s), next attempt %s UTC",
+                send.id, send.domain, reason.value, when, extra=fields,
+            )  # fmt: skip
+        elif log.isEnabledFor(logging.DEBUG):
+            # per-delivery lines: only asked for with -v
+            fields = send_fields(send.id, send.domain, state.value, reason.value)
+            log.debug(
+                "%s %s to %s (%s)", state.value, send.id, send.domain, reason.value, extra=fields
+            )
         self._results.append(
             Outcome(
                 send_id=job.send.id,
@@ -542,6 +560,32 @@ class Engine:
                 self._loop_failed("flush", exc)
             else:
                 failures = 0
+
+    async def prune(self) -> int:
+        """Remove finished sends older than ``retention.days`` (with their
+        attempts and events) in batches of ``retention.batch``, one
+        transaction each, until none is left. Returns how many sends went.
+        Raises StoreError."""
+        cfg = self.config.retention
+        before = self.clock() - cfg.days * 86400
+        total = 0
+        while not self._stopping:
+            done = await self.store.prune(before=before, limit=cfg.batch)
+            total += done.sends
+            if done.sends < cfg.batch:
+                break
+        if total:
+            log.info("pruned %d finished send(s) older than %g days", total, cfg.days)
+        return total
+
+    async def _prune_loop(self) -> None:
+        while True:
+            try:
+                await self.prune()
+            except MailerError as exc:
+                # a busy store: the old sends wait for the next round
+                log.warning("pruning finished sends failed, will retry: %s", exc)
+            await asyncio.sleep(self.config.retention.interval)
 
     async def _renew_loop(self) -> None:
         """Sends wait in destination queues (rate limits, slow servers,

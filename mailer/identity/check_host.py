@@ -162,7 +162,11 @@ async def check_host(
     except TimeoutError:
         return run.outcome(SPFResult.TEMPERROR, domain, None, f"no result within {time_limit:g}s")
     if verdict is None:
-        return run.outcome(SPFResult.NONE, domain, None, f"no SPF record published for {domain}")
+        if domain in run.nonexistent:
+            why = f"{domain} does not exist (NXDOMAIN)"
+        else:
+            why = f"no SPF record published for {domain}"
+        return run.outcome(SPFResult.NONE, domain, None, why)
     return run.outcome(verdict.result, domain, verdict.mechanism, verdict.explanation)
 
 
@@ -181,6 +185,9 @@ class _Evaluation:
         self.lookups = 0
         self.void_lookups = 0
         self.ttl: int | None = None
+        # names whose TXT lookup answered NXDOMAIN: "does not exist" is
+        # what an operator needs to hear, not "publishes no record"
+        self.nonexistent: set[str] = set()
 
     def outcome(
         self, result: SPFResult, domain: str, mechanism: str | None, explanation: str
@@ -230,6 +237,8 @@ class _Evaluation:
         except DNSPermanentError:
             return None
         self._note(answer)
+        if answer.nxdomain:
+            self.nonexistent.add(domain)
         records = [text for text in answer.records if is_spf_record(text)]
         if not records:
             return None

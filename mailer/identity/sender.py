@@ -7,7 +7,7 @@ public address of the source pool the message may leave from: then
 (fail, softfail, neutral, none, permerror, temperror without a cached
 answer) sends from the region's neutral no-reply address with the
 customer's display name and ``Reply-To`` the customer, and the envelope at
-our own bounce domain (DESIGN.md, "Sender identity").
+our own bounce domain (docs/design.md, "Sender identity").
 
 Decisions are cached per customer domain for the SPF answer's TTL, bounded
 to ``[min_ttl, max_ttl]``; one decider serves one region, so that is the

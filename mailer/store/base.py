@@ -29,6 +29,7 @@ from mailer.store.models import (
     NewInbound,
     NewSend,
     Outcome,
+    Pruned,
     QueueSummary,
     ReplayBatch,
     ReplayPlan,
@@ -126,6 +127,16 @@ class QueueStore(Protocol):
 
     async def distribution(self, distribution_id: str) -> Distribution: ...
 
+    async def prune(self, *, before: float, limit: int) -> Pruned:
+        """Delete up to ``limit`` finished sends (delivered, bounced, failed,
+        suppressed, cancelled) last changed before ``before``, with their
+        attempts and their events from before ``before``; then up to
+        ``limit`` events from before ``before`` whose send is gone. One
+        transaction. Suppressions, holds and distributions stay; event
+        sequence numbers are never reused, so a feed cursor keeps its
+        meaning."""
+        ...
+
 
 class FeedStore(Protocol):
     """What readers of sends and the event feed use."""
@@ -155,10 +166,22 @@ class FeedStore(Protocol):
 
     async def counts(self, distribution_id: str | None = None) -> dict[State, int]: ...
 
+    async def queue_depth(self) -> dict[State, int]:
+        """The unfinished sends (queued, held, sending, deferred) per state,
+        counted from a partial index of them alone, so the cost does not
+        grow with the finished history. States with none are left out."""
+        ...
+
 
 class OperatorStore(Protocol):
     """What operators and the unsubscribe link change: cancel, suppressions,
     holds, replays, statistics."""
+
+    async def flush(self, *, now: float, domain: str | None = None) -> int:
+        """Make the deferred sends (only those to ``domain`` if given) due
+        now, as ``postqueue -f`` does; their state, reason and attempt count
+        stay. Returns how many were moved forward."""
+        ...
 
     async def cancel(self, distribution_id: str, *, now: float) -> int:
         """Cancel the distribution's sends that are not yet sent (queued,

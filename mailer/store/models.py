@@ -268,6 +268,15 @@ class ReplayPlan:
 
 
 @dataclass(frozen=True)
+class Pruned:
+    """What one :meth:`Store.prune` batch removed."""
+
+    sends: int
+    attempts: int
+    events: int
+
+
+@dataclass(frozen=True)
 class ReplayBatch:
     """One transaction of a replay. ``last_id`` is the keyset cursor for the
     next batch, None when the filter has no more sends after this one.

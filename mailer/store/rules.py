@@ -104,6 +104,29 @@ def send_filter(
 
 REPLAYABLE_STATES = (State.BOUNCED, State.FAILED)
 
+#: What ``Store.queue_depth`` counts, in the order of a send's life.
+UNFINISHED_STATES = (State.QUEUED, State.HELD, State.SENDING, State.DEFERRED)
+
+#: Reasons a bounced or failed send never carries: they belong to other
+#: states (delivered, queued, held, suppressed, cancelled) or to the
+#: bookkeeping events of a send's life, never to its final failure.
+_NEVER_A_FAILURE = frozenset(
+    {
+        Reason.DELIVERED,
+        Reason.QUEUED,
+        Reason.SUPPRESSED_BOUNCE,
+        Reason.SUPPRESSED_UNSUBSCRIBE,
+        Reason.CANCELLED,
+        Reason.REPLAYED,
+        Reason.HELD,
+        Reason.RELEASED,
+        Reason.LEASE_EXPIRED,
+    }
+)
+#: The reasons ``mailer replay --reason`` offers: those a bounced or failed
+#: send can have.
+REPLAYABLE_REASONS = tuple(r for r in Reason if r not in _NEVER_A_FAILURE)
+
 
 def replay_filter(flt: SendFilter) -> SendFilter:
     """``flt`` narrowed to the states a replay may touch (pure).

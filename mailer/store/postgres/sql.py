@@ -241,6 +241,44 @@ RETURNING *
 """
 
 
+# The unfinished sends alone, for the queue depth (`mailer_queue_depth`):
+# counting them reads this index, never the finished history.
+SCHEMA_V9 = """
+CREATE INDEX sends_unfinished ON sends (state)
+WHERE state IN ('queued', 'held', 'sending', 'deferred');
+CREATE INDEX sends_finished ON sends (updated_at)
+WHERE state IN ('delivered', 'bounced', 'failed', 'suppressed', 'cancelled')
+"""
+
+# Retention: a batch of finished sends, their attempts and old events, then
+# old events whose send is gone. Params: before, limit (named).
+PRUNE = """
+WITH batch AS (
+    SELECT id FROM sends
+    WHERE state IN ('delivered', 'bounced', 'failed', 'suppressed', 'cancelled')
+      AND updated_at < %(before)s
+    ORDER BY updated_at LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), gone_attempts AS (
+    DELETE FROM attempts WHERE send_id IN (SELECT id FROM batch) RETURNING 1
+), gone_events AS (
+    DELETE FROM events WHERE send_id IN (SELECT id FROM batch) AND at < %(before)s RETURNING 1
+), gone_sends AS (
+    DELETE FROM sends WHERE id IN (SELECT id FROM batch) RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone_sends) AS sends,
+       (SELECT count(*) FROM gone_attempts) AS attempts,
+       (SELECT count(*) FROM gone_events) AS events
+"""
+PRUNE_ORPHAN_EVENTS = """
+DELETE FROM events WHERE seq IN (
+    SELECT seq FROM events e WHERE e.at < %(before)s
+    AND NOT EXISTS (SELECT 1 FROM sends s WHERE s.id = e.send_id)
+    ORDER BY e.at LIMIT %(limit)s
+)
+"""
+
+
 MIGRATIONS: tuple[str, ...] = (
     SCHEMA_V1,
     SCHEMA_V2,
@@ -250,6 +288,7 @@ MIGRATIONS: tuple[str, ...] = (
     SCHEMA_V6,
     SCHEMA_V7,
     SCHEMA_ACCOUNTS,
+    SCHEMA_V9,
 )
 
 
@@ -391,6 +430,12 @@ WHERE distribution_id = %s AND state IN ('queued', 'deferred', 'held')
 RETURNING id
 """
 
+# Params: now, now, domain, domain (NULL: every domain). `mailer flush`.
+FLUSH_DEFERRED = """
+UPDATE sends SET due_at = %s
+WHERE state = 'deferred' AND due_at > %s AND (%s::text IS NULL OR domain = %s)
+"""
+
 SELECT_SEND = "SELECT * FROM sends WHERE id = %s"
 SELECT_ATTEMPTS = "SELECT * FROM attempts WHERE send_id = %s ORDER BY number"
 # Events with the send's account and reference and the distribution's tags.
@@ -411,6 +456,10 @@ SELECT_ACCOUNT_SEND_EVENTS = (
     "ORDER BY e.seq LIMIT %(limit)s"
 )
 COUNT_STATES = "SELECT state, count(*) AS n FROM sends GROUP BY state"
+QUEUE_DEPTH = """
+SELECT state, count(*) AS n FROM sends
+WHERE state IN ('queued', 'held', 'sending', 'deferred') GROUP BY state
+"""
 COUNT_DISTRIBUTION_STATES = (
     "SELECT state, count(*) AS n FROM sends WHERE distribution_id = %s GROUP BY state"
 )

@@ -45,6 +45,7 @@ from mailer.store.models import (
     NewInbound,
     NewSend,
     Outcome,
+    Pruned,
     QueueSummary,
     ReplayBatch,
     ReplayPlan,
@@ -306,6 +307,12 @@ class PostgresStore:
             await pg_events.append(conn, self._key, events)
         return len(rows)
 
+    async def flush(self, *, now: float, domain: str | None = None) -> int:
+        domain = rules.hold_value("domain", domain) if domain is not None else None
+        async with self._tx() as conn:
+            cursor = await conn.execute(q.FLUSH_DEFERRED, (now, now, domain, domain))
+            return cursor.rowcount
+
     # reading ---------------------------------------------------------------
 
     async def send(self, send_id: str) -> Send:
@@ -348,6 +355,16 @@ class PostgresStore:
         else:
             rows = await self._all(q.COUNT_DISTRIBUTION_STATES, (distribution_id,))
         return {State(r["state"]): r["n"] for r in rows}
+
+    async def prune(self, *, before: float, limit: int) -> Pruned:
+        params = {"before": before, "limit": limit}
+        async with self._tx() as conn:
+            [row] = await _all(conn, q.PRUNE, params)
+            orphans = await conn.execute(q.PRUNE_ORPHAN_EVENTS, params)
+            return Pruned(row["sends"], row["attempts"], row["events"] + orphans.rowcount)
+
+    async def queue_depth(self) -> dict[State, int]:
+        return {State(r["state"]): r["n"] for r in await self._all(q.QUEUE_DEPTH)}
 
     async def summary(self, *, now: float) -> QueueSummary:
         [row] = await self._all(q.SUMMARY, {"now": now})

@@ -305,6 +305,12 @@ WHERE distribution_id = ? AND state IN ('queued', 'deferred', 'held')
 RETURNING id
 """
 
+# Params: now, domain (NULL: every domain). `mailer flush`.
+FLUSH_DEFERRED = """
+UPDATE sends SET due_at = ?1
+WHERE state = 'deferred' AND due_at > ?1 AND (?2 IS NULL OR domain = ?2)
+"""
+
 SELECT_SUPPRESSION = "SELECT reason FROM suppressions WHERE account = ? AND address = ?"
 SELECT_SEND_TO = "SELECT * FROM sends WHERE id = ? AND account = ? AND rcpt_key = ?"
 
@@ -330,6 +336,42 @@ ALTER TABLE sends ADD COLUMN replayed_at REAL
 SCHEMA_V4 = """
 ALTER TABLE distributions ADD COLUMN unsubscribe_one_click INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE distributions ADD COLUMN language TEXT
+"""
+
+# The unfinished sends alone, for the queue depth (`mailer_queue_depth`):
+# counting them reads this index, never the finished history. The finished
+# ones by age, for retention (`Store.prune`).
+SCHEMA_V9 = """
+CREATE INDEX sends_unfinished ON sends (state)
+WHERE state IN ('queued', 'held', 'sending', 'deferred');
+CREATE INDEX sends_finished ON sends (updated_at)
+WHERE state IN ('delivered', 'bounced', 'failed', 'suppressed', 'cancelled')
+"""
+
+# Retention. Params: before, limit.
+PRUNABLE_SENDS = """
+SELECT id FROM sends
+WHERE state IN ('delivered', 'bounced', 'failed', 'suppressed', 'cancelled') AND updated_at < ?
+ORDER BY updated_at LIMIT ?
+"""
+# Params: the ids (a JSON array), before.
+PRUNE_ATTEMPTS = "DELETE FROM attempts WHERE send_id IN (SELECT value FROM json_each(?))"
+PRUNE_EVENTS_OF = """
+DELETE FROM events WHERE send_id IN (SELECT value FROM json_each(?1)) AND at < ?2
+"""
+PRUNE_SENDS = "DELETE FROM sends WHERE id IN (SELECT value FROM json_each(?))"
+# Events of sends pruned earlier (recorded after their send was last
+# changed). Params: before, limit.
+PRUNE_ORPHAN_EVENTS = """
+DELETE FROM events WHERE seq IN (
+    SELECT seq FROM events WHERE at < ?
+    AND NOT EXISTS (SELECT 1 FROM sends WHERE sends.id = events.send_id)
+    ORDER BY at LIMIT ?
+)
+"""
+QUEUE_DEPTH = """
+SELECT state, count(*) FROM sends
+WHERE state IN ('queued', 'held', 'sending', 'deferred') GROUP BY state
 """
 
 UPSERT_HOLD = """

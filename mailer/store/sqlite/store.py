@@ -42,6 +42,7 @@ from mailer.store.models import (
     NewInbound,
     NewSend,
     Outcome,
+    Pruned,
     QueueSummary,
     ReplayBatch,
     ReplayPlan,
@@ -66,6 +67,7 @@ MIGRATIONS: tuple[str, ...] = (
     sql.SCHEMA_V6,
     sql.SCHEMA_V7,
     accounts.SCHEMA_ACCOUNTS,
+    sql.SCHEMA_V9,
 )
 
 
@@ -363,6 +365,14 @@ class SQLiteStore:
 
         return await self._run(self._tx, work)
 
+    async def flush(self, *, now: float, domain: str | None = None) -> int:
+        domain = rules.hold_value("domain", domain) if domain is not None else None
+
+        def work(conn: sqlite3.Connection) -> int:
+            return conn.execute(sql.FLUSH_DEFERRED, (now, domain)).rowcount
+
+        return await self._run(self._tx, work)
+
     # reading ---------------------------------------------------------------
 
     async def send(self, send_id: str) -> Send:
@@ -403,6 +413,22 @@ class SQLiteStore:
         if distribution_id is not None:
             query, params = sql.COUNT_DISTRIBUTION_STATES, (distribution_id,)
         found = await self._run(lambda: self.conn.execute(query, params).fetchall())
+        return {State(row[0]): row[1] for row in found}
+
+    async def prune(self, *, before: float, limit: int) -> Pruned:
+        def work(conn: sqlite3.Connection) -> Pruned:
+            ids = [row[0] for row in conn.execute(sql.PRUNABLE_SENDS, (before, limit))]
+            batch = json.dumps(ids)
+            attempts = conn.execute(sql.PRUNE_ATTEMPTS, (batch,)).rowcount if ids else 0
+            events = conn.execute(sql.PRUNE_EVENTS_OF, (batch, before)).rowcount if ids else 0
+            sends = conn.execute(sql.PRUNE_SENDS, (batch,)).rowcount if ids else 0
+            events += conn.execute(sql.PRUNE_ORPHAN_EVENTS, (before, limit)).rowcount
+            return Pruned(sends, attempts, events)
+
+        return await self._run(self._tx, work)
+
+    async def queue_depth(self) -> dict[State, int]:
+        found = await self._run(lambda: self.conn.execute(sql.QUEUE_DEPTH).fetchall())
         return {State(row[0]): row[1] for row in found}
 
     async def summary(self, *, now: float) -> QueueSummary:
