@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from mailer.replycodes import classify
 
 from mailer.app import App
 from mailer.cli import cli
 from mailer.config import Config, load_config
 from mailer.reasons import Reason, State
+from mailer.replycodes import classify
 from mailer.store.models import NewSend, Outcome
 from mailer.store.rules import REPLAYABLE_REASONS
 from tests.conftest import SURVEY
