@@ -105,11 +105,14 @@ def recipients(messages: int, domains: int) -> list[RecipientInput]:
 
 
 @contextlib.contextmanager
-def sink_process(port: int, log: Path) -> Iterator[Callable[[], int]]:
+def sink_process(port: int, log: Path, *, pipelining: bool = True) -> Iterator[Callable[[], int]]:
     """The sink in its own process; yields a function counting what it got."""
+    command = [sys.executable, "-m", "mailer.sink.runner", "--listen", f"127.0.0.1:{port}"]
+    if not pipelining:
+        command.append("--no-pipelining")
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mailer.sink.runner", "--listen", f"127.0.0.1:{port}"],
+            command,
             stdout=out,
             stderr=subprocess.STDOUT,
         )

@@ -7,6 +7,7 @@ import os
 
 import click
 
+from mailer.bench.rtt import RTTReport, RTTRun, run_rtt_bench
 from mailer.bench.runner import run_bench
 from mailer.cli.main import cli
 
@@ -51,6 +52,26 @@ from mailer.cli.main import cli
     type=click.IntRange(1, 64),
     help="Engine processes (mailer worker), one per core as deployed.",
 )
+@click.option(
+    "--rtt",
+    "rtt_ms",
+    type=click.FloatRange(1, 1000),
+    default=None,
+    metavar="MS",
+    help="Also deliver through a relay adding this round trip, with and without PIPELINING.",
+)
+@click.option(
+    "--rtt-messages",
+    default=3000,
+    show_default=True,
+    type=click.IntRange(100, 1_000_000),
+    help="Messages for each --rtt run.",
+)
+@click.option(
+    "--rtt-only",
+    is_flag=True,
+    help="Only the --rtt figures (the loopback ones take longest on a busy machine).",
+)
 @click.option("--json", "as_json", is_flag=True)
 def bench(
     messages: int,
@@ -60,9 +81,22 @@ def bench(
     database: str,
     api_recipients: int,
     workers: int,
+    rtt_ms: float | None,
+    rtt_messages: int,
+    rtt_only: bool,
     as_json: bool,
 ) -> None:
-    """Deliver N messages on loopback and compare with a naive baseline."""
+    """Deliver N messages on loopback and compare with a naive baseline;
+    with --rtt, also at that round-trip time."""
+    if rtt_only and rtt_ms is None:
+        raise click.UsageError("--rtt-only needs --rtt MS")
+    rtt = None if rtt_ms is None else run_rtt_bench(rtt_ms, rtt_messages, domains=domains)
+    if rtt_only and rtt is not None:
+        if as_json:
+            click.echo(json.dumps({"rtt": rtt.as_dict()}))
+        else:
+            _echo_rtt(rtt)
+        return
     report = run_bench(
         messages,
         domains=domains,
@@ -72,7 +106,7 @@ def bench(
         workers=workers,
     )
     if as_json:
-        click.echo(json.dumps(report.as_dict()))
+        click.echo(json.dumps({**report.as_dict(), **({"rtt": rtt.as_dict()} if rtt else {})}))
         return
     click.echo(
         f"engine:   {report.messages} messages to {report.domains} domains over STARTTLS "
@@ -100,3 +134,25 @@ def bench(
         f"api:      {report.api_recipients} recipients POSTed in distributions of 1,000: "
         f"{report.api_recipients_per_second:.0f} recipients/s accepted (durable)"
     )
+    if rtt is not None:
+        _echo_rtt(rtt)
+
+
+def _echo_rtt(report: RTTReport) -> None:
+    def line(label: str, run: RTTRun) -> None:
+        click.echo(
+            f"{label} {run.messages} messages over {run.connections} connections "
+            f"in {run.seconds:.2f} s = {run.messages_per_second:.0f} msg/s "
+            f"({run.per_connection_per_second:.2f} per connection), "
+            f"{run.of_bound:.0%} of the bound {run.bound_messages_per_second:.0f} msg/s; "
+            f"latency p50 {run.latency_p50_ms:.0f} ms, p99 {run.latency_p99_ms:.0f} ms "
+            f"(sink received {run.sink_received})"
+        )
+
+    click.echo(
+        f"rtt:      {report.rtt_ms:g} ms round trip through a delaying relay, "
+        f"{report.domains} domains x {report.connections_per_domain} connections"
+    )
+    line("  PIPELINING:   ", report.pipelined)
+    line("  without it:   ", report.baseline)
+    click.echo(f"  per connection, PIPELINING is {report.speedup:.2f}x without it")
