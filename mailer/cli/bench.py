@@ -68,6 +68,13 @@ from mailer.cli.main import cli
     help="Messages for each --rtt run.",
 )
 @click.option(
+    "--rtt-connections",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="Connections per domain in the --rtt runs (the limit the bound is computed from).",
+)
+@click.option(
     "--rtt-only",
     is_flag=True,
     help="Only the --rtt figures (the loopback ones take longest on a busy machine).",
@@ -83,6 +90,7 @@ def bench(
     workers: int,
     rtt_ms: float | None,
     rtt_messages: int,
+    rtt_connections: int,
     rtt_only: bool,
     as_json: bool,
 ) -> None:
@@ -90,7 +98,11 @@ def bench(
     with --rtt, also at that round-trip time."""
     if rtt_only and rtt_ms is None:
         raise click.UsageError("--rtt-only needs --rtt MS")
-    rtt = None if rtt_ms is None else run_rtt_bench(rtt_ms, rtt_messages, domains=domains)
+    rtt = (
+        None
+        if rtt_ms is None
+        else run_rtt_bench(rtt_ms, rtt_messages, domains=domains, connections=rtt_connections)
+    )
     if rtt_only and rtt is not None:
         if as_json:
             click.echo(json.dumps({"rtt": rtt.as_dict()}))
@@ -151,7 +163,8 @@ def _echo_rtt(report: RTTReport) -> None:
 
     click.echo(
         f"rtt:      {report.rtt_ms:g} ms round trip through a delaying relay, "
-        f"{report.domains} domains x {report.connections_per_domain} connections"
+        f"{report.domains} domains x {report.connections_per_domain} connections "
+        f"(load average {report.load_before:.1f} before, {report.load_after:.1f} after)"
     )
     line("  PIPELINING:   ", report.pipelined)
     line("  without it:   ", report.baseline)

@@ -26,7 +26,7 @@ from mailer.delivery.retry import expired, next_due
 from mailer.delivery.smtp import Session
 from mailer.errors import DeliveryError, DNSError, MailerError, SMTPReplyError
 from mailer.metrics import Metrics
-from mailer.prepare import Preparer
+from mailer.prepare import Prepared, Preparer
 from mailer.reasons import Reason, State
 from mailer.store.base import QueueStore
 from mailer.store.models import Attempt, Claimed, Outcome, Send
@@ -39,6 +39,9 @@ FLUSH_INTERVAL = 0.05
 @dataclass
 class Job:
     send: Send
+    # the message, composed and signed while the one before it on the same
+    # connection was on the wire (see Engine._prepare_ahead)
+    prepared: asyncio.Task[Prepared] | None = None
 
 
 def default_owner() -> str:
@@ -73,6 +76,7 @@ class Engine:
         self._in_flight: dict[str, Job] = {}
         self._results: list[Outcome] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._ahead: set[asyncio.Task[Prepared]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
         self.delivered = 0
@@ -137,6 +141,10 @@ class Engine:
             dest.queue.clear()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        # messages prepared ahead for sends that were then released
+        for task in self._ahead:
+            task.cancel()
+        await asyncio.gather(*self._ahead, return_exceptions=True)
         await self._flush()
         leftover = list(self._in_flight)
         if leftover:
@@ -231,6 +239,7 @@ class Engine:
                 if not dest.queue or self._stopping:
                     return
             job = dest.queue.popleft()
+            self._prepare_ahead(dest)
             delay = dest.rate_delay(self.clock())
             if delay:
                 await asyncio.sleep(delay)
@@ -239,11 +248,29 @@ class Engine:
                 self._defer_queue(dest, Reason.THROTTLED, "destination is throttled")
                 return
 
+    def _prepare_ahead(self, dest: Destination[Job]) -> None:
+        """Start composing and signing the destination's next send now, so
+        that its connection does not wait for the CPU after each reply: at
+        a round trip of tens of milliseconds that wait adds up, and the
+        signing threads can work while the loop waits for the wire."""
+        if not dest.queue or dest.queue[0].prepared is not None:
+            return
+        upcoming = dest.queue[0]
+        task = asyncio.create_task(self.preparer.prepare(upcoming.send, now=self.clock()))
+        self._ahead.add(task)
+        task.add_done_callback(self._ahead.discard)
+        # a send released before its turn never awaits its message
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        upcoming.prepared = task
+
     async def _deliver(self, dest: Destination[Job], session: Session, job: Job) -> None:
         send = job.send
         started = self.clock()
         try:
-            prepared = await self.preparer.prepare(send, now=started)
+            if job.prepared is not None:
+                prepared = await job.prepared
+            else:
+                prepared = await self.preparer.prepare(send, now=started)
         except MailerError as exc:
             self._finish(job, State.FAILED, Reason.PROTOCOL, detail=f"cannot compose: {exc}")
             return
