@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mailer import loop as service_loop
+from mailer.app import App
 from mailer.bench.relay import delay_relay
 from mailer.bench.runner import (
     OUR_DOMAIN,
@@ -35,9 +36,10 @@ from mailer.bench.runner import (
     sink_process,
     zone,
 )
-from mailer.config import load_config
+from mailer.config import Config, load_config
 from mailer.dev.dnsserver import DNSServer
 from mailer.message.keys import KeyStore
+from mailer.reasons import State
 from mailer.sink.runner import pick_port
 
 __all__ = ["ROUND_TRIPS", "RTTReport", "RTTRun", "run_rtt_bench"]
@@ -56,8 +58,12 @@ class RTTRun:
     per_connection_per_second: float
     bound_messages_per_second: float
     of_bound: float
+    # enqueue to delivered; everything is enqueued before the clock starts
     latency_p50_ms: float
     latency_p99_ms: float
+    # one message on its connection: composing, signing, the SMTP exchange
+    message_p50_ms: float
+    message_p99_ms: float
     sink_received: int
 
 
@@ -87,6 +93,21 @@ def bound(connections: int, rtt: float, pipelining: bool) -> float:
     """Messages per second the limits allow at ``rtt`` seconds: every
     connection busy, each message its round trips long."""
     return connections / (ROUND_TRIPS[pipelining] * rtt)
+
+
+async def _message_times(config: Config) -> list[float]:
+    """Seconds each delivered send's attempt took on its connection."""
+    async with App(config) as app:
+        delivered: list[str] = []
+        after = 0
+        while page := await app.store.events(after=after, limit=5000):
+            delivered += [e.send_id for e in page if e.state is State.DELIVERED]
+            after = page[-1].seq
+        return [
+            attempt.finished_at - attempt.started_at
+            for send_id in delivered
+            for attempt in await app.store.attempts(send_id)
+        ]
 
 
 def _run(
@@ -122,6 +143,7 @@ def _run(
         service_loop.run(_enqueue(config, messages, domains))
         seconds, _ = _deliver(config, 1)
         latencies = service_loop.run(_outcome(config, messages))
+        durations = service_loop.run(_message_times(config))
         got = settled(received, messages)
     total = connections * domains
     rate = messages / seconds
@@ -137,6 +159,8 @@ def _run(
         of_bound=round(rate / limit, 3),
         latency_p50_ms=round(statistics.median(latencies) * 1000, 1),
         latency_p99_ms=round(percentile(latencies, 0.99) * 1000, 1),
+        message_p50_ms=round(statistics.median(durations) * 1000, 1),
+        message_p99_ms=round(percentile(durations, 0.99) * 1000, 1),
         sink_received=got,
     )
 

@@ -157,8 +157,10 @@ def _echo_rtt(report: RTTReport) -> None:
             f"in {run.seconds:.2f} s = {run.messages_per_second:.0f} msg/s "
             f"({run.per_connection_per_second:.2f} per connection), "
             f"{run.of_bound:.0%} of the bound {run.bound_messages_per_second:.0f} msg/s; "
-            f"latency p50 {run.latency_p50_ms:.0f} ms, p99 {run.latency_p99_ms:.0f} ms "
-            f"(sink received {run.sink_received})"
+            f"a message on its connection p50 {run.message_p50_ms:.0f} ms, "
+            f"p99 {run.message_p99_ms:.0f} ms; enqueue→delivered p50 {run.latency_p50_ms:.0f} ms, "
+            f"p99 {run.latency_p99_ms:.0f} ms (all enqueued first; sink received "
+            f"{run.sink_received})"
         )
 
     click.echo(
