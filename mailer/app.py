@@ -4,9 +4,11 @@ connector, message preparation and the engine, opened and closed in order.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -16,15 +18,19 @@ from mailer.delivery.engine import Engine
 from mailer.dns import Resolver
 from mailer.enqueue import EnqueueResult, Recipient
 from mailer.errors import ConfigError, StoreError
+from mailer.identity.aligned import AlignedDomains
 from mailer.identity.sender import IdentityDecider
 from mailer.intake import Intake
-from mailer.message.keys import KeyStore, SigningKey, check_published
+from mailer.message.keys import KeyStore, SigningKey
 from mailer.message.signing import Signer
-from mailer.message.unsubscribe import links_from_config
+from mailer.message.unsubscribe import UnsubscribeLinks, links_from_config
+from mailer.message.verp import feedback_id, make_return_path
 from mailer.metrics import Metrics, MetricsServer
-from mailer.prepare import Preparer, SignFn, decided_by
-from mailer.store import Store, open_store
-from mailer.store.models import NewDistribution
+from mailer.prepare import FeedbackIdFn, Preparer, ReturnPathFn, SignFn, decided_by
+from mailer.store import Store, is_postgres, open_store
+from mailer.store.models import Distribution, NewDistribution, Send
+
+log = logging.getLogger(__name__)
 
 
 class App:
@@ -32,9 +38,18 @@ class App:
     builds a worker over it."""
 
     def __init__(
-        self, config: Config, *, store: Store | None = None, metrics: Metrics | None = None
+        self,
+        config: Config,
+        *,
+        store: Store | None = None,
+        metrics: Metrics | None = None,
+        existing: bool = False,
     ) -> None:
+        """With ``existing``, opening refuses an SQLite database that does
+        not exist yet (commands that only read or change what is there must
+        not leave an empty database behind a typo in ``database``)."""
         self.config = config
+        self._existing = existing
         self._store = store
         self.metrics = metrics or Metrics()
         self._metrics_server: MetricsServer | None = None
@@ -54,8 +69,19 @@ class App:
         return self._store
 
     async def __aenter__(self) -> Self:
+        """Raises ConfigError("database") with ``existing`` when the SQLite
+        file is missing, StoreError when the store cannot be opened."""
         if self._store is None:
-            self._store = open_store(self.config.database)
+            database = self.config.database
+            # one stat of a local file, at start
+            missing = not is_postgres(database) and not Path(database).exists()  # noqa: ASYNC240
+            if self._existing and missing:
+                raise ConfigError(
+                    "database",
+                    f"{database} does not exist (nothing was ever queued there; "
+                    "check the database setting)",
+                )
+            self._store = open_store(database)
         await self._store.open()
         return self
 
@@ -85,7 +111,11 @@ class App:
         )
 
     def _load_keys(self) -> dict[str, list[SigningKey]]:
-        keys = self.keys.load_all() if self.config.keys_dir.is_dir() else {}
+        keys, problems = self.keys.load_usable(self.config.dkim_domain)
+        for problem in problems:
+            # that domain's mail goes out signed by our domain only (or
+            # from the neutral sender); every other domain is unaffected
+            log.error("DKIM key left out, its domain is not signed for: %s", problem)
         if self.config.dkim.required and self.config.dkim_domain not in keys:
             raise ConfigError(
                 "dkim.domain",
@@ -109,14 +139,16 @@ class App:
         if self._identity is None:
             cfg = self.config
             region = cfg.region_settings
-            aligned: list[str] = []
+            # decided per domain on first use and refreshed: DNS trouble at
+            # start-up must not keep a worker from starting
+            aligned: AlignedDomains | list[str] = []
             if cfg.dkim.alignment:
-                for domain, domain_keys in self._load_keys().items():
-                    if domain == cfg.dkim_domain:
-                        continue
-                    checks = [await check_published(self.resolver, k) for k in domain_keys]
-                    if any(check.ok for check in checks):
-                        aligned.append(domain)
+                customer_keys = {
+                    domain: domain_keys
+                    for domain, domain_keys in self._load_keys().items()
+                    if domain != cfg.dkim_domain
+                }
+                aligned = AlignedDomains(self.resolver, customer_keys)
             self._identity = IdentityDecider(
                 self.resolver,
                 outbound_ip=cfg.outbound_ip,
@@ -128,6 +160,12 @@ class App:
                 dkim_alignment=cfg.dkim.alignment,
             )
         return self._identity
+
+    def unsubscribe_links(self) -> UnsubscribeLinks | None:
+        """The service's own one-click unsubscribe links (``[api]`` secret,
+        public_url, unsubscribe); None when not configured or switched off."""
+        api = self.config.api
+        return links_from_config(api.secret, api.public_url, enabled=api.unsubscribe)
 
     async def preparer(self) -> Preparer:
         signer = self.signer()
@@ -154,8 +192,36 @@ class App:
             self.store.distribution,
             identity=decided_by(await self.identity()),
             sign=sign,
-            unsubscribe=links_from_config(self.config.api.secret, self.config.api.public_url),
+            unsubscribe=self.unsubscribe_links(),
+            return_path=self.return_path(),
+            feedback_id=self.feedback_id(),
         )
+
+    def return_path(self) -> ReturnPathFn | None:
+        """The per-send return path (VERP); None without ``feedback.secret``."""
+        secret = self.config.feedback.secret
+        if secret is None:
+            return None
+        domain = self.config.bounce_domain
+
+        def return_path(send: Send) -> str:
+            return make_return_path(send.id, secret=secret, domain=domain)
+
+        return return_path
+
+    def feedback_id(self) -> FeedbackIdFn:
+        """The Feedback-ID header of every message."""
+        cfg = self.config.feedback
+
+        def value(send: Send, distribution: Distribution) -> str:
+            return feedback_id(
+                cfg.feedback_id,
+                distribution=distribution.id,
+                account=send.account,
+                sender=cfg.sender_id,
+            )
+
+        return value
 
     async def engine(
         self, *, owner: str | None = None, clock: Callable[[], float] = time.time
@@ -188,10 +254,14 @@ class App:
         """Validate and store through the one enqueue path of the service
         (:class:`mailer.intake.Intake`). Raises ValidationError naming the
         field, nothing stored."""
-        links = links_from_config(self.config.api.secret, self.config.api.public_url)
-        accepted = await Intake(self.store, self.config.hostname, links).enqueue(
-            distribution, recipients
+        links = self.unsubscribe_links()
+        intake = Intake(
+            self.store,
+            self.config.hostname,
+            links,
+            idempotency_ttl=self.config.api.idempotency_ttl,
         )
+        accepted = await intake.enqueue(distribution, recipients)
         return EnqueueResult(
             accepted.distribution_id, [s.id for s in accepted.sends], accepted.rejected
         )

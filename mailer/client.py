@@ -17,11 +17,10 @@ from dataclasses import dataclass
 
 from mailer.app import App
 from mailer.enqueue import Recipient
-from mailer.errors import ValidationError
+from mailer.errors import IdempotencyConflict, ValidationError
 from mailer.intake import (
     Accepted,
     AcceptedSend,
-    IdempotencyConflict,
     Intake,
     NoValidRecipient,
     request_hash,
@@ -105,14 +104,22 @@ class Client:
     ) -> None:
         self.app = app
         api = app.config.api
-        self.links = unsubscribe or links_from_config(api.secret, api.public_url)
+        self.links = unsubscribe or links_from_config(
+            api.secret, api.public_url, enabled=api.unsubscribe
+        )
         self.clock = clock
 
     @functools.cached_property
     def intake(self) -> Intake:
         """The enqueue path, made on first use: the app may open after the
         client is made."""
-        return Intake(self.app.store, self.app.config.hostname, self.links, self.clock)
+        return Intake(
+            self.app.store,
+            self.app.config.hostname,
+            self.links,
+            self.clock,
+            idempotency_ttl=self.app.config.api.idempotency_ttl,
+        )
 
     # enqueue -----------------------------------------------------------------
 

@@ -6,17 +6,28 @@ An environment variable ``MAILER_RETRY__MAX_AGE=3600`` overrides the key
 lower-cased. Values are read as TOML literals (``25``, ``true``,
 ``["a", "b"]``) and fall back to a plain string; list-valued keys also take
 a comma-separated string (``MAILER_NAMESERVERS=127.0.0.1:5353,10.0.0.1``).
+
+Every setting can also come from a file, as Docker secrets are given:
+``MAILER_API__SECRET_FILE=/run/secrets/unsubscribe`` sets ``api.secret`` to
+the file's text without its trailing line end (``api.keys``: one key a line
+or comma-separated; ``database``: a URL with its password).
+
+:meth:`Config.check_production` holds what a node refuses to start with
+outside ``--dev``: known, empty or short secrets, and a delivering node
+that cannot build the service's one-click unsubscribe URL.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -38,6 +49,24 @@ CONFIG_ENV = "MAILER_CONFIG"
 # The real sending IPs of the platform (seed article): configuration values
 # only, never a network destination of tests or demos.
 NETIGATE_IPS = ("89.45.227.221", "46.254.11.92", "89.45.227.195", "86.107.243.139")
+
+# Secrets that were published as defaults (docker/compose.yaml and the
+# docs): whoever read them could forge unsubscribe links or use the API.
+KNOWN_DEFAULT_SECRETS = frozenset(
+    {
+        "dev-api-key-change-me",
+        "dev-unsubscribe-secret-change-me",
+        "bench-secret-bench-secret-bench-secret",
+        "mailer",
+        "secret",
+        "change-me",
+        "changeme",
+    }
+)
+MIN_SECRET_BYTES = 32
+# http:// is only for a public_url on this machine (``mailer serve --dev``):
+# the link opens in a browser on the same machine and nowhere else
+_LOOPBACK_HTTP = ("http://localhost", "http://127.", "http://[::1]")
 
 
 class TLSPolicy(StrEnum):
@@ -90,8 +119,8 @@ def _host_port(value: str, default_port: int) -> tuple[str, int]:
 
 
 class DestinationLimits(_Frozen):
-    connections: Annotated[int, Field(ge=1, le=1000)] = 10
-    messages_per_connection: Annotated[int, Field(ge=1, le=100_000)] = 100
+    connections: Annotated[int, Field(strict=True, ge=1, le=1000)] = 10
+    messages_per_connection: Annotated[int, Field(strict=True, ge=1, le=100_000)] = 100
     # messages per second to the destination; 0 means no limit
     rate: Annotated[float, Field(ge=0)] = 0.0
 
@@ -126,7 +155,7 @@ class TLSConfig(_Frozen):
 class WorkerConfig(_Frozen):
     # sends leased at once by one worker: also the bound on duplicates
     # after a crash
-    max_in_flight: Annotated[int, Field(ge=1, le=100_000)] = 500
+    max_in_flight: Annotated[int, Field(strict=True, ge=1, le=100_000)] = 500
     lease_seconds: Annotated[float, Field(gt=0)] = 300.0
     poll_interval: Annotated[float, Field(gt=0)] = 1.0
     # seconds an idle connection waits for more messages before QUIT
@@ -135,7 +164,7 @@ class WorkerConfig(_Frozen):
     dns_timeout: Annotated[float, Field(gt=0)] = 5.0
     # Prometheus /metrics of the engine on this port (none: not served),
     # on metrics_host (all interfaces: "0.0.0.0")
-    metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    metrics_port: Annotated[int, Field(strict=True, ge=1, le=65535)] | None = None
     metrics_host: str = "127.0.0.1"
 
 
@@ -152,13 +181,13 @@ class DKIMConfig(_Frozen):
     # runs them without the GIL. 0: on the loop's own thread, which is
     # cheaper when there is one worker process per core (no thread waits
     # for the GIL, nor makes the loop wait for it)
-    signing_threads: Annotated[int, Field(ge=0, le=64)] = 2
+    signing_threads: Annotated[int, Field(strict=True, ge=0, le=64)] = 2
 
 
 class IdentityConfig(_Frozen):
     # bounds on how long an SPF-based sender decision is reused
-    min_ttl: Annotated[int, Field(ge=0)] = 60
-    max_ttl: Annotated[int, Field(ge=1)] = 3600
+    min_ttl: Annotated[int, Field(strict=True, ge=0)] = 60
+    max_ttl: Annotated[int, Field(strict=True, ge=1)] = 3600
 
 
 class ApiConfig(_Frozen):
@@ -168,13 +197,27 @@ class ApiConfig(_Frozen):
     listen: str = "127.0.0.1:8025"
     # bearer tokens accepted on /v1 (none: every /v1 request is refused)
     keys: tuple[str, ...] = ()
-    # HMAC key of the unsubscribe tokens in service-provided
-    # List-Unsubscribe URLs
+    # key of the unsubscribe tokens in service-provided List-Unsubscribe
+    # URLs; at least 32 bytes outside --dev
     secret: str | None = None
     # https base URL under which /u/{token} reaches this service
     public_url: str | None = None
+    # the service's own one-click unsubscribe links. false: switched off,
+    # messages carry only a distribution's own one-click URL, and a
+    # delivering node starts without secret and public_url
+    unsubscribe: bool = True
     # largest request body in bytes (413 beyond)
-    max_body: Annotated[int, Field(ge=1024, le=1 << 30)] = 16 * 1024 * 1024
+    max_body: Annotated[int, Field(strict=True, ge=1024, le=1 << 30)] = 16 * 1024 * 1024
+    # seconds a connection has to send a complete request header (from
+    # connecting, or from its previous response): slow or silent clients
+    # are dropped
+    header_timeout: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    # seconds an idle keep-alive connection is kept after a response
+    keep_alive_timeout: Annotated[int, Field(strict=True, ge=1, le=3600)] = 5
+    # open connections at most; more are answered 503 and closed
+    max_connections: Annotated[int, Field(strict=True, ge=1, le=100_000)] = 1000
+    # seconds an Idempotency-Key is remembered; after that it may be used anew
+    idempotency_ttl: Annotated[float, Field(gt=0)] = 24 * 3600.0
 
     @field_validator("listen")
     @classmethod
@@ -211,13 +254,117 @@ class ApiConfig(_Frozen):
         if value is None:
             return None
         # List-Unsubscribe one-click (RFC 8058) needs an https URI
-        if not value.startswith("https://") or any(c in value for c in ' \r\n\t<>"?#'):
-            raise ValueError("must be an https:// URL without query or fragment")
+        web = value.startswith("https://") or value.startswith(_LOOPBACK_HTTP)
+        if not web or any(c in value for c in ' \r\n\t<>"?#'):
+            raise ValueError(
+                "must be an https:// URL without query or fragment "
+                "(http:// only on localhost, for development)"
+            )
         return value.rstrip("/")
 
     @property
     def listen_address(self) -> tuple[str, int]:
         return _host_port(self.listen, 8025)
+
+
+class BreakerConfig(_Frozen):
+    """The per-account circuit breaker (mailer.feedback.breaker)."""
+
+    complaint_rate: Annotated[float, Field(gt=0, le=1)] = 0.003
+    bounce_rate: Annotated[float, Field(gt=0, le=1)] = 0.05
+    # judged only once the window holds this many sends with our envelope
+    min_sends: Annotated[int, Field(ge=1)] = 1000
+    # the window: the account's last window_sends sends or window_days,
+    # whichever is smaller
+    window_sends: Annotated[int, Field(ge=1)] = 10_000
+    window_days: Annotated[float, Field(gt=0)] = 7.0
+
+
+class FeedbackConfig(_Frozen):
+    """Return paths, the Feedback-ID header and what comes back."""
+
+    # HMAC key of the tokens in return paths (VERP); without it the
+    # envelope is the region's bounce address and only Message-IDs match
+    secret: str | None = None
+    # domain of the return paths; default bounces.<platform host>
+    bounce_domain: str | None = None
+    # addresses the feedback loops (ARF complaints) send to
+    loop_addresses: tuple[str, ...] = ()
+    # Gmail's feedback loop format campaign:customer:mailtype:senderid
+    feedback_id: str = "{distribution}:{account}:survey:{sender}"
+    sender_id: str = "mailer"
+    breaker: BreakerConfig = BreakerConfig()
+
+    @field_validator("secret", mode="before")
+    @classmethod
+    def _secret_text(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    @field_validator("bounce_domain")
+    @classmethod
+    def _domain(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c in value for c in " @\r\n\t<>")):
+            raise ValueError("must be a domain name")
+        return value.lower().rstrip(".") if value else None
+
+    @field_validator("loop_addresses")
+    @classmethod
+    def _loops(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if "@" not in item.strip("@") or any(c in item for c in " \r\n\t<>"):
+                raise ValueError(f"{item!r} is not an address")
+        return tuple(item.lower() for item in value)
+
+    @field_validator("feedback_id", "sender_id")
+    @classmethod
+    def _header_safe(cls, value: str) -> str:
+        if any(c in value for c in "\r\n") or not value.isprintable():
+            raise ValueError("must be printable text on one line")
+        return value
+
+    @field_validator("feedback_id")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        try:
+            value.format(distribution="d", account="a", sender="s")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"fields are {{distribution}}, {{account}}, {{sender}}: {exc}"
+            ) from exc
+        return value
+
+
+class InboundConfig(_Frozen):
+    """The inbound SMTP listener of returned mail (``mailer inbound``)."""
+
+    # host:port; set, and `mailer serve` runs the listener too
+    listen: str | None = None
+    # the certificate STARTTLS offers (PEM); none: STARTTLS is not offered
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # largest message in bytes (552 beyond) and concurrent sessions
+    max_size: Annotated[int, Field(ge=1024, le=1 << 30)] = 5 * 1024 * 1024
+    max_sessions: Annotated[int, Field(ge=1, le=10_000)] = 100
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value:
+            _host_port(value, 25)
+        return value or None
+
+    @property
+    def listen_address(self) -> tuple[str, int] | None:
+        return _host_port(self.listen, 25) if self.listen else None
 
 
 class Config(_Frozen):
@@ -228,7 +375,7 @@ class Config(_Frozen):
     database: str = "var/mailer.sqlite3"
     keys_dir: Path = Path("keys")
     nameservers: tuple[str, ...] = ()
-    smtp_port: Annotated[int, Field(ge=1, le=65535)] = 25
+    smtp_port: Annotated[int, Field(strict=True, ge=1, le=65535)] = 25
     # all mail to one host:port instead of the MX (developer sink); STARTTLS
     # is still required
     relay: str | None = None
@@ -239,6 +386,8 @@ class Config(_Frozen):
     dkim: DKIMConfig = DKIMConfig()
     identity: IdentityConfig = IdentityConfig()
     api: ApiConfig = ApiConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
+    inbound: InboundConfig = InboundConfig()
 
     @field_validator("outbound_ip")
     @classmethod
@@ -283,8 +432,70 @@ class Config(_Frozen):
         return self.dkim.domain or self.region_settings.platform_host
 
     @property
+    def bounce_domain(self) -> str:
+        return self.feedback.bounce_domain or f"bounces.{self.region_settings.platform_host}"
+
+    @property
     def relay_address(self) -> tuple[str, int] | None:
         return _host_port(self.relay, 25) if self.relay else None
+
+    def check_production(self, *, api: bool, delivers: bool) -> None:
+        """What ``serve`` and ``worker`` check before starting outside
+        ``--dev``. ``api``: the node serves the HTTP API (its keys are
+        checked); ``delivers``: it runs the engine, so it must be able to
+        build the service's one-click unsubscribe URL of every message
+        unless ``api.unsubscribe`` is false.
+
+        Raises ConfigError naming the setting: a missing secret or public
+        URL, a secret that was published as a default, is empty, or is
+        shorter than 32 bytes.
+        """
+        cfg = self.api
+        if api and not cfg.keys:
+            raise ConfigError("api.keys", "at least one API key is required (MAILER_API__KEYS)")
+        if api:
+            for index, key in enumerate(cfg.keys):
+                _check_secret(f"api.keys[{index}]", key)
+        # an API node reads the tokens of /u/ links, a delivering node makes them
+        if cfg.unsubscribe and (api or delivers):
+            for name, value in (("api.secret", cfg.secret), ("api.public_url", cfg.public_url)):
+                if value is None:
+                    raise ConfigError(
+                        name,
+                        "required to build the one-click unsubscribe URL of every message "
+                        f"(MAILER_{name.upper().replace('.', '__')}); "
+                        "set api.unsubscribe = false to send without it",
+                    )
+        if cfg.secret is not None:
+            _check_secret("api.secret", cfg.secret)
+        password = _database_password(self.database)
+        if password is not None and password in KNOWN_DEFAULT_SECRETS:
+            raise ConfigError("database", "the password is a published default; choose another")
+
+
+def _check_secret(field: str, value: str) -> None:
+    """Raises ConfigError(field) for a known default, empty or short secret."""
+    if value in KNOWN_DEFAULT_SECRETS:
+        raise ConfigError(
+            field, "is a published default secret; make one, e.g. `openssl rand -base64 33`"
+        )
+    if len(value.encode("utf-8")) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            field,
+            f"must be at least {MIN_SECRET_BYTES} bytes long outside --dev "
+            f"(it has {len(value.encode('utf-8'))})",
+        )
+
+
+def _database_password(url: str) -> str | None:
+    """The password of a postgresql:// URL; None when it has none."""
+    if not url.startswith(("postgres://", "postgresql://")):
+        return None
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return None
+    return None if password is None else unquote(password)
 
 
 def _parse_env_value(raw: str) -> Any:
@@ -294,7 +505,7 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
-_LIST_KEYS = {("nameservers",), ("api", "keys")}
+_LIST_KEYS = {("nameservers",), ("api", "keys"), ("feedback", "loop_addresses")}
 
 
 # MAILER_* variables that are not settings: the config file's path, and
@@ -302,15 +513,52 @@ _LIST_KEYS = {("nameservers",), ("api", "keys")}
 _NOT_SETTINGS = (CONFIG_ENV, "MAILER_TEST_", "MAILER_BENCH_")
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
+_FILE_SUFFIX = "_FILE"
+
+
+def _read_secret_file(variable: str, path: str) -> str:
+    """The text of the file a ``MAILER_…_FILE`` variable names, without its
+    trailing line end. Raises ConfigError naming the variable."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(variable, f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(variable, f"{path} is not UTF-8 text") from exc
+    return text.rstrip("\r\n")
+
+
+def _env_items(environ: Mapping[str, str]) -> list[tuple[str, str, bool]]:
+    """(variable name without _FILE, raw value, from a file) of every
+    MAILER_* setting. Raises ConfigError when a setting is given both ways
+    or its file cannot be read."""
+    items: list[tuple[str, str, bool]] = []
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or name.startswith(_NOT_SETTINGS):
             continue
+        if name.endswith(_FILE_SUFFIX) and len(name) > len(ENV_PREFIX) + len(_FILE_SUFFIX):
+            plain = name.removesuffix(_FILE_SUFFIX)
+            if plain in environ:
+                raise ConfigError(name, f"{plain} is set too; set one of them")
+            items.append((plain, _read_secret_file(name, raw), True))
+        else:
+            items.append((name, raw, False))
+    return items
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for name, raw, from_file in _env_items(environ):
         path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
         if not all(path):
             continue
-        value = _parse_env_value(raw)
+        if path in _LIST_KEYS and from_file:
+            value: Any = [item.strip() for item in re.split(r"[,\n]", raw) if item.strip()]
+        elif from_file:
+            # a secret's text as it is: never read as a TOML number or list
+            value = raw
+        else:
+            value = _parse_env_value(raw)
         if path in _LIST_KEYS and not isinstance(value, list):
             value = [item.strip() for item in raw.split(",") if item.strip()]
         node = overrides
@@ -351,6 +599,12 @@ def load_config(
             raise ConfigError("config", f"file {path} does not exist") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("config", f"{path} is not valid TOML: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                "config", f"{path} is not UTF-8 (byte {exc.start}): save it as UTF-8"
+            ) from exc
+        except OSError as exc:
+            raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from exc
     data = _merge(data, _env_overrides(env))
     if overrides:
         data = _merge(data, overrides)

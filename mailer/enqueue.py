@@ -5,8 +5,6 @@ stored, all in one transaction."""
 
 from __future__ import annotations
 
-import csv
-import io
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +14,7 @@ from cachetools import LRUCache
 
 from mailer.errors import TemplateError, ValidationError
 from mailer.message.addresses import check_header_value, parse_address
+from mailer.message.footer import LANGUAGES
 from mailer.message.templates import CompiledContent, Content, compile_content, render
 from mailer.store.models import NewDistribution, NewSend
 
@@ -90,9 +89,15 @@ def check_distribution(
         raise ValidationError("account", "must not be empty")
     check_header_value("account", dist.account)
     check_header_value("sender.name", dist.sender_name)
-    parse_address("sender.address", dist.sender_address, dist.sender_name)
+    parse_address("sender.address", dist.sender_address, dist.sender_name, name_field="sender.name")
     for index, tag in enumerate(dist.tags):
         check_header_value(f"tags[{index}]", tag)
+    if dist.language is not None and dist.language not in LANGUAGES:
+        raise ValidationError("language", f"must be one of {', '.join(LANGUAGES)}")
+    if dist.unsubscribe_one_click and not (dist.unsubscribe_url or "").startswith("https://"):
+        raise ValidationError(
+            "unsubscribe_one_click", "needs an unsubscribe_url starting with https://"
+        )
     content = Content.of(dist)
     return compile_content(content) if templates is None else templates.compile(content)
 
@@ -133,7 +138,7 @@ def check_recipients(
     for index, item in enumerate(recipients):
         try:
             check_header_value("name", item.name)
-            address = parse_address("email", item.email, item.name)
+            address = parse_address("email", item.email, item.name, name_field="name")
             for key, value in item.variables.items():
                 if not isinstance(value, str):
                     raise ValidationError(f"variables.{key}", "must be a string")
@@ -157,28 +162,3 @@ def check_recipients(
             NewSend(address.address, address.name, dict(item.variables), item.reference)
         )
     return accepted, rejected
-
-
-def read_recipients_csv(text: str) -> list[RecipientInput]:
-    """Columns ``email`` and ``name``; every other column is a template
-    variable. Raises ValidationError naming the line."""
-    reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames is None or "email" not in reader.fieldnames:
-        raise ValidationError("csv", "the header row must have an 'email' column")
-    names = [n for n in reader.fieldnames if n not in ("email", "name")]
-    for column in names:
-        if not column.isidentifier():
-            raise ValidationError("csv", f"column {column!r} is not a valid variable name")
-    out: list[RecipientInput] = []
-    for row in reader:
-        if None in row:
-            raise ValidationError(f"csv line {reader.line_num}", "more fields than the header")
-        variables = {n: row[n] or "" for n in names}
-        out.append(
-            RecipientInput(
-                email=(row["email"] or "").strip(),
-                name=(row.get("name") or "").strip(),
-                variables=variables,
-            )
-        )
-    return out

@@ -3,7 +3,8 @@
     MailerError
     ├── ConfigError            a configuration key is missing or invalid
     ├── ValidationError        input at the door (API body, CSV, template, address)
-    │   └── TemplateError      a template that does not compile or render
+    │   ├── TemplateError      a template that does not compile or render
+    │   └── IdempotencyConflict an Idempotency-Key reused with another request
     ├── DNSError               a lookup failed
     │   ├── DNSTemporaryError  SERVFAIL, timeout, no nameserver answered
     │   └── DNSPermanentError  NXDOMAIN, null MX, no address for the host
@@ -50,6 +51,14 @@ class ValidationError(MailerError):
 class TemplateError(ValidationError):
     """A template that does not compile, reaches for internals, or uses an
     undefined variable."""
+
+
+class IdempotencyConflict(ValidationError):
+    """The Idempotency-Key was used before with a different request."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__("Idempotency-Key", f"{key!r} was used with a different request")
+        self.key = key
 
 
 class DNSError(MailerError):
@@ -119,7 +128,7 @@ class TLSFailed(DeliveryError):
 
 
 class SMTPReplyError(DeliveryError):
-    """A 4xx/5xx reply; classification is done by :mod:`mailer.delivery.classify`."""
+    """A 4xx/5xx reply; classification is done by :mod:`mailer.replycodes`."""
 
 
 class StoreError(MailerError):

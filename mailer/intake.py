@@ -19,21 +19,23 @@ from mailer.enqueue import (
     check_distribution,
     check_recipients,
 )
-from mailer.errors import ValidationError
+from mailer.errors import IdempotencyConflict, ValidationError
+from mailer.message.addresses import parse_address
 from mailer.message.unsubscribe import UnsubscribeLinks
 from mailer.store.base import IntakeStore
-from mailer.store.models import Idempotency, IdempotencyRecord, NewDistribution, NewSend
+from mailer.store.models import (
+    Idempotency,
+    IdempotencyRecord,
+    NewDistribution,
+    NewSend,
+    new_id,
+)
 
 MAX_IDEMPOTENCY_KEY = 255
+# how long an Idempotency-Key is remembered, by default (api.idempotency_ttl)
+IDEMPOTENCY_TTL = 24 * 3600.0
 _RESERVED = "unsubscribe_url"
 _PROBE_ADDRESS = "probe@unsubscribe.invalid"
-
-
-class IdempotencyConflict(ValidationError):
-    """The Idempotency-Key was used before with a different request."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__("Idempotency-Key", f"{key!r} was used with a different request")
 
 
 class NoValidRecipient(ValidationError):
@@ -116,11 +118,14 @@ class Intake:
         hostname: str,
         links: UnsubscribeLinks | None,
         clock: Callable[[], float] = time.time,
+        *,
+        idempotency_ttl: float = IDEMPOTENCY_TTL,
     ) -> None:
         self.store = store
         self.hostname = hostname
         self.links = links
         self.clock = clock
+        self.idempotency_ttl = idempotency_ttl
         self.templates = CompiledTemplates()
 
     async def enqueue(
@@ -141,10 +146,25 @@ class Intake:
         idempotency = None
         if idempotency_key is not None:
             key = _check_key(idempotency_key)
-            idempotency = Idempotency(key, request_hash(distribution, recipients))
-            record = await self.store.idempotent(distribution.account, key)
+            stale_before = self.clock() - self.idempotency_ttl
+            idempotency = Idempotency(
+                key, request_hash(distribution, recipients), stale_before=stale_before
+            )
+            record = await self.store.idempotent(
+                distribution.account, key, stale_before=stale_before
+            )
             if record is not None:
                 return self._answer(record, idempotency)
+        # The sender as it goes on the wire: an international domain in its
+        # A-label form (From, envelope and DKIM d= all use that form).
+        sender = parse_address(
+            "sender.address",
+            distribution.sender_address,
+            distribution.sender_name,
+            name_field="sender.name",
+        )
+        if sender.address != distribution.sender_address:
+            distribution = replace(distribution, sender_address=sender.address)
         # Rendering every recipient's templates takes a while for 10,000 of
         # them; off the loop, the API and an engine in the same process keep
         # going meanwhile.
@@ -152,18 +172,22 @@ class Intake:
         if idempotency is not None:
             data = json.dumps({"rejected": [asdict(r) for r in rejected]}, ensure_ascii=False)
             idempotency = replace(idempotency, data=data)
+        # The store compares the key's body hash in its transaction: of two
+        # requests racing with one key, one is stored, the other gets the
+        # stored answer (same body) or IdempotencyConflict (another body).
+        fresh_id = new_id()
         distribution_id, send_ids = await self.store.enqueue(
             distribution,
             sends,
             hostname=self.hostname,
             now=self.clock(),
             idempotency=idempotency,
+            distribution_id=fresh_id,
         )
-        if idempotency is not None:
-            # another request with the same key may have been first
+        if idempotency is not None and distribution_id != fresh_id:
             record = await self.store.idempotent(distribution.account, idempotency.key)
-            if record is not None and record.distribution_id != distribution_id:
-                return self._answer(record, idempotency)
+            if record is not None and record.distribution_id == distribution_id:
+                return _replay(record)
         return _accepted(distribution_id, send_ids, rejected, replayed=False)
 
     @staticmethod

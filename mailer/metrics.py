@@ -81,12 +81,38 @@ class Metrics:
             buckets=ATTEMPT_BUCKETS,
             registry=self.registry,
         )
+        self.loop_errors = Counter(
+            "mailer_worker_loop_errors",
+            "Unexpected errors survived by a worker's loops (renew, flush, connection), by loop.",
+            ["loop"],
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "mailer_queue_depth",
             "Sends in the store by state, read at scrape time.",
             ["state"],
             registry=self.registry,
         )
+
+        # the circuit breaker's last sweep (mailer.feedback.circuit), over all
+        # accounts together: no per-account labels
+        self.breaker_rate = Gauge(
+            "mailer_feedback_rate",
+            "Hard-bounce and complaint rates over the breaker windows of all accounts.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.accounts_paused = Gauge(
+            "mailer_accounts_paused",
+            "Accounts whose unsent mail the circuit breaker holds.",
+            registry=self.registry,
+        )
+
+    def set_breaker(self, *, sends: int, hard_bounces: int, complaints: int, paused: int) -> None:
+        """The aggregate of one breaker sweep. Raises nothing."""
+        self.breaker_rate.labels(kind="hard-bounce").set(hard_bounces / sends if sends else 0.0)
+        self.breaker_rate.labels(kind="complaint").set(complaints / sends if sends else 0.0)
+        self.accounts_paused.set(paused)
 
     def finished(
         self, send: Send, state: State, reason: Reason, attempt: Attempt | None, *, now: float

@@ -30,6 +30,7 @@ Fixtures (function scope unless noted):
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -190,6 +191,11 @@ def mailer_config(
             "lease_seconds": 30,
             "smtp_timeout": 5,
             "dns_timeout": 2,
+        },
+        # as on every delivering node: the service's one-click unsubscribe link
+        "api": {
+            "secret": secrets.token_urlsafe(32),
+            "public_url": f"https://mta.{PLATFORM_DOMAIN}",
         },
     }
     # The developer's MAILER_* variables must not leak into tests.

@@ -47,8 +47,20 @@ class Reason(StrEnum):
     EXPIRED = "expired"
     SUPPRESSED_BOUNCE = "suppressed-bounce"
     SUPPRESSED_UNSUBSCRIBE = "suppressed-unsubscribe"
+    SUPPRESSED_COMPLAINT = "suppressed-complaint"
+    ACCOUNT_PAUSED = "account-paused"
     CANCELLED = "cancelled"
     REPLAYED = "replayed"
     HELD = "held"
     RELEASED = "released"
     LEASE_EXPIRED = "lease-expired"
+    # after the 250 (mailer.feedback): events that leave the send's state as it is
+    COMPLAINED = "complained"
+    FEEDBACK = "feedback"  # a feedback report that is no complaint (not-spam, auth-failure, …)
+    DELAYED = "delayed"  # a DSN with Action: delayed
+    NOTIFIED = "notified"  # a DSN with Action: delivered, relayed or expanded
+    AUTO_REPLY = "auto-reply"
+    # a worker's own fault (an exception nothing expected), never the destination's
+    INTERNAL = "internal"
+    # a template that cannot be rendered within its resource limits
+    TEMPLATE = "template"

@@ -333,7 +333,7 @@ async def test_one_click_unsubscribe_suppresses_and_the_next_send_ends_suppresse
         page = await http.get(f"/u/{token}")
         assert page.status_code == 200
         assert 'name="List-Unsubscribe" value="One-Click"' in page.text
-        assert "anna@dest.test" in page.text.lower()
+        assert "a…a@dest.test" in page.text
         assert await served.app.store.suppressions("acme") == []  # GET changes nothing
 
         async with httpx.AsyncClient(base_url=served.server.url) as provider:

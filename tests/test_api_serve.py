@@ -3,10 +3,13 @@ and sample, and a graceful stop on SIGTERM. Everything on loopback."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import queue
 import re
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -16,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mailer.cli.serve import dev_public_url, dev_secret
 from mailer.sink.runner import pick_port
 
 MAILER = [sys.executable, "-c", "from mailer.cli import main; main()"]
@@ -29,6 +33,7 @@ class Process:
     """A child process whose output lines are read as they come."""
 
     def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
+        self.cwd = cwd
         self.proc = subprocess.Popen(
             args,
             cwd=cwd,
@@ -94,7 +99,9 @@ def test_dev_serve_delivers_the_sample_to_its_sink_and_stops_on_sigterm(dev_serv
     process.wait_for(rf"^API on {re.escape(url)}")
     key = process.wait_for(r"^API key: (\S+)").group(1)
     process.wait_for(r"sample distribution \w+: 3 recipients queued")
-    arrived = [process.wait_for(r"→ .*(TLSv1\.[23]) \| dkim: d=\S+ s=\S+ pass") for _ in range(3)]
+    # the second sample: a customer domain without SPF, our envelope
+    process.wait_for(r"sample distribution \w+: 4 recipients queued")
+    arrived = [process.wait_for(r"→ .*(TLSv1\.[23]) \| dkim: d=\S+ s=\S+ pass") for _ in range(7)]
     assert all(m.group(1) for m in arrived)
     assert any("zählt" in line for line in process.seen)
 
@@ -105,6 +112,25 @@ def test_dev_serve_delivers_the_sample_to_its_sink_and_stops_on_sigterm(dev_serv
         "text": "Hallo {{ name }}",
         "recipients": [{"email": "neu@beispiel.test", "name": "Neu"}],
     }
+    # every sample message carries a one-click link that opens the dev API's
+    # unsubscribe page (plain HTTP on loopback) in the sample's language
+    maildir = process.cwd / "var" / "dev" / "Maildir" / "new"
+    links = []
+    for path in sorted(maildir.iterdir()):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        links.append(str(message["List-Unsubscribe"]).strip("<>"))
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert len(links) == 7
+    assert all(link.startswith(f"{url}/u/") for link in links)
+    with httpx.Client() as browser:
+        page = browser.get(links[0])
+    assert page.status_code == 200
+    assert '<html lang="de">' in page.text
+    assert "Jetzt abmelden" in page.text
+    assert stat.S_IMODE((process.cwd / "var" / "dev" / "unsubscribe.secret").stat().st_mode) == (
+        0o600
+    )
+
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as http:
         assert http.get("/healthz").status_code == 200
         assert http.post("/v1/distributions", json=body).status_code == 202
@@ -114,7 +140,7 @@ def test_dev_serve_delivers_the_sample_to_its_sink_and_stops_on_sigterm(dev_serv
     # the sink's inbox shows what arrived
     [inbox] = [line.split()[-1] for line in process.seen if line.startswith("inbox on ")]
     listed = httpx.get(f"{inbox}/messages").json()
-    assert listed["count"] == 4
+    assert listed["count"] == 8
     assert all(m["spf"]["result"] == "pass" for m in listed["messages"])
     page = httpx.get(f"{inbox}/")
     assert "Noch eine Frage" in page.text
@@ -135,3 +161,17 @@ def test_serve_without_api_keys_refuses_to_start(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "api.keys" in result.stderr
+
+
+def test_the_dev_secret_is_kept_across_restarts_so_old_links_work(tmp_path: Path) -> None:
+    path = tmp_path / "var" / "dev" / "unsubscribe.secret"
+    first = dev_secret(path)
+    assert len(first) >= 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert dev_secret(path) == first
+
+
+def test_dev_links_are_plain_http_where_the_dev_api_listens() -> None:
+    assert dev_public_url("127.0.0.1", 8025) == "http://127.0.0.1:8025"
+    assert dev_public_url("0.0.0.0", 8025) == "http://localhost:8025"
+    assert dev_public_url("::1", 8025) == "http://localhost:8025"

@@ -3,6 +3,7 @@ config) and the in-process client and preparer hook without HTTP."""
 
 from __future__ import annotations
 
+import base64
 import email.policy
 import json
 from dataclasses import replace
@@ -23,7 +24,13 @@ from mailer.config import load_config
 from mailer.enqueue import CompiledTemplates
 from mailer.errors import ConfigError, TemplateError, ValidationError
 from mailer.message.templates import Content
-from mailer.message.unsubscribe import UnsubscribeLinks, UnsubscribeToken, read_token, sign_token
+from mailer.message.unsubscribe import (
+    UnsubscribeLinks,
+    UnsubscribeToken,
+    legacy_token,
+    read_token,
+    seal_token,
+)
 from mailer.prepare import Preparer
 from mailer.reasons import Reason, State
 from tests.conftest import SURVEY
@@ -37,27 +44,54 @@ LINKS = UnsubscribeLinks(SECRET, "https://mailer.test/")
 
 
 def test_token_round_trips_and_binds_account_address_and_send() -> None:
-    token = sign_token(SECRET, UnsubscribeToken("acme", "Anna@Dest.test", "s1"))
-    assert read_token(SECRET, token) == UnsubscribeToken("acme", "anna@dest.test", "s1")
+    token = seal_token(SECRET, UnsubscribeToken("acme", "Anna@Dest.test", "s1", "de"))
+    assert read_token(SECRET, token) == UnsubscribeToken("acme", "anna@dest.test", "s1", "de")
     assert token.isascii()
     assert "/" not in token
     assert "+" not in token
     assert "=" not in token
 
 
+def test_token_reveals_neither_address_nor_account() -> None:
+    token = seal_token(SECRET, UnsubscribeToken("acme-corp", "anna.schaefer@dest.test", "s1"))
+    padded = token + "=" * (-len(token) % 4)
+    decoded = base64.urlsafe_b64decode(padded)
+    for secret_part in (b"anna", b"schaefer", b"dest.test", b"acme"):
+        assert secret_part not in decoded
+    assert "." not in token
+    # the same send gets a new token each time: nothing to correlate
+    assert token != seal_token(
+        SECRET, UnsubscribeToken("acme-corp", "anna.schaefer@dest.test", "s1")
+    )
+
+
+def test_links_already_sent_in_the_old_readable_format_still_work() -> None:
+    old = legacy_token(SECRET, UnsubscribeToken("acme", "Anna@Dest.test", "s1"))
+    assert "." in old
+    assert LINKS.read(old) == UnsubscribeToken("acme", "anna@dest.test", "s1")
+    assert read_token(SECRET, old).language is None
+
+
 def test_token_with_unicode_account_round_trips() -> None:
-    token = sign_token(SECRET, UnsubscribeToken("Müller AG", "a@bücher.test", "s"))
+    token = seal_token(SECRET, UnsubscribeToken("Müller AG", "a@bücher.test", "s"))
     assert read_token(SECRET, token).account == "Müller AG"
+
+
+def _flip_last(token: str) -> str:
+    # the second-to-last character: the last one may carry only padding bits
+    return token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
 
 
 @pytest.mark.parametrize(
     "mangle",
     [
-        lambda t: t.replace(".", ""),
         lambda t: t + "x",
         lambda t: "x" + t,
-        lambda t: t.split(".")[0] + "." + t.split(".")[0],
-        lambda t: sign_token(b"another-secret-entirely", read_token(SECRET, t)),
+        _flip_last,
+        lambda t: t[:20],
+        lambda t: t + "." + t,
+        lambda t: seal_token(b"another-secret-entirely", read_token(SECRET, t)),
+        lambda t: legacy_token(b"another-secret-entirely", read_token(SECRET, t)),
         lambda t: "",
         lambda t: "a.b.c",
         lambda t: "====.====",
@@ -65,7 +99,22 @@ def test_token_with_unicode_account_round_trips() -> None:
     ],
 )
 def test_altered_or_foreign_token_is_refused(mangle) -> None:
-    token = sign_token(SECRET, UnsubscribeToken("acme", "a@dest.test", "s1"))
+    token = seal_token(SECRET, UnsubscribeToken("acme", "a@dest.test", "s1"))
+    with pytest.raises(ValidationError) as caught:
+        read_token(SECRET, mangle(token))
+    assert caught.value.field == "token"
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: t.replace(".", ""),
+        lambda t: t.split(".")[0] + "." + t.split(".")[0],
+        _flip_last,
+    ],
+)
+def test_altered_old_format_token_is_refused(mangle) -> None:
+    token = legacy_token(SECRET, UnsubscribeToken("acme", "a@dest.test", "s1"))
     with pytest.raises(ValidationError) as caught:
         read_token(SECRET, mangle(token))
     assert caught.value.field == "token"
@@ -252,21 +301,13 @@ async def test_preparer_uses_the_service_link_when_the_distribution_has_none(cli
     preparer = Preparer(client.app.store.distribution, unsubscribe=LINKS)
     prepared = await preparer.prepare(send, now=1_800_000_000.0)
     message = message_from_bytes(prepared.data, policy=email.policy.default)
-    url = LINKS.url("acme", "a@dest.test", send.id)
-    assert message["List-Unsubscribe"] == f"<{url}>"
+    url = message["List-Unsubscribe"].strip("<>")
+    assert url.startswith("https://mailer.test/u/")
+    assert LINKS.read(url.rsplit("/", 1)[1]) == UnsubscribeToken("acme", "a@dest.test", send.id)
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     text = message.get_body(("plain",))
     assert text is not None
     assert url in text.get_content()
-
-
-async def test_preparer_keeps_the_distributions_own_unsubscribe_url(client) -> None:
-    accepted = await client.enqueue(SURVEY, people("a@dest.test"))
-    send = await client.app.store.send(accepted.sends[0].id)
-    preparer = Preparer(client.app.store.distribution, unsubscribe=LINKS)
-    prepared = await preparer.prepare(send, now=1_800_000_000.0)
-    message = message_from_bytes(prepared.data, policy=email.policy.default)
-    assert message["List-Unsubscribe"] == "<https://survey.test/unsubscribe/a>"
 
 
 # lone surrogates -------------------------------------------------------------

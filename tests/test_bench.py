@@ -8,7 +8,12 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from mailer.app import App
+from mailer.bench.runner import _enqueue
 from mailer.cli import cli
+from mailer.config import Config
+from mailer.enqueue import MAX_RECIPIENTS
+from mailer.reasons import State
 
 
 def test_bench_delivers_everything_and_reports_measured_figures() -> None:
@@ -23,6 +28,9 @@ def test_bench_delivers_everything_and_reports_measured_figures() -> None:
     assert report["sink_received"] == 60
     assert report["baseline_messages"] == 5
     assert report["api_recipients"] == 2000
+    assert report["bounce_samples"] >= 15
+    assert report["inbound_messages"] == 100
+    assert report["sink_checked_messages"] == 60
     for figure in (
         "messages_per_second",
         "baseline_messages_per_second",
@@ -30,12 +38,24 @@ def test_bench_delivers_everything_and_reports_measured_figures() -> None:
         "rsa_operations_per_second",
         "dkimpy_signatures_per_second",
         "api_recipients_per_second",
+        "bounces_parsed_per_second",
+        "inbound_accepted_per_second",
+        "sink_checks_per_second",
     ):
         assert report[figure] > 0, figure
     assert report["ratio"] == pytest.approx(
         report["messages_per_second"] / report["baseline_messages_per_second"], rel=0.01
     )
     assert report["latency_p50_ms"] <= report["latency_p99_ms"]
+    # one figure per engine process
+    assert len(report["peak_rss_mb_per_engine"]) == report["workers"]
+    assert max(report["peak_rss_mb_per_engine"]) == report["peak_rss_mb"]
+
+
+async def test_bench_enqueues_more_than_one_request_takes_in_batches(config: Config) -> None:
+    await _enqueue(config, MAX_RECIPIENTS + 50, 4)
+    async with App(config) as app:
+        assert await app.store.counts() == {State.QUEUED: MAX_RECIPIENTS + 50}
 
 
 def test_bench_rtt_runs_with_and_without_pipelining_against_the_bound() -> None:

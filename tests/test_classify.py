@@ -1,11 +1,11 @@
-"""Reply classification from codes only (mailer.delivery.classify)."""
+"""Reply classification from codes only (mailer.replycodes)."""
 
 from __future__ import annotations
 
 import pytest
 
-from mailer.delivery.classify import ReplyClass, classify, parse_reply
 from mailer.reasons import Reason
+from mailer.replycodes import ReplyClass, classify, parse_reply
 
 R = Reason
 

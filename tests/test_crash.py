@@ -24,6 +24,9 @@ MESSAGES = 2000
 IN_FLIGHT = 100
 
 
+WORKER_SECRET = "worker-unsubscribe-secret-0123456789abcdef"
+
+
 def write_config(path: Path, *, database: Path, dns: DNSServer, port: int, keys: Path) -> Path:
     path.write_text(
         f'hostname = "mailer.test"\n'
@@ -39,6 +42,10 @@ def write_config(path: Path, *, database: Path, dns: DNSServer, port: int, keys:
         f"lease_seconds = 3\n"
         f"poll_interval = 0.2\n"
         f"idle_timeout = 0.2\n"
+        # what `mailer worker` needs for every message's one-click unsubscribe URL
+        f"[api]\n"
+        f'secret = "{WORKER_SECRET}"\n'
+        f'public_url = "https://mailer.test"\n'
     )
     return path
 

@@ -160,7 +160,7 @@ def test_send_command_enqueues_a_csv_and_queue_list_shows_it(tmp_path: Path) -> 
     )
     assert sent.exit_code == 0, sent.output
     assert "accepted 1, rejected 1" in sent.output
-    assert "recipients[1].email" in sent.output
+    assert "line 3: email:" in sent.output
     listed = runner.invoke(cli, ["queue", "list", "--json"], env=env)
     [row] = json.loads(listed.output)
     assert (row["recipient"], row["state"], row["reason"]) == ("anna@dest.test", "queued", "queued")

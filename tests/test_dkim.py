@@ -1,4 +1,4 @@
-"""DKIM signing: byte-identical to dkimpy, verifiable, From over-signed."""
+"""DKIM signing: byte-identical to dkimpy, verifiable, the headers that matter over-signed."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from mailer.errors import DNSTemporaryError, KeyMaterialError, ValidationError
 from mailer.message.keys import KeyStore, SigningKey, dns_name, dns_record_value
 from mailer.message.signing import (
     DEFAULT_SIGNED_HEADERS,
+    OVERSIGNED_HEADERS,
     Signer,
     naive_sign,
     records_dnsfunc,
@@ -201,11 +202,12 @@ def test_signing_uses_the_key_parsed_at_load_not_the_pem(
 # -- which headers are signed ----------------------------------------------
 
 
-def test_from_is_over_signed_and_only_listed_headers_are_signed() -> None:
-    assert signed_header_names(BULK) == [
+def test_the_listed_headers_are_over_signed_and_only_listed_headers_are_signed() -> None:
+    present = [
         b"from",
         b"reply-to",
         b"to",
+        b"cc",
         b"subject",
         b"date",
         b"message-id",
@@ -213,14 +215,29 @@ def test_from_is_over_signed_and_only_listed_headers_are_signed() -> None:
         b"list-unsubscribe-post",
         b"mime-version",
         b"content-type",
-        b"from",
     ]
+    assert signed_header_names(BULK) == present + list(OVERSIGNED_HEADERS)
+    assert set(OVERSIGNED_HEADERS) == {
+        b"from",
+        b"to",
+        b"cc",
+        b"subject",
+        b"date",
+        b"message-id",
+        b"reply-to",
+        b"list-unsubscribe",
+        b"list-unsubscribe-post",
+        b"content-type",
+        b"mime-version",
+        b"feedback-id",
+    }
 
 
 def test_h_tag_lists_the_signed_headers(keys: dict[str, list[SigningKey]]) -> None:
     [signature] = signatures(Signer(only(keys, "rsa"), our_domain=OURS).sign(SIMPLE))
     assert tag(signature, b"h") == (
-        b"from:to:subject:date:message-id:mime-version:content-type:from"
+        b"from:to:subject:date:message-id:mime-version:content-type:"
+        + b":".join(OVERSIGNED_HEADERS)
     )
     assert tag(signature, b"c") == b"relaxed/relaxed"
     assert tag(signature, b"a") == b"rsa-sha256"
@@ -374,6 +391,39 @@ def test_a_second_from_added_after_signing_fails(
     top = where == "top"
     forged = forged_from + b"\r\n" + signed if top else add_header(signed, forged_from)
     assert [r.ok for r in verify(forged, dnsfunc=records_dnsfunc(records))] == [False, False]
+
+
+# A second copy of each over-signed header, put at the very top where an
+# attacker would put it (a reader shows the first). BULK has no Feedback-ID:
+# adding one where there was none must fail too.
+FORGED_COPIES = {
+    b"from": b"From: ceo@netigate.test",
+    b"to": b"To: victim@example.org",
+    b"cc": b"Cc: other@example.org",
+    b"subject": b"Subject: Urgent: confirm your password",
+    b"date": b"Date: Wed, 15 Nov 2023 08:00:00 +0000",
+    b"message-id": b"Message-ID: <forged@netigate.test>",
+    b"reply-to": b"Reply-To: thief@evil.test",
+    b"list-unsubscribe": b"List-Unsubscribe: <https://evil.test/u>",
+    b"list-unsubscribe-post": b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+    b"content-type": b"Content-Type: text/html; charset=utf-8",
+    b"mime-version": b"MIME-Version: 1.0",
+    b"feedback-id": b"Feedback-ID: 1:evil:survey:netigate",
+}
+
+
+def test_every_over_signed_header_has_a_forged_copy_under_test() -> None:
+    assert set(FORGED_COPIES) == set(OVERSIGNED_HEADERS)
+
+
+@pytest.mark.parametrize("name", list(FORGED_COPIES), ids=lambda n: n.decode())
+def test_dkimpy_fails_a_second_copy_of_a_signed_header_added_at_the_top(
+    keys: dict[str, list[SigningKey]], records: dict[str, str], name: bytes
+) -> None:
+    signed = Signer(keys, our_domain=OURS).sign(BULK, customer_domain=CUSTOMER)
+    assert [r.ok for r in verify(signed, dnsfunc=records_dnsfunc(records))] == [True] * 3
+    forged = FORGED_COPIES[name] + b"\r\n" + signed
+    assert [r.ok for r in verify(forged, dnsfunc=records_dnsfunc(records))] == [False] * 3
 
 
 def test_an_added_unsigned_header_still_verifies(

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from mailer.message.keys import KeyStore, SigningKey, dns_name, dns_record_value
-from mailer.message.signing import Signer
+from mailer.message.signing import OVERSIGNED_HEADERS, Signer
 
 OURS = "netigate.test"
 CUSTOMER = "customer.test"
@@ -133,3 +133,34 @@ def test_opendkim_fails_a_from_prepended_after_signing(
 ) -> None:
     signed = b"From: ceo@netigate.test\r\n" + signer.sign(MESSAGE)
     assert [v.result for v in opendkim_verify(signed, keys, tmp_path)] == ["fail", "fail"]
+
+
+# At the very top, where an attacker puts a header field: readers show the
+# first copy, verifiers take the bottom one for each name h= lists.
+FORGED_COPIES = {
+    "from": "From: ceo@netigate.test",
+    "to": "To: victim@example.org",
+    "cc": "Cc: other@example.org",
+    "subject": "Subject: Urgent: confirm your password",
+    "date": "Date: Wed, 15 Nov 2023 08:00:00 +0000",
+    "message-id": "Message-ID: <forged@netigate.test>",
+    "reply-to": "Reply-To: thief@evil.test",
+    "list-unsubscribe": "List-Unsubscribe: <https://evil.test/u>",
+    "list-unsubscribe-post": "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+    "content-type": "Content-Type: text/html; charset=utf-8",
+    "mime-version": "MIME-Version: 1.0",
+    "feedback-id": "Feedback-ID: 1:evil:survey:netigate",
+}
+
+
+def test_opendkim_copies_cover_every_over_signed_header() -> None:
+    assert set(FORGED_COPIES) == {name.decode() for name in OVERSIGNED_HEADERS}
+
+
+@pytest.mark.parametrize("name", list(FORGED_COPIES))
+def test_opendkim_fails_a_second_copy_of_a_signed_header_added_at_the_top(
+    tmp_path: Path, signer: Signer, keys: dict[str, list[SigningKey]], name: str
+) -> None:
+    signed = signer.sign(MESSAGE, customer_domain=CUSTOMER)
+    forged = FORGED_COPIES[name].encode() + b"\r\n" + signed
+    assert [v.result for v in opendkim_verify(forged, keys, tmp_path)] == ["fail"] * 3

@@ -68,14 +68,67 @@ def test_unknown_options_would_be_caught() -> None:
         parse_command_line(["serve", "--no-such-option"])
 
 
-def test_compose_environment_is_a_valid_configuration() -> None:
+def service_environment(service: str) -> dict[str, str]:
+    """The MAILER_* variables one service of compose.yaml gets: the shared
+    x-mailer-env block and its own, ``${VAR:-default}`` by its default."""
+    shared = COMPOSE.partition("x-mailer-env: &mailer-env\n")[2].partition("\n\n")[0]
+    block = re.search(rf"^  {service}:\n(.*?)(?=^  \S|^\S|\Z)", COMPOSE, flags=re.M | re.S)
+    assert block is not None, service
+    own = block.group(1)
+    env: dict[str, str] = {}
+    text = shared + "\n" + own if "<<: *mailer-env" in own else own
+    for name, raw in re.findall(r"^\s+(MAILER_[A-Z0-9_]+):\s*(.+?)\s*$", text, flags=re.M):
+        env[name] = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", raw).strip("\"'")
+    return env
+
+
+def secret_files(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """``env`` with each *_FILE path moved to a file under ``tmp_path``
+    holding what the secrets service would have made."""
+    made = {
+        "database_url": "postgresql://mailer:Zq0vW7pL3xR9tY2uK5nB8mC1dF4gH6jS@postgres:5432/mailer",
+        "api_key": "aP3kQ9wE7rT1yU5iO2pA8sD4fG6hJ0kL",
+        "unsubscribe_secret": "uN5sB2cR8iB4eS6eC0rE3tK7eY1mA9kE",
+    }
+    out = dict(env)
+    for name, path in env.items():
+        if name.endswith("_FILE"):
+            base = path.rsplit("/", 1)[1]
+            target = tmp_path / base
+            target.write_text(made[base] + "\n")
+            out[name] = str(target)
+    return out
+
+
+def test_compose_environment_is_a_valid_configuration(tmp_path: Path) -> None:
     env = compose_environment()
-    assert env["MAILER_DATABASE"].startswith("postgresql://")
-    config = load_config(environ=env)
+    assert env["MAILER_DATABASE_FILE"] == "/run/mailer-secrets/database_url"
+    config = load_config(environ=secret_files(env, tmp_path))
     assert config.database.startswith("postgresql://")
     assert config.relay == "sink:2525"
     assert config.worker.metrics_port == 9108
     assert config.api.listen == "0.0.0.0:8025"
+
+
+def test_compose_has_no_secret_in_it_and_every_role_starts_with_its_secrets(
+    tmp_path: Path,
+) -> None:
+    # every secret is read from a file the secrets service makes
+    for name, value in compose_environment().items():
+        assert not re.search(r"(KEYS|SECRET|DATABASE)$", name), f"{name}={value} is inline"
+    assert "POSTGRES_PASSWORD_FILE: /run/mailer-secrets/postgres_password" in COMPOSE
+    assert re.search(r"^  secrets:\n", COMPOSE, flags=re.M)
+    api = load_config(environ=secret_files(service_environment("api"), tmp_path))
+    api.check_production(api=True, delivers=False)
+    worker_env = service_environment("worker")
+    # the workers build every message's one-click unsubscribe URL
+    assert "MAILER_API__SECRET_FILE" in worker_env
+    assert (
+        worker_env["MAILER_API__PUBLIC_URL"] == service_environment("api")["MAILER_API__PUBLIC_URL"]
+    )
+    worker = load_config(environ=secret_files(worker_env, tmp_path))
+    worker.check_production(api=False, delivers=True)
+    assert worker.api.secret == api.api.secret
 
 
 def test_image_is_slim_non_root_with_the_console_script_and_a_healthz_check() -> None:

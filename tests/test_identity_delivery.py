@@ -206,3 +206,27 @@ async def test_dkim_alignment_needs_the_key_to_be_published(
     send, received = await deliver(config, "hr@acme.test", make_sink)
     assert send.identity == "spf=none → neutral sender"
     assert received.mail_from.endswith("@netigate.se")
+
+
+async def test_dkim_alignment_survives_dns_failure_at_start_and_is_decided_later(
+    tmp_path: Path, region_dns: DNSServer, smtp_port: int, keys_dir: Path, make_sink
+) -> None:
+    # DNS fails for the customer's key record while the worker starts: the
+    # worker starts all the same; the domain is decided once DNS answers
+    region_dns.fail("cust1._domainkey.acme.test")
+    config = make_config(
+        tmp_path, region_dns, smtp_port, keys_dir, dkim={"domain": "mailer.test", "alignment": True}
+    )
+    sink = make_sink("127.0.0.2")
+    async with App(config) as app:
+        engine = await app.engine()
+        region_dns.heal("cust1._domainkey.acme.test")
+        result = await app.enqueue(survey("hr@acme.test"), ONE)
+        task = asyncio.create_task(engine.run(drain=True))
+        await asyncio.wait_for(task, 30)
+        send = await app.store.send(result.send_ids[0])
+    assert send.identity is not None
+    assert send.identity.startswith("dkim key for acme.test")
+    [received] = sink.messages
+    msg = message_from_bytes(received.data, policy=email.policy.default)
+    assert msg["From"].addresses[0].addr_spec == "hr@acme.test"

@@ -366,7 +366,7 @@ async def test_tables_fit_100_columns(
     tmp_path: Path, dns_server: DNSServer, smtp_port: int
 ) -> None:
     config = make_config(tmp_path, dns_server, smtp_port)
-    long_name = "a.very.long.local.part.of.a.respondent.address.that.goes.on.and.on"
+    long_name = "a.very.long.local.part.of.a.respondent.address.that.goes.on.and"  # 64, the most
     ids = await bounced_store(config, 2)
     async with App(config) as app:
         await app.enqueue(SURVEY, people(long_name, domain="sub.subsidiary.example.test"))
@@ -473,7 +473,7 @@ async def test_suppress_import_is_all_or_nothing_and_names_the_bad_line(tmp_path
     result = await mailer(path, "suppress", "import", str(bad), "--account", "acme")
     assert result.exit_code == 1
     assert "line 4" in result.output
-    assert json.loads((await ok(path, "suppress", "list", "--json")).stdout) == []
+    assert not (tmp_path / "db.sqlite3").exists()  # refused before anything was opened
     good = tmp_path / "good.csv"
     good.write_text("a@dest.test\nb@dest.test,suppressed-unsubscribe\nc@dest.test,,globex\n")
     imported = await ok(path, "suppress", "import", str(good), "--account", "acme")
@@ -505,3 +505,20 @@ async def test_stats_shows_failures_destinations_and_throughput(
     assert sum(t["delivered"] for t in data["throughput"]) == 2
     assert sum(t["bounced"] for t in data["throughput"]) == 1
     assert data["throughput"][-1]["minute"] <= data["generated_at"]
+
+
+async def test_suppress_add_keeps_an_earlier_unsubscribe_and_its_note_unless_replace(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "mailer.toml"
+    path.write_text(f'database = "{tmp_path / "db.sqlite3"}"\n')
+    args = ("suppress", "add", "anna@dest.test", "--account", "acme")
+    await ok(path, *args, "--reason", "suppressed-unsubscribe", "--note", "phoned in")
+    kept = await ok(path, *args, "--note", "bounced in the old system")
+    assert "suppressed 0 of 1" in kept.stdout
+    assert "stronger reason" in kept.stdout
+    [row] = json.loads((await ok(path, "suppress", "list", "--json")).stdout)
+    assert (row["reason"], row["detail"]) == ("suppressed-unsubscribe", "phoned in")
+    await ok(path, *args, "--note", "operator said so", "--replace")
+    [row] = json.loads((await ok(path, "suppress", "list", "--json")).stdout)
+    assert (row["reason"], row["detail"]) == ("suppressed-bounce", "operator said so")

@@ -51,6 +51,9 @@ def store_for(url: str) -> PostgresStore:
     return PostgresStore(url)
 
 
+WORKER_SECRET = "worker-unsubscribe-secret-0123456789abcdef"
+
+
 def write_config(
     path: Path, *, database: str, dns: DNSServer, port: int, keys: Path, lease: float
 ) -> Path:
@@ -68,6 +71,10 @@ def write_config(
         f"lease_seconds = {lease}\n"
         f"poll_interval = 0.2\n"
         f"idle_timeout = 0.2\n"
+        # what `mailer worker` needs for every message's one-click unsubscribe URL
+        f"[api]\n"
+        f'secret = "{WORKER_SECRET}"\n'
+        f'public_url = "https://mailer.test"\n'
     )
     return path
 

@@ -146,6 +146,34 @@ def test_one_click_unsubscribe_needs_https_post_header_and_dkim_coverage() -> No
     assert missing.detail == "no List-Unsubscribe header"
 
 
+def test_list_unsubscribe_with_two_web_uris_fails() -> None:
+    two = (
+        SIGNED_H.encode()
+        + b"List-Unsubscribe: <https://mailer.test/u/1>, <https://survey.test/u/1>\r\n"
+        + without(GOOD, "List-Unsubscribe")
+    )
+    result = check_list_unsubscribe(parsed(two))
+    assert not result.ok
+    assert "more than one web URI" in result.detail
+
+
+def test_the_dev_servers_loopback_http_link_passes_as_a_dev_link() -> None:
+    dev = (
+        SIGNED_H.encode()
+        + b"List-Unsubscribe: <http://127.0.0.1:8025/u/AbC>\r\n"
+        + without(GOOD, "List-Unsubscribe")
+    )
+    result = check_list_unsubscribe(parsed(dev))
+    assert result.ok
+    assert result.detail == "one-click http://127.0.0.1:8025/u/AbC (dev; https in production)"
+    elsewhere = (
+        SIGNED_H.encode()
+        + b"List-Unsubscribe: <http://survey.test/u/1>\r\n"
+        + without(GOOD, "List-Unsubscribe")
+    )
+    assert not check_list_unsubscribe(parsed(elsewhere)).ok
+
+
 def test_dkim_signed_headers_reads_each_signatures_h_tag() -> None:
     data = (
         SIGNED_H.encode() + b"DKIM-Signature: v=1; d=x.test; s=y;\r\n h=From : To; b=z\r\n" + GOOD

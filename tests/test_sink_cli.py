@@ -32,6 +32,12 @@ from mailer.sink import BadCert, ReplyRule, SinkOptions
 from mailer.sink.runner import pick_port
 from tests.conftest import CUSTOMER_DOMAIN, OUR_DOMAIN, SURVEY, make_config, run_until_settled
 
+# as on every delivering node: the service's one-click unsubscribe links
+SERVICE_LINKS = {
+    "secret": "sink-cli-unsubscribe-secret-0123456789",
+    "public_url": "https://mailer.test",
+}
+
 MAILER = str(Path(sys.executable).with_name("mailer"))
 
 
@@ -179,7 +185,9 @@ async def test_sink_command_receives_engine_mail_and_serves_it_over_http(
         f"127.0.0.1:{http_port}",
         True,
     )
-    config = make_config(tmp_path, dns_server, port, keys_dir, relay=f"127.0.0.1:{port}")
+    config = make_config(
+        tmp_path, dns_server, port, keys_dir, relay=f"127.0.0.1:{port}", api=SERVICE_LINKS
+    )
     async with App(config) as app:
         await app.enqueue(SURVEY, [RecipientInput("anna@dest.test", "Anna", {"token": "t1"})])
         await run_until_settled(app)
@@ -234,7 +242,9 @@ async def test_sink_command_fault_flags_shape_what_the_engine_sees(
         "--reply", "gone@*=550 5.1.1 no such user",
     )  # fmt: skip
     assert "faults: reply rcpt:gone@* → 550 5.1.1 no such user; greylist" in sink.line()
-    config = make_config(tmp_path, dns_server, port, keys_dir, relay=f"127.0.0.1:{port}")
+    config = make_config(
+        tmp_path, dns_server, port, keys_dir, relay=f"127.0.0.1:{port}", api=SERVICE_LINKS
+    )
     recipients = [RecipientInput(f"{n}@dest.test", n, {"token": n}) for n in ("gone", "anna")]
     async with App(config) as app:
         await app.enqueue(SURVEY, recipients)

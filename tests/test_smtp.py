@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from mailer.config import TLSPolicy
-from mailer.delivery.classify import classify
 from mailer.delivery.smtp import Session, TLSContexts, open_session
 from mailer.dev.certs import CertFiles, TestCerts
 from mailer.errors import (
@@ -23,6 +22,7 @@ from mailer.errors import (
     TLSUnavailable,
 )
 from mailer.reasons import Reason
+from mailer.replycodes import classify
 from mailer.sink.runner import Sink, pick_port
 
 MX = "mx.sink.test"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
@@ -53,6 +54,23 @@ async def test_enqueue_stores_distribution_and_sends_in_order(store) -> None:
     assert got[1].variables == {"k": "1"}
     assert got[0].message_id == f"<{ids[0]}@mx.local>"
     assert (await store.counts(dist_id)) == {State.QUEUED: 3}
+
+
+async def test_distribution_keeps_its_unsubscribe_options_and_language(store) -> None:
+    plain_id, _ = await store.enqueue(DIST, sends(1), hostname="h", now=100.0)
+    plain = await store.distribution(plain_id)
+    assert (plain.unsubscribe_one_click, plain.language) == (False, None)
+    one_click = dataclasses.replace(
+        DIST,
+        unsubscribe_url="https://acme.test/unsub/{{ email }}",
+        unsubscribe_one_click=True,
+        language="de",
+    )
+    dist_id, _ = await store.enqueue(one_click, sends(1), hostname="h", now=100.0)
+    dist = await store.distribution(dist_id)
+    assert dist.unsubscribe_url == one_click.unsubscribe_url
+    assert dist.unsubscribe_one_click is True
+    assert dist.language == "de"
 
 
 async def test_unknown_ids_raise_not_found(store) -> None:
@@ -236,7 +254,7 @@ async def test_reused_idempotency_key_stores_nothing_and_returns_the_first_ids(s
         DIST, sends(2), hostname="h", now=100.0, idempotency=Idempotency("k", "h1")
     )
     again = await store.enqueue(
-        DIST, sends(5), hostname="h", now=101.0, idempotency=Idempotency("k", "h2")
+        DIST, sends(2), hostname="h", now=101.0, idempotency=Idempotency("k", "h1")
     )
     assert again == first
     assert await store.counts() == {State.QUEUED: 2}
@@ -254,12 +272,12 @@ async def test_cancel_ends_what_is_not_yet_sent_with_an_event(store) -> None:
     dist_id, ids = await store.enqueue(DIST, sends(4), hostname="h", now=100.0)
     claimed = await store.claim("w", 2, lease_seconds=60, now=101.0)
     [leased, delivered] = [c.send.id for c in claimed]
-    await store.complete(
-        "w", [Outcome(delivered, State.DELIVERED, Reason.DELIVERED)], now=102.0
-    )
+    await store.complete("w", [Outcome(delivered, State.DELIVERED, Reason.DELIVERED)], now=102.0)
     assert await store.cancel(dist_id, now=103.0) == 2
     assert await store.counts(dist_id) == {
-        State.CANCELLED: 2, State.SENDING: 1, State.DELIVERED: 1,
+        State.CANCELLED: 2,
+        State.SENDING: 1,
+        State.DELIVERED: 1,
     }
     cancelled = [i for i in ids if i not in (leased, delivered)]
     for send_id in cancelled:
@@ -280,11 +298,14 @@ async def test_unsubscribe_suppresses_for_the_account_with_an_event_on_the_send(
     )
     [suppression] = await store.suppressions("acme")
     assert (suppression.address, suppression.reason) == (
-        "user0@dest.test", Reason.SUPPRESSED_UNSUBSCRIBE,
+        "user0@dest.test",
+        Reason.SUPPRESSED_UNSUBSCRIBE,
     )
     [*_, event] = await store.events(send_id=ids[0])
     assert (event.state, event.reason, event.detail) == (
-        State.QUEUED, Reason.SUPPRESSED_UNSUBSCRIBE, "one-click",
+        State.QUEUED,
+        Reason.SUPPRESSED_UNSUBSCRIBE,
+        "one-click",
     )
     assert (await store.send(ids[0])).state is State.QUEUED
     # a second unsubscribe changes nothing
@@ -293,8 +314,10 @@ async def test_unsubscribe_suppresses_for_the_account_with_an_event_on_the_send(
     # a send id that is not to this address gets no event
     assert await store.unsubscribe("acme", "user9@dest.test", now=112.0, send_id=ids[1])
     assert len(await store.events(send_id=ids[1])) == 1
-    claimed = {c.send.recipient: c.suppressed for c in await store.claim(
-        "w", 10, lease_seconds=60, now=120.0)}
+    claimed = {
+        c.send.recipient: c.suppressed
+        for c in await store.claim("w", 10, lease_seconds=60, now=120.0)
+    }
     assert claimed["user0@dest.test"] is Reason.SUPPRESSED_UNSUBSCRIBE
     assert claimed["user1@dest.test"] is None
 
@@ -563,3 +586,63 @@ async def test_renew_extends_only_the_owners_live_leases(store) -> None:
     again = await store.claim("w3", 10, lease_seconds=10, now=111.0)
     assert len(again) == 1
     assert await store.renew("w2", ids, lease_seconds=10, now=111.0) == 0
+
+
+async def test_a_suppression_never_gives_way_to_a_weaker_reason_unless_replaced(store) -> None:
+    unsub, bounce = Reason.SUPPRESSED_UNSUBSCRIBE, Reason.SUPPRESSED_BOUNCE
+    await store.suppress("acme", "a@dest.test", unsub, now=10.0, detail="asked by phone")
+    assert not await store.suppress("acme", "A@dest.test", bounce, now=20.0, detail="550")
+    assert not await store.suppress("acme", "a@dest.test", unsub, now=30.0, detail="again")
+    written = await store.suppress_many(
+        [
+            Suppression("acme", "a@dest.test", bounce, 40.0, None),
+            Suppression("acme", "b@dest.test", bounce, 40.0, "old list"),
+        ]
+    )
+    assert written == 1
+    # a stronger reason takes the place of a weaker one
+    assert await store.suppress("acme", "b@dest.test", unsub, now=50.0, detail="link")
+    [a, b] = await store.suppressions("acme")
+    assert (a.reason, a.created_at, a.detail) == (unsub, 10.0, "asked by phone")
+    assert (b.reason, b.created_at, b.detail) == (unsub, 50.0, "link")
+    # an unsubscribe link does not undo what is on the list already
+    assert not await store.unsubscribe("acme", "a@dest.test", now=60.0)
+    # the operator may overwrite
+    assert await store.suppress("acme", "a@dest.test", bounce, now=70.0, replace=True)
+    assert (
+        await store.suppress_many(
+            [Suppression("acme", "b@dest.test", bounce, 80.0, "x")], replace=True
+        )
+        == 1
+    )
+    assert {(s.address, s.reason, s.detail) for s in await store.suppressions("acme")} == {
+        ("a@dest.test", bounce, None),
+        ("b@dest.test", bounce, "x"),
+    }
+
+
+async def test_an_automatic_bounce_suppression_keeps_an_unsubscribe(store) -> None:
+    await store.enqueue(DIST, sends(1), hostname="h", now=100.0)
+    await store.suppress(
+        "acme", "user0@dest.test", Reason.SUPPRESSED_UNSUBSCRIBE, now=50.0, detail="link"
+    )
+    [claimed] = await store.claim("w", 1, lease_seconds=60, now=101.0)
+    await store.complete(
+        "w",
+        [
+            Outcome(
+                claimed.send.id,
+                State.BOUNCED,
+                Reason.MAILBOX_UNKNOWN,
+                attempt=Attempt(101.0, 102.0, Reason.MAILBOX_UNKNOWN, code=550, text="no"),
+                suppress=Reason.SUPPRESSED_BOUNCE,
+            )
+        ],
+        now=102.0,
+    )
+    [kept] = await store.suppressions("acme")
+    assert (kept.reason, kept.created_at, kept.detail) == (
+        Reason.SUPPRESSED_UNSUBSCRIBE,
+        50.0,
+        "link",
+    )

@@ -77,7 +77,9 @@ def create_api(
     no links), ``max_body`` (bytes; larger requests get 413)."""
     cfg = app.config.api
     keys = cfg.keys if api_keys is None else tuple(api_keys)
-    links = links_from_config(secret or cfg.secret, public_url or cfg.public_url)
+    links = links_from_config(
+        secret or cfg.secret, public_url or cfg.public_url, enabled=cfg.unsubscribe
+    )
     client = Client(app, unsubscribe=links)
     metrics = ApiMetrics()
 

@@ -4,7 +4,7 @@ schema) and their conversion from and to the service's own values."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic_core import to_json
@@ -61,8 +61,26 @@ class DistributionIn(_In):
         str | None,
         Field(
             max_length=2_000,
-            description="URL template; without one the service's own /u/ link is used",
+            description=(
+                "URL template (https: or mailto:). The service's own one-click /u/ link "
+                "stays in List-Unsubscribe unless unsubscribe_one_click is true; an https "
+                "URL that is not one-click is the link the body shows"
+            ),
         ),
+    ] = None
+    unsubscribe_one_click: Annotated[
+        bool,
+        Field(
+            description=(
+                "unsubscribe_url (https) accepts RFC 8058 one-click POSTs, so it replaces "
+                "the service's link in List-Unsubscribe"
+            ),
+            strict=True,
+        ),
+    ] = False
+    language: Annotated[
+        Literal["de", "en"] | None,
+        Field(description="language of the unsubscribe footer and page (default: English)"),
     ] = None
     send_at: AwareDatetime | None = None
     tags: Annotated[list[Annotated[str, Field(max_length=100)]], Field(max_length=50)] = []
@@ -79,6 +97,8 @@ class DistributionIn(_In):
             unsubscribe_url=self.unsubscribe_url,
             send_at=None if self.send_at is None else self.send_at.timestamp(),
             tags=tuple(self.tags),
+            unsubscribe_one_click=self.unsubscribe_one_click,
+            language=self.language,
         )
 
 
@@ -259,6 +279,8 @@ class DistributionOut(BaseModel):
     sender: SenderOut
     subject: str
     unsubscribe_url: str | None
+    unsubscribe_one_click: bool
+    language: str | None
     send_at: datetime | None
     tags: list[str]
     created_at: datetime
@@ -274,6 +296,8 @@ class DistributionOut(BaseModel):
             sender=SenderOut(address=dist.sender_address, name=dist.sender_name),
             subject=dist.subject,
             unsubscribe_url=dist.unsubscribe_url,
+            unsubscribe_one_click=dist.unsubscribe_one_click,
+            language=dist.language,
             send_at=_time(dist.send_at),
             tags=list(dist.tags),
             created_at=datetime.fromtimestamp(dist.created_at, UTC),

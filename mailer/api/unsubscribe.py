@@ -3,14 +3,15 @@
 ``GET`` only shows a confirmation page with a form, because link scanners
 and mail previews follow links; the form, and mailbox providers' one-click
 requests, ``POST`` the body ``List-Unsubscribe=One-Click`` (form-urlencoded
-or multipart), which suppresses the address for the account.
+or multipart), which suppresses the address for the account. Every answer
+is a page in place (no redirect, RFC 8058 §3.2), in the distribution's
+language or the browser's (:mod:`mailer.api.unsubscribe_page`).
 """
 
 from __future__ import annotations
 
 import email.parser
 import email.policy
-from html import escape
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -18,42 +19,21 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from mailer.api.metrics import ApiMetrics
+from mailer.api.unsubscribe_page import CSP, Page, choose_language, render
 from mailer.client import Client
 from mailer.errors import ValidationError
+from mailer.message.unsubscribe import UnsubscribeToken
 
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
 MAX_FORM = 64 * 1024
 
-_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="robots" content="noindex">
-<title>{title}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem}}
-button{{font-size:1rem;padding:.5rem 1.25rem}}</style>
-</head>
-<body>
-<main>
-<h1>{title}</h1>
-{body}
-</main>
-</body>
-</html>
-"""
+NO_STORE = {"Cache-Control": "no-store", "Content-Security-Policy": CSP}
 
 
-def page(title: str, body: str, status_code: int = 200) -> HTMLResponse:
-    return HTMLResponse(_PAGE.format(title=escape(title), body=body), status_code=status_code)
-
-
-def _invalid_link() -> HTMLResponse:
-    return page(
-        "Link not valid",
-        "<p>This unsubscribe link is not valid. Please use the link from the e-mail.</p>",
-        404,
-    )
+def _answer(page: Page) -> HTMLResponse:
+    # Answered in place, never redirected (RFC 8058 §3.2): a mailbox
+    # provider's one-click POST does not follow redirects.
+    return HTMLResponse(page.html, status_code=page.status, headers=NO_STORE)
 
 
 def form_fields(content_type: str, body: bytes) -> dict[str, list[str]]:
@@ -84,21 +64,27 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def unsubscribe_router(client: Client, metrics: ApiMetrics) -> APIRouter:
-    router = APIRouter(prefix="/u", tags=["unsubscribe"], responses=_RESPONSES)
+    # redirect_slashes off: "/u/{token}/" is answered, not redirected
+    router = APIRouter(
+        prefix="/u", tags=["unsubscribe"], responses=_RESPONSES, redirect_slashes=False
+    )
+    form = "=".join(ONE_CLICK)
+
+    def language(target: UnsubscribeToken | None, request: Request) -> str:
+        preferred = target.language if target is not None else None
+        return choose_language(preferred, request.headers.get("accept-language"))
 
     @router.get("/{token}", response_class=HTMLResponse)
-    async def confirm(token: str) -> HTMLResponse:
-        """A confirmation page; unsubscribing needs the POST."""
+    @router.get("/{token}/", response_class=HTMLResponse, include_in_schema=False)
+    async def confirm(token: str, request: Request) -> HTMLResponse:
+        """A confirmation page in the distribution's language or the
+        browser's; unsubscribing needs the POST."""
         try:
             target = client.unsubscribe_target(token)
         except ValidationError:
-            return _invalid_link()
-        name, value = ONE_CLICK
-        return page(
-            "Unsubscribe",
-            f"<p>Stop survey e-mails to <strong>{escape(target.address)}</strong>?</p>\n"
-            f'<form method="post"><input type="hidden" name="{name}" value="{value}">'
-            '<button type="submit">Unsubscribe</button></form>',
+            return _answer(render("invalid", language(None, request)))
+        return _answer(
+            render("confirm", language(target, request), address=target.address, form=form)
         )
 
     @router.post(
@@ -106,26 +92,28 @@ def unsubscribe_router(client: Client, metrics: ApiMetrics) -> APIRouter:
         response_class=HTMLResponse,
         responses={400: {"description": "the body is not List-Unsubscribe=One-Click", **_HTML}},
     )
+    @router.post("/{token}/", response_class=HTMLResponse, include_in_schema=False)
     async def one_click(token: str, request: Request) -> HTMLResponse:
-        """RFC 8058 one-click: the body must be ``List-Unsubscribe=One-Click``."""
+        """RFC 8058 one-click: the body must be ``List-Unsubscribe=One-Click``.
+        Answered with a page, never a redirect."""
+        try:
+            target = client.unsubscribe_target(token)
+        except ValidationError:
+            target = None
+        lang = language(target, request)
         body = await request.body()
         fields = form_fields(request.headers.get("content-type", ""), body[:MAX_FORM])
         name, value = ONE_CLICK
+        if target is None:
+            return _answer(render("invalid", lang))
         if value not in fields.get(name, []):
-            return page(
-                "Not unsubscribed",
-                f"<p>The request must carry <code>{name}={value}</code>.</p>",
-                400,
-            )
+            return _answer(render("bad", lang, form=form))
         try:
             done = await client.unsubscribe(token)
         except ValidationError:
-            return _invalid_link()
+            return _answer(render("invalid", lang))
         if done.changed:
             metrics.unsubscribes.inc()
-        return page(
-            "Unsubscribed",
-            f"<p>{escape(done.address)} will get no more survey e-mails from this sender.</p>",
-        )
+        return _answer(render("done" if done.changed else "again", lang, address=done.address))
 
     return router

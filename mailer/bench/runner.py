@@ -34,17 +34,20 @@ from typing import Any
 from mailer import loop as service_loop
 from mailer.app import App
 from mailer.bench.api import api_enqueue_rate
+from mailer.bench.feedback import bounces_parsed_per_second, inbound_accepted_per_second
 from mailer.config import Config, load_config
 from mailer.dev.dnsserver import DNSServer
-from mailer.enqueue import RecipientInput
+from mailer.enqueue import MAX_RECIPIENTS, RecipientInput
 from mailer.errors import ConfigError, MailerError
 from mailer.message.addresses import parse_address
 from mailer.message.compose import build_message
-from mailer.message.keys import KeyStore, SigningKey
+from mailer.message.keys import KeyStore, SigningKey, dns_record_value
 from mailer.message.signing import Signer, digest_signer, naive_sign
 from mailer.message.templates import Content, compile_content, render
 from mailer.reasons import State
+from mailer.sink.options import SinkOptions
 from mailer.sink.runner import pick_port
+from mailer.sink.server import DevSink
 from mailer.store.models import NewDistribution
 
 HTML = """<html><body>
@@ -72,6 +75,7 @@ class BenchReport:
     latency_p50_ms: float
     latency_p99_ms: float
     peak_rss_mb: float
+    peak_rss_mb_per_engine: tuple[float, ...]
     sink_received: int
     baseline_messages: int
     baseline_messages_per_second: float
@@ -81,6 +85,12 @@ class BenchReport:
     dkimpy_signatures_per_second: float
     api_recipients: int
     api_recipients_per_second: float
+    bounce_samples: int
+    bounces_parsed_per_second: float
+    inbound_messages: int
+    inbound_accepted_per_second: float
+    sink_checked_messages: int
+    sink_checks_per_second: float
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,15 +103,22 @@ def zone(domains: int) -> dict[str, dict[str, Any]]:
     return records
 
 
-def recipients(messages: int, domains: int) -> list[RecipientInput]:
+def recipients(messages: int, domains: int, start: int = 0) -> list[RecipientInput]:
     return [
         RecipientInput(
             f"respondent{i}@d{i % domains}.bench.test",
             f"Befragte Person {i}",
             {"token": f"{i:08d}"},
         )
-        for i in range(messages)
+        for i in range(start, start + messages)
     ]
+
+
+def recipient_batches(messages: int, domains: int) -> Iterator[list[RecipientInput]]:
+    """The bench's recipients in batches of at most MAX_RECIPIENTS (what
+    one request may carry), made one batch at a time."""
+    for start in range(0, messages, MAX_RECIPIENTS):
+        yield recipients(min(MAX_RECIPIENTS, messages - start), domains, start)
 
 
 @contextlib.contextmanager
@@ -179,6 +196,25 @@ def sample_message() -> bytes:
     )
 
 
+def sink_check_rate(dns: DNSServer, signer: Signer, root: Path, count: int) -> float:
+    """Messages per second through the dev sink's full-check path (DKIM
+    verification against the loopback DNS, the header checks, the Maildir),
+    measured from the first message sent over STARTTLS until the last one
+    is checked and stored: what `mailer sink` keeps up with."""
+    data = signer.sign(sample_message())
+    options = SinkOptions(maildir=root / "sink-Maildir", backlog=count + 1)
+    with DevSink(options, nameservers=[dns.address]) as sink:
+        with smtplib.SMTP(sink.host, sink.port, timeout=60) as client:
+            client.ehlo()
+            client.starttls(context=ssl._create_unverified_context())
+            client.ehlo()
+            start = time.perf_counter()
+            for _ in range(count):
+                client.sendmail("bounce@bench.test", ["respondent@d0.bench.test"], data)
+        sink.wait_idle(timeout=max(60.0, count / 10))
+        return count / (time.perf_counter() - start)
+
+
 def signatures_per_second(
     sign: Callable[[bytes], bytes], seconds: float = 2.0, *, data: bytes | None = None
 ) -> float:
@@ -238,7 +274,8 @@ async def _enqueue(config: Config, messages: int, domains: int) -> float:
             unsubscribe_url="https://survey.bench.test/u/{{ token }}",
         )
         start = time.perf_counter()
-        await app.enqueue(dist, recipients(messages, domains))
+        for batch in recipient_batches(messages, domains):
+            await app.enqueue(dist, batch)
         return time.perf_counter() - start
 
 
@@ -259,9 +296,9 @@ def _engine_process(config: Config, owner: str, ready: Any, go: Any, done: Any) 
     done.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def _deliver(config: Config, workers: int) -> tuple[float, float]:
+def _deliver(config: Config, workers: int) -> tuple[float, list[float]]:
     """Seconds from the start signal until ``workers`` engine processes have
-    drained the queue, and the largest peak RSS (MB) among them. Start-up
+    drained the queue, and the peak RSS (MB) of each. Start-up
     (imports, keys, connections to the store) is not timed: it is not
     throughput."""
     context = multiprocessing.get_context("spawn")
@@ -299,7 +336,7 @@ def _deliver(config: Config, workers: int) -> tuple[float, float]:
         for process in processes:
             if process.is_alive():
                 process.kill()
-    return seconds, max(peaks) / 1024
+    return seconds, [peak / 1024 for peak in peaks]
 
 
 async def _outcome(config: Config, messages: int) -> list[float]:
@@ -352,6 +389,9 @@ def run_bench(
         keys = keystore.load(OUR_DOMAIN)
         signer = Signer({OUR_DOMAIN: keys}, our_domain=OUR_DOMAIN)
         dns = stack.enter_context(DNSServer(zone(domains)))
+        # the key the dev sink verifies against
+        for info in keystore.list():
+            dns.set(f"{info.selector}._domainkey.{info.domain}", "TXT", [dns_record_value(info)])
         port = pick_port(("127.0.0.1",))
         received = stack.enter_context(sink_process(port, root / "sink.log"))
         # The same connections and leases in all, shared by the processes.
@@ -384,6 +424,8 @@ def run_bench(
             port, baseline_messages, domains, baseline_seconds, keys
         )
         rate = messages / deliver_seconds
+        sink_checked = min(messages, 1000)
+        sink_rate = sink_check_rate(dns, signer, root, sink_checked)
         api_root = root / "api"
         api_root.mkdir()
         api_rate = service_loop.run(
@@ -395,6 +437,13 @@ def run_bench(
                 database=stack.enter_context(bench_database(api_root, postgres)),
             )
         )
+        samples, parse_rate = bounces_parsed_per_second()
+        inbound_root = root / "inbound"
+        inbound_root.mkdir()
+        # as many returned messages as sent, within bounds that keep a
+        # short run short and a long one meaningful
+        inbound_messages = min(max(messages, 100), 2000)
+        inbound_rate = inbound_accepted_per_second(inbound_root, inbound_messages)
         return BenchReport(
             messages=messages,
             domains=domains,
@@ -405,7 +454,8 @@ def run_bench(
             messages_per_second=round(rate, 1),
             latency_p50_ms=round(statistics.median(latencies) * 1000, 1),
             latency_p99_ms=round(percentile(latencies, 0.99) * 1000, 1),
-            peak_rss_mb=round(engine_rss_mb, 1),
+            peak_rss_mb=round(max(engine_rss_mb), 1),
+            peak_rss_mb_per_engine=tuple(round(mb, 1) for mb in engine_rss_mb),
             sink_received=engine_received,
             baseline_messages=baseline_sent,
             baseline_messages_per_second=round(baseline_rate, 1),
@@ -424,4 +474,10 @@ def run_bench(
             ),
             api_recipients=api_recipients,
             api_recipients_per_second=round(api_rate, 1),
+            bounce_samples=samples,
+            bounces_parsed_per_second=round(parse_rate, 1),
+            inbound_messages=inbound_messages,
+            inbound_accepted_per_second=round(inbound_rate, 1),
+            sink_checked_messages=sink_checked,
+            sink_checks_per_second=round(sink_rate, 1),
         )

@@ -131,7 +131,11 @@ def bench(
         f"latency:  enqueue→delivered p50 {report.latency_p50_ms:.0f} ms, "
         f"p99 {report.latency_p99_ms:.0f} ms; enqueue took {report.enqueue_seconds:.2f} s"
     )
-    click.echo(f"memory:   peak RSS {report.peak_rss_mb:.0f} MB per engine process")
+    each = ", ".join(f"{mb:.0f}" for mb in report.peak_rss_mb_per_engine)
+    click.echo(
+        f"memory:   peak RSS per engine process {each} MB "
+        f"(largest {report.peak_rss_mb:.0f} MB, with {report.messages} queued at the start)"
+    )
     click.echo(
         f"baseline: smtplib, one connection + STARTTLS per message, dkimpy-signed: "
         f"{report.baseline_messages} messages, {report.baseline_messages_per_second:.0f} msg/s"
@@ -145,6 +149,18 @@ def bench(
     click.echo(
         f"api:      {report.api_recipients} recipients POSTed in distributions of 1,000: "
         f"{report.api_recipients_per_second:.0f} recipients/s accepted (durable)"
+    )
+    click.echo(
+        f"bounces:  {report.bounces_parsed_per_second:.0f} returned messages parsed/s on one "
+        f"core (the {report.bounce_samples} samples of every layout, over and over)"
+    )
+    click.echo(
+        f"inbound:  {report.inbound_messages} DSNs over STARTTLS, 8 sessions: "
+        f"{report.inbound_accepted_per_second:.0f} msg/s accepted (durable before each 250)"
+    )
+    click.echo(
+        f"sink:     {report.sink_checked_messages} messages through `mailer sink`'s full checks "
+        f"(DKIM verify, header checks, Maildir): {report.sink_checks_per_second:.0f} msg/s"
     )
     if rtt is not None:
         _echo_rtt(rtt)

@@ -14,11 +14,13 @@ import click
 
 from mailer.checkdomain import (
     EXIT_COULD_NOT_RUN,
+    DomainReport,
     check_domain,
     error_json,
     render_text,
 )
 from mailer.cli.main import Context, cli, pass_ctx
+from mailer.config import Config
 from mailer.errors import DNSTemporaryError, MailerError
 
 
@@ -69,4 +71,33 @@ def check_domain_command(
     else:
         for line in render_text(report):
             click.echo(line)
+        if _our_envelope(report):
+            for line in return_path_records(config, report.region):
+                click.echo(line)
     raise SystemExit(report.exit_code)
+
+
+def _our_envelope(report: DomainReport) -> bool:
+    """Whether the domain's surveys go out with our envelope (the sender
+    check's decision), so that their bounces return to our bounce domain."""
+    try:
+        details = report.check("sender").details
+    except KeyError:
+        return False
+    return bool(details.get("envelope_from")) and details.get("envelope_from") != details.get(
+        "address"
+    )
+
+
+def return_path_records(config: Config, region: str) -> list[str]:
+    """Where this region's bounces return (the envelope of every message
+    not sent under the customer's own SPF-passing address) and the records
+    our side publishes for it, so SPF keeps passing for our envelope (pure;
+    docs/feedback.md)."""
+    settings = config.regions[region]
+    domain = config.feedback.bounce_domain or f"bounces.{settings.platform_host}"
+    return [
+        f"Bounces of mail under our envelope return to b+…@{domain}; our side publishes:",
+        f"     {domain}. IN MX 10 <the inbound listener's host>.",
+        f'     {domain}. IN TXT "v=spf1 include:{settings.spf_include} -all"',
+    ]

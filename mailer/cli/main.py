@@ -73,6 +73,7 @@ def register_commands() -> None:
     from mailer.cli import (  # noqa: F401
         bench,
         check_domain,
+        inbound,
         keys,
         ops,
         queue,

@@ -26,9 +26,11 @@ from mailer.cli.queue import (
     when,
 )
 from mailer.config import Config
+from mailer.feedback.breaker import DAY, Judgement
+from mailer.feedback.circuit import Breaker
 from mailer.reasons import State
 from mailer.store.models import Hold, HoldKind, Send, SendFilter, Stats
-from mailer.store.rules import REPLAYABLE_STATES, replay_filter
+from mailer.store.rules import REPLAYABLE_STATES, hold_value, replay_filter
 
 # replay ----------------------------------------------------------------------
 
@@ -56,7 +58,7 @@ async def _replay(
     sample: int,
     progress_console: Console,
 ) -> tuple[ReplayReport, list[Send]]:
-    async with App(config) as app:
+    async with App(config, existing=True) as app:
         store = app.store
         plan = await store.replay_plan(flt)
         report = ReplayReport(
@@ -201,7 +203,7 @@ async def _hold(config: Config, target: tuple[HoldKind, str] | None, note: str |
 
 
 async def _release(config: Config, target: tuple[HoldKind, str]) -> int:
-    async with App(config) as app:
+    async with App(config, existing=True) as app:
         return await app.store.release_hold(*target, now=time.time())
 
 
@@ -236,17 +238,36 @@ def hold(
             click.echo("no holds")
         return
     kind, value = _target(domain, distribution)
+    value = hold_value(kind, value)  # refused before anything is opened; echoed normalised
     moved: int = run(_hold(ctx.config, (kind, value), note))
     click.echo(f"held {kind} {value}: {moved} waiting send(s) now held")
+
+
+async def _release_account(config: Config, account: str) -> int:
+    async with App(config) as app:
+        return await app.store.release_account(account, now=time.time())
 
 
 @cli.command()
 @click.argument("domain", required=False)
 @click.option("--distribution", default=None, help="Release this distribution instead.")
+@click.option(
+    "--account",
+    default=None,
+    help="Release an account the circuit breaker paused (it then judges only later sends).",
+)
 @pass_ctx
-def release(ctx: Context, domain: str | None, distribution: str | None) -> None:
+def release(
+    ctx: Context, domain: str | None, distribution: str | None, account: str | None
+) -> None:
     """Release a hold: its held sends are queued, due now (unless another
     hold still covers them)."""
+    if account is not None:
+        if domain is not None or distribution is not None:
+            raise click.UsageError("--account goes alone")
+        queued = run(_release_account(ctx.config, account))
+        click.echo(f"released account {account}: {queued} send(s) queued")
+        return
     kind, value = _target(domain, distribution)
     queued = run(_release(ctx.config, (kind, value)))
     click.echo(f"released {kind} {value}: {queued} send(s) queued")
@@ -255,9 +276,35 @@ def release(ctx: Context, domain: str | None, distribution: str | None) -> None:
 # stats -------------------------------------------------------------------------
 
 
-async def _stats(config: Config, minutes: int, top: int) -> Stats:
-    async with App(config) as app:
-        return await app.store.stats(now=time.time(), minutes=minutes, top=top)
+async def _stats(
+    config: Config, minutes: int, top: int
+) -> tuple[Stats, list[tuple[str, Judgement, bool]]]:
+    async with App(config, existing=True) as app:
+        now = time.time()
+        result = await app.store.stats(now=now, minutes=minutes, top=top)
+        breaker = Breaker(app.store, config.feedback.breaker)
+        since = now - config.feedback.breaker.window_days * DAY
+        accounts = [
+            (account, *await breaker.judgement(account))
+            for account in await app.store.active_accounts(since=since)
+        ]
+        return result, accounts
+
+
+def accounts_json(accounts: list[tuple[str, Judgement, bool]]) -> list[dict[str, Any]]:
+    """The circuit breaker's view per account (``mailer stats --json``)."""
+    return [
+        {
+            "account": account,
+            "sends": j.sends,
+            "hard_bounces": j.hard_bounces,
+            "complaints": j.complaints,
+            "hard_bounce_rate": round(j.bounce_rate, 6),
+            "complaint_rate": round(j.complaint_rate, 6),
+            "paused": paused,
+        }
+        for account, j, paused in accounts
+    ]
 
 
 def stats_json(stats: Stats, *, now: float, minutes: int) -> dict[str, Any]:
@@ -325,8 +372,26 @@ def stats(ctx: Context, minutes: int, top: int, as_json: bool) -> None:
     """Counts per state, top failure reasons, top deferring destinations,
     throughput per minute, holds."""
     now = time.time()
-    result = run(_stats(ctx.config, minutes, top))
+    result, accounts = run(_stats(ctx.config, minutes, top))
     if as_json:
+        # the per-account rates in JSON: `mailer bounces accounts --json`
         click.echo(json.dumps(stats_json(result, now=now, minutes=minutes)))
         return
     print_stats(console(), result, minutes)
+    table = _table(
+        "accounts (circuit breaker window, our envelope only)",
+        "account",
+        "sends",
+        "hard-bounce rate",
+        "complaint rate",
+        "state",
+    )
+    for account, j, paused in accounts:
+        table.add_row(
+            account,
+            str(j.sends),
+            f"{j.bounce_rate:.2%}",
+            f"{j.complaint_rate:.2%}",
+            "paused" if paused else "",
+        )
+    console().print(table if accounts else "no account sent in the breaker's window")

@@ -174,7 +174,7 @@ def queue() -> None:
 async def _list(
     config: Config, flt: SendFilter, limit: int, after: str | None
 ) -> tuple[list[Send], list[Hold]]:
-    async with App(config) as app:
+    async with App(config, existing=True) as app:
         return await app.store.list_sends(flt, limit=limit, after=after), await app.store.holds()
 
 
@@ -236,7 +236,7 @@ class Story:
 
 
 async def _show(config: Config, send_id: str) -> Story:
-    async with App(config) as app:
+    async with App(config, existing=True) as app:
         store = app.store
         send = await store.send(send_id)
         mine = {("domain", send.domain), ("distribution", send.distribution_id)}
@@ -283,6 +283,18 @@ def _reply(code: int | None, enhanced: str | None, text: str | None) -> str:
     return " ".join(str(p) for p in (code, enhanced, text) if p) or "-"
 
 
+def bounce_route(identity: str) -> str:
+    """Where a send's later bounces go, from its identity decision (pure):
+    only an SPF pass puts the customer's own address on the envelope
+    (mailer.identity.sender); every other decision uses our return path."""
+    if identity.startswith("spf=pass"):
+        return (
+            "to the customer (their address is the envelope, SPF pass); "
+            "only what still reaches us is matched, by Message-ID"
+        )
+    return "back to us, at the send's own return path"
+
+
 def print_story(out: Console, story: Story) -> None:
     s, dist = story.send, story.distribution
     out.print(f"[bold]send {s.id}[/] → {s.recipient}" + (f" ({s.name})" if s.name else ""))
@@ -296,6 +308,8 @@ def print_story(out: Console, story: Story) -> None:
     )
     out.print(f"last reply: {_reply(s.last_code, s.last_enhanced, s.last_text)}")
     out.print(f"identity: {s.identity or '- (not decided yet)'}")
+    if s.identity:
+        out.print(f"bounces: {bounce_route(s.identity)}")
     out.print(f"message-id: {s.message_id}, enqueued {when(s.created_at)}")
     for h in story.holds:
         note = f": {h.note}" if h.note else ""

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import click
 
 from mailer.app import App
+from mailer.cli.csvfile import CsvProblem, CsvRecipients, decode, read_recipients
 from mailer.cli.main import Context, cli, pass_ctx, run
 from mailer.config import Config
-from mailer.enqueue import EnqueueResult, read_recipients_csv
+from mailer.enqueue import MAX_RECIPIENTS, Rejected, check_distribution, check_recipients
 from mailer.errors import ValidationError
+from mailer.intake import NoValidRecipient
 from mailer.store.models import NewDistribution
+
+# the variable the service fills in at delivery; a stand-in while checking
+_SERVICE = {"unsubscribe_url": "https://unsubscribe.invalid/u/probe"}
 
 
 def _read(path: Path | None, field: str) -> str | None:
@@ -24,10 +31,62 @@ def _read(path: Path | None, field: str) -> str | None:
         raise ValidationError(field, f"cannot read {path}: {exc}") from exc
 
 
-async def _send(config: Config, dist: NewDistribution, csv_text: str) -> EnqueueResult:
-    recipients = read_recipients_csv(csv_text)
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ValidationError("csv", f"cannot read {path}: {exc.strerror}") from exc
+
+
+@dataclass
+class Sent:
+    """What ``mailer send`` did: one distribution per batch of at most
+    MAX_RECIPIENTS rows, and every row left out, by CSV line."""
+
+    distributions: list[str] = field(default_factory=list)
+    accepted: int = 0
+    rejected: list[CsvProblem] = field(default_factory=list)
+
+
+def _field(rejected: Rejected) -> str:
+    # "recipients[3].email" -> "email": the CSV line says which recipient
+    head, dot, rest = rejected.field.partition(".")
+    return rest if dot and head.startswith("recipients[") else rejected.field
+
+
+def _on_lines(rejected: list[Rejected], lines: list[int]) -> list[CsvProblem]:
+    return [CsvProblem(lines[r.index], f"{_field(r)}: {r.reason}") for r in rejected]
+
+
+def _precheck(dist: NewDistribution, csv_rows: CsvRecipients) -> list[CsvProblem]:
+    """Every rejection the service would make, without storing anything
+    (pure): for --strict, which enqueues nothing when there is any."""
+    compiled = check_distribution(dist)
+    service = _SERVICE if "unsubscribe_url" in compiled.referenced else None
+    problems: list[CsvProblem] = []
+    for start in range(0, len(csv_rows.recipients), MAX_RECIPIENTS):
+        batch = csv_rows.recipients[start : start + MAX_RECIPIENTS]
+        _, rejected = check_recipients(compiled, batch, service=service)
+        problems += _on_lines(rejected, csv_rows.lines[start : start + MAX_RECIPIENTS])
+    return problems
+
+
+async def _send(config: Config, dist: NewDistribution, csv_rows: CsvRecipients) -> Sent:
+    sent = Sent(rejected=list(csv_rows.problems))
     async with App(config) as app:
-        return await app.enqueue(dist, recipients)
+        for start in range(0, len(csv_rows.recipients), MAX_RECIPIENTS):
+            batch = csv_rows.recipients[start : start + MAX_RECIPIENTS]
+            lines = csv_rows.lines[start : start + MAX_RECIPIENTS]
+            try:
+                result = await app.enqueue(dist, batch)
+            except NoValidRecipient as exc:
+                sent.rejected += _on_lines(exc.rejected, lines)
+                continue
+            sent.distributions.append(result.distribution_id)
+            sent.accepted += len(result.send_ids)
+            sent.rejected += _on_lines(result.rejected, lines)
+    sent.rejected.sort(key=lambda p: p.line)
+    return sent
 
 
 @cli.command()
@@ -41,7 +100,16 @@ async def _send(config: Config, dist: NewDistribution, csv_text: str) -> Enqueue
     "csv_file",
     required=True,
     type=click.Path(exists=True, path_type=Path),
-    help="Recipients: columns email, name; other columns are template variables.",
+    help="Recipients: columns email, name (any case); other columns are template variables. "
+    "Delimiter , ; or tab; UTF-8 (BOM or not) or Windows-1252.",
+)
+@click.option(
+    "--encoding", default=None, help="The CSV's encoding (default: UTF-8, else Windows-1252)."
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Enqueue nothing and exit 1 when any row would be rejected.",
 )
 @click.option("--account", default="default", show_default=True)
 @click.option("--unsubscribe-url", default=None, help="Unsubscribe URL template.")
@@ -55,11 +123,14 @@ def send(
     html_file: Path | None,
     text_file: Path | None,
     csv_file: Path,
+    encoding: str | None,
+    strict: bool,
     account: str,
     unsubscribe_url: str | None,
     as_json: bool,
 ) -> None:
-    """Enqueue one survey distribution; prints its id and counts."""
+    """Enqueue one survey distribution (one per 10,000 rows); prints its
+    id, the counts, and every row left out by its CSV line."""
     dist = NewDistribution(
         account=account,
         sender_address=sender,
@@ -69,20 +140,44 @@ def send(
         text=_read(text_file, "text"),
         unsubscribe_url=unsubscribe_url,
     )
-    csv_text = _read(csv_file, "csv") or ""
-    result = run(_send(ctx.config, dist, csv_text))
+    compiled = check_distribution(dist)
+    text, used_encoding = decode(_read_bytes(csv_file), encoding)
+    csv_rows = read_recipients(text, used=compiled.referenced - {"email", "name"})
+    if strict:
+        problems = sorted(csv_rows.problems + _precheck(dist, csv_rows), key=lambda p: p.line)
+        if problems:
+            _report(Sent(rejected=problems), csv_rows, used_encoding, as_json, enqueued=False)
+            raise SystemExit(1)
+    sent = run(_send(ctx.config, dist, csv_rows))
+    _report(sent, csv_rows, used_encoding, as_json, enqueued=True)
+    if strict and sent.rejected:
+        raise SystemExit(1)
+
+
+def _report(
+    sent: Sent, csv_rows: CsvRecipients, encoding: str, as_json: bool, *, enqueued: bool
+) -> None:
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "distribution_id": result.distribution_id,
-                    "accepted": len(result.send_ids),
-                    "rejected": [r.__dict__ for r in result.rejected],
-                }
-            )
-        )
+        data: dict[str, Any] = {
+            "distribution_ids": sent.distributions,
+            "distribution_id": sent.distributions[0] if sent.distributions else None,
+            "accepted": sent.accepted,
+            "rejected": [{"line": p.line, "reason": p.reason} for p in sent.rejected],
+            "duplicates": [{"line": p.line, "reason": p.reason} for p in csv_rows.duplicates],
+            "encoding": encoding,
+            "delimiter": csv_rows.delimiter,
+        }
+        click.echo(json.dumps(data, ensure_ascii=False))
         return
-    click.echo(f"distribution {result.distribution_id}")
-    click.echo(f"accepted {len(result.send_ids)}, rejected {len(result.rejected)}")
-    for item in result.rejected:
-        click.echo(f"  recipient {item.index}: {item.field}: {item.reason}")
+    for distribution_id in sent.distributions:
+        click.echo(f"distribution {distribution_id}")
+    if not enqueued:
+        click.echo("nothing enqueued (--strict):")
+    click.echo(
+        f"accepted {sent.accepted}, rejected {len(sent.rejected)}, "
+        f"duplicates dropped {len(csv_rows.duplicates)}"
+    )
+    for problem in sent.rejected:
+        click.echo(f"  line {problem.line}: {problem.reason}")
+    for problem in csv_rows.duplicates:
+        click.echo(f"  line {problem.line}: {problem.reason}")

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,9 +35,12 @@ from mailer.delivery.engine import Engine
 from mailer.dev.dnsserver import DNSServer
 from mailer.enqueue import RecipientInput
 from mailer.errors import ConfigError
+from mailer.feedback.processor import describe
+from mailer.feedback.service import FeedbackService
 from mailer.message.keys import KeyStore, dns_name, dns_record_value
 from mailer.sink import DevSink, SinkOptions, format_line
 from mailer.sink.options import parse_listen
+from mailer.sink.runner import pick_port
 from mailer.sink.web import create_app as create_inbox
 from mailer.store.models import NewDistribution
 
@@ -51,12 +56,70 @@ SAMPLE = NewDistribution(
     ),
     text=None,
     tags=("sample",),
+    language="de",
 )
 SAMPLE_RECIPIENTS = (
     RecipientInput("anna.schaefer@beispiel.test", "Anna Schäfer", {"token": "a1"}),
     RecipientInput("joerg.mueller@example.test", "Jörg Müller", {"token": "b2"}),
     RecipientInput("zoe.weiss@umfrage.test", "Zoë Weiß", {"token": "c3"}),
 )
+# A customer domain without SPF: its mail goes out under the neutral sender
+# with our envelope, so its bounces and complaints come back to us; in
+# --dev the sink returns two of these as DSNs and one as a complaint.
+SAMPLE_NEUTRAL = NewDistribution(
+    account="beispiel",
+    sender_address="info@ohne-spf.test",
+    sender_name="Verein ohne SPF",
+    subject="Mitgliederbefragung, {{ name }}",
+    html="<p>Hallo {{ name }},</p><p>bitte nehmen Sie an unserer Befragung teil.</p>",
+    text=None,
+    tags=("sample",),
+)
+SAMPLE_NEUTRAL_RECIPIENTS = (
+    RecipientInput("karl.unbekannt@beispiel.test", "Karl", {"token": "d4"}),
+    RecipientInput("lea.lang@example.test", "Lea", {"token": "e5"}),
+    RecipientInput("max.voll@umfrage.test", "Max", {"token": "f6"}),
+    RecipientInput("nina.nein@beispiel.test", "Nina", {"token": "g7"}),
+)
+# --dev rehearsal: with this seed the four draws are bounce, none, bounce,
+# complaint (the sink draws once per message of our envelope)
+_DEV_BOUNCE, _DEV_COMPLAIN, _DEV_SEED = 0.5, 0.25, 8
+
+
+def dev_secret(path: Path) -> str:
+    """The dev unsubscribe secret kept in ``path`` (made, mode 0600, on
+    first use), so that links in mail from earlier runs keep working.
+    Raises ConfigError when the file cannot be read or made."""
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        pass
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("api.secret", f"cannot read the dev secret {path}: {exc}") from exc
+    secret = secrets.token_urlsafe(32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # another dev server made it meanwhile
+        return path.read_text(encoding="ascii").strip()
+    except OSError as exc:
+        raise ConfigError("api.secret", f"cannot keep a dev secret in {path}: {exc}") from exc
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(secret + "\n")
+    return secret
+
+
+def dev_public_url(host: str, port: int) -> str:
+    """Where a browser on this machine reaches the dev API: plain HTTP, as
+    the dev server speaks it."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback and ":" not in host:
+        return f"http://{host}:{port}"
+    return f"http://localhost:{port}"
 
 
 @dataclass
@@ -70,11 +133,19 @@ class _Dev:
 
 @contextlib.contextmanager
 def _dev_setup(
-    ctx: Context, api_listen: tuple[str, int], sink_listen: str, inbox: str | None
+    ctx: Context,
+    api_listen: tuple[str, int],
+    sink_listen: str,
+    inbox: str | None,
+    inbound_listen: str,
 ) -> Iterator[_Dev]:
     base = ctx.config
     sink_host, sink_port = parse_listen(sink_listen, "--sink")
     inbox_address = parse_listen(inbox, "--inbox") if inbox else None
+    inbound_host, inbound_port = parse_listen(inbound_listen, "--inbound")
+    if inbound_port == 0:
+        # the sink must know where returned mail goes before it starts
+        inbound_port = pick_port([inbound_host])
     dev_dir = Path(base.database).parent / "dev"
     keys = KeyStore(dev_dir / "keys")
     if not keys.list(base.dkim_domain):
@@ -83,6 +154,8 @@ def _dev_setup(
     sender_domain = SAMPLE.sender_address.rpartition("@")[2]
     zone: dict[str, dict[str, Any]] = {name: {"TXT": [v]} for name, v in dkim_records.items()}
     zone[sender_domain] = {"TXT": [f"v=spf1 ip4:{base.outbound_ip} -all"]}
+    # our own envelope domain passes SPF too, as the published records make it
+    zone[base.bounce_domain] = {"TXT": [f"v=spf1 ip4:{base.outbound_ip} -all"]}
     api = base.api
     host, port = api_listen
     overrides: dict[str, Any] = {
@@ -91,10 +164,12 @@ def _dev_setup(
         "keys_dir": str(dev_dir / "keys"),
         "api": {
             "keys": list(api.keys) or [secrets.token_urlsafe(24)],
-            "secret": api.secret or secrets.token_urlsafe(32),
-            "public_url": api.public_url or f"https://localhost:{port}",
+            "secret": api.secret or dev_secret(dev_dir / "unsubscribe.secret"),
+            "public_url": api.public_url or dev_public_url(host, port),
             "listen": f"{host}:{port}",
         },
+        "inbound": {"listen": f"{inbound_host}:{inbound_port}"},
+        "feedback": {"secret": base.feedback.secret or secrets.token_urlsafe(32)},
     }
     with DNSServer(zone) as dns:
         overrides["nameservers"] = [dns.address]
@@ -107,6 +182,11 @@ def _dev_setup(
                 port=sink_port,
                 hostname="sink.localhost",
                 maildir=dev_dir / "Maildir",
+                bounce_after=_DEV_BOUNCE,
+                complain=_DEV_COMPLAIN,
+                seed=_DEV_SEED,
+                feedback_to=(inbound_host, inbound_port),
+                feedback_domains=frozenset({config.bounce_domain}),
             ),
             on_message=lambda message: click.echo(format_line(message)),
         )
@@ -121,10 +201,15 @@ def _dev_setup(
 
 
 async def _enqueue_sample(app: App) -> None:
-    accepted = await Client(app).enqueue(SAMPLE, SAMPLE_RECIPIENTS)
-    click.echo(
-        f"sample distribution {accepted.distribution_id}: {len(accepted.sends)} recipients queued"
-    )
+    for distribution, recipients in (
+        (SAMPLE, SAMPLE_RECIPIENTS),
+        (SAMPLE_NEUTRAL, SAMPLE_NEUTRAL_RECIPIENTS),
+    ):
+        accepted = await Client(app).enqueue(distribution, recipients)
+        click.echo(
+            f"sample distribution {accepted.distribution_id}: "
+            f"{len(accepted.sends)} recipients queued"
+        )
 
 
 async def _run_until_stopped(server: ApiServer, engine: Engine | None) -> None:
@@ -162,7 +247,16 @@ async def _serve(
     async with App(config) as app:
         engine = await app.engine() if worker else None
         host, port = listen
-        server = ApiServer(create_api(app), host, port, log_level=log_level)
+        api = config.api
+        server = ApiServer(
+            create_api(app),
+            host,
+            port,
+            log_level=log_level,
+            header_timeout=api.header_timeout,
+            keep_alive_timeout=api.keep_alive_timeout,
+            max_connections=api.max_connections,
+        )
         try:
             await server.start()
         except OSError as exc:
@@ -180,6 +274,24 @@ async def _serve(
                 await server.wait()
                 where = f"{dev.inbox[0]}:{dev.inbox[1]}"
                 raise ConfigError("--inbox", f"cannot listen on {where}: {exc.strerror}") from exc
+        inbound = None
+        if config.inbound.listen_address is not None:
+            inbound_host, inbound_port = config.inbound.listen_address
+            inbound = FeedbackService(
+                config,
+                app.store,
+                host=inbound_host,
+                port=inbound_port,
+                dev=dev is not None,
+                on_processed=lambda m, r: click.echo(describe(m, r)),
+                metrics=app.metrics,
+            )
+            try:
+                await inbound.__aenter__()
+            except BaseException:
+                server.stop()
+                await server.wait()
+                raise
         loop.settle_heap()
         try:
             click.echo(f"API on {server.url}  (docs: {server.url}/docs)")
@@ -191,6 +303,11 @@ async def _serve(
                 )
                 if inbox is not None:
                     click.echo(f"inbox on {inbox.url}")
+            if inbound is not None:
+                click.echo(
+                    f"inbound on {inbound.listener.address}: bounces to "
+                    f"b+…@{config.bounce_domain}, complaints and auto-replies"
+                )
             click.echo("engine running" if engine is not None else "no engine (--no-worker)")
             if sample:
                 await _enqueue_sample(app)
@@ -203,17 +320,8 @@ async def _serve(
             await server.wait()
             if inbox is not None:
                 await inbox.wait()
-
-
-def _check_production(config: Config) -> None:
-    if not config.api.keys:
-        raise ConfigError("api.keys", "at least one API key is required (MAILER_API__KEYS)")
-    if config.api.secret is None or config.api.public_url is None:
-        click.echo(
-            "warning: api.secret or api.public_url not set: distributions without their own "
-            "unsubscribe_url get no List-Unsubscribe header",
-            err=True,
-        )
+            if inbound is not None:
+                await inbound.__aexit__(None, None, None)
 
 
 @cli.command()
@@ -237,6 +345,14 @@ def _check_production(config: Config) -> None:
     metavar="HOST:PORT",
     help="Where the --dev sink's inbox is served in the browser ('' for none).",
 )
+@click.option(
+    "--inbound",
+    "inbound_listen",
+    default="127.0.0.1:0",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where the --dev inbound listener for returned mail listens (0: a free port).",
+)
 @click.option("--sample", is_flag=True, help="Enqueue a small sample distribution at start.")
 @click.option("-v", "--verbose", is_flag=True)
 @pass_ctx
@@ -247,6 +363,7 @@ def serve(
     dev: bool,
     sink_listen: str,
     inbox: str,
+    inbound_listen: str,
     sample: bool,
     verbose: bool,
 ) -> None:
@@ -255,7 +372,7 @@ def serve(
     log_level = "info" if verbose else "warning"
     address = parse_listen(listen, "--listen") if listen else ctx.config.api.listen_address
     if not dev:
-        _check_production(ctx.config)
+        ctx.config.check_production(api=True, delivers=not no_worker)
         run(
             _serve(
                 ctx.config,
@@ -267,7 +384,7 @@ def serve(
             )
         )
         return
-    with _dev_setup(ctx, address, sink_listen, inbox) as setup:
+    with _dev_setup(ctx, address, sink_listen, inbox, inbound_listen) as setup:
         run(
             _serve(
                 setup.config,

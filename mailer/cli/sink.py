@@ -19,7 +19,9 @@ import uvicorn
 
 from mailer.cli.main import Context, cli, on_stop_signals, pass_ctx, run
 from mailer.errors import ValidationError
+from mailer.hostport import parse_host_port
 from mailer.sink.options import (
+    DEFAULT_BACKLOG,
     DEFAULT_HOSTNAME,
     BadCert,
     SinkOptions,
@@ -58,6 +60,10 @@ def options_from_flags(
     slow_replies: float = 0.0,
     no_starttls: bool = False,
     bad_cert: str | None = None,
+    bounce_after: float = 0.0,
+    complain: float = 0.0,
+    feedback_to: str | None = None,
+    backlog: int = DEFAULT_BACKLOG,
 ) -> SinkOptions:
     """The sink's options from its command-line flags (pure).
 
@@ -82,6 +88,10 @@ def options_from_flags(
         drop_after_data=drop_after_data,
         slow_banner=slow_banner,
         slow_replies=slow_replies,
+        bounce_after=bounce_after,
+        complain=complain,
+        feedback_to=parse_host_port(feedback_to, "feedback-to") if feedback_to else None,
+        backlog=backlog,
     )
 
 
@@ -90,6 +100,13 @@ def describe_faults(options: SinkOptions) -> list[str]:
     faults = [f"reply {r.stage}:{r.pattern} → {r.reply}" for r in options.replies]
     if options.greylist:
         faults.append("greylist")
+    if options.bounce_after or options.complain:
+        assert options.feedback_to is not None
+        host, port = options.feedback_to
+        faults.append(
+            f"returns {options.bounce_after:g} as DSN, {options.complain:g} as complaint "
+            f"to {host}:{port}"
+        )
     if options.tempfail_rate:
         seed = "" if options.seed is None else f" (seed {options.seed})"
         faults.append(f"tempfail {options.tempfail_rate:g}{seed}")
@@ -287,10 +304,37 @@ async def _started(api: _ApiServer, task: asyncio.Task[None]) -> None:
 )
 @click.option("--no-starttls", is_flag=True, help="Do not offer STARTTLS.")
 @click.option(
+    "--backlog",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BACKLOG,
+    show_default=True,
+    help="Messages accepted but not yet checked and stored, at most; beyond, 451.",
+)
+@click.option(
     "--bad-cert",
     type=click.Choice([b.value for b in BadCert]),
     default=None,
     help="Present a certificate the `verify` TLS policy refuses.",
+)
+@click.option(
+    "--bounce-after",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    metavar="RATE",
+    help="Accept, then send back a DSN for this share of messages (to --feedback-to).",
+)
+@click.option(
+    "--complain",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    metavar="RATE",
+    help="Accept, then send an ARF complaint for this share of messages.",
+)
+@click.option(
+    "--feedback-to",
+    default=None,
+    metavar="HOST:PORT",
+    help="The inbound listener the DSNs and complaints go to [inbound.listen].",
 )
 @pass_ctx
 def sink(
@@ -311,6 +355,10 @@ def sink(
     slow_replies: float,
     no_starttls: bool,
     bad_cert: str | None,
+    bounce_after: float,
+    complain: float,
+    feedback_to: str | None,
+    backlog: int,
 ) -> None:
     """A local SMTP sink that tells what a receiver would see.
 
@@ -335,6 +383,10 @@ def sink(
             slow_replies=slow_replies,
             no_starttls=no_starttls,
             bad_cert=bad_cert,
+            bounce_after=bounce_after,
+            complain=complain,
+            feedback_to=feedback_to or ctx.config.inbound.listen,
+            backlog=backlog,
         )
         api_address = parse_listen(http, "http") if http else None
     except ValidationError as exc:

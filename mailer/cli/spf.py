@@ -3,24 +3,55 @@
 from __future__ import annotations
 
 import json
+import re
 
 import click
 
 from mailer.cli.main import Context, cli, pass_ctx, run
 from mailer.config import Config
-from mailer.dns import Resolver
-from mailer.errors import ValidationError
+from mailer.dns import Resolver, normalise_name
+from mailer.errors import DNSPermanentError, ValidationError
 from mailer.identity.check_host import SPFOutcome, check_host
+
+# labels of letters, digits, '-' and '_' (SPF domains may hold underscores)
+_NAME = re.compile(r"[a-z0-9_-]{1,63}(?:\.[a-z0-9_-]{1,63})*")
+
+
+def spf_identity(sender: str, helo: str | None) -> tuple[str, str, str | None]:
+    """The (domain, sender, helo) check_host is given for the command's
+    SENDER and --helo: domains in their A-label form (an IDN as given is no
+    DNS name), and a SENDER without local part as ``postmaster@domain``
+    (RFC 7208 §4.3). Pure.
+
+    Raises ValidationError("sender" / "helo") for a name that is no domain
+    name, and ValidationError("helo") for an empty SENDER without --helo.
+    """
+
+    def a_label(field: str, name: str) -> str:
+        try:
+            ascii_name = normalise_name(name)
+        except DNSPermanentError as exc:
+            raise ValidationError(field, f"{name!r} is not a domain name") from exc
+        if not _NAME.fullmatch(ascii_name):
+            raise ValidationError(field, f"{name!r} is not a domain name")
+        return ascii_name
+
+    if helo is not None:
+        helo = a_label("helo", helo)
+    if not sender:
+        if helo is None:
+            raise ValidationError("helo", "an empty SENDER (null reverse-path) needs --helo")
+        return helo, sender, helo
+    local, at, domain = sender.rpartition("@")
+    if not at:
+        domain, local = sender, ""
+    domain = a_label("sender", domain)
+    return domain, f"{local or 'postmaster'}@{domain}", helo
 
 
 async def _check(config: Config, ip: str, sender: str, helo: str | None) -> SPFOutcome:
+    domain, sender, helo = spf_identity(sender, helo)
     resolver = Resolver(config.nameservers, timeout=config.worker.dns_timeout)
-    if sender:
-        domain = sender.rpartition("@")[2]
-    elif helo:
-        domain = helo
-    else:
-        raise ValidationError("helo", "an empty SENDER (null reverse-path) needs --helo")
     return await check_host(resolver, ip, domain, sender, helo=helo)
 
 

@@ -101,9 +101,28 @@ def suppress() -> None:
     """The suppression lists: per account, and global (every account)."""
 
 
-async def _suppress_many(config: Config, entries: list[Suppression]) -> int:
+async def _suppress_many(config: Config, entries: list[Suppression], *, replace: bool) -> int:
     async with App(config) as app:
-        return await app.store.suppress_many(entries)
+        return await app.store.suppress_many(entries, replace=replace)
+
+
+replace_option = click.option(
+    "--replace",
+    is_flag=True,
+    help="Overwrite an entry already on the list (reason, time, note). Without it, an "
+    "entry gives way only to a stronger reason: complaint > unsubscribe > bounce.",
+)
+
+
+def _written(count: int, total: int, verb: str) -> str:
+    kept = total - count
+    line = f"{verb} {count} of {total}"
+    if kept:
+        line += (
+            f"; {kept} already on the list with an equal or stronger reason, kept as they were"
+            " (--replace overwrites)"
+        )
+    return line
 
 
 @suppress.command("add")
@@ -111,6 +130,7 @@ async def _suppress_many(config: Config, entries: list[Suppression]) -> int:
 @scope_options
 @reason_option
 @click.option("--note", default=None, help="Why (kept as the entry's detail).")
+@replace_option
 @pass_ctx
 def suppress_add(
     ctx: Context,
@@ -119,6 +139,7 @@ def suppress_add(
     everyone: bool,
     reason: str,
     note: str | None,
+    replace: bool,
 ) -> None:
     """Put ADDRESSES on a suppression list: later sends to them end
     `suppressed`."""
@@ -128,8 +149,8 @@ def suppress_add(
         Suppression(owner, parse_address(f"address {a!r}", a).address, Reason(reason), now, note)
         for a in addresses
     ]
-    count = run(_suppress_many(ctx.config, entries))
-    click.echo(f"suppressed {count} address(es) on {_scope_name(owner)}")
+    count = run(_suppress_many(ctx.config, entries, replace=replace))
+    click.echo(f"{_written(count, len(entries), 'suppressed')} on {_scope_name(owner)}")
 
 
 def _scope_name(account: str) -> str:
@@ -137,7 +158,7 @@ def _scope_name(account: str) -> str:
 
 
 async def _unsuppress(config: Config, account: str, addresses: tuple[str, ...]) -> int:
-    async with App(config) as app:
+    async with App(config, existing=True) as app:
         return sum([await app.store.unsuppress(account, a) for a in addresses])
 
 
@@ -155,7 +176,7 @@ def suppress_remove(
 
 
 async def _suppressions(config: Config, account: str | None) -> list[Suppression]:
-    async with App(config) as app:
+    async with App(config, existing=True) as app:
         return await app.store.suppressions(account)
 
 
@@ -185,6 +206,7 @@ def suppress_list(ctx: Context, account: str | None, everyone: bool, as_json: bo
 @scope_options
 @reason_option
 @click.option("--note", default=None, help="Detail recorded with every entry.")
+@replace_option
 @pass_ctx
 def suppress_import(
     ctx: Context,
@@ -193,6 +215,7 @@ def suppress_import(
     everyone: bool,
     reason: str,
     note: str | None,
+    replace: bool,
 ) -> None:
     """Import CSV_FILE (address[,reason][,account]); rows without an account
     go on the --account/--global list. All or nothing: a bad line is
@@ -205,5 +228,5 @@ def suppress_import(
     entries = parse_suppression_csv(
         text, account=owner, reason=Reason(reason), now=time.time(), detail=note
     )
-    count = run(_suppress_many(ctx.config, entries))
-    click.echo(f"imported {count} suppression(s)")
+    count = run(_suppress_many(ctx.config, entries, replace=replace))
+    click.echo(_written(count, len(entries), "imported"))

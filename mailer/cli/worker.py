@@ -27,8 +27,13 @@ async def _work(config: Config, drain: bool) -> int:
 @click.option("-v", "--verbose", is_flag=True)
 @pass_ctx
 def worker(ctx: Context, drain: bool, verbose: bool) -> None:
-    """Run the delivery engine (no HTTP API)."""
+    """Run the delivery engine (no HTTP API).
+
+    Refuses to start without what the one-click unsubscribe URL of every
+    message needs (api.secret, api.public_url; unless api.unsubscribe is
+    false) and with a published, empty or short secret."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    ctx.config.check_production(api=False, delivers=True)
     delivered = run(_work(ctx.config, drain))
     if drain:
         click.echo(f"drained: {delivered} delivered by this worker")

@@ -19,21 +19,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailer.config import Config
-from mailer.delivery.classify import classify
 from mailer.delivery.connector import Connector, RouteFailure
 from mailer.delivery.destination import Destination
 from mailer.delivery.retry import expired, next_due
 from mailer.delivery.smtp import Session
-from mailer.errors import DeliveryError, DNSError, MailerError, SMTPReplyError
+from mailer.errors import DeliveryError, DNSError, MailerError, SMTPReplyError, TemplateError
 from mailer.metrics import Metrics
 from mailer.prepare import Prepared, Preparer
 from mailer.reasons import Reason, State
+from mailer.replycodes import classify
 from mailer.store.base import QueueStore
 from mailer.store.models import Attempt, Claimed, Outcome, Send
 
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.05
+# a helper loop that failed waits this long before its next try, doubling
+# with each failure in a row up to the loop's own ceiling
+LOOP_BACKOFF = 0.1
 
 
 @dataclass
@@ -80,6 +83,9 @@ class Engine:
         self._wake = asyncio.Event()
         self._stopping = False
         self.delivered = 0
+        # unexpected errors the loops survived (also in the metric
+        # mailer_worker_loop_errors_total)
+        self.loop_errors = 0
 
     # lifecycle -----------------------------------------------------------
 
@@ -109,8 +115,29 @@ class Engine:
             await self._flush()
 
     async def _loop(self, drain: bool) -> None:
-        cfg = self.config.worker
+        failures = 0
         while not self._stopping:
+            try:
+                done = await self._turn(drain)
+            except Exception as exc:
+                # a store that fails a claim or a summary for a while: try
+                # again, pausing longer each time, rather than end the worker
+                failures += 1
+                self._loop_failed("claim", exc)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._wake.wait(), _backoff(failures, LOOP_BACKOFF, ceiling=10.0)
+                    )
+                continue
+            failures = 0
+            if done:
+                return
+
+    async def _turn(self, drain: bool) -> bool:
+        """One claim and, when nothing came, one wait; True once drained."""
+        cfg = self.config.worker
+        if not self._stopping:
             capacity = cfg.max_in_flight - len(self._in_flight)
             claimed: list[Claimed] = []
             # claim in chunks so that one worker does not lease the whole
@@ -122,18 +149,24 @@ class Engine:
             for item in claimed:
                 self._dispatch(item)
             if claimed:
-                continue
+                return False
             self._wake.clear()
             timeout = cfg.poll_interval
             if not self._in_flight:
-                await self._flush()
+                try:
+                    await self._flush()
+                except Exception as exc:
+                    # the outcomes are kept; the flush loop tries again
+                    if not isinstance(exc, MailerError):
+                        self._loop_failed("flush", exc)
                 summary = await self.store.summary(now=self.clock())
                 if drain and summary.due == 0 and summary.in_flight == 0:
-                    return
+                    return True
                 if summary.next_due is not None:
                     timeout = min(timeout, max(summary.next_due - self.clock(), 0.01))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+        return False
 
     async def _shutdown(self) -> None:
         # connection tasks see _stopping and end after their current message
@@ -197,6 +230,13 @@ class Engine:
         except MailerError as exc:
             log.exception("destination %s: %s", dest.domain, exc)
             self._defer_queue(dest, Reason.PROTOCOL, str(exc), attempt=True)
+        except Exception as exc:
+            # a fault of this worker, not of the destination: every send
+            # waiting here goes back to the queue rather than staying leased
+            # (and renewed) until the worker stops
+            self._loop_failed("connection", exc)
+            while dest.queue:
+                self._internal(dest.queue.popleft(), exc)
         finally:
             dest.connections -= 1
             # a connection that could not be opened is not replaced at once:
@@ -243,7 +283,14 @@ class Engine:
             delay = dest.rate_delay(self.clock())
             if delay:
                 await asyncio.sleep(delay)
-            await self._deliver(dest, session, job)
+            try:
+                await self._deliver(dest, session, job)
+            except Exception as exc:
+                self._loop_failed("connection", exc)
+                self._internal(job, exc)
+                # the session's state after an unexpected error is unknown:
+                # end it; the rest of the queue goes on a new connection
+                return
             if dest.throttled(self.clock()):
                 self._defer_queue(dest, Reason.THROTTLED, "destination is throttled")
                 return
@@ -271,6 +318,11 @@ class Engine:
                 prepared = await job.prepared
             else:
                 prepared = await self.preparer.prepare(send, now=started)
+        except TemplateError as exc:
+            # past its resource limits (or otherwise unrenderable for this
+            # recipient): it would fail the same way on every try
+            self._finish(job, State.FAILED, Reason.TEMPLATE, detail=f"template: {exc}")
+            return
         except MailerError as exc:
             self._finish(job, State.FAILED, Reason.PROTOCOL, detail=f"cannot compose: {exc}")
             return
@@ -290,7 +342,9 @@ class Engine:
             )
 
         try:
-            reply = await session.send(prepared.mail_from, prepared.recipient, prepared.data)
+            reply = await session.send(
+                prepared.mail_from, prepared.recipient, prepared.data, envid=prepared.envid
+            )
         except SMTPReplyError as exc:
             code = exc.code or 0
             verdict = classify(code, exc.enhanced)
@@ -337,6 +391,7 @@ class Engine:
         identity: str | None = None,
         *,
         due_at: float | None = None,
+        detail: str | None = None,
     ) -> None:
         send = job.send
         now = self.clock()
@@ -349,10 +404,37 @@ class Engine:
                 Reason.EXPIRED,
                 attempt=record,
                 identity=identity,
-                detail=f"last reason: {reason.value}",
+                detail=f"last reason: {reason.value}" + (f"; {detail}" if detail else ""),
             )
             return
-        self._finish(job, State.DEFERRED, reason, due_at=due, attempt=record, identity=identity)
+        self._finish(
+            job,
+            State.DEFERRED,
+            reason,
+            due_at=due,
+            attempt=record,
+            identity=identity,
+            detail=detail,
+        )
+
+    def _internal(self, job: Job, exc: BaseException) -> None:
+        """``job`` met an unexpected error: deferred with reason ``internal``
+        and the exception's type in the detail. The backoff grows as if an
+        attempt had been made, so that a send that always fails this way
+        does not spin, and ends expired at ``retry.max_age``."""
+        if job.send.id not in self._in_flight:
+            return  # its outcome was recorded before the error
+        send = job.send
+        now = self.clock()
+        due = next_due(send.attempts + 1, send.retry_from, now, self.config.retry, self.rng)
+        detail = f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"[:500]
+        self._retry(job, Reason.INTERNAL, None, due_at=due, detail=detail)
+
+    def _loop_failed(self, loop: str, exc: BaseException) -> None:
+        log.error("worker %s loop: unexpected %s", loop, type(exc).__name__, exc_info=exc)
+        self.loop_errors += 1
+        if self.metrics is not None:
+            self.metrics.loop_errors.labels(loop=loop).inc()
 
     def _defer_queue(
         self,
@@ -417,19 +499,27 @@ class Engine:
         batch, self._results = self._results, []
         try:
             await self.store.complete(self.owner, batch, now=self.clock())
-        except MailerError:
+        except BaseException:
+            # whatever went wrong, the outcomes are kept for the next try
             self._results = batch + self._results
             raise
 
     async def _flush_loop(self) -> None:
+        failures = 0
         while True:
-            await asyncio.sleep(FLUSH_INTERVAL)
+            await asyncio.sleep(_backoff(failures, FLUSH_INTERVAL, ceiling=5.0))
             try:
                 await self._flush()
             except MailerError as exc:
                 # a busy or briefly unreachable store: the outcomes stay in
                 # memory (their sends stay leased) and go with the next try
+                failures += 1
                 log.warning("recording outcomes failed, will retry: %s", exc)
+            except Exception as exc:
+                failures += 1
+                self._loop_failed("flush", exc)
+            else:
+                failures = 0
 
     async def _renew_loop(self) -> None:
         """Sends wait in destination queues (rate limits, slow servers,
@@ -437,9 +527,29 @@ class Engine:
         leases of everything still in flight keeps another worker from
         taking them while this one lives."""
         lease = self.config.worker.lease_seconds
+        failures = 0
         while True:
-            await asyncio.sleep(lease / 3)
-            if self._in_flight:
+            # after a failure, try again well before the leases run out
+            await asyncio.sleep(
+                lease / 3 if not failures else _backoff(failures, LOOP_BACKOFF, ceiling=lease / 6)
+            )
+            if not self._in_flight:
+                failures = 0
+                continue
+            try:
                 await self.store.renew(
                     self.owner, list(self._in_flight), lease_seconds=lease, now=self.clock()
                 )
+            except Exception as exc:
+                failures += 1
+                self._loop_failed("renew", exc)
+            else:
+                failures = 0
+
+
+def _backoff(failures: int, base: float, *, ceiling: float) -> float:
+    """The wait before a loop's next try: ``base`` while all is well,
+    doubling with each failure in a row, never above ``ceiling``."""
+    if failures <= 0:
+        return base
+    return float(min(base * 2.0 ** min(failures, 30), max(ceiling, base)))

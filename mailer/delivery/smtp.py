@@ -6,7 +6,7 @@ translated here into :mod:`mailer.errors`:
     refused, unreachable, timed out, lost   → ConnectFailed
     no STARTTLS offered (or it is refused)  → TLSUnavailable
     handshake or certificate failure        → TLSFailed
-    a 4xx/5xx reply                         → SMTPReplyError (via mailer.delivery.classify)
+    a 4xx/5xx reply                         → SMTPReplyError (via mailer.replycodes)
     a reply that cannot be parsed           → DeliveryError(reason=protocol)
 
 With PIPELINING offered after STARTTLS, MAIL, RCPT and DATA go in one
@@ -42,7 +42,6 @@ from aiosmtplib import (
 )
 
 from mailer.config import TLSPolicy
-from mailer.delivery.classify import classify, parse_reply
 from mailer.delivery.pipeline import PipelinedReplies, message_payload
 from mailer.errors import (
     ConfigError,
@@ -53,6 +52,7 @@ from mailer.errors import (
     TLSUnavailable,
 )
 from mailer.reasons import Reason
+from mailer.replycodes import classify, parse_reply
 
 __all__ = [
     "Reply",
@@ -161,6 +161,7 @@ class Session:
         self._size = smtp.supports_extension("size")
         self._eightbit = smtp.supports_extension("8bitmime")
         self._smtputf8 = smtp.supports_extension("smtputf8")
+        self._dsn = smtp.supports_extension("dsn")
         # Only what the EHLO after STARTTLS offered counts (RFC 3207 §4.2):
         # aiosmtplib forgets the first EHLO's keywords on the upgrade.
         self._pipelining = smtp.supports_extension("pipelining")
@@ -175,10 +176,15 @@ class Session:
         """False once the connection is lost, closed, or the server said 421."""
         return not self._lost and self._smtp.is_connected
 
-    async def send(self, mail_from: str, recipient: str, data: bytes) -> Reply:
+    async def send(
+        self, mail_from: str, recipient: str, data: bytes, *, envid: str | None = None
+    ) -> Reply:
         """Send one message (MAIL FROM, RCPT TO, DATA); return the reply to DATA.
 
-        ``mail_from`` may be empty (null reverse path). Raises SMTPReplyError
+        ``mail_from`` may be empty (null reverse path). Where the server
+        offers DSN (RFC 3461), an ``envid`` (letters and digits) goes with
+        ``RET=HDRS``, so a later notification names the send and returns
+        only the headers. Raises SMTPReplyError
         for a 4xx/5xx reply (the session is RSET and stays usable unless the
         reply was 421), ConnectFailed when the connection is lost or times out
         at any step, including after the message was transmitted but before
@@ -187,7 +193,7 @@ class Session:
         """
         if not self.usable:
             raise ConnectFailed(f"{self._where}: connection is no longer usable")
-        sender_arg, recipient_arg, options = self._envelope(mail_from, recipient, data)
+        sender_arg, recipient_arg, options = self._envelope(mail_from, recipient, data, envid)
         # One deadline moved on at each step instead of aiosmtplib's
         # asyncio.wait_for around every read (a future, a timer and two
         # callbacks each, four times a message); the bound per step is the
@@ -328,7 +334,7 @@ class Session:
         await self.close()
 
     def _envelope(
-        self, mail_from: str, recipient: str, data: bytes
+        self, mail_from: str, recipient: str, data: bytes, envid: str | None = None
     ) -> tuple[bytes, bytes, list[bytes]]:
         utf8 = not (mail_from.isascii() and recipient.isascii())
         if utf8 and not self._smtputf8:
@@ -344,6 +350,9 @@ class Session:
             options.append(b"BODY=8BITMIME")
         if utf8:
             options.append(b"SMTPUTF8")
+        if self._dsn and envid is not None and envid.isascii() and envid.isalnum():
+            # alphanumerics need no xtext encoding (RFC 3461 §4)
+            options += [b"RET=HDRS", b"ENVID=" + envid.encode("ascii")]
         encoding = "utf-8" if utf8 else "ascii"
         return (
             _path(mail_from, encoding, allow_empty=True),

@@ -25,6 +25,7 @@ from cachetools import LRUCache
 
 from mailer.dns import Resolver, normalise_name
 from mailer.errors import ConfigError, DNSPermanentError, ValidationError
+from mailer.identity.aligned import AlignedDomains
 from mailer.identity.check_host import SPFResult, check_host
 from mailer.identity.spf_record import normalise_ip
 from mailer.message.addresses import check_header_value
@@ -82,7 +83,7 @@ class IdentityDecider:
         min_ttl: int = 60,
         max_ttl: int = 3600,
         clock: Callable[[], float] = time.monotonic,
-        dkim_domains: Collection[str] = (),
+        dkim_domains: Collection[str] | AlignedDomains = (),
         dkim_alignment: bool = False,
         cache_size: int = 10_000,
     ) -> None:
@@ -102,7 +103,12 @@ class IdentityDecider:
         self._min_ttl = min_ttl
         self._max_ttl = max_ttl
         self._clock = clock
-        self._dkim_domains = frozenset(d.lower().rstrip(".") for d in dkim_domains)
+        # a fixed set, or decided lazily from DNS (AlignedDomains)
+        self._dkim_domains: frozenset[str] | AlignedDomains = (
+            dkim_domains
+            if isinstance(dkim_domains, AlignedDomains)
+            else frozenset(d.lower().rstrip(".") for d in dkim_domains)
+        )
         self._dkim_alignment = dkim_alignment
         # Expired entries stay until evicted: they are the stale answer a
         # temperror falls back to.
@@ -124,19 +130,27 @@ class IdentityDecider:
             raise ValidationError("customer_address", f"{address!r} is not local@domain")
         try:
             domain = normalise_name(domain)
+            # an international domain goes on as its A-label (From,
+            # envelope, Reply-To): a U-label is no name for SMTP or DKIM
+            address = f"{local}@{domain}"
         except DNSPermanentError:
             domain = domain.lower()  # check_host() answers none for it
         verdict = await self._verdict(domain, address)
         if verdict.spf is SPFResult.PASS:
             reason = f"spf=pass{_stale(verdict)} → customer sender"
             return Identity(address, customer_name, None, address, True, verdict.spf, reason)
-        if self._dkim_alignment and domain in self._dkim_domains:
+        if self._dkim_alignment and await self._aligned(domain):
             reason = f"dkim key for {domain} → customer sender (DMARC alignment via DKIM)"
             return Identity(address, customer_name, None, self._bounce, True, verdict.spf, reason)
         reason = f"spf={verdict.spf}{_stale(verdict)} → neutral sender"
         return Identity(
             self._neutral, customer_name, address, self._bounce, False, verdict.spf, reason
         )
+
+    async def _aligned(self, domain: str) -> bool:
+        if isinstance(self._dkim_domains, AlignedDomains):
+            return await self._dkim_domains.aligned(domain)
+        return domain in self._dkim_domains
 
     async def _verdict(self, domain: str, address: str) -> _CachedSpf:
         entry = self._cache.get(domain)

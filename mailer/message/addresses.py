@@ -24,6 +24,8 @@ _BLANKS = re.compile(r"[ \t]+")
 # Long enough for any real name, short enough that the name always fits one
 # unsplit encoded-word on one header line (see mailer.message.compose).
 MAX_DISPLAY_NAME = 128
+# RFC 5321 §4.5.3.1.1: octets of a local part
+MAX_LOCAL_PART = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +77,9 @@ def normalise_display_name(name: str) -> str:
     return _BLANKS.sub(" ", name).strip(" ")
 
 
-def parse_address(field: str, value: str, name: str = "") -> Address:
+def parse_address(
+    field: str, value: str, name: str = "", *, name_field: str | None = None
+) -> Address:
     """Validate an address (syntax only, no DNS) and a display name.
 
     The domain may be internationalised; it is stored in its ASCII form.
@@ -86,17 +90,24 @@ def parse_address(field: str, value: str, name: str = "") -> Address:
 
     The display name is returned normalised (normalise_display_name).
 
-    Raises ValidationError(field, reason) for a bad address and
-    ValidationError(f"{field}.name", reason) for a bad display name.
+    Raises ValidationError(field, reason) for a bad address (a local part
+    longer than 64 octets included) and ValidationError(name_field, reason)
+    (default ``f"{field}.name"``) for a bad display name.
     """
+    name_field = name_field or f"{field}.name"
     check_header_value(field, value)
-    check_header_value(f"{field}.name", name)
+    check_header_value(name_field, name)
     name = normalise_display_name(name)
     if len(name) > MAX_DISPLAY_NAME:
-        raise ValidationError(f"{field}.name", f"longer than {MAX_DISPLAY_NAME} characters")
+        raise ValidationError(name_field, f"longer than {MAX_DISPLAY_NAME} characters")
     candidate = value.strip(" \t")
     if not candidate:
         raise ValidationError(field, "empty address")
+    local_part = candidate.rpartition("@")[0]
+    if len(local_part.encode("utf-8")) > MAX_LOCAL_PART:
+        raise ValidationError(
+            field, f"local part longer than {MAX_LOCAL_PART} characters (RFC 5321)"
+        )
     fast = _plain_address(candidate)
     if fast is not None:
         return Address(fast, name)

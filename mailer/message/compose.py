@@ -75,6 +75,9 @@ _HEADER_NAME = re.compile(r"[!-9;-~]+\Z")
 _SEVEN_BIT_TEXT = bytes(range(0x20, 0x7F)) + b"\t\r\n"
 _BEFORE_BLANK = re.compile(r"(?=[ \t])")
 _URL_FORBIDDEN = re.compile(r"[\s<>,\"]")
+# The service's own link in development (`mailer serve --dev`) is plain HTTP
+# on this machine: a browser here opens it, no one else can.
+_LOOPBACK_HTTP = re.compile(r"http://(?:localhost|127\.\d+\.\d+\.\d+|\[::1\])[:/]", re.I)
 
 # Q-encoding restricted to the characters RFC 2047 §5(3) allows in a phrase,
 # so the same words serve display names and unstructured headers.
@@ -225,23 +228,24 @@ def _mailbox(name: str, field: str, address: Address) -> str:
 
 
 def _list_unsubscribe(urls: Sequence[str]) -> tuple[str, bool]:
+    """The List-Unsubscribe header line, and whether its first URL is a web
+    URL that can take the one-click POST. Raises ValidationError naming
+    ``list_unsubscribe[i]``."""
     entries: list[str] = []
-    https = False
     for index, url in enumerate(urls):
         field = f"list_unsubscribe[{index}]"
         check_header_value(field, url)
         lowered = url.lower()
-        if not lowered.startswith(("https://", "mailto:")):
+        if not lowered.startswith(("https://", "mailto:")) and not _LOOPBACK_HTTP.match(url):
             raise ValidationError(field, "must be an https: or mailto: URL")
         if _URL_FORBIDDEN.search(url) or len(url) + 4 > _MAX_LINE:
             raise ValidationError(field, "contains blanks, '<', '>', ',' or '\"', or is too long")
-        https = https or lowered.startswith("https://")
         entries.append(f"<{url}>")
     first_room = _IDEAL_LINE - len("List-Unsubscribe: ")
     words = [entries[0]] + [f" {entry}" for entry in entries[1:]]
     # The comma stays on the line before the fold so each URL starts a line.
     folded = _fold_words([f"{w}," for w in words[:-1]] + words[-1:], first_room)
-    return f"List-Unsubscribe: {folded}", https
+    return f"List-Unsubscribe: {folded}", not urls[0].lower().startswith("mailto:")
 
 
 def _extra_header(index: int, name: str, value: str) -> str:
@@ -308,7 +312,8 @@ def build_message(
     multipart/alternative (text/plain, then text/html) when there is HTML,
     a single text/plain part otherwise. ``List-Unsubscribe-Post:
     List-Unsubscribe=One-Click`` (RFC 8058) is added when ``one_click`` and
-    one of ``list_unsubscribe`` is an https URL.
+    the first of ``list_unsubscribe`` is a web URL (the caller puts the
+    one-click URL first, and only one that takes the POST).
 
     Raises ValidationError naming the field ("subject", "from.name",
     "to.address", "reply_to.name", "message_id", "date",

@@ -181,6 +181,39 @@ class KeyStore:
             keys.setdefault(k.domain, []).append(k)
         return keys
 
+    def load_usable(
+        self, needed: str | None = None
+    ) -> tuple[dict[str, builtins.list[SigningKey]], builtins.list[KeyMaterialError]]:
+        """Every key that can be read, by domain, and the problems of those
+        that cannot: a bad file stops only its own domain's signing (every
+        key of that domain is left out, so that no half of a rotation signs
+        alone). Raises KeyMaterialError for a bad key of ``needed`` (our own
+        signing domain, without which nothing may be signed)."""
+        keys: dict[str, builtins.list[SigningKey]] = {}
+        problems: builtins.list[KeyMaterialError] = []
+        bad: set[str] = set()
+        if not self.root.is_dir():
+            return keys, problems
+        for directory in sorted(p for p in self.root.iterdir() if p.is_dir() and _visible(p)):
+            try:
+                name = normalise_domain(directory.name)
+            except ValidationError:
+                problems.append(KeyMaterialError(f"{directory}: not named after a domain"))
+                continue
+            for path in sorted(directory.glob(f"*{KEY_SUFFIX}")):
+                if not _visible(path):
+                    continue
+                try:
+                    keys.setdefault(name, []).append(_load_file(path, name))
+                except KeyMaterialError as exc:
+                    if name == needed:
+                        raise
+                    problems.append(exc)
+                    bad.add(name)
+        for name in bad:
+            keys.pop(name, None)
+        return keys, problems
+
     def generate(
         self,
         domain: str,

@@ -68,6 +68,7 @@ __all__ = [
 DEFAULT_SIGNED_HEADERS: tuple[bytes, ...] = (
     b"from",
     b"to",
+    b"cc",
     b"subject",
     b"date",
     b"message-id",
@@ -76,9 +77,27 @@ DEFAULT_SIGNED_HEADERS: tuple[bytes, ...] = (
     b"reply-to",
     b"list-unsubscribe",
     b"list-unsubscribe-post",
+    b"feedback-id",
 )
-#: Listed once more than present, so that adding one breaks the signature.
-OVERSIGNED_HEADERS: frozenset[bytes] = frozenset({b"from"})
+#: Listed once more than present (absent ones once), in this order after
+#: the present ones: a copy added anywhere, or one added where there was
+#: none, then breaks the signature. A verifier takes a header field's
+#: instances from the bottom up, so an attacker's copy above the original
+#: would otherwise go unsigned and be what a reader shows.
+OVERSIGNED_HEADERS: tuple[bytes, ...] = (
+    b"from",
+    b"to",
+    b"cc",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"reply-to",
+    b"list-unsubscribe",
+    b"list-unsubscribe-post",
+    b"content-type",
+    b"mime-version",
+    b"feedback-id",
+)
 
 CANONICALIZE = (b"relaxed", b"relaxed")
 _CANON = CanonicalizationPolicy.from_c_value(b"/".join(CANONICALIZE))
@@ -124,11 +143,13 @@ def _parse(message: bytes, headers: Iterable[bytes]) -> tuple[dkim.DKIM, tuple[b
     one without a From header field.
     """
     parsed = _parse_any(message)
-    parsed.should_sign = {h.lower() for h in headers}
-    parsed.frozen_sign = set(OVERSIGNED_HEADERS)
-    include = tuple(name.lower() for name in parsed.default_sign_headers())
-    if b"from" not in include:
+    wanted = {h.lower() for h in headers}
+    present = [name.lower() for name, _ in parsed.headers if name.lower() in wanted]
+    if b"from" not in present:
         raise ValidationError("message", "no From header field")
+    # dkimpy's own frozen_sign lists only the names present; an absent Cc
+    # or Reply-To is listed too, so that adding one fails.
+    include = (*present, *(name for name in OVERSIGNED_HEADERS if name in wanted))
     return parsed, include
 
 
@@ -136,7 +157,8 @@ def signed_header_names(
     message: bytes, headers: Sequence[bytes] = DEFAULT_SIGNED_HEADERS
 ) -> list[bytes]:
     """The ``h=`` list a signature of ``message`` gets: each of ``headers``
-    present, in message order, then From once more.
+    present, in message order, then each of :data:`OVERSIGNED_HEADERS` that
+    ``headers`` has once more, present or not.
 
     Raises ValidationError("message") as :class:`Signer.sign`.
     """

@@ -35,6 +35,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
 from mailer.errors import TemplateError, ValidationError
+from mailer.message import limits
 from mailer.message.addresses import check_header_value
 
 __all__ = [
@@ -76,9 +77,20 @@ class _Undefined(StrictUndefined):
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
 
     def call_binop(self, context: Context, operator_: str, left: Any, right: Any) -> Any:
+        if operator_ == "+":
+            if (
+                isinstance(left, str | list | tuple)
+                and isinstance(right, str | list | tuple)
+                and len(left) + len(right) > limits.MAX_PART_CHARS
+            ):
+                raise SecurityError(f"value longer than {limits.MAX_PART_CHARS:,}")
+            return left + right
+        if operator_ == "%":
+            limits.check_format(left)
+            return limits.sized(left % right)
         if operator_ == "**":
             if isinstance(right, int) and abs(right) > _MAX_EXPONENT:
                 raise SecurityError(f"exponent larger than {_MAX_EXPONENT}")
@@ -92,19 +104,35 @@ class _Sandbox(ImmutableSandboxedEnvironment):
                 raise SecurityError(f"repetition longer than {_MAX_REPEAT}")
         return operator.mul(left, right)
 
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        # every call of the template (functions, methods) is checked before
+        # (widths, counts, format strings) and after (the result's size)
+        limits.check_arguments(args, kwargs)
+        if getattr(__obj, "__name__", None) in ("format", "format_map"):
+            # the sandbox hands out str.format wrapped (functools.update_wrapper)
+            method = getattr(__obj, "__wrapped__", __obj)
+            limits.check_format(getattr(method, "__self__", None))
+        return limits.sized(super().call(__context, __obj, *args, **kwargs))
+
 
 def _quote_component(value: Any) -> str:
     return quote(str(value), safe="")
 
 
 def _sandbox(*, autoescape: bool, finalize: Callable[[Any], Any] | None = None) -> _Sandbox:
-    return _Sandbox(
+    env = _Sandbox(
         undefined=_Undefined,
         autoescape=autoescape,
         finalize=finalize,
         auto_reload=False,
         cache_size=0,
     )
+    env.filters = {
+        name: limits.bounded_filter(fn, formats=name == "format")
+        for name, fn in env.filters.items()
+    }
+    env.globals.update(limits.GLOBALS)
+    return env
 
 
 class HasContent(Protocol):
@@ -188,6 +216,9 @@ def _compile(env: _Sandbox, field: str, source: str) -> Template:
     for node_type, tag in _FORBIDDEN_NODES:
         if ast.find(node_type) is not None:
             raise TemplateError(field, f"'{tag}' is not allowed in templates")
+    # every loop through the render's budget, every ~ size-checked
+    ast = limits.Guard().visit(ast)
+    ast.set_environment(env)
     template = env.from_string(ast)
     # Jinja keeps a template's globals as a ChainMap over the environment's
     # and copies them into every render's context: a plain dict of the same
@@ -272,7 +303,7 @@ def derive_text_template(html: str) -> str | None:
 
 def _render(template: Template, field: str, variables: Mapping[str, str]) -> str:
     try:
-        return template.render(variables)
+        return limits.render_bounded(lambda: template.generate(variables))
     except SecurityError as exc:
         raise TemplateError(field, f"unsafe template operation: {exc}") from exc
     except JinjaTemplateError as exc:

@@ -26,6 +26,7 @@ DEFAULT_HOSTNAME = "mx.sink.test"
 # Messages kept in memory for the HTTP API and the pytest fixture; the
 # Maildir keeps everything.
 DEFAULT_KEEP = 10_000
+DEFAULT_BACKLOG = 1_000
 
 # PATTERN=CODE [ENH] [TEXT], with an optional "rcpt:"/"data:" stage prefix.
 # The pattern is the shortest prefix followed by "=" and a reply code, so a
@@ -114,6 +115,17 @@ class SinkOptions:
     slow_banner: float = 0.0
     slow_replies: float = 0.0
     keep: int = DEFAULT_KEEP
+    # after-the-250 rehearsal: this share of messages comes back as a DSN,
+    # this share as an ARF complaint, sent to the inbound listener at
+    # feedback_to
+    bounce_after: float = 0.0
+    complain: float = 0.0
+    feedback_to: tuple[str, int] | None = None
+    # only mail whose envelope is at these domains comes back (None: all)
+    feedback_domains: frozenset[str] | None = None
+    # messages answered 250 but not yet checked and stored, at most; past
+    # that the sink answers 451 (the sender retries) instead of piling up
+    backlog: int = DEFAULT_BACKLOG
 
     def __post_init__(self) -> None:
         """Raises ValidationError naming the flag that is out of range or
@@ -128,6 +140,15 @@ class SinkOptions:
             raise ValidationError("slow-banner", "delays must not be negative")
         if self.keep < 1:
             raise ValidationError("keep", "must be at least 1")
+        for flag, rate in (("bounce-after", self.bounce_after), ("complain", self.complain)):
+            if not 0.0 <= rate <= 1.0:
+                raise ValidationError(flag, f"{rate} is not between 0 and 1")
+        if self.bounce_after + self.complain > 1.0:
+            raise ValidationError("complain", "--bounce-after and --complain add up to over 1")
+        if (self.bounce_after or self.complain) and self.feedback_to is None:
+            raise ValidationError("feedback-to", "the inbound listener to send to is needed")
+        if self.backlog < 1:
+            raise ValidationError("backlog", "must be at least 1")
         if not self.starttls and (self.cert is not None or self.bad_cert is not None):
             raise ValidationError("no-starttls", "a certificate makes no sense without STARTTLS")
         if self.cert is not None and self.bad_cert is not None:

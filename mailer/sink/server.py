@@ -27,6 +27,7 @@ from mailer.sink.auth import Authenticator, DmarcVerdict, SpfVerdict
 from mailer.sink.checks import HeaderCheck, parse_message, run_checks
 from mailer.sink.maildir import MaildirStore
 from mailer.sink.options import BadCert, SinkOptions
+from mailer.sink.rehearsal import Rehearsal
 from mailer.sink.report import SinkMessage, trace_headers
 from mailer.sink.runner import Sink, certificate_names
 from mailer.sink.smtpd import Received, Refusal, Transaction
@@ -86,6 +87,17 @@ class DevSink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._serial: asyncio.Lock | None = None
+        opts = self.options
+        self.rehearsal: Rehearsal | None = None
+        if opts.feedback_to is not None and (opts.bounce_after or opts.complain):
+            self.rehearsal = Rehearsal(
+                opts.feedback_to,
+                bounce_rate=opts.bounce_after,
+                complain_rate=opts.complain,
+                hostname=opts.hostname,
+                seed=opts.seed,
+                domains=opts.feedback_domains,
+            )
 
     @classmethod
     def for_config(
@@ -332,14 +344,17 @@ class DevSink:
         return None
 
     def stop(self) -> None:
-        """Stop accepting, finish checking what was accepted (for a few
-        seconds at most), stop the checker, remove owned certificates."""
+        """Stop accepting, check and store everything that was accepted
+        (every message answered 250: the backlog bounds how long that
+        takes), stop the checker, remove owned certificates."""
         if self._smtp is not None:
             self._smtp.stop()
-            try:
-                self.wait_idle(_DRAIN_ON_STOP)
-            except TimeoutError:
-                log.warning("sink stopped with messages still being checked")
+            while True:
+                try:
+                    self.wait_idle(_DRAIN_ON_STOP)
+                    break
+                except TimeoutError as exc:
+                    log.warning("sink stopping: %s; still storing them", exc)
             self._smtp = None
         self._stop_checker()
         self._close_certs()
@@ -383,12 +398,16 @@ class DevSink:
 
     # -- checking -------------------------------------------------------------
 
-    def _accepted(self, received: Received) -> None:
-        """On the SMTP loop: count it and hand it to the checker."""
+    def _accepted(self, received: Received) -> str | None:
+        """On the SMTP loop: count it and hand it to the checker; or, with
+        ``options.backlog`` messages waiting already, a 451 reply."""
         with self._changed:
+            if self._received - self._checked >= self.options.backlog:
+                return "451 4.3.1 sink busy: too many messages waiting to be checked, retry"
             self._received += 1
         assert self._loop is not None
         asyncio.run_coroutine_threadsafe(self._check(received), self._loop)
+        return None
 
     async def _check(self, received: Received) -> None:
         assert self._serial is not None
@@ -400,6 +419,8 @@ class DevSink:
                 listeners = self._listeners
             for listener in listeners:
                 listener(message)
+            if self.rehearsal is not None:
+                self.rehearsal.consider(message)
         finally:
             with self._changed:
                 self._checked += 1

@@ -200,7 +200,9 @@ class Recorder:
             self.changed.notify_all()
 
 
-MessageHook = Callable[[Received], None]
+# May refuse the message: a reply (4xx) instead of 250, e.g. when the
+# caller's backlog is full; None accepts it.
+MessageHook = Callable[[Received], str | None]
 RefusalHook = Callable[[Refusal], None]
 
 
@@ -309,10 +311,14 @@ class _Handler:
             return self.refuse(
                 server, "data", received.mail_from, received.rcpt_tos, reply, "script"
             )
+        if self._on_message is not None:
+            refused = self._on_message(received)
+            if refused is not None:
+                return self.refuse(
+                    server, "data", received.mail_from, received.rcpt_tos, refused, "backlog"
+                )
         if recorder.keep:
             recorder.add(recorder.messages, received)
-        if self._on_message is not None:
-            self._on_message(received)
         return "250 2.0.0 OK queued"
 
 

@@ -8,6 +8,12 @@ from mailer.store.base import Store
 from mailer.store.sqlite.store import SQLiteStore
 
 
+def is_postgres(database: str) -> bool:
+    """Whether the ``database`` setting names a PostgreSQL server (else an
+    SQLite file)."""
+    return database.startswith(("postgres://", "postgresql://"))
+
+
 def open_store(database: str) -> Store:
     """The backend for a ``database`` setting: a PostgreSQL URL or an SQLite
     path. The store still has to be opened (``async with``).
@@ -15,7 +21,7 @@ def open_store(database: str) -> Store:
     Raises ConfigError for a PostgreSQL URL when the ``postgres`` extra
     (psycopg) is not installed.
     """
-    if database.startswith(("postgres://", "postgresql://")):
+    if is_postgres(database):
         # imported here: psycopg is an optional extra, needed only when configured
         try:
             from mailer.store.postgres.store import PostgresStore
@@ -29,4 +35,4 @@ def open_store(database: str) -> Store:
     return SQLiteStore(database)
 
 
-__all__ = ["SQLiteStore", "Store", "open_store"]
+__all__ = ["SQLiteStore", "Store", "is_postgres", "open_store"]

@@ -9,15 +9,20 @@ from typing import Protocol, Self
 
 from mailer.reasons import Reason, State
 from mailer.store.models import (
+    AccountOutcome,
+    AccountPause,
     Attempt,
     Claimed,
     Distribution,
     Event,
+    FeedbackResult,
     Hold,
     HoldKind,
     Idempotency,
     IdempotencyRecord,
+    Inbound,
     NewDistribution,
+    NewInbound,
     NewSend,
     Outcome,
     QueueSummary,
@@ -28,8 +33,6 @@ from mailer.store.models import (
     Stats,
     Suppression,
 )
-
-SCHEMA_VERSION = 3
 
 
 class Lifecycle(Protocol):
@@ -60,20 +63,26 @@ class IntakeStore(Protocol):
         hostname: str,
         now: float,
         idempotency: Idempotency | None = None,
+        distribution_id: str | None = None,
     ) -> tuple[str, list[str]]:
-        """Store a distribution and its sends in one transaction; returns the
-        distribution id and the send ids (in input order). Durable on
-        return.
+        """Store a distribution (with id ``distribution_id``, or a new one)
+        and its sends in one transaction; returns the distribution id and
+        the send ids (in input order). Durable on return.
 
-        With ``idempotency`` the key is recorded in the same transaction.
-        When the account has used the key before, nothing is stored and the
-        ids recorded with the key are returned: the caller compares body
-        hashes through :meth:`idempotent`.
+        With ``idempotency`` the key is recorded in the same transaction,
+        and compared in it with what the account recorded before under that
+        key (not yet stale): with the same body hash nothing is stored and
+        the recorded ids are returned; with another, IdempotencyConflict is
+        raised and nothing is stored. Two enqueues racing with one key end
+        as one stored distribution and either its ids or the conflict.
         """
         ...
 
-    async def idempotent(self, account: str, key: str) -> IdempotencyRecord | None:
-        """The record of an enqueue with this account's key, if any."""
+    async def idempotent(
+        self, account: str, key: str, *, stale_before: float = float("-inf")
+    ) -> IdempotencyRecord | None:
+        """The record of an enqueue with this account's key, if any that was
+        made at or after ``stale_before``."""
         ...
 
 
@@ -142,8 +151,20 @@ class OperatorStore(Protocol):
         ...
 
     async def suppress(
-        self, account: str, address: str, reason: Reason, *, now: float, detail: str | None = None
-    ) -> None: ...
+        self,
+        account: str,
+        address: str,
+        reason: Reason,
+        *,
+        now: float,
+        detail: str | None = None,
+        replace: bool = False,
+    ) -> bool:
+        """Put ``address`` on ``account``'s list. An entry already there
+        gives way only to a stronger reason (complaint > unsubscribe >
+        bounce, :mod:`mailer.store.rules`); otherwise it stays, reason, time
+        and note, unless ``replace``. Returns whether the entry was written."""
+        ...
 
     async def unsubscribe(
         self,
@@ -158,7 +179,8 @@ class OperatorStore(Protocol):
         ``suppressed-unsubscribe`` and, when ``send_id`` names a send of that
         account to that address, record a ``suppressed-unsubscribe`` event
         on it (its state unchanged). Returns False, changing nothing, when
-        the address was already unsubscribed."""
+        the address was already unsubscribed (or suppressed for a
+        complaint)."""
         ...
 
     async def unsuppress(self, account: str, address: str) -> bool: ...
@@ -167,9 +189,11 @@ class OperatorStore(Protocol):
 
     # operator tools -----------------------------------------------------
 
-    async def suppress_many(self, entries: Sequence[Suppression]) -> int:
-        """Add or replace every entry (addresses lower-cased) in one
-        transaction: all or nothing. Returns how many were written."""
+    async def suppress_many(self, entries: Sequence[Suppression], *, replace: bool = False) -> int:
+        """Add every entry (addresses lower-cased) in one transaction: all
+        or nothing. An entry already on the list gives way only to a
+        stronger reason, as in :meth:`suppress`, unless ``replace``.
+        Returns how many were written."""
         ...
 
     async def hold(self, kind: HoldKind, value: str, *, now: float, note: str | None = None) -> int:
@@ -225,7 +249,71 @@ class OperatorStore(Protocol):
         ...
 
 
-class Store(Lifecycle, IntakeStore, QueueStore, FeedStore, OperatorStore, Protocol):
+class FeedbackStore(Protocol):
+    """After the 250: returned messages kept raw and processed once, and the
+    per-account circuit breaker."""
+
+    async def inbound_put(self, messages: Sequence[NewInbound], *, now: float) -> list[str]:
+        """Store returned messages as received, in one transaction (the
+        listener commits the messages of concurrent sessions together);
+        durable on return, so the listener answers 250 only then. Returns
+        their ids in order."""
+        ...
+
+    async def inbound_pending(self, *, limit: int = 100) -> list[Inbound]:
+        """Stored messages not yet processed, oldest first, with ``raw``."""
+        ...
+
+    async def inbound_get(self, inbound_id: str) -> Inbound:
+        """One stored message with ``raw``. Raises NotFound."""
+        ...
+
+    async def inbound_list(
+        self, *, unmatched: bool = False, limit: int = 100, after: str = ""
+    ) -> list[Inbound]:
+        """Stored messages by id after ``after`` (without ``raw``); with
+        ``unmatched`` only processed ones that matched no send."""
+        ...
+
+    async def inbound_done(self, inbound_id: str, result: FeedbackResult, *, now: float) -> bool:
+        """In one transaction: apply ``result``'s effects (late bounce of a
+        delivered send, suppression, an event each) and mark the message
+        processed. A message already processed changes nothing and gives
+        False, so processing twice never applies twice. Raises NotFound."""
+        ...
+
+    # the per-account circuit breaker (mailer.feedback.breaker) ---------------
+
+    async def account_window(
+        self, account: str, *, since: float, limit: int
+    ) -> list[AccountOutcome]:
+        """The account's delivered and bounced sends with our envelope
+        created since ``since``, newest first, at most ``limit``."""
+        ...
+
+    async def pause_account(self, account: str, *, now: float, detail: str | None = None) -> int:
+        """Record the account as paused and hold its queued and deferred
+        sends (reason ``account-paused``, an event each); its new sends
+        start held. Returns how many were held."""
+        ...
+
+    async def release_account(self, account: str, *, now: float) -> int:
+        """Lift the pause: its paused sends are queued, due now (a
+        ``released`` event each), and the release time is kept for the
+        breaker's window. Returns how many were queued. Raises NotFound
+        when the account is not paused."""
+        ...
+
+    async def active_accounts(self, *, since: float) -> list[str]:
+        """Accounts with sends delivered or bounced since ``since``."""
+        ...
+
+    async def account_pauses(self) -> list[AccountPause]:
+        """Every account the breaker has paused (or released)."""
+        ...
+
+
+class Store(Lifecycle, IntakeStore, QueueStore, FeedStore, OperatorStore, FeedbackStore, Protocol):
     """A durable queue of sends: every role in one backend.
 
     Every method raises :class:`mailer.errors.StoreError` on backend

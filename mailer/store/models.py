@@ -34,6 +34,12 @@ class NewDistribution:
     unsubscribe_url: str | None = None
     send_at: float | None = None
     tags: tuple[str, ...] = ()
+    # the distribution's own https unsubscribe_url accepts RFC 8058 one-click
+    # POSTs, so it may stand in List-Unsubscribe instead of the service's
+    unsubscribe_one_click: bool = False
+    # language of what the service adds or shows ("de", "en"); None: English
+    # in mail, the browser's choice on the unsubscribe page
+    language: str | None = None
 
 
 class NewSend(NamedTuple):
@@ -58,6 +64,8 @@ class Distribution:
     send_at: float | None
     tags: tuple[str, ...]
     created_at: float
+    unsubscribe_one_click: bool = False
+    language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -173,11 +181,14 @@ class QueueSummary:
 class Idempotency:
     """An ``Idempotency-Key`` (unique per account) to record with an
     enqueue: the hash of the request it came with, and the caller's part of
-    the response (``data``, JSON text) to return again on a retry."""
+    the response (``data``, JSON text) to return again on a retry. A key
+    recorded before ``stale_before`` (a time) has expired: it is used anew
+    as if it had never been."""
 
     key: str
     body_hash: str
     data: str = "{}"
+    stale_before: float = float("-inf")
 
 
 @dataclass(frozen=True)
@@ -275,3 +286,95 @@ class Stats:
     deferring: tuple[DestinationCount, ...]
     throughput: tuple[Throughput, ...]
     holds: tuple[Hold, ...]
+
+
+# After the 250: returned messages and what they did -----------------------
+
+
+@dataclass(frozen=True)
+class NewInbound:
+    """A message the inbound listener accepted, as received."""
+
+    mail_from: str
+    recipients: tuple[str, ...]
+    raw: bytes
+    peer: str | None = None
+    tls: bool = False
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A stored returned message. ``processed_at`` is None until parsed
+    and applied; then ``kind``, ``layout``, the matched ``send_id`` (None:
+    unmatched), how it matched (``verp``, ``envid``, ``message-id``) and
+    the parsed ``report`` (JSON text). ``raw`` is only loaded when asked."""
+
+    id: str
+    received_at: float
+    mail_from: str
+    recipients: tuple[str, ...]
+    size: int
+    tls: bool
+    peer: str | None
+    processed_at: float | None = None
+    kind: str | None = None
+    layout: str | None = None
+    send_id: str | None = None
+    matched_by: str | None = None
+    problem: str | None = None
+    report: str | None = None
+    raw: bytes | None = None
+
+
+@dataclass(frozen=True)
+class FeedbackEffect:
+    """One change a returned message makes to one send.
+
+    Always an event with ``reason``; with ``bounce`` a ``delivered`` send
+    becomes ``bounced``; with ``suppress`` the address (default: the
+    send's recipient) goes on the send's account's list for that reason.
+    """
+
+    send_id: str
+    reason: Reason
+    bounce: bool = False
+    suppress: Reason | None = None
+    address: str | None = None
+    code: int | None = None
+    enhanced: str | None = None
+    text: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    """What processing a stored returned message found and does."""
+
+    kind: str
+    layout: str
+    report: str
+    send_id: str | None = None
+    matched_by: str | None = None
+    problem: str | None = None
+    effects: tuple[FeedbackEffect, ...] = ()
+
+
+@dataclass(frozen=True)
+class AccountOutcome:
+    """One finished send of an account with our envelope, as the circuit
+    breaker counts it (mailer.feedback.breaker)."""
+
+    at: float
+    hard_bounce: bool
+    complaint: bool
+
+
+@dataclass(frozen=True)
+class AccountPause:
+    """The circuit breaker's state of an account: paused since
+    ``paused_at`` (None: not paused), last released at ``released_at``."""
+
+    account: str
+    paused_at: float | None
+    released_at: float | None
+    detail: str | None = None

@@ -22,8 +22,10 @@ from mailer.store.models import (
     Attempt,
     Distribution,
     Event,
+    FeedbackEffect,
     Hold,
     IdempotencyRecord,
+    Inbound,
     NewSend,
     Outcome,
     Send,
@@ -50,6 +52,8 @@ def distribution(row: Row) -> Distribution:
         send_at=row["send_at"],
         tags=tuple(_json(row["tags"])),
         created_at=row["created_at"],
+        unsubscribe_one_click=bool(row["unsubscribe_one_click"]),
+        language=row["language"],
     )
 
 
@@ -257,3 +261,67 @@ class OutcomeRows:
             self.suppress.append(
                 (row["account"], row["rcpt_key"], outcome.suppress.value, now, text)
             )
+
+
+# After the 250 (mailer.feedback) --------------------------------------------
+
+
+@dataclass
+class FeedbackRows:
+    """The statement parameters that apply a returned message's effects:
+    late bounces (send update), suppressions and events, per send row read
+    in the same transaction."""
+
+    bounce: list[Params] = field(default_factory=list)
+    suppress: list[Params] = field(default_factory=list)
+    events: list[Params] = field(default_factory=list)
+
+    def add(self, row: Row, effect: FeedbackEffect, now: float) -> None:
+        state = State(row["state"])
+        if effect.bounce and state is State.DELIVERED:
+            # BOUNCE_DELIVERED's parameters; only a delivered send turns
+            # bounced (a later bounce of a bounced send is an event only)
+            self.bounce.append(
+                (effect.reason.value, effect.code, effect.enhanced, effect.text, now, row["id"])
+            )
+            state = State.BOUNCED
+        self.events.append(
+            event_row(
+                row["id"],
+                row["distribution_id"],
+                now,
+                state,
+                effect.reason,
+                code=effect.code,
+                enhanced=effect.enhanced,
+                text=effect.text,
+                detail=effect.detail,
+            )
+        )
+        if effect.suppress is not None:
+            address = (effect.address or row["recipient"]).lower()
+            self.suppress.append(
+                (row["account"], address, effect.suppress.value, now, effect.detail)
+            )
+
+
+def inbound(row: Row, *, recipients: Sequence[str]) -> Inbound:
+    """A stored returned message from its row (``raw`` when selected)."""
+    raw = row["raw"] if "raw" in row.keys() else None  # noqa: SIM118 - sqlite3.Row has no `in`
+    return Inbound(
+        id=row["id"],
+        received_at=row["received_at"],
+        mail_from=row["mail_from"],
+        recipients=tuple(recipients),
+        size=row["size"],
+        tls=bool(row["tls"]),
+        peer=row["peer"],
+        processed_at=row["processed_at"],
+        kind=row["kind"],
+        layout=row["layout"],
+        send_id=row["send_id"],
+        matched_by=row["matched_by"],
+        problem=row["problem"],
+        report=row["report"],
+        raw=bytes(raw) if raw is not None else None,
+    )

@@ -7,6 +7,7 @@ the queries; the decisions are made here, once."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -23,6 +24,33 @@ from mailer.store.models import (
     Throughput,
 )
 from mailer.store.rows import Row, event_row
+
+# The identity decision that puts the customer's own address on the envelope
+# (mailer.identity.sender: "spf=pass → customer sender"); every other
+# decision sends with our envelope, whose bounces come back to us.
+CUSTOMER_ENVELOPE_PREFIX = "spf=pass"
+
+# A suppression gives way only to a stronger one: a complaint is stronger
+# than an unsubscribe, which is stronger than a bounce. Of two as strong, the
+# earlier (the one on the list) stays, with its note.
+SUPPRESSION_STRENGTH = {
+    "suppressed-complaint": 3,
+    "suppressed-unsubscribe": 2,
+    "suppressed-bounce": 1,
+}
+
+
+def suppression_strength_sql(column: str) -> str:
+    """The SQL expression ranking ``column`` (a reason) by
+    :data:`SUPPRESSION_STRENGTH`, the same in both backends' upserts."""
+    whens = " ".join(f"WHEN '{r}' THEN {n}" for r, n in SUPPRESSION_STRENGTH.items())
+    return f"(CASE {column} {whens} ELSE 0 END)"
+
+
+def replaces(new_reason: str, old_reason: str) -> bool:
+    """Whether a suppression with ``new_reason`` takes the place of one with
+    ``old_reason`` (pure; what the backends' upserts decide)."""
+    return SUPPRESSION_STRENGTH.get(new_reason, 0) > SUPPRESSION_STRENGTH.get(old_reason, 0)
 
 
 def split_statements(script: str) -> list[str]:
@@ -99,9 +127,14 @@ def hold_value(kind: str, value: str) -> str:
         raise ValidationError(kind, "empty")
     if kind == "domain":
         try:
-            value = value.rstrip(".").encode("idna").decode("ascii").lower()
+            ascii_name = value.rstrip(".").encode("idna").decode("ascii").lower()
         except UnicodeError as exc:
             raise ValidationError("domain", f"{value!r} is not a domain name") from exc
+        if len(ascii_name) > 253 or not _HOST_NAME.fullmatch(ascii_name):
+            raise ValidationError(
+                "domain", f"{value!r} is not a domain name (letters, digits, '-' and dots)"
+            )
+        value = ascii_name
     return value
 
 
@@ -198,3 +231,9 @@ def _minutes(now: float, minutes: int) -> tuple[int, int]:
     """The first and last whole minute (since the epoch) of the window."""
     last = int(now // 60)
     return last - max(minutes, 1) + 1, last
+
+
+# A host name in its ASCII form: LDH labels of 1-63 characters, not
+# starting or ending with '-'.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST_NAME = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}")

@@ -68,12 +68,17 @@ async def unsubscribe(
     return True
 
 
-async def suppress_many(conn: Conn, entries: Sequence[Suppression]) -> int:
+async def suppress_many(conn: Conn, entries: Sequence[Suppression], *, replace: bool) -> int:
+    """Returns how many entries were written (a weaker reason over a
+    stronger one is not, unless ``replace``)."""
     rows = [(e.account, e.address.lower(), e.reason.value, e.created_at, e.detail) for e in entries]
-    if rows:
-        async with conn.cursor() as cur:
-            await cur.executemany(q.UPSERT_SUPPRESSION, rows)
-    return len(rows)
+    query = q.REPLACE_SUPPRESSION if replace else q.UPSERT_SUPPRESSION
+    written = 0
+    async with conn.cursor() as cur:
+        for row in rows:
+            await cur.execute(query, row)
+            written += max(cur.rowcount, 0)
+    return written
 
 
 async def hold(
@@ -144,12 +149,19 @@ async def hold_new_sends(
     events for the caller to append."""
     await conn.execute(q.ADVISORY_LOCK_SHARED, (q.LOCK_HOLDS, key))
     cur = await conn.execute(q.HOLD_NEW_SENDS, (distribution_id,))
-    return [
+    events = [
         typed.event_row(
             r["id"], distribution_id, now, State.HELD, Reason.HELD, detail="domain is held"
         )
         for r in await cur.fetchall()
     ]
+    # the circuit breaker paused the account (mailer.feedback.breaker)
+    cur = await conn.execute(q.HOLD_NEW_SENDS_PAUSED, (distribution_id,))
+    events += [
+        typed.event_row(r["id"], distribution_id, now, State.HELD, Reason.ACCOUNT_PAUSED)
+        for r in await cur.fetchall()
+    ]
+    return events
 
 
 async def hold_if_held(conn: Conn, send_ids: Sequence[str], now: float) -> list[tuple[object, ...]]:

@@ -31,4 +31,6 @@ def distribution_row(dist_id: str, new: NewDistribution, now: float) -> Params:
         new.send_at,
         Jsonb(list(new.tags)),
         now,
+        new.unsubscribe_one_click,
+        new.language,
     )

@@ -8,6 +8,8 @@ identity column). Placeholders are psycopg's ``%s`` / ``%(name)s``.
 
 from __future__ import annotations
 
+from mailer.store.rules import suppression_strength_sql
+
 SCHEMA_V1 = """
 CREATE TABLE distributions (
     id text PRIMARY KEY,
@@ -120,7 +122,45 @@ CREATE INDEX events_at ON events (at);
 ALTER TABLE sends ADD COLUMN replayed_at double precision
 """
 
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
+# A distribution's unsubscribe options: whether its own URL takes RFC 8058
+# one-click POSTs, and the language of the footer and unsubscribe page.
+SCHEMA_V4 = """
+ALTER TABLE distributions ADD COLUMN unsubscribe_one_click boolean NOT NULL DEFAULT false;
+ALTER TABLE distributions ADD COLUMN language text
+"""
+
+# Returned messages (mailer.feedback), stored raw before the listener's
+# 250 and processed after it; a partial index finds the unprocessed ones.
+SCHEMA_V5 = """
+CREATE TABLE inbound (
+    id text PRIMARY KEY,
+    received_at double precision NOT NULL,
+    mail_from text NOT NULL,
+    recipients jsonb NOT NULL,
+    raw bytea NOT NULL,
+    size integer NOT NULL,
+    tls boolean NOT NULL,
+    peer text,
+    processed_at double precision,
+    kind text,
+    layout text,
+    send_id text,
+    matched_by text,
+    problem text,
+    report text
+);
+CREATE INDEX inbound_pending ON inbound (id) WHERE processed_at IS NULL;
+CREATE INDEX inbound_send ON inbound (send_id);
+CREATE TABLE account_pauses (
+    account text PRIMARY KEY,
+    paused_at double precision,
+    released_at double precision,
+    detail text
+);
+CREATE INDEX sends_account ON sends (account, created_at)
+"""
+
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5)
 
 
 # Advisory-lock keys (two-int form: class, object). The object part is the
@@ -140,8 +180,8 @@ ADVISORY_LOCK_SHARED = "SELECT pg_advisory_xact_lock_shared(%s, %s)"
 
 INSERT_DISTRIBUTION = """
 INSERT INTO distributions (id, account, sender_address, sender_name, subject, html, text,
-    unsubscribe_url, send_at, tags, created_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    unsubscribe_url, send_at, tags, created_at, unsubscribe_one_click, language)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 """
 
 # A whole batch of new sends in one statement, from one JSON array
@@ -177,7 +217,13 @@ SELECT * FROM unnest(%s::text[], %s::text[], %s::float8[], %s::text[], %s::text[
 INSERT_IDEMPOTENCY = """
 INSERT INTO idempotency (account, key, body_hash, distribution_id, send_ids, data, created_at)
 VALUES (%s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (account, key) DO NOTHING
+ON CONFLICT (account, key) DO UPDATE SET
+    body_hash = EXCLUDED.body_hash,
+    distribution_id = EXCLUDED.distribution_id,
+    send_ids = EXCLUDED.send_ids,
+    data = EXCLUDED.data,
+    created_at = EXCLUDED.created_at
+WHERE idempotency.created_at < %s
 RETURNING key
 """
 SELECT_IDEMPOTENCY = "SELECT * FROM idempotency WHERE account = %s AND key = %s"
@@ -287,20 +333,32 @@ SELECT
 FROM sends WHERE state IN ('queued', 'deferred', 'sending')
 """
 
-UPSERT_SUPPRESSION = """
+# A suppression only ever gives way to a stronger one (store/rules.py):
+# never downgraded, its note kept. REPLACE_SUPPRESSION overwrites (an
+# operator's explicit --replace).
+UPSERT_SUPPRESSION = f"""
+INSERT INTO suppressions (account, address, reason, created_at, detail) VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (account, address) DO UPDATE SET reason = excluded.reason,
+    created_at = excluded.created_at, detail = excluded.detail
+WHERE {suppression_strength_sql("excluded.reason")}
+    > {suppression_strength_sql("suppressions.reason")}
+"""
+REPLACE_SUPPRESSION = """
 INSERT INTO suppressions (account, address, reason, created_at, detail) VALUES (%s, %s, %s, %s, %s)
 ON CONFLICT (account, address) DO UPDATE SET reason = excluded.reason,
     created_at = excluded.created_at, detail = excluded.detail
 """
 
-# Inserts or overwrites unless the address is already unsubscribed: no row
+# Inserts or overwrites unless the address is already unsubscribed (or
+# suppressed for a complaint, stronger): no row
 # comes back then, atomically with respect to a concurrent unsubscribe.
-UNSUBSCRIBE = """
+UNSUBSCRIBE = f"""
 INSERT INTO suppressions (account, address, reason, created_at, detail)
 VALUES (%(account)s, %(address)s, 'suppressed-unsubscribe', %(now)s, %(detail)s)
 ON CONFLICT (account, address) DO UPDATE SET reason = excluded.reason,
     created_at = excluded.created_at, detail = excluded.detail
-WHERE suppressions.reason <> 'suppressed-unsubscribe'
+WHERE {suppression_strength_sql("suppressions.reason")}
+    < {suppression_strength_sql("'suppressed-unsubscribe'")}
 RETURNING address
 """
 
@@ -416,4 +474,83 @@ SELECT floor(at / 60)::bigint AS minute, state, count(*) AS n FROM events
 WHERE at >= %s AND at < %s
     AND state IN ('delivered', 'deferred', 'bounced', 'failed', 'suppressed')
 GROUP BY minute, state
+"""
+
+
+# After the 250 (mailer.feedback) --------------------------------------------
+
+INBOUND_COLUMNS = (
+    "id, received_at, mail_from, recipients, size, tls, peer, processed_at, kind, layout, "
+    "send_id, matched_by, problem, report"
+)
+INSERT_INBOUND = """
+INSERT INTO inbound (id, received_at, mail_from, recipients, raw, size, tls, peer)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+"""
+SELECT_PENDING_INBOUND = (
+    f"SELECT {INBOUND_COLUMNS}, raw FROM inbound WHERE processed_at IS NULL ORDER BY id LIMIT %s"
+)
+SELECT_INBOUND = f"SELECT {INBOUND_COLUMNS}, raw FROM inbound WHERE id = %s"
+LOCK_INBOUND = "SELECT processed_at FROM inbound WHERE id = %s FOR UPDATE"
+LIST_INBOUND = f"SELECT {INBOUND_COLUMNS} FROM inbound WHERE id > %s ORDER BY id LIMIT %s"
+LIST_UNMATCHED_INBOUND = (
+    f"SELECT {INBOUND_COLUMNS} FROM inbound WHERE id > %s AND processed_at IS NOT NULL "
+    "AND send_id IS NULL ORDER BY id LIMIT %s"
+)
+FINISH_INBOUND = """
+UPDATE inbound SET processed_at = %s, kind = %s, layout = %s, send_id = %s, matched_by = %s,
+    problem = %s, report = %s
+WHERE id = %s AND processed_at IS NULL
+"""
+SELECT_SEND_STATE = (
+    "SELECT id, distribution_id, account, recipient, state FROM sends WHERE id = %s FOR UPDATE"
+)
+BOUNCE_DELIVERED = """
+UPDATE sends SET state = 'bounced', reason = %s, last_code = %s, last_enhanced = %s,
+    last_text = %s, updated_at = %s
+WHERE id = %s AND state = 'delivered'
+"""
+
+# The circuit breaker: an account's paused mail and the window it judges.
+UPSERT_PAUSE = """
+INSERT INTO account_pauses (account, paused_at, released_at, detail) VALUES (%s, %s, NULL, %s)
+ON CONFLICT (account) DO UPDATE SET paused_at = excluded.paused_at, detail = excluded.detail
+"""
+PAUSE_SENDS = """
+UPDATE sends SET state = 'held', reason = 'account-paused', updated_at = %s
+WHERE account = %s AND state IN ('queued', 'deferred')
+RETURNING id, distribution_id
+"""
+UNPAUSE = """
+UPDATE account_pauses SET paused_at = NULL, released_at = %s
+WHERE account = %s AND paused_at IS NOT NULL
+"""
+RELEASE_PAUSED_SENDS = """
+UPDATE sends SET state = 'queued', reason = 'released', due_at = %s, updated_at = %s
+WHERE account = %s AND state = 'held' AND reason = 'account-paused'
+RETURNING id, distribution_id
+"""
+SELECT_PAUSES = "SELECT * FROM account_pauses ORDER BY account"
+SELECT_PAUSE = "SELECT * FROM account_pauses WHERE account = %s"
+HOLD_NEW_SENDS_PAUSED = """
+UPDATE sends SET state = 'held', reason = 'account-paused'
+WHERE distribution_id = %s AND state = 'queued'
+    AND account IN (SELECT account FROM account_pauses WHERE paused_at IS NOT NULL)
+RETURNING id
+"""
+ACCOUNT_WINDOW = """
+SELECT s.created_at AS at, s.state = 'bounced' AS hard_bounce,
+    EXISTS (SELECT 1 FROM events e WHERE e.send_id = s.id AND e.reason = 'complained')
+        AS complaint
+FROM sends s
+WHERE s.account = %s AND s.created_at >= %s AND s.state IN ('delivered', 'bounced')
+    AND s.identity IS NOT NULL AND s.identity NOT LIKE %s
+ORDER BY s.created_at DESC LIMIT %s
+"""
+
+# accounts with sends finished since a time: those the breaker sweeps
+ACTIVE_ACCOUNTS = """
+SELECT DISTINCT account FROM sends
+WHERE updated_at >= %s AND state IN ('delivered', 'bounced')
+ORDER BY account
 """

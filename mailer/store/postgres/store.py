@@ -20,20 +20,25 @@ import psycopg
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from mailer.errors import NotFound, StoreError
+from mailer.errors import IdempotencyConflict, NotFound, StoreError
 from mailer.reasons import Reason, State
 from mailer.store import rows as typed
 from mailer.store import rules
 from mailer.store.models import (
+    AccountOutcome,
+    AccountPause,
     Attempt,
     Claimed,
     Distribution,
     Event,
+    FeedbackResult,
     Hold,
     HoldKind,
     Idempotency,
     IdempotencyRecord,
+    Inbound,
     NewDistribution,
+    NewInbound,
     NewSend,
     Outcome,
     QueueSummary,
@@ -47,6 +52,7 @@ from mailer.store.models import (
     new_ids,
 )
 from mailer.store.postgres import events as pg_events
+from mailer.store.postgres import feedback as pg_feedback
 from mailer.store.postgres import ops as pg_ops
 from mailer.store.postgres import rows as pg_rows
 from mailer.store.postgres import sql as q
@@ -158,8 +164,9 @@ class PostgresStore:
         hostname: str,
         now: float,
         idempotency: Idempotency | None = None,
+        distribution_id: str | None = None,
     ) -> tuple[str, list[str]]:
-        dist_id = new_id()
+        dist_id = distribution_id or new_id()
         due = distribution.send_at if distribution.send_at is not None else now
         ids = new_ids(len(sends))
         account = distribution.account
@@ -167,9 +174,19 @@ class PostgresStore:
         async with self._tx() as conn:
             if idempotency is not None:
                 record = (account, idempotency.key, idempotency.body_hash, dist_id, ids)
-                inserted = await _all(conn, q.INSERT_IDEMPOTENCY, (*record, idempotency.data, now))
+                # A racing insert of the same key waits here for the other
+                # transaction; once it commits, nothing is inserted and the
+                # SELECT (a fresh snapshot under READ COMMITTED) sees its row.
+                # An expired row is taken over in the same statement.
+                inserted = await _all(
+                    conn,
+                    q.INSERT_IDEMPOTENCY,
+                    (*record, idempotency.data, now, max(idempotency.stale_before, -1e300)),
+                )
                 if not inserted:
                     [first] = await _all(conn, q.SELECT_IDEMPOTENCY, (account, idempotency.key))
+                    if first["body_hash"] != idempotency.body_hash:
+                        raise IdempotencyConflict(idempotency.key)
                     return first["distribution_id"], list(first["send_ids"])
             await conn.execute(
                 q.INSERT_DISTRIBUTION, pg_rows.distribution_row(dist_id, distribution, now)
@@ -182,9 +199,13 @@ class PostgresStore:
             await pg_events.append(conn, self._key, held)
         return dist_id, ids
 
-    async def idempotent(self, account: str, key: str) -> IdempotencyRecord | None:
+    async def idempotent(
+        self, account: str, key: str, *, stale_before: float = float("-inf")
+    ) -> IdempotencyRecord | None:
         rows = await self._all(q.SELECT_IDEMPOTENCY, (account, key))
-        return typed.idempotency_record(rows[0]) if rows else None
+        if not rows or rows[0]["created_at"] < stale_before:
+            return None
+        return typed.idempotency_record(rows[0])
 
     async def distribution(self, distribution_id: str) -> Distribution:
         rows = await self._all(q.SELECT_DISTRIBUTION, (distribution_id,))
@@ -314,11 +335,20 @@ class PostgresStore:
     # suppression -----------------------------------------------------------
 
     async def suppress(
-        self, account: str, address: str, reason: Reason, *, now: float, detail: str | None = None
-    ) -> None:
+        self,
+        account: str,
+        address: str,
+        reason: Reason,
+        *,
+        now: float,
+        detail: str | None = None,
+        replace: bool = False,
+    ) -> bool:
+        query = q.REPLACE_SUPPRESSION if replace else q.UPSERT_SUPPRESSION
         async with self._conn() as conn:
             params = (account, address.lower(), reason.value, now, detail)
-            await conn.execute(q.UPSERT_SUPPRESSION, params)
+            cur = await conn.execute(query, params)
+            return cur.rowcount > 0
 
     async def unsubscribe(
         self,
@@ -352,9 +382,9 @@ class PostgresStore:
 
     # operator tools (mailer.store.postgres.ops) ------------------------------------
 
-    async def suppress_many(self, entries: Sequence[Suppression]) -> int:
+    async def suppress_many(self, entries: Sequence[Suppression], *, replace: bool = False) -> int:
         async with self._tx() as conn:
-            return await pg_ops.suppress_many(conn, entries)
+            return await pg_ops.suppress_many(conn, entries, replace=replace)
 
     async def hold(self, kind: HoldKind, value: str, *, now: float, note: str | None = None) -> int:
         async with self._tx() as conn:
@@ -397,6 +427,52 @@ class PostgresStore:
     async def stats(self, *, now: float, minutes: int = 15, top: int = 10) -> Stats:
         async with self._tx(snapshot=True) as conn:
             return await pg_ops.stats(conn, now=now, minutes=minutes, top=top)
+
+    # after the 250 (mailer.store.postgres.feedback) -------------------------
+
+    async def inbound_put(self, messages: Sequence[NewInbound], *, now: float) -> list[str]:
+        async with self._tx() as conn:
+            return await pg_feedback.put(conn, messages, now)
+
+    async def inbound_pending(self, *, limit: int = 100) -> list[Inbound]:
+        rows = await self._all(q.SELECT_PENDING_INBOUND, (limit,))
+        return [pg_feedback.inbound(r) for r in rows]
+
+    async def inbound_get(self, inbound_id: str) -> Inbound:
+        rows = await self._all(q.SELECT_INBOUND, (inbound_id,))
+        if not rows:
+            raise NotFound("inbound message", inbound_id)
+        return pg_feedback.inbound(rows[0])
+
+    async def inbound_list(
+        self, *, unmatched: bool = False, limit: int = 100, after: str = ""
+    ) -> list[Inbound]:
+        query = q.LIST_UNMATCHED_INBOUND if unmatched else q.LIST_INBOUND
+        return [pg_feedback.inbound(r) for r in await self._all(query, (after, limit))]
+
+    async def inbound_done(self, inbound_id: str, result: FeedbackResult, *, now: float) -> bool:
+        async with self._tx() as conn:
+            return await pg_feedback.finish(conn, self._key, inbound_id, result, now)
+
+    async def account_window(
+        self, account: str, *, since: float, limit: int
+    ) -> list[AccountOutcome]:
+        async with self._conn() as conn:
+            return await pg_feedback.account_window(conn, account, since, limit)
+
+    async def pause_account(self, account: str, *, now: float, detail: str | None = None) -> int:
+        async with self._tx() as conn:
+            return await pg_feedback.pause(conn, self._key, account, now, detail)
+
+    async def release_account(self, account: str, *, now: float) -> int:
+        async with self._tx() as conn:
+            return await pg_feedback.release(conn, self._key, account, now)
+
+    async def active_accounts(self, *, since: float) -> list[str]:
+        return [r["account"] for r in await self._all(q.ACTIVE_ACCOUNTS, (since,))]
+
+    async def account_pauses(self) -> list[AccountPause]:
+        return [pg_feedback.account_pause(r) for r in await self._all(q.SELECT_PAUSES)]
 
 
 async def _all(conn: Conn, query: str, params: Any = None) -> list[DictRow]:

@@ -68,6 +68,15 @@ def hold_new_sends(conn: sqlite3.Connection, distribution_id: str, now: float) -
             for r in rows
         ],
     )
+    # the circuit breaker paused the account (mailer.feedback.breaker)
+    paused = conn.execute(sql.HOLD_NEW_SENDS_PAUSED, (distribution_id,)).fetchall()
+    conn.executemany(
+        sql.INSERT_EVENT,
+        [
+            event_row(r["id"], distribution_id, now, State.HELD, Reason.ACCOUNT_PAUSED)
+            for r in paused
+        ],
+    )
 
 
 def held_values(conn: sqlite3.Connection) -> set[tuple[str, str]]:

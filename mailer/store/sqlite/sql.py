@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mailer.store.rules import suppression_strength_sql
+
 SCHEMA_V1 = """
 CREATE TABLE distributions (
     id TEXT PRIMARY KEY,
@@ -102,8 +104,8 @@ CREATE TABLE idempotency (
 
 INSERT_DISTRIBUTION = """
 INSERT INTO distributions (id, account, sender_address, sender_name, subject, html, text,
-    unsubscribe_url, send_at, tags, created_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    unsubscribe_url, send_at, tags, created_at, unsubscribe_one_click, language)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 # A whole batch of new sends in one statement, from a JSON array with one
@@ -207,7 +209,17 @@ SELECT
 FROM sends WHERE state IN ('queued', 'deferred', 'sending')
 """
 
-UPSERT_SUPPRESSION = """
+# A suppression only ever gives way to a stronger one (store/rules.py):
+# never downgraded, its note kept. REPLACE_SUPPRESSION overwrites (an
+# operator's explicit --replace).
+UPSERT_SUPPRESSION = f"""
+INSERT INTO suppressions (account, address, reason, created_at, detail) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (account, address) DO UPDATE SET reason = excluded.reason,
+    created_at = excluded.created_at, detail = excluded.detail
+WHERE {suppression_strength_sql("excluded.reason")}
+    > {suppression_strength_sql("suppressions.reason")}
+"""
+REPLACE_SUPPRESSION = """
 INSERT INTO suppressions (account, address, reason, created_at, detail) VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (account, address) DO UPDATE SET reason = excluded.reason,
     created_at = excluded.created_at, detail = excluded.detail
@@ -222,6 +234,8 @@ INSERT INTO idempotency (account, key, body_hash, distribution_id, send_ids, dat
 VALUES (?, ?, ?, ?, ?, ?, ?)
 """
 SELECT_IDEMPOTENCY = "SELECT * FROM idempotency WHERE account = ? AND key = ?"
+# an expired key, before it is used anew
+DELETE_IDEMPOTENCY = "DELETE FROM idempotency WHERE account = ? AND key = ?"
 
 # Params: now, distribution_id. Leased sends are left to their worker.
 CANCEL_DISTRIBUTION = """
@@ -248,6 +262,13 @@ CREATE TABLE holds (
 );
 CREATE INDEX events_at ON events (at);
 ALTER TABLE sends ADD COLUMN replayed_at REAL
+"""
+
+# A distribution's unsubscribe options: whether its own URL takes RFC 8058
+# one-click POSTs, and the language of the footer and unsubscribe page.
+SCHEMA_V4 = """
+ALTER TABLE distributions ADD COLUMN unsubscribe_one_click INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE distributions ADD COLUMN language TEXT
 """
 
 UPSERT_HOLD = """
@@ -349,4 +370,114 @@ GROUP BY minute, state
 # Params: address, account.
 SUPPRESSIONS_FOR = """
 SELECT * FROM suppressions WHERE address = ? AND account IN (?, '') ORDER BY account DESC
+"""
+
+
+# After the 250 (mailer.feedback) --------------------------------------------
+
+# Returned messages, stored raw before the listener's 250 and processed
+# after it; a partial index finds the unprocessed ones after a restart.
+SCHEMA_V5 = """
+CREATE TABLE inbound (
+    id TEXT PRIMARY KEY,
+    received_at REAL NOT NULL,
+    mail_from TEXT NOT NULL,
+    recipients TEXT NOT NULL,
+    raw BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    tls INTEGER NOT NULL,
+    peer TEXT,
+    processed_at REAL,
+    kind TEXT,
+    layout TEXT,
+    send_id TEXT,
+    matched_by TEXT,
+    problem TEXT,
+    report TEXT
+);
+CREATE INDEX inbound_pending ON inbound (id) WHERE processed_at IS NULL;
+CREATE INDEX inbound_send ON inbound (send_id);
+CREATE TABLE account_pauses (
+    account TEXT PRIMARY KEY,
+    paused_at REAL,
+    released_at REAL,
+    detail TEXT
+);
+CREATE INDEX sends_account ON sends (account, created_at)
+"""
+
+INBOUND_COLUMNS = (
+    "id, received_at, mail_from, recipients, size, tls, peer, processed_at, kind, layout, "
+    "send_id, matched_by, problem, report"
+)
+INSERT_INBOUND = """
+INSERT INTO inbound (id, received_at, mail_from, recipients, raw, size, tls, peer)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+SELECT_PENDING_INBOUND = (
+    f"SELECT {INBOUND_COLUMNS}, raw FROM inbound WHERE processed_at IS NULL ORDER BY id LIMIT ?"
+)
+SELECT_INBOUND = f"SELECT {INBOUND_COLUMNS}, raw FROM inbound WHERE id = ?"
+LIST_INBOUND = f"SELECT {INBOUND_COLUMNS} FROM inbound WHERE id > ? ORDER BY id LIMIT ?"
+LIST_UNMATCHED_INBOUND = (
+    f"SELECT {INBOUND_COLUMNS} FROM inbound WHERE id > ? AND processed_at IS NOT NULL "
+    "AND send_id IS NULL ORDER BY id LIMIT ?"
+)
+FINISH_INBOUND = """
+UPDATE inbound SET processed_at = ?, kind = ?, layout = ?, send_id = ?, matched_by = ?,
+    problem = ?, report = ?
+WHERE id = ? AND processed_at IS NULL
+"""
+SELECT_SEND_STATE = "SELECT id, distribution_id, account, recipient, state FROM sends WHERE id = ?"
+# a late bounce: only a delivered send turns bounced
+BOUNCE_DELIVERED = """
+UPDATE sends SET state = 'bounced', reason = ?, last_code = ?, last_enhanced = ?,
+    last_text = ?, updated_at = ?
+WHERE id = ? AND state = 'delivered'
+"""
+
+# The circuit breaker: an account's paused mail and the window it judges.
+UPSERT_PAUSE = """
+INSERT INTO account_pauses (account, paused_at, released_at, detail) VALUES (?, ?, NULL, ?)
+ON CONFLICT (account) DO UPDATE SET paused_at = excluded.paused_at, detail = excluded.detail
+"""
+PAUSE_SENDS = """
+UPDATE sends SET state = 'held', reason = 'account-paused', updated_at = ?
+WHERE account = ? AND state IN ('queued', 'deferred')
+RETURNING id, distribution_id
+"""
+UNPAUSE = """
+UPDATE account_pauses SET paused_at = NULL, released_at = ?
+WHERE account = ? AND paused_at IS NOT NULL
+"""
+RELEASE_PAUSED_SENDS = """
+UPDATE sends SET state = 'queued', reason = 'released', due_at = ?, updated_at = ?
+WHERE account = ? AND state = 'held' AND reason = 'account-paused'
+RETURNING id, distribution_id
+"""
+SELECT_PAUSES = "SELECT * FROM account_pauses ORDER BY account"
+SELECT_PAUSE = "SELECT * FROM account_pauses WHERE account = ?"
+# new sends of a paused account start held; params: distribution id
+HOLD_NEW_SENDS_PAUSED = """
+UPDATE sends SET state = 'held', reason = 'account-paused'
+WHERE distribution_id = ? AND state = 'queued'
+    AND account IN (SELECT account FROM account_pauses WHERE paused_at IS NOT NULL)
+RETURNING id
+"""
+# params: account, since, customer-envelope LIKE pattern, limit
+ACCOUNT_WINDOW = """
+SELECT s.created_at AS at, s.state = 'bounced' AS hard_bounce,
+    EXISTS (SELECT 1 FROM events e WHERE e.send_id = s.id AND e.reason = 'complained')
+        AS complaint
+FROM sends s
+WHERE s.account = ? AND s.created_at >= ? AND s.state IN ('delivered', 'bounced')
+    AND s.identity IS NOT NULL AND s.identity NOT LIKE ?
+ORDER BY s.created_at DESC LIMIT ?
+"""
+
+# accounts with sends finished since a time: those the breaker sweeps
+ACTIVE_ACCOUNTS = """
+SELECT DISTINCT account FROM sends
+WHERE updated_at >= ? AND state IN ('delivered', 'bounced')
+ORDER BY account
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,20 +17,25 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from mailer.errors import NotFound, StoreError
+from mailer.errors import IdempotencyConflict, NotFound, StoreError
 from mailer.reasons import Reason, State
 from mailer.store import rows as typed
 from mailer.store import rules
 from mailer.store.models import (
+    AccountOutcome,
+    AccountPause,
     Attempt,
     Claimed,
     Distribution,
     Event,
+    FeedbackResult,
     Hold,
     HoldKind,
     Idempotency,
     IdempotencyRecord,
+    Inbound,
     NewDistribution,
+    NewInbound,
     NewSend,
     Outcome,
     QueueSummary,
@@ -42,11 +48,33 @@ from mailer.store.models import (
     new_id,
     new_ids,
 )
-from mailer.store.sqlite import ops, sql
+from mailer.store.sqlite import feedback, ops, sql
 
 T = TypeVar("T")
 
-MIGRATIONS: tuple[str, ...] = (sql.SCHEMA_V1, sql.SCHEMA_V2, sql.SCHEMA_V3)
+MIGRATIONS: tuple[str, ...] = (
+    sql.SCHEMA_V1,
+    sql.SCHEMA_V2,
+    sql.SCHEMA_V3,
+    sql.SCHEMA_V4,
+    sql.SCHEMA_V5,
+)
+
+
+def _create_private(path: Path) -> None:
+    """Creates the database file, empty, readable by its owner alone, when
+    there is none: it holds recipients' addresses and variables. SQLite
+    gives the -wal and -shm files it makes beside it the database file's
+    mode. Raises StoreError when the file cannot be made."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot create the database: {exc.strerror}") from exc
+    # the umask can only narrow 0600; an inherited default ACL could widen it
+    os.fchmod(fd, 0o600)
+    os.close(fd)
 
 
 class SQLiteStore:
@@ -64,7 +92,8 @@ class SQLiteStore:
         await self._run(self._open_sync)
 
     def _open_sync(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _create_private(self.path)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
@@ -153,19 +182,26 @@ class SQLiteStore:
         hostname: str,
         now: float,
         idempotency: Idempotency | None = None,
+        distribution_id: str | None = None,
     ) -> tuple[str, list[str]]:
-        dist_id = new_id()
+        dist_id = distribution_id or new_id()
         due = distribution.send_at if distribution.send_at is not None else now
         ids = new_ids(len(sends))
         rows = typed.new_sends_json(ids, sends, hostname=hostname)
 
         def work(conn: sqlite3.Connection) -> tuple[str, list[str]]:
             if idempotency is not None:
+                # BEGIN IMMEDIATE: no other writer between this read and
+                # the insert below
                 row = conn.execute(
                     sql.SELECT_IDEMPOTENCY, (distribution.account, idempotency.key)
                 ).fetchone()
-                if row is not None:
+                if row is not None and row["created_at"] >= idempotency.stale_before:
+                    if row["body_hash"] != idempotency.body_hash:
+                        raise IdempotencyConflict(idempotency.key)
                     return row["distribution_id"], json.loads(row["send_ids"])
+                if row is not None:
+                    conn.execute(sql.DELETE_IDEMPOTENCY, (distribution.account, idempotency.key))
             conn.execute(
                 sql.INSERT_DISTRIBUTION,
                 (
@@ -180,6 +216,8 @@ class SQLiteStore:
                     distribution.send_at,
                     json.dumps(list(distribution.tags)),
                     now,
+                    int(distribution.unsubscribe_one_click),
+                    distribution.language,
                 ),
             )
             conn.execute(sql.INSERT_SENDS_JSON, (dist_id, distribution.account, due, now, rows))
@@ -202,11 +240,13 @@ class SQLiteStore:
 
         return await self._run(self._tx, work)
 
-    async def idempotent(self, account: str, key: str) -> IdempotencyRecord | None:
+    async def idempotent(
+        self, account: str, key: str, *, stale_before: float = float("-inf")
+    ) -> IdempotencyRecord | None:
         row = await self._run(
             lambda: self.conn.execute(sql.SELECT_IDEMPOTENCY, (account, key)).fetchone()
         )
-        if row is None:
+        if row is None or row["created_at"] < stale_before:
             return None
         return typed.idempotency_record(row)
 
@@ -363,14 +403,19 @@ class SQLiteStore:
     # suppression -----------------------------------------------------------
 
     async def suppress(
-        self, account: str, address: str, reason: Reason, *, now: float, detail: str | None = None
-    ) -> None:
-        await self._run(
-            self._tx,
-            lambda conn: conn.execute(
-                sql.UPSERT_SUPPRESSION, (account, address.lower(), reason.value, now, detail)
-            ),
-        )
+        self,
+        account: str,
+        address: str,
+        reason: Reason,
+        *,
+        now: float,
+        detail: str | None = None,
+        replace: bool = False,
+    ) -> bool:
+        query = sql.REPLACE_SUPPRESSION if replace else sql.UPSERT_SUPPRESSION
+        params = (account, address.lower(), reason.value, now, detail)
+        written = await self._run(self._tx, lambda conn: conn.execute(query, params).rowcount)
+        return bool(written)
 
     async def unsubscribe(
         self,
@@ -386,7 +431,7 @@ class SQLiteStore:
 
         def work(conn: sqlite3.Connection) -> bool:
             before = conn.execute(sql.SELECT_SUPPRESSION, (account, key)).fetchone()
-            if before is not None and before["reason"] == unsubscribed.value:
+            if before is not None and not rules.replaces(unsubscribed.value, before["reason"]):
                 return False
             conn.execute(sql.UPSERT_SUPPRESSION, (account, key, unsubscribed.value, now, detail))
             row = None
@@ -421,14 +466,14 @@ class SQLiteStore:
 
     # operator tools ----------------------------------------------------------
 
-    async def suppress_many(self, entries: Sequence[Suppression]) -> int:
+    async def suppress_many(self, entries: Sequence[Suppression], *, replace: bool = False) -> int:
         rows = [
             (e.account, e.address.lower(), e.reason.value, e.created_at, e.detail) for e in entries
         ]
+        query = sql.REPLACE_SUPPRESSION if replace else sql.UPSERT_SUPPRESSION
 
         def work(conn: sqlite3.Connection) -> int:
-            conn.executemany(sql.UPSERT_SUPPRESSION, rows)
-            return len(rows)
+            return sum(conn.execute(query, row).rowcount for row in rows)
 
         return await self._run(self._tx, work)
 
@@ -551,6 +596,65 @@ class SQLiteStore:
             lambda: self.conn.execute(sql.SUPPRESSIONS_FOR, (address.lower(), account)).fetchall()
         )
         return [typed.suppression(row) for row in found]
+
+    # after the 250 (mailer.store.sqlite.feedback) -------------------------
+
+    async def inbound_put(self, messages: Sequence[NewInbound], *, now: float) -> list[str]:
+        return await self._run(self._tx, lambda conn: feedback.put(conn, messages, now))
+
+    async def inbound_pending(self, *, limit: int = 100) -> list[Inbound]:
+        def work() -> list[Inbound]:
+            rows = self.conn.execute(sql.SELECT_PENDING_INBOUND, (limit,)).fetchall()
+            return [feedback.inbound(r) for r in rows]
+
+        return await self._run(work)
+
+    async def inbound_get(self, inbound_id: str) -> Inbound:
+        def work() -> Inbound:
+            row = self.conn.execute(sql.SELECT_INBOUND, (inbound_id,)).fetchone()
+            if row is None:
+                raise NotFound("inbound message", inbound_id)
+            return feedback.inbound(row)
+
+        return await self._run(work)
+
+    async def inbound_list(
+        self, *, unmatched: bool = False, limit: int = 100, after: str = ""
+    ) -> list[Inbound]:
+        query = sql.LIST_UNMATCHED_INBOUND if unmatched else sql.LIST_INBOUND
+
+        def work() -> list[Inbound]:
+            return [feedback.inbound(r) for r in self.conn.execute(query, (after, limit))]
+
+        return await self._run(work)
+
+    async def inbound_done(self, inbound_id: str, result: FeedbackResult, *, now: float) -> bool:
+        return await self._run(
+            self._tx, lambda conn: feedback.finish(conn, inbound_id, result, now)
+        )
+
+    async def account_window(
+        self, account: str, *, since: float, limit: int
+    ) -> list[AccountOutcome]:
+        return await self._run(lambda: feedback.account_window(self.conn, account, since, limit))
+
+    async def pause_account(self, account: str, *, now: float, detail: str | None = None) -> int:
+        return await self._run(self._tx, lambda conn: feedback.pause(conn, account, now, detail))
+
+    async def release_account(self, account: str, *, now: float) -> int:
+        return await self._run(self._tx, lambda conn: feedback.release(conn, account, now))
+
+    async def active_accounts(self, *, since: float) -> list[str]:
+        def work() -> list[str]:
+            return [r[0] for r in self.conn.execute(sql.ACTIVE_ACCOUNTS, (since,))]
+
+        return await self._run(work)
+
+    async def account_pauses(self) -> list[AccountPause]:
+        def work() -> list[AccountPause]:
+            return [feedback.account_pause(r) for r in self.conn.execute(sql.SELECT_PAUSES)]
+
+        return await self._run(work)
 
 
 __all__ = ["SQLiteStore"]

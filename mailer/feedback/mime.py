@@ -1,0 +1,129 @@
+"""Reading returned messages with the stdlib ``email`` package.
+
+The ``compat32`` policy on purpose: it never raises on a malformed header
+when one is read (the ``default`` policy's header objects can), it keeps
+undecodable bytes as surrogate escapes instead of failing, and it is the
+faster of the two. Everything here is pure and raises nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from email import message_from_bytes
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import compat32
+
+_HEADERS = BytesParser(policy=compat32)
+_MESSAGE_ID = re.compile(r"^\s*Message-I[dD]\s*:\s*(<[^<>\s]+>)", re.MULTILINE)
+_HEADER = re.compile(r"^\s*([A-Za-z][A-Za-z0-9-]*)\s*:\s*(.*)$", re.MULTILINE)
+
+
+def load(raw: bytes) -> Message:
+    """The message tree of ``raw``. Most plain-text bounces are a single
+    part: their body is kept as it stands instead of being fed through the
+    MIME parser line by line (half the parse time); multipart and message
+    types get the full parse."""
+    head = _HEADERS.parsebytes(raw, headersonly=True)
+    if head.get_content_maintype() in ("multipart", "message"):
+        return message_from_bytes(raw, policy=compat32)
+    return head
+
+
+def header(msg: Message, name: str) -> str | None:
+    """One header as text with folding undone, or None."""
+    value = msg.get(name)
+    if value is None:
+        return None
+    text = str(value)
+    return " ".join(text.split()) or None
+
+
+def text_of(part: Message) -> str:
+    """A leaf part's text: transfer encoding undone, charset decoded with
+    replacement (a wrong or unknown charset must not lose the rest)."""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        raw = part.get_payload()
+        return raw if isinstance(raw, str) else ""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return payload.decode(charset, errors="replace")
+    except LookupError:
+        return payload.decode("utf-8", errors="replace")
+
+
+def walk(msg: Message) -> Iterator[Message]:
+    """Every part, depth first, including the root."""
+    yield from msg.walk()
+
+
+def first_text(msg: Message) -> str:
+    """The human-readable text of a message: its first ``text/plain``
+    part outside any attached message, else the first text part, else the
+    body as it stands."""
+    fallback: str | None = None
+    for part in _own_parts(msg):
+        ctype = part.get_content_type()
+        if ctype == "text/plain":
+            return text_of(part)
+        if fallback is None and part.get_content_maintype() == "text":
+            fallback = _strip_tags(text_of(part))
+    if fallback is not None:
+        return fallback
+    return "" if msg.is_multipart() else text_of(msg)
+
+
+def _own_parts(msg: Message) -> Iterator[Message]:
+    """Leaf parts of ``msg`` that are not inside an attached message."""
+    if msg.is_multipart():
+        payload = msg.get_payload()
+        if isinstance(payload, list):
+            for sub in payload:
+                if isinstance(sub, Message) and sub.get_content_type() not in (
+                    "message/rfc822",
+                    "text/rfc822-headers",
+                    "message/delivery-status",
+                    "message/feedback-report",
+                ):
+                    yield from _own_parts(sub)
+    else:
+        yield msg
+
+
+def _strip_tags(html: str) -> str:
+    return re.sub(r"<[^>]*>", " ", html)
+
+
+def original_headers(msg: Message) -> dict[str, str]:
+    """Headers of the returned original (``message/rfc822`` or
+    ``text/rfc822-headers`` part, or a ``message/rfc822-headers`` one),
+    lower-cased names; the first occurrence of each wins."""
+    for part in walk(msg):
+        ctype = part.get_content_type()
+        if ctype in ("message/rfc822", "message/global"):
+            payload = part.get_payload()
+            if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+                return {
+                    k.lower(): " ".join(str(v).split()) for k, v in reversed(payload[0].items())
+                }
+        if ctype in ("text/rfc822-headers", "message/rfc822-headers", "message/global-headers"):
+            return headers_in_text(text_of(part))
+    return {}
+
+
+def headers_in_text(text: str) -> dict[str, str]:
+    """``Name: value`` lines of a header block quoted as text (folded
+    lines joined), lower-cased names, first occurrence wins."""
+    unfolded = re.sub(r"\r?\n[ \t]+", " ", text)
+    found: dict[str, str] = {}
+    for match in _HEADER.finditer(unfolded):
+        found.setdefault(match.group(1).lower(), match.group(2).strip())
+    return found
+
+
+def message_id_in_text(text: str) -> str | None:
+    """The first ``Message-ID: <…>`` line of a quoted original in a text."""
+    match = _MESSAGE_ID.search(text)
+    return match.group(1) if match else None

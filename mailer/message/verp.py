@@ -1,0 +1,80 @@
+"""Return paths that name their send (VERP) with a keyed MAC.
+
+``b+<send id>.<mac>@<bounce domain>``: the MAC is the first 12 hex digits
+of HMAC-SHA256(secret, send id), so a forged or mangled token is told
+apart from a real one and never acts on a send. Hex and the ``+``/``.``
+separators survive MTAs that lower-case or otherwise normalise local
+parts; comparison ignores case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+
+from mailer.errors import ValidationError
+
+__all__ = ["Token", "feedback_id", "make_return_path", "read_return_path"]
+
+_MAC_HEX = 12
+_LOCAL = re.compile(r"^[bB]\+([0-9A-Za-z]{8,64})\.([0-9A-Fa-f]+)$")
+
+
+@dataclass(frozen=True)
+class Token:
+    """What a return-path address says: the send id it names and whether
+    its MAC is ours (``valid``)."""
+
+    send_id: str
+    valid: bool
+
+
+def _mac(secret: str, send_id: str) -> str:
+    digest = hmac.new(secret.encode("utf-8"), send_id.encode("ascii"), hashlib.sha256)
+    return digest.hexdigest()[:_MAC_HEX]
+
+
+def make_return_path(send_id: str, *, secret: str, domain: str) -> str:
+    """The return path of one send. Raises ValidationError("send_id", …)
+    for an id that cannot be a token, ("domain", …) for an empty domain."""
+    if not re.fullmatch(r"[0-9A-Za-z]{8,64}", send_id):
+        raise ValidationError("send_id", "not usable in a return path (8-64 letters or digits)")
+    if not domain or any(c in domain for c in " @\r\n\t<>"):
+        raise ValidationError("domain", "not a domain name")
+    return f"b+{send_id}.{_mac(secret, send_id)}@{domain.lower()}"
+
+
+def read_return_path(address: str, *, secret: str, domains: frozenset[str]) -> Token | None:
+    """The token in ``address`` when it is a return path at one of
+    ``domains`` (lower-case), else None. Pure; raises nothing."""
+    local, sep, domain = address.strip().strip("<>").rpartition("@")
+    if not sep or domain.lower() not in domains:
+        return None
+    match = _LOCAL.match(local)
+    if match is None:
+        return None
+    send_id, mac = match.group(1), match.group(2).lower()
+    # ids are lower-case hex from mailer.store.models.new_ids; an MTA that
+    # upper-cased the local part still names the same send
+    send_id = send_id.lower()
+    return Token(send_id, hmac.compare_digest(mac, _mac(secret, send_id)))
+
+
+def feedback_id(template: str, *, distribution: str, account: str, sender: str) -> str:
+    """The ``Feedback-ID`` header value (Gmail's ``a:b:c:senderid``) from
+    ``template`` with ``{distribution}``, ``{account}`` and ``{sender}``.
+    A colon inside a part would shift the fields, so parts lose theirs;
+    CR/LF never reaches the header. Raises ValidationError("feedback_id",
+    …) for a template with unknown fields."""
+
+    def part(value: str) -> str:
+        return "".join(c for c in value.replace(":", "-") if c.isprintable() and c not in "\r\n")
+
+    try:
+        return template.format(
+            distribution=part(distribution), account=part(account), sender=part(sender)
+        )
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValidationError("feedback_id", f"template {template!r}: {exc}") from exc
