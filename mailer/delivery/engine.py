@@ -279,10 +279,13 @@ class Engine:
                 if not dest.queue or self._stopping:
                     return
             job = dest.queue.popleft()
-            self._prepare_ahead(dest)
             delay = dest.rate_delay(self.clock())
             if delay:
                 await asyncio.sleep(delay)
+            # after the rate limit's wait, not before it: started while
+            # connections still wait for their slots, the work ahead would
+            # bunch up on the loop and make those slots late together
+            self._prepare_ahead(dest)
             try:
                 await self._deliver(dest, session, job)
             except Exception as exc:
