@@ -12,9 +12,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from mailer.config import Config
+from mailer.config import Config, TLSPolicy
 from mailer.delivery.connector import Connector
 from mailer.delivery.engine import Engine
+from mailer.delivery.tls.fetch import PolicyFetcher
+from mailer.delivery.tls.sts import FetchFailure, PolicySource
 from mailer.dns import Resolver
 from mailer.enqueue import EnqueueResult, Recipient
 from mailer.errors import ConfigError, StoreError
@@ -29,6 +31,8 @@ from mailer.metrics import Metrics, MetricsServer
 from mailer.prepare import FeedbackIdFn, Preparer, ReturnPathFn, SignFn, decided_by
 from mailer.store import Store, is_postgres, open_store
 from mailer.store.models import Distribution, NewDistribution, Send
+from mailer.webhooks import Dispatcher, Webhooks
+from mailer.webhooks.metrics import WebhookMetrics
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,8 @@ class App:
         self._signer: Signer | None = None
         self._identity: IdentityDecider | None = None
         self._signing: ThreadPoolExecutor | None = None
+        self._policies: PolicySource | None = None
+        self._webhook_metrics: WebhookMetrics | None = None
 
     @property
     def store(self) -> Store:
@@ -97,6 +103,9 @@ class App:
         if self._signing is not None:
             self._signing.shutdown(wait=True)
             self._signing = None
+        if self._policies is not None:
+            await self._policies.aclose()
+            self._policies = None
         await self.store.close()
 
     def connector(self) -> Connector:
@@ -108,7 +117,30 @@ class App:
             relay=cfg.relay_address,
             timeout=cfg.worker.smtp_timeout,
             cafile=str(cfg.tls.cafile) if cfg.tls.cafile else None,
+            on_testing_failure=self.metrics.mta_sts_testing_failure,
         )
+
+    def policies(self) -> PolicySource:
+        """The MTA-STS policy source, one per app so that every engine of
+        the process shares its memory. Raises ConfigError for an unreadable
+        ``mta_sts.test_cafile``."""
+        if self._policies is None:
+            cfg = self.config.mta_sts
+            metrics = self.metrics
+
+            def failed(failure: FetchFailure) -> None:
+                metrics.mta_sts_fetch_failure(failure.domain, failure.field)
+
+            fetcher = PolicyFetcher(
+                self.resolver,
+                timeout=cfg.fetch_timeout,
+                port=cfg.test_port,
+                cafile=str(cfg.test_cafile) if cfg.test_cafile else None,
+            )
+            self._policies = PolicySource(
+                self.store, self.resolver, fetcher, recheck=cfg.recheck, on_failure=failed
+            )
+        return self._policies
 
     def _load_keys(self) -> dict[str, list[SigningKey]]:
         keys, problems = self.keys.load_usable(self.config.dkim_domain)
@@ -151,7 +183,7 @@ class App:
                 aligned = AlignedDomains(self.resolver, customer_keys)
             self._identity = IdentityDecider(
                 self.resolver,
-                outbound_ip=cfg.outbound_ip,
+                outbound_ip=cfg.spf_addresses,
                 neutral_sender=region.neutral_sender,
                 bounce_address=region.envelope_sender,
                 min_ttl=cfg.identity.min_ttl,
@@ -230,16 +262,22 @@ class App:
         set, the first engine also starts serving /metrics until the app
         closes. ``clock`` is the engine's time (leases, due times, max age):
         tests move it instead of waiting. Raises ConfigError when DKIM keys
-        are required and missing, OSError when the metrics port cannot be
-        bound."""
+        are required and missing or a CA file cannot be read, OSError when
+        the metrics port cannot be bound."""
+        connector = self.connector()
+        # Built before the first connection needs it rather than by the
+        # first few at once: MTA-STS enforce and `verify` verify
+        # certificates, and loading the system CA store takes a while.
+        await connector.contexts.aget(TLSPolicy.VERIFY, connector.cafile)
         engine = Engine(
             self.config,
             self.store,
-            self.connector(),
+            connector,
             await self.preparer(),
             owner=owner,
             clock=clock,
             metrics=self.metrics,
+            policies=self.policies(),
         )
         cfg = self.config.worker
         if cfg.metrics_port is not None and self._metrics_server is None:
@@ -247,6 +285,19 @@ class App:
             await server.start()
             self._metrics_server = server
         return engine
+
+    def webhooks(self) -> Webhooks:
+        """The accounts' webhook endpoints (registration, replay, log)."""
+        return Webhooks(self.config, self.store, self.resolver)
+
+    def dispatcher(self, *, owner: str) -> Dispatcher:
+        """The webhook delivery loop of a worker, counting into
+        ``self.metrics``' registry."""
+        if self._webhook_metrics is None:
+            self._webhook_metrics = WebhookMetrics(self.metrics.registry)
+        return Dispatcher(
+            self.config, self.store, self.resolver, owner=owner, metrics=self._webhook_metrics
+        )
 
     async def enqueue(
         self, distribution: NewDistribution, recipients: Sequence[Recipient]

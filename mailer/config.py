@@ -33,6 +33,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -150,6 +151,69 @@ class TLSConfig(_Frozen):
 
     def for_domain(self, domain: str) -> TLSPolicy:
         return self.domains.get(domain, self.policy)
+
+
+def _is_host_name(value: str) -> bool:
+    return bool(value) and not any(c in value for c in " \r\n\t") and value.isascii()
+
+
+class SourceConfig(_Frozen):
+    """One entry of the source-address pool: the public address the mail
+    leaves from (what SPF is evaluated for and what receivers see), the
+    local address connections bind to (None: the system picks, for hosts
+    behind NAT or without that address), and the EHLO name (default: the
+    service's ``hostname``). ``connections`` and ``rate`` (messages per
+    second, 0: none) bound each destination through this address."""
+
+    public_ip: str
+    bind_address: str | None = None
+    ehlo: str | None = None
+    connections: Annotated[int, Field(ge=1, le=1000)] = 10
+    rate: Annotated[float, Field(ge=0)] = 0.0
+
+    @field_validator("public_ip", "bind_address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        return None if value is None else str(ipaddress.ip_address(value))
+
+    @field_validator("ehlo")
+    @classmethod
+    def _ehlo(cls, value: str | None) -> str | None:
+        if value is not None and not _is_host_name(value):
+            raise ValueError("must be an ASCII host name without spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _same_family(self) -> SourceConfig:
+        if self.bind_address is not None:
+            public = ipaddress.ip_address(self.public_ip)
+            local = ipaddress.ip_address(self.bind_address)
+            if public.version != local.version:
+                raise ValueError(
+                    f"bind_address {local} and public_ip {public} are not of one IP version"
+                )
+        return self
+
+    @property
+    def version(self) -> int:
+        """The IP version of the connections made from this entry."""
+        return ipaddress.ip_address(self.bind_address or self.public_ip).version
+
+
+class MTASTSConfig(_Frozen):
+    """MTA-STS (RFC 8461) policy fetching and caching."""
+
+    # the whole HTTPS fetch of one policy file
+    fetch_timeout: Annotated[float, Field(gt=0, le=300)] = 30.0
+    # seconds a worker reuses its answer for a domain before asking DNS for
+    # the TXT id again
+    recheck: Annotated[float, Field(ge=0)] = 300.0
+    # seconds between background refreshes of policies near expiry
+    refresh_interval: Annotated[float, Field(gt=0)] = 600.0
+    # test-only: the policy host's port and an extra CA bundle, so that a
+    # test can serve policies over HTTPS on loopback with its own CA
+    test_port: Annotated[int, Field(ge=1, le=65535)] = 443
+    test_cafile: Path | None = None
 
 
 class WorkerConfig(_Frozen):
@@ -367,11 +431,64 @@ class InboundConfig(_Frozen):
         return _host_port(self.listen, 25) if self.listen else None
 
 
+class WebhooksConfig(_Frozen):
+    """Signed pushes of the event feed (mailer.webhooks)."""
+
+    # http:// endpoints (development only); https otherwise
+    allow_insecure: bool = False
+    # networks (CIDR) or addresses that endpoints may resolve to although
+    # they are loopback, private, link-local, CGNAT or metadata ranges
+    allow: tuple[str, ...] = ()
+    # extra CA bundle trusted for https endpoints (besides the system's)
+    cafile: Path | None = None
+    # events per POST (a JSON array)
+    batch_size: Annotated[int, Field(ge=1, le=100)] = 100
+    connect_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+    read_timeout: Annotated[float, Field(gt=0, le=120)] = 15.0
+    # a worker's hold on an endpoint; longer than one whole request
+    lease_seconds: Annotated[float, Field(gt=0)] = 120.0
+    # how often idle endpoints look for new events
+    poll_interval: Annotated[float, Field(gt=0)] = 1.0
+    # endpoints served at once by one worker
+    concurrency: Annotated[int, Field(ge=1, le=1000)] = 16
+    # retry of a failing batch: first delay, doubled up to max_delay, with
+    # jitter; after max_age of failing the endpoint is disabled
+    retry_base: Annotated[float, Field(gt=0)] = 5.0
+    retry_max_delay: Annotated[float, Field(gt=0)] = 3600.0
+    retry_jitter: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    max_age: Annotated[float, Field(gt=0)] = 3 * 24 * 3600.0
+    # a rotated secret keeps signing beside the new one this long
+    rotation_overlap: Annotated[float, Field(ge=0)] = 24 * 3600.0
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlives_request(self) -> WebhooksConfig:
+        if self.lease_seconds <= 2 * (self.connect_timeout + self.read_timeout):
+            raise ValueError(
+                "lease_seconds must exceed twice connect_timeout + read_timeout, "
+                "so that a lease cannot run out during a request"
+            )
+        return self
+
+
 class Config(_Frozen):
     region: Literal["azure", "de"] = "azure"
     regions: dict[str, RegionConfig] = dict(REGION_PRESETS)
     hostname: str = "localhost"
+    # the public address SPF is evaluated for
     outbound_ip: str = NETIGATE_IPS[0]
+    # the local address outbound connections bind to (None: the system's
+    # choice, so that a machine without the public address still sends)
+    bind_address: str | None = None
+    # the source-address pool; when given it replaces outbound_ip and
+    # bind_address, and SPF must pass for every public address in it
+    sources: tuple[SourceConfig, ...] = ()
     database: str = "var/mailer.sqlite3"
     keys_dir: Path = Path("keys")
     nameservers: tuple[str, ...] = ()
@@ -388,11 +505,35 @@ class Config(_Frozen):
     api: ApiConfig = ApiConfig()
     feedback: FeedbackConfig = FeedbackConfig()
     inbound: InboundConfig = InboundConfig()
+    mta_sts: MTASTSConfig = MTASTSConfig()
+
+    webhooks: WebhooksConfig = WebhooksConfig()
 
     @field_validator("outbound_ip")
     @classmethod
     def _ip(cls, value: str) -> str:
         return str(ipaddress.ip_address(value))
+
+    @field_validator("bind_address")
+    @classmethod
+    def _bind(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        local = ipaddress.ip_address(value)
+        public = info.data.get("outbound_ip")
+        if public is not None and ipaddress.ip_address(public).version != local.version:
+            raise ValueError(f"{local} and outbound_ip {public} are not of one IP version")
+        return str(local)
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, value: tuple[SourceConfig, ...]) -> tuple[SourceConfig, ...]:
+        seen: set[str] = set()
+        for entry in value:
+            if entry.public_ip in seen:
+                raise ValueError(f"public_ip {entry.public_ip} is listed twice")
+            seen.add(entry.public_ip)
+        return value
 
     @field_validator("hostname")
     @classmethod
@@ -434,6 +575,30 @@ class Config(_Frozen):
     @property
     def bounce_domain(self) -> str:
         return self.feedback.bounce_domain or f"bounces.{self.region_settings.platform_host}"
+
+    @property
+    def source_pool(self) -> tuple[SourceConfig, ...]:
+        """The addresses mail leaves from, EHLO names filled in: the
+        ``sources`` pool, or the one entry of ``outbound_ip`` and
+        ``bind_address`` (bounded only by the destination limits)."""
+        if not self.sources:
+            return (
+                SourceConfig(
+                    public_ip=self.outbound_ip,
+                    bind_address=self.bind_address,
+                    ehlo=self.hostname,
+                    connections=1000,
+                ),
+            )
+        return tuple(
+            entry if entry.ehlo else entry.model_copy(update={"ehlo": self.hostname})
+            for entry in self.sources
+        )
+
+    @property
+    def spf_addresses(self) -> tuple[str, ...]:
+        """Every public address a message may leave from."""
+        return tuple(entry.public_ip for entry in self.source_pool)
 
     @property
     def relay_address(self) -> tuple[str, int] | None:
@@ -506,6 +671,9 @@ def _parse_env_value(raw: str) -> Any:
 
 
 _LIST_KEYS = {("nameservers",), ("api", "keys"), ("feedback", "loop_addresses")}
+
+
+_LIST_KEYS = {("nameservers",), ("api", "keys"), ("webhooks", "allow")}
 
 
 # MAILER_* variables that are not settings: the config file's path, and

@@ -189,6 +189,10 @@ class Resolver:
         self._cache: LRUCache[_Key, _Entry] = LRUCache(max(cache_size, 1))
         self._inflight: dict[_Key, asyncio.Task[_Entry]] = {}
 
+    def clear_cache(self) -> None:
+        """Forget every cached answer (tests that change a zone mid-run)."""
+        self._cache.clear()
+
     async def a(self, name: str) -> Answer[str]:
         """IPv4 addresses of ``name``. Raises DNSTemporaryError, DNSPermanentError."""
         answer, rdatas = await self._ask(name, dns.rdatatype.A)

@@ -13,11 +13,13 @@
     │   ├── TLSUnavailable     the server does not offer STARTTLS
     │   ├── TLSFailed          the TLS handshake or certificate check failed
     │   └── SMTPReplyError     the server answered with a 4xx/5xx reply
+    ├── PolicyError            a published MTA-STS policy that cannot be had or used
     ├── StoreError             the store could not do what was asked
     │   └── NotFound           no row with that id
-    └── KeyMaterialError       a DKIM key that cannot be read or used
+    ├── KeyMaterialError       a DKIM key that cannot be read or used
+    └── WebhookFailed          a webhook request got no HTTP reply
 
-Third-party exceptions (aiosmtplib, dnspython, sqlite3, psycopg) are
+Third-party exceptions (aiosmtplib, dnspython, httpx, sqlite3, psycopg) are
 translated into these in the one module that wraps each library.
 """
 
@@ -131,6 +133,17 @@ class SMTPReplyError(DeliveryError):
     """A 4xx/5xx reply; classification is done by :mod:`mailer.replycodes`."""
 
 
+class PolicyError(MailerError):
+    """An MTA-STS policy (RFC 8461) that could not be fetched or parsed:
+    ``field`` names the policy field (``mode``, ``max_age``, ``mx`` …) or
+    the step (``fetch``), ``reason`` says why."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"mta-sts {field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
 class StoreError(MailerError):
     """The store could not do what was asked."""
 
@@ -144,3 +157,8 @@ class NotFound(StoreError):
 
 class KeyMaterialError(MailerError):
     """A DKIM key file that is missing, unreadable or of the wrong kind."""
+
+
+class WebhookFailed(MailerError):
+    """A webhook request that got no HTTP reply (connect failure, TLS,
+    timeout, protocol error)."""

@@ -38,7 +38,9 @@ __all__ = ["CONTENT_TYPE", "TLS_REASONS", "Metrics", "MetricsServer"]
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 # Attempt reasons that mean the destination's TLS was the trouble.
-TLS_REASONS = frozenset({Reason.TLS_UNAVAILABLE, Reason.TLS_HANDSHAKE, Reason.CERTIFICATE})
+TLS_REASONS = frozenset(
+    {Reason.TLS_UNAVAILABLE, Reason.TLS_HANDSHAKE, Reason.CERTIFICATE, Reason.MTA_STS_MISMATCH}
+)
 
 # Enqueue to 250: from seconds (a warm queue) to the retry horizon (days).
 LATENCY_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0, 5 * 86400.0)
@@ -67,6 +69,27 @@ class Metrics:
             "Attempts that failed on TLS (no STARTTLS, handshake, certificate), "
             "by recipient domain.",
             ["destination", "reason"],
+            registry=self.registry,
+        )
+        self.tls_policy_attempts = Counter(
+            "mailer_tls_policy_attempts",
+            "Delivery attempts by the TLS policy they were made under (encrypt, verify, "
+            "mta-sts enforce, mta-sts testing) and the reason of their result.",
+            ["policy", "reason"],
+            registry=self.registry,
+        )
+        self.mta_sts_testing_failures = Counter(
+            "mailer_mta_sts_testing_failures",
+            "What an MTA-STS policy in testing mode would have refused (delivered anyway), "
+            "by recipient domain and reason (certificate, mta-sts-mismatch).",
+            ["destination", "reason"],
+            registry=self.registry,
+        )
+        self.mta_sts_fetch_failures = Counter(
+            "mailer_mta_sts_fetch_failures",
+            "MTA-STS policies that could not be fetched or parsed, by recipient domain and "
+            "the field or step at fault.",
+            ["destination", "field"],
             registry=self.registry,
         )
         self.delivery_latency = Histogram(
@@ -124,9 +147,19 @@ class Metrics:
         if attempt is None:
             return
         self.attempts.labels(reason=attempt.reason.value).inc()
+        if attempt.tls_policy is not None:
+            self.tls_policy_attempts.labels(
+                policy=attempt.tls_policy, reason=attempt.reason.value
+            ).inc()
         self.attempt_duration.observe(max(attempt.finished_at - attempt.started_at, 0.0))
         if attempt.reason in TLS_REASONS:
             self.tls_failures.labels(destination=send.domain, reason=attempt.reason.value).inc()
+
+    def mta_sts_testing_failure(self, domain: str, reason: Reason) -> None:
+        self.mta_sts_testing_failures.labels(destination=domain, reason=reason.value).inc()
+
+    def mta_sts_fetch_failure(self, domain: str, field: str) -> None:
+        self.mta_sts_fetch_failures.labels(destination=domain, field=field).inc()
 
     def set_queue(self, counts: Mapping[State, int]) -> None:
         """Every state gets a value, 0 included, so that a drained queue

@@ -33,6 +33,7 @@ class Reason(StrEnum):
     TLS_UNAVAILABLE = "tls-unavailable"
     TLS_HANDSHAKE = "tls-handshake"
     CERTIFICATE = "certificate"
+    MTA_STS_MISMATCH = "mta-sts-mismatch"
     MAILBOX_UNKNOWN = "mailbox-unknown"
     MAILBOX_FULL = "mailbox-full"
     DOMAIN_UNKNOWN = "domain-unknown"

@@ -185,6 +185,7 @@ async def test_send_shows_state_identity_and_attempt_with_mx_tls_and_reply(
     [attempt] = send["attempts"]
     assert attempt["mx_host"] == "mx1.dest.test"
     assert attempt["tls_version"] in ("TLSv1.2", "TLSv1.3")
+    assert attempt["tls_policy"] == "encrypt"
     assert attempt["code"] == 250
     assert send["last_reply"]["code"] == 250
     assert [e["state"] for e in send["events"]] == ["queued", "sending", "delivered"]

@@ -31,6 +31,9 @@ def test_bench_delivers_everything_and_reports_measured_figures() -> None:
     assert report["bounce_samples"] >= 15
     assert report["inbound_messages"] == 100
     assert report["sink_checked_messages"] == 60
+    # at least queued, sending and delivered for each message, all received
+    assert report["webhook_events"] >= 180
+    assert report["webhook_events_received"] == report["webhook_events"]
     for figure in (
         "messages_per_second",
         "baseline_messages_per_second",
@@ -41,6 +44,7 @@ def test_bench_delivers_everything_and_reports_measured_figures() -> None:
         "bounces_parsed_per_second",
         "inbound_accepted_per_second",
         "sink_checks_per_second",
+        "webhook_events_per_second",
     ):
         assert report[figure] > 0, figure
     assert report["ratio"] == pytest.approx(
@@ -79,4 +83,32 @@ def test_bench_rtt_runs_with_and_without_pipelining_against_the_bound() -> None:
     assert baseline["bound_messages_per_second"] == 200.0
     assert rtt["speedup"] == pytest.approx(
         pipelined["per_connection_per_second"] / baseline["per_connection_per_second"], rel=0.01
+    )
+
+
+def test_bench_with_mta_sts_delivers_under_enforce_and_reports_the_rate() -> None:
+    # _outcome() inside the bench fails the run unless the enforce phases'
+    # attempts were recorded under "mta-sts enforce"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            "--messages",
+            "40",
+            "--baseline",
+            "5",
+            "--api-recipients",
+            "1000",
+            "--workers",
+            "1",
+            "--mta-sts",
+            "--json",
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    assert report["mta_sts_messages_per_second"] > 0
+    assert report["mta_sts_ratio"] == pytest.approx(
+        report["mta_sts_messages_per_second"] / report["messages_per_second"], rel=0.01
     )

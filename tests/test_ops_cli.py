@@ -407,6 +407,7 @@ async def test_queue_show_tells_the_whole_story(
         "bounced (mailbox-unknown)",
         "550 5.1.1 User unknown",
         "mx mx1.dest.test [127.0.0.2], TLSv1.",
+        "tls policy encrypt",
         "identity: spf=",
         "suppressed on the account acme: suppressed-bounce",
         "Umfrage",
@@ -422,6 +423,7 @@ async def test_queue_show_tells_the_whole_story(
     )
     assert attempt["tls_version"] in ("TLSv1.2", "TLSv1.3")
     assert attempt["tls_cipher"]
+    assert attempt["tls_policy"] == "encrypt"
     assert [e["state"] for e in data["events"]] == ["queued", "sending", "bounced"]
     assert data["suppressions"][0]["global"] is False
     assert data["distribution"]["account"] == "acme"

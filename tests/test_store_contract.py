@@ -12,6 +12,7 @@ from mailer.errors import NotFound, ValidationError
 from mailer.reasons import Reason, State
 from mailer.store.models import (
     Attempt,
+    CachedPolicy,
     Idempotency,
     NewDistribution,
     NewSend,
@@ -132,6 +133,7 @@ async def test_complete_records_state_attempt_event_and_suppression(store) -> No
         550,
         "5.1.1",
         "no such user",
+        "mta-sts enforce",
     )
     done = [
         Outcome(
@@ -162,6 +164,7 @@ async def test_complete_records_state_attempt_event_and_suppression(store) -> No
     [attempt] = await store.attempts(ids[0])
     assert attempt.mx_host == "mx1.dest.test"
     assert attempt.tls_version == "TLSv1.3"
+    assert attempt.tls_policy == "mta-sts enforce"
     [suppression] = await store.suppressions("acme")
     assert suppression.address == "user0@dest.test"
     assert suppression.reason is Reason.SUPPRESSED_BOUNCE
@@ -646,3 +649,20 @@ async def test_an_automatic_bounce_suppression_keeps_an_unsubscribe(store) -> No
         50.0,
         "link",
     )
+async def test_sts_policies_are_stored_replaced_listed_when_due_and_dropped(store) -> None:
+    assert await store.sts_policy("dest.test") is None
+    first = CachedPolicy("dest.test", "1", "enforce", ("mx1.dest.test", "*.dest.test"), 100, 0, 100)
+    await store.put_sts_policy(first)
+    assert await store.sts_policy("dest.test") == first
+    newer = CachedPolicy("dest.test", "2", "testing", ("mx2.dest.test",), 400, 50, 450)
+    other = CachedPolicy("other.test", "a", "enforce", ("mx.other.test",), 1000, 0, 1000)
+    await store.put_sts_policy(newer)
+    await store.put_sts_policy(other)
+    assert await store.sts_policy("dest.test") == newer
+    # due at three quarters of max_age: dest.test at 350, other.test at 750
+    assert await store.sts_policies_due(now=349) == []
+    assert await store.sts_policies_due(now=350) == [newer]
+    assert await store.sts_policies_due(now=800) == [newer, other]
+    assert await store.drop_sts_policy("dest.test") is True
+    assert await store.drop_sts_policy("dest.test") is False
+    assert await store.sts_policy("dest.test") is None

@@ -21,6 +21,7 @@ from mailer.api.metrics import ApiMetrics
 from mailer.api.middleware import BodyLimit, CountRequests
 from mailer.api.routes import MAX_CURSOR, UNAUTHORIZED, v1_router
 from mailer.api.unsubscribe import unsubscribe_router
+from mailer.api.webhooks import webhooks_router
 from mailer.app import App
 from mailer.client import Client
 from mailer.message.unsubscribe import links_from_config
@@ -100,6 +101,7 @@ def create_api(
     api.include_router(v1_router(client, metrics, auth))
     api.include_router(domains.router, dependencies=[Depends(auth)], responses=UNAUTHORIZED)
     api.include_router(unsubscribe_router(client, metrics))
+    api.include_router(webhooks_router(app, auth))
 
     @api.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

@@ -166,6 +166,9 @@ class AttemptOut(BaseModel):
     address: str | None
     tls_version: str | None
     tls_cipher: str | None
+    # the TLS policy the attempt was made under: encrypt, verify,
+    # mta-sts enforce or mta-sts testing (None for attempts recorded before)
+    tls_policy: str | None = None
     code: int | None
     enhanced: str | None
     text: str | None
@@ -180,6 +183,7 @@ class AttemptOut(BaseModel):
             address=item.address,
             tls_version=item.tls_version,
             tls_cipher=item.tls_cipher,
+            tls_policy=item.tls_policy,
             code=item.code,
             enhanced=item.enhanced,
             text=item.text,

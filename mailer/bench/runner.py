@@ -5,7 +5,11 @@ sink runs in a separate process; N messages are enqueued into a fresh
 store and one engine delivers them over STARTTLS. In the same run, a naive
 baseline sends messages with the standard library's smtplib, one
 connection and one STARTTLS per message, to the same sink, and the ratio
-between the two is reported. Nothing leaves the machine.
+between the two is reported. With ``mta_sts``, every bench domain then
+publishes an MTA-STS enforce policy (served over HTTPS on loopback by a
+test CA that also issued the sink's certificate) and the same messages are
+delivered again under it: its rate beside the ``encrypt`` rate of the same
+run shows what policies cost once cached. Nothing leaves the machine.
 """
 
 from __future__ import annotations
@@ -35,8 +39,11 @@ from mailer import loop as service_loop
 from mailer.app import App
 from mailer.bench.api import api_enqueue_rate
 from mailer.bench.feedback import bounces_parsed_per_second, inbound_accepted_per_second
+from mailer.bench.hooks import receiver_process, webhook_rate
 from mailer.config import Config, load_config
+from mailer.dev.certs import TestCerts
 from mailer.dev.dnsserver import DNSServer
+from mailer.dev.policyhost import PolicyHost, Reply, policy_text
 from mailer.enqueue import MAX_RECIPIENTS, RecipientInput
 from mailer.errors import ConfigError, MailerError
 from mailer.message.addresses import parse_address
@@ -48,7 +55,7 @@ from mailer.reasons import State
 from mailer.sink.options import SinkOptions
 from mailer.sink.runner import pick_port
 from mailer.sink.server import DevSink
-from mailer.store.models import NewDistribution
+from mailer.store.models import NewDistribution, SendFilter
 
 HTML = """<html><body>
 <p>Hallo {{ name }},</p>
@@ -91,6 +98,13 @@ class BenchReport:
     inbound_accepted_per_second: float
     sink_checked_messages: int
     sink_checks_per_second: float
+    webhook_events: int
+    webhook_events_received: int
+    webhook_events_per_second: float
+    # the same messages again, every domain under an MTA-STS enforce policy
+    # (0 when not measured), and that rate over the encrypt rate
+    mta_sts_messages_per_second: float = 0.0
+    mta_sts_ratio: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,6 +114,21 @@ def zone(domains: int) -> dict[str, dict[str, Any]]:
     records: dict[str, dict[str, Any]] = {"mx.bench.test": {"A": ["127.0.0.1"]}}
     for index in range(domains):
         records[f"d{index}.bench.test"] = {"MX": [(10, "mx.bench.test")]}
+    return records
+
+
+MX_HOST = "mx.bench.test"
+# delivery runs of each kind (encrypt, MTA-STS enforce) with --mta-sts
+STS_ROUNDS = 3
+
+
+def policy_zone(domains: int) -> dict[str, dict[str, Any]]:
+    """The MTA-STS records of every bench domain: the TXT id and the
+    policy host (on 127.0.0.1)."""
+    records: dict[str, dict[str, Any]] = {}
+    for index in range(domains):
+        records[f"_mta-sts.d{index}.bench.test"] = {"TXT": ["v=STSv1; id=bench1;"]}
+        records[f"mta-sts.d{index}.bench.test"] = {"A": ["127.0.0.1"]}
     return records
 
 
@@ -122,17 +151,18 @@ def recipient_batches(messages: int, domains: int) -> Iterator[list[RecipientInp
 
 
 @contextlib.contextmanager
-def sink_process(port: int, log: Path, *, pipelining: bool = True) -> Iterator[Callable[[], int]]:
-    """The sink in its own process; yields a function counting what it got."""
+def sink_process(
+    port: int, log: Path, cert: tuple[Path, Path] | None = None, *, pipelining: bool = True
+) -> Iterator[Callable[[], int]]:
+    """The sink in its own process (presenting ``cert`` when given, offering
+    PIPELINING unless told not to); yields a function counting what it got."""
     command = [sys.executable, "-m", "mailer.sink.runner", "--listen", f"127.0.0.1:{port}"]
+    if cert is not None:
+        command += ["--hostname", MX_HOST, "--cert", str(cert[0]), "--key", str(cert[1])]
     if not pipelining:
         command.append("--no-pipelining")
     with log.open("w") as out:
-        proc = subprocess.Popen(
-            command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 15
         while "listening on" not in log.read_text():
@@ -339,11 +369,18 @@ def _deliver(config: Config, workers: int) -> tuple[float, list[float]]:
     return seconds, [peak / 1024 for peak in peaks]
 
 
-async def _outcome(config: Config, messages: int) -> list[float]:
+async def _outcome(config: Config, messages: int, *, tls_policy: str | None = None) -> list[float]:
+    """Raises MailerError unless every message was delivered (and, with
+    ``tls_policy``, the first one under that policy)."""
     async with App(config) as app:
         counts = await app.store.counts()
         if counts.get(State.DELIVERED, 0) != messages:
             raise MailerError(f"bench: not everything was delivered: {counts}")
+        if tls_policy is not None:
+            [first] = await app.store.list_sends(SendFilter(), limit=1)
+            applied = {a.tls_policy for a in await app.store.attempts(first.id)}
+            if applied != {tls_policy}:
+                raise MailerError(f"bench: delivered under {applied}, not {tls_policy}")
         return await _latencies(app)
 
 
@@ -367,6 +404,47 @@ def bench_database(root: Path, postgres: str | None) -> Iterator[str]:
         service_loop.run(drop_schema(postgres, schema))
 
 
+async def _prime_policies(config: Config, domains: int) -> None:
+    """Fetch every domain's policy into the store, untimed: the bench
+    measures delivery with policies cached, as they are in steady state
+    (a policy is fetched once per id and max_age, not per message). Raises
+    MailerError when a domain has no policy."""
+    async with App(config) as app:
+        try:
+            for index in range(domains):
+                if await app.policies().policy_for(f"d{index}.bench.test") is None:
+                    raise MailerError(f"bench: no MTA-STS policy for d{index}.bench.test")
+        finally:
+            await app.policies().aclose()
+
+
+def _phase(
+    stack: contextlib.ExitStack,
+    config: Config,
+    root: Path,
+    postgres: str | None,
+    messages: int,
+    domains: int,
+    workers: int,
+) -> float:
+    """Enqueue and deliver ``messages`` into a fresh store under ``root``
+    with ``config``; the delivery rate. With MTA-STS configured, checks
+    that the policy applied was enforce. Raises MailerError."""
+    root.mkdir()
+    phase = config.model_copy(
+        update={"database": stack.enter_context(bench_database(root, postgres))}
+    )
+    service_loop.run(_enqueue(phase, messages, domains))
+    enforced = phase.mta_sts.test_cafile is not None
+    if enforced:
+        service_loop.run(_prime_policies(phase, domains))
+    seconds, _ = _deliver(phase, workers)
+    service_loop.run(
+        _outcome(phase, messages, tls_policy="mta-sts enforce" if enforced else "encrypt")
+    )
+    return messages / seconds
+
+
 def run_bench(
     messages: int,
     *,
@@ -377,11 +455,13 @@ def run_bench(
     postgres: str | None = None,
     api_recipients: int = 20_000,
     workers: int = 1,
+    mta_sts: bool = False,
 ) -> BenchReport:
     """With ``postgres`` (a postgresql:// URL) the queue lives in a scratch
     schema of that database instead of an SQLite file. The engine runs as
     ``workers`` processes (``mailer worker``), as on a host with one per
-    core."""
+    core. With ``mta_sts`` the delivery is measured a second time with an
+    enforce policy on every domain."""
     with contextlib.ExitStack() as stack:
         root = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         keystore = KeyStore(root / "keys")
@@ -393,7 +473,9 @@ def run_bench(
         for info in keystore.list():
             dns.set(f"{info.selector}._domainkey.{info.domain}", "TXT", [dns_record_value(info)])
         port = pick_port(("127.0.0.1",))
-        received = stack.enter_context(sink_process(port, root / "sink.log"))
+        certs = stack.enter_context(TestCerts())
+        cert = certs.issue([MX_HOST]) if mta_sts else None
+        received = stack.enter_context(sink_process(port, root / "sink.log", cert))
         # The same connections and leases in all, shared by the processes.
         # With one process per core, each signs on its own loop's thread:
         # signing threads would only wait for that process's GIL.
@@ -420,12 +502,61 @@ def run_bench(
         latencies = service_loop.run(_outcome(config, messages))
         # the sink writes its lines a few times a second
         engine_received = settled(received, messages)
+        sts_rate = 0.0
+        if mta_sts:
+            host = stack.enter_context(
+                PolicyHost(certs, [f"mta-sts.d{i}.bench.test" for i in range(domains)])
+            )
+            for index in range(domains):
+                host.serve(f"d{index}.bench.test", Reply(policy_text("enforce", [MX_HOST])))
+            sts_config = config.model_copy(
+                update={
+                    "tls": config.tls.model_copy(update={"cafile": certs.ca_path}),
+                    "mta_sts": config.mta_sts.model_copy(
+                        update={"test_port": host.port, "test_cafile": certs.ca_path}
+                    ),
+                }
+            )
+            # The box drifts within a run (and other work shares it): after
+            # the main encrypt run, enforce and encrypt alternate, and the
+            # best of STS_ROUNDS of each kind is compared.
+            sts_rates: list[float] = []
+            for round_ in range(STS_ROUNDS):
+                dns.update(policy_zone(domains))
+                sts_rates.append(
+                    _phase(
+                        stack,
+                        sts_config,
+                        root / f"sts{round_}",
+                        postgres,
+                        messages,
+                        domains,
+                        workers,
+                    )
+                )
+                if round_ < STS_ROUNDS - 1:
+                    for index in range(domains):
+                        dns.remove(f"_mta-sts.d{index}.bench.test")
+                    again = _phase(
+                        stack,
+                        config,
+                        root / f"encrypt{round_ + 1}",
+                        postgres,
+                        messages,
+                        domains,
+                        workers,
+                    )
+                    deliver_seconds = min(deliver_seconds, messages / again)
+            sts_rate = max(sts_rates)
         baseline_sent, baseline_rate = naive_baseline(
             port, baseline_messages, domains, baseline_seconds, keys
         )
         rate = messages / deliver_seconds
         sink_checked = min(messages, 1000)
         sink_rate = sink_check_rate(dns, signer, root, sink_checked)
+        hook_port = pick_port(("127.0.0.1",))
+        with receiver_process(hook_port) as hook_events:
+            hooks = service_loop.run(webhook_rate(config, hook_port, "bench", hook_events))
         api_root = root / "api"
         api_root.mkdir()
         api_rate = service_loop.run(
@@ -480,4 +611,9 @@ def run_bench(
             inbound_accepted_per_second=round(inbound_rate, 1),
             sink_checked_messages=sink_checked,
             sink_checks_per_second=round(sink_rate, 1),
+            mta_sts_messages_per_second=round(sts_rate, 1),
+            mta_sts_ratio=round(sts_rate / rate, 3),
+            webhook_events=hooks.events,
+            webhook_events_received=hooks.received,
+            webhook_events_per_second=round(hooks.per_second, 1),
         )

@@ -44,8 +44,9 @@ class DomainChecker:
         self._psl = psl or PublicSuffixList()
 
     def our_ips(self, region: str) -> list[str]:
-        """The node's outbound IP, then the region's IPs, without repeats."""
-        ips = [self.config.outbound_ip, *self.config.regions[region].outbound_ips]
+        """The node's outbound IPs (its source pool), then the region's IPs,
+        without repeats."""
+        ips = [*self.config.spf_addresses, *self.config.regions[region].outbound_ips]
         return list(dict.fromkeys(ips))
 
     async def check(
@@ -68,7 +69,7 @@ class DomainChecker:
         resolver = Resolver(config.nameservers, timeout=config.worker.dns_timeout)
 
         spf = await find_spf(resolver, name, self.our_ips(region), settings.spf_include)
-        identity = await decide_sender(resolver, name, config.outbound_ip, settings)
+        identity = await decide_sender(resolver, name, config.spf_addresses, settings)
         dkim = await find_dkim(resolver, KeyStore(config.keys_dir), name, selectors)
         dmarc = await find_dmarc(resolver, self._psl, name)
         tls = await find_tls(

@@ -4,6 +4,8 @@ path uses, so the report can never disagree with what is sent."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from mailer.checkdomain.report import Check, Status
 from mailer.config import RegionConfig
 from mailer.dns import Resolver
@@ -16,9 +18,10 @@ SAMPLE_LOCAL_PART = "name"
 
 
 async def decide_sender(
-    resolver: Resolver, domain: str, outbound_ip: str, region: RegionConfig
+    resolver: Resolver, domain: str, outbound_ip: str | Sequence[str], region: RegionConfig
 ) -> Identity:
-    """The identity of a survey from ``name@domain``.
+    """The identity of a survey from ``name@domain`` sent from ``outbound_ip``
+    (every public address of the source pool).
 
     Raises ConfigError for an unusable outbound IP or region address.
     """

@@ -53,6 +53,12 @@ from mailer.cli.main import cli
     help="Engine processes (mailer worker), one per core as deployed.",
 )
 @click.option(
+    "--mta-sts",
+    is_flag=True,
+    help="Deliver the messages a second time with an MTA-STS enforce policy on every "
+    "domain (served over HTTPS on loopback) and report that rate beside the encrypt one.",
+)
+@click.option(
     "--rtt",
     "rtt_ms",
     type=click.FloatRange(1, 1000),
@@ -88,6 +94,7 @@ def bench(
     database: str,
     api_recipients: int,
     workers: int,
+    mta_sts: bool,
     rtt_ms: float | None,
     rtt_messages: int,
     rtt_connections: int,
@@ -116,6 +123,7 @@ def bench(
         postgres=database if store == "postgres" else None,
         api_recipients=api_recipients,
         workers=workers,
+        mta_sts=mta_sts,
     )
     if as_json:
         click.echo(json.dumps({**report.as_dict(), **({"rtt": rtt.as_dict()} if rtt else {})}))
@@ -131,6 +139,12 @@ def bench(
         f"latency:  enqueue→delivered p50 {report.latency_p50_ms:.0f} ms, "
         f"p99 {report.latency_p99_ms:.0f} ms; enqueue took {report.enqueue_seconds:.2f} s"
     )
+    if mta_sts:
+        click.echo(
+            f"mta-sts:  the same messages with an enforce policy on every domain "
+            f"(verified certificates, MX checked): {report.mta_sts_messages_per_second:.0f} "
+            f"msg/s = {report.mta_sts_ratio:.2f} x the encrypt rate above"
+        )
     each = ", ".join(f"{mb:.0f}" for mb in report.peak_rss_mb_per_engine)
     click.echo(
         f"memory:   peak RSS per engine process {each} MB "
@@ -161,6 +175,11 @@ def bench(
     click.echo(
         f"sink:     {report.sink_checked_messages} messages through `mailer sink`'s full checks "
         f"(DKIM verify, header checks, Maildir): {report.sink_checks_per_second:.0f} msg/s"
+    )
+    click.echo(
+        f"webhooks: {report.webhook_events} events of the run pushed signed, in batches, "
+        f"to a loopback receiver: {report.webhook_events_per_second:.0f} events/s "
+        f"(receiver counted {report.webhook_events_received})"
     )
     if rtt is not None:
         _echo_rtt(rtt)

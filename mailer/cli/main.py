@@ -73,6 +73,7 @@ def register_commands() -> None:
     from mailer.cli import (  # noqa: F401
         bench,
         check_domain,
+        doctor,
         inbound,
         keys,
         ops,
@@ -82,6 +83,7 @@ def register_commands() -> None:
         sink,
         spf,
         suppress,
+        webhooks,
         worker,
     )
 

@@ -325,7 +325,8 @@ def print_story(out: Console, story: Story) -> None:
         tls = " ".join(p for p in (a.tls_version, a.tls_cipher) if p) or "no TLS"
         out.print(
             f"[bold]attempt {number}[/] {when(a.started_at)}, {ms:.0f} ms: {a.reason.value}\n"
-            f"  mx {a.mx_host or '-'} [{a.address or '-'}], {tls}\n"
+            f"  mx {a.mx_host or '-'} [{a.address or '-'}], {tls}, "
+            f"tls policy {a.tls_policy or '-'}\n"
             f"  reply: {_reply(a.code, a.enhanced, a.text)}",
             overflow="fold",
         )

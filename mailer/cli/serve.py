@@ -43,6 +43,7 @@ from mailer.sink.options import parse_listen
 from mailer.sink.runner import pick_port
 from mailer.sink.web import create_app as create_inbox
 from mailer.store.models import NewDistribution
+from mailer.webhooks import Dispatcher
 
 SAMPLE = NewDistribution(
     account="beispiel",
@@ -212,13 +213,16 @@ async def _enqueue_sample(app: App) -> None:
         )
 
 
-async def _run_until_stopped(server: ApiServer, engine: Engine | None) -> None:
+async def _run_until_stopped(
+    server: ApiServer, engine: Engine | None, dispatcher: Dispatcher | None
+) -> None:
     """Until SIGTERM/SIGINT, or until the API or the engine ends by itself;
     then both stop: requests in progress and sends in an SMTP transaction
     finish, the engine's other leases are released."""
     stop = asyncio.Event()
     on_stop_signals(stop.set)
     engine_run = asyncio.create_task(engine.run()) if engine is not None else None
+    hooks_run = asyncio.create_task(dispatcher.run()) if dispatcher is not None else None
     waiters = {asyncio.create_task(stop.wait()), asyncio.create_task(server.wait())}
     try:
         await asyncio.wait(
@@ -233,6 +237,9 @@ async def _run_until_stopped(server: ApiServer, engine: Engine | None) -> None:
         if engine is not None and engine_run is not None:
             engine.stop()
             await engine_run
+        if dispatcher is not None and hooks_run is not None:
+            dispatcher.stop()
+            await hooks_run
 
 
 async def _serve(
@@ -246,6 +253,7 @@ async def _serve(
 ) -> None:
     async with App(config) as app:
         engine = await app.engine() if worker else None
+        dispatcher = app.dispatcher(owner=engine.owner) if engine is not None else None
         host, port = listen
         api = config.api
         server = ApiServer(
@@ -311,7 +319,7 @@ async def _serve(
             click.echo("engine running" if engine is not None else "no engine (--no-worker)")
             if sample:
                 await _enqueue_sample(app)
-            await _run_until_stopped(server, engine)
+            await _run_until_stopped(server, engine, dispatcher)
         finally:
             if inbox is not None and inbox_app is not None:
                 inbox_app.state.changes.close()  # open event streams end

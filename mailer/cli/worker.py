@@ -3,6 +3,7 @@ beside the HTTP API)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import click
@@ -16,9 +17,21 @@ from mailer.config import Config
 async def _work(config: Config, drain: bool) -> int:
     async with App(config) as app:
         engine = await app.engine()
+        # webhooks go out from the same process, under the engine's name
+        dispatcher = app.dispatcher(owner=engine.owner)
         loop.settle_heap()
-        on_stop_signals(engine.stop)
-        await engine.run(drain=drain)
+
+        def stop() -> None:
+            engine.stop()
+            dispatcher.stop()
+
+        on_stop_signals(stop)
+        if drain:
+            # the events of the drained sends, then out
+            await engine.run(drain=True)
+            await dispatcher.run(drain=True)
+        else:
+            await asyncio.gather(engine.run(), dispatcher.run())
         return engine.delivered
 
 

@@ -2,17 +2,27 @@
 RFC 5321 order (or the configured relay), each of their addresses, until
 one completes STARTTLS. A host that refuses the connection, offers no
 STARTTLS or fails the handshake is skipped; only when every host failed is
-the destination deferred."""
+the destination deferred.
+
+Under an MTA-STS ``enforce`` policy only MX hosts matching the policy are
+tried, with certificates verified against the MX name; under ``testing``
+every host is tried as before and what enforce would have refused is
+counted. Connections leave from a source-address pool entry: bound to its
+local address, with its EHLO name, and to destination addresses of its IP
+version only (IPv6 destinations are used when the entry is IPv6)."""
 
 from __future__ import annotations
 
 import ipaddress
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from mailer.config import TLSPolicy
+from mailer.config import SourceConfig, TLSPolicy
 from mailer.delivery.routing import resolve_route
 from mailer.delivery.smtp import Session, TLSContexts, open_session
+from mailer.delivery.tls.applied import Applied, AppliedPolicy
+from mailer.delivery.tls.policy import mx_allowed
 from mailer.dns import Resolver
 from mailer.errors import DeliveryError, DNSError, MailerError
 from mailer.reasons import Reason
@@ -25,6 +35,8 @@ _REASON_RANK = {
     Reason.TLS_UNAVAILABLE: 2,
     Reason.CONNECTION: 3,
     Reason.DNS: 4,
+    # only when no host of the policy was left to fail otherwise
+    Reason.MTA_STS_MISMATCH: 5,
 }
 
 MAX_ADDRESSES_PER_HOST = 2
@@ -38,6 +50,7 @@ class RouteFailure(MailerError):
         self.reason = reason
         self.text = text
         self.last_host = last_host
+        self.policy: Applied | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,10 @@ def summarise(failures: list[HostFailure]) -> RouteFailure:
     return RouteFailure(worst.reason, text, failures[-1].host)
 
 
+# What an MTA-STS testing policy would have refused: (domain, reason)
+ReportFn = Callable[[str, Reason], None]
+
+
 class Connector:
     """Opens a STARTTLS session to a destination domain."""
 
@@ -70,6 +87,7 @@ class Connector:
         timeout: float = 60.0,
         cafile: str | None = None,
         rng: random.Random | None = None,
+        on_testing_failure: ReportFn | None = None,
     ) -> None:
         self.resolver = resolver
         self.helo = helo
@@ -79,6 +97,7 @@ class Connector:
         self.cafile = cafile
         self.rng = rng or random.Random()
         self.contexts = TLSContexts()
+        self.on_testing_failure = on_testing_failure
 
     async def _hosts(self, domain: str) -> tuple[list[str], int]:
         if self.relay is not None:
@@ -86,36 +105,107 @@ class Connector:
         route = await resolve_route(self.resolver, domain, rng=self.rng)
         return list(route.hosts), self.port
 
-    async def _addresses(self, host: str) -> list[str]:
+    async def _addresses(self, host: str, version: int | None) -> list[str]:
+        """The host's addresses of IP ``version`` (any when None), the first
+        MAX_ADDRESSES_PER_HOST of them. Raises DNSError."""
         try:
             return [str(ipaddress.ip_address(host))]
         except ValueError:
             pass
-        return (await self.resolver.addresses(host))[:MAX_ADDRESSES_PER_HOST]
+        found = await self.resolver.addresses(host)
+        if version is not None:
+            found = [a for a in found if ipaddress.ip_address(a).version == version]
+        return found[:MAX_ADDRESSES_PER_HOST]
 
-    async def connect(self, domain: str, policy: TLSPolicy) -> Session:
+    def _report(self, domain: str, reason: Reason) -> None:
+        if self.on_testing_failure is not None:
+            self.on_testing_failure(domain, reason)
+
+    async def connect(
+        self,
+        domain: str,
+        policy: TLSPolicy | AppliedPolicy,
+        source: SourceConfig | None = None,
+    ) -> Session:
         """Raises DNSError when the domain's route cannot be resolved and
-        RouteFailure when no host could be used."""
+        RouteFailure when no host could be used (reason
+        ``mta-sts-mismatch`` when an enforce policy left no MX host)."""
+        applied = policy if isinstance(policy, AppliedPolicy) else _plain(policy)
         hosts, port = await self._hosts(domain)
         failures: list[HostFailure] = []
+        version = source.version if source is not None and self.relay is None else None
         for host in hosts:
+            if applied.mx is not None and not mx_allowed(applied.mx, host):
+                failures.append(
+                    HostFailure(host, None, Reason.MTA_STS_MISMATCH, "not in the MTA-STS policy")
+                )
+                continue
+            if applied.report is not None and not mx_allowed(applied.report, host):
+                self._report(domain, Reason.MTA_STS_MISMATCH)
             try:
-                addresses = await self._addresses(host)
+                addresses = await self._addresses(host, version)
             except DNSError as exc:
                 failures.append(HostFailure(host, None, Reason.DNS, exc.reason))
                 continue
+            if not addresses:
+                text = f"no IPv{version} address, and the source address is IPv{version}"
+                failures.append(HostFailure(host, None, Reason.CONNECTION, text))
             for address in addresses:
                 try:
-                    return await open_session(
-                        host,
-                        address,
-                        port,
-                        helo=self.helo,
-                        policy=policy,
-                        timeout=self.timeout,
-                        cafile=self.cafile,
-                        contexts=self.contexts,
-                    )
+                    session = await self._open(domain, host, address, port, applied, source)
                 except DeliveryError as exc:
                     failures.append(HostFailure(host, address, exc.reason, exc.text))
-        raise summarise(failures)
+                    continue
+                session.policy = applied.name
+                return session
+        failure = summarise(failures)
+        failure.policy = applied.name
+        raise failure
+
+    async def _open(
+        self,
+        domain: str,
+        host: str,
+        address: str,
+        port: int,
+        applied: AppliedPolicy,
+        source: SourceConfig | None,
+    ) -> Session:
+        helo = source.ehlo if source is not None and source.ehlo else self.helo
+        bind = source.bind_address if source is not None else None
+        level = applied.level
+        if applied.report is not None:
+            # testing: checked as enforce would, delivered as before
+            level = TLSPolicy.VERIFY
+        try:
+            return await open_session(
+                host,
+                address,
+                port,
+                helo=helo,
+                policy=level,
+                timeout=self.timeout,
+                cafile=self.cafile,
+                contexts=self.contexts,
+                source_address=bind,
+            )
+        except DeliveryError as exc:
+            if applied.report is None or exc.reason is not Reason.CERTIFICATE:
+                raise
+        self._report(domain, Reason.CERTIFICATE)
+        return await open_session(
+            host,
+            address,
+            port,
+            helo=helo,
+            policy=applied.level,
+            timeout=self.timeout,
+            cafile=self.cafile,
+            contexts=self.contexts,
+            source_address=bind,
+        )
+
+
+def _plain(policy: TLSPolicy) -> AppliedPolicy:
+    level = TLSPolicy(policy)
+    return AppliedPolicy(Applied(level.value), level)

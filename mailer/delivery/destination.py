@@ -3,7 +3,9 @@ for a connection, the connection count, the rate limit and the throttle a
 421 / 4.7.x reply imposes.
 
 Limits are per node on purpose: each node sends from its own IP, and the
-receiving side counts connections and rate per IP.
+receiving side counts connections and rate per IP. With a pool of source
+addresses each entry has its own connection and rate limits toward the
+destination, and a new connection goes to the entry with the most room.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from mailer.config import DestinationLimits
+from mailer.config import DestinationLimits, SourceConfig
 
 J = TypeVar("J")
 
@@ -23,9 +25,20 @@ THROTTLE_MAX = 1800.0
 
 
 @dataclass
+class SourceSlot:
+    """One pool entry's share of a destination: its open connections and
+    the earliest start of its next message under its rate."""
+
+    source: SourceConfig
+    connections: int = 0
+    next_slot: float = 0.0
+
+
+@dataclass
 class Destination(Generic[J]):
     domain: str
     limits: DestinationLimits
+    sources: list[SourceSlot] = field(default_factory=list)
     queue: deque[J] = field(default_factory=deque)
     # set when a send joins the queue: wakes an idle connection
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -41,7 +54,22 @@ class Destination(Generic[J]):
         return 1 if self.throttle_streak else self.limits.connections
 
     def wants_connection(self) -> bool:
-        return bool(self.queue) and self.connections < min(self.max_connections, len(self.queue))
+        return (
+            bool(self.queue)
+            and self.connections < min(self.max_connections, len(self.queue))
+            and (not self.sources or self.pick_source() is not None)
+        )
+
+    def pick_source(self) -> SourceSlot | None:
+        """The pool entry with the lowest share of its connection limit in
+        use (the first on a tie), None when every entry is at its limit or
+        there is no pool (then any connection will do)."""
+        if not self.sources:
+            return None
+        free = [s for s in self.sources if s.connections < s.source.connections]
+        if not free:
+            return None
+        return min(free, key=lambda s: s.connections / s.source.connections)
 
     def throttled(self, now: float) -> bool:
         return now < self.throttled_until
@@ -57,11 +85,17 @@ class Destination(Generic[J]):
     def recovered(self) -> None:
         self.throttle_streak = 0
 
-    def rate_delay(self, now: float) -> float:
+    def rate_delay(self, now: float, slot: SourceSlot | None = None) -> float:
         """Seconds to wait before starting the next message, and reserve
-        its slot (a simple spacing limiter: 1/rate seconds apart)."""
-        if not self.limits.rate:
-            return 0.0
-        start = max(now, self.next_slot)
-        self.next_slot = start + 1.0 / self.limits.rate
+        its slot (a simple spacing limiter: 1/rate seconds apart), under
+        the destination's rate and the source entry's."""
+        start = now
+        if self.limits.rate:
+            start = max(start, self.next_slot)
+        if slot is not None and slot.source.rate:
+            start = max(start, slot.next_slot)
+        if self.limits.rate:
+            self.next_slot = start + 1.0 / self.limits.rate
+        if slot is not None and slot.source.rate:
+            slot.next_slot = start + 1.0 / slot.source.rate
         return start - now

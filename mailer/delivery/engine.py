@@ -20,9 +20,13 @@ from dataclasses import dataclass
 
 from mailer.config import Config
 from mailer.delivery.connector import Connector, RouteFailure
-from mailer.delivery.destination import Destination
+from mailer.delivery.destination import Destination, SourceSlot
 from mailer.delivery.retry import expired, next_due
 from mailer.delivery.smtp import Session
+from mailer.delivery.tls.applied import AppliedPolicy, apply_policy
+from mailer.delivery.tls.policy import STSPolicy
+from mailer.delivery.tls.sts import PolicySource
+from mailer.dns import normalise_name
 from mailer.errors import DeliveryError, DNSError, MailerError, SMTPReplyError, TemplateError
 from mailer.metrics import Metrics
 from mailer.prepare import Prepared, Preparer
@@ -66,6 +70,7 @@ class Engine:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
+        policies: PolicySource | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -75,6 +80,9 @@ class Engine:
         self.clock = clock
         self.rng = rng or random.Random()
         self.metrics = metrics
+        # MTA-STS; not consulted when all mail goes to a relay (dev mode)
+        self.policies = policies if config.relay is None else None
+        self._pool = config.source_pool
         self._destinations: dict[str, Destination[Job]] = {}
         self._in_flight: dict[str, Job] = {}
         self._results: list[Outcome] = []
@@ -102,6 +110,9 @@ class Engine:
             asyncio.create_task(self._flush_loop()),
             asyncio.create_task(self._renew_loop()),
         ]
+        if self.policies is not None:
+            interval = self.config.mta_sts.refresh_interval
+            helpers.append(asyncio.create_task(self.policies.refresh_loop(interval)))
         try:
             await self._loop(drain)
         finally:
@@ -199,7 +210,11 @@ class Engine:
             return
         dest = self._destinations.get(send.domain)
         if dest is None:
-            dest = Destination(send.domain, self.config.limits.for_domain(send.domain))
+            dest = Destination(
+                send.domain,
+                self.config.limits.for_domain(send.domain),
+                sources=[SourceSlot(source) for source in self._pool],
+            )
             self._destinations[send.domain] = dest
         if dest.throttled(now):
             self._finish(
@@ -216,17 +231,20 @@ class Engine:
 
     def _spawn(self, dest: Destination[Job]) -> None:
         while dest.wants_connection() and not self._stopping:
+            slot = dest.pick_source()
             dest.connections += 1
-            task = asyncio.create_task(self._connection(dest))
+            if slot is not None:
+                slot.connections += 1
+            task = asyncio.create_task(self._connection(dest, slot))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     # one connection ----------------------------------------------------------
 
-    async def _connection(self, dest: Destination[Job]) -> None:
+    async def _connection(self, dest: Destination[Job], slot: SourceSlot | None) -> None:
         served = False
         try:
-            served = await self._serve_destination(dest)
+            served = await self._serve_destination(dest, slot)
         except MailerError as exc:
             log.exception("destination %s: %s", dest.domain, exc)
             self._defer_queue(dest, Reason.PROTOCOL, str(exc), attempt=True)
@@ -239,17 +257,35 @@ class Engine:
                 self._internal(dest.queue.popleft(), exc)
         finally:
             dest.connections -= 1
+            if slot is not None:
+                slot.connections -= 1
             # a connection that could not be opened is not replaced at once:
             # the destination refuses more connections than those it has
             if served and dest.queue and not self._stopping:
                 self._spawn(dest)
 
-    async def _serve_destination(self, dest: Destination[Job]) -> bool:
+    async def _policy(self, domain: str) -> AppliedPolicy:
+        """The TLS policy for a new connection to ``domain``: the configured
+        level, tightened by the domain's MTA-STS policy (from memory on the
+        hot path; see mailer.delivery.tls.sts). Raises StoreError."""
+        published: STSPolicy | None = None
+        if self.policies is not None:
+            try:
+                name = normalise_name(domain)
+            except DNSError:
+                name = None  # the route lookup reports it
+            if name is not None:
+                published = await self.policies.policy_for(name)
+        return apply_policy(self.config.tls.for_domain(domain), published)
+
+    async def _serve_destination(self, dest: Destination[Job], slot: SourceSlot | None) -> bool:
         """Deliver the destination's queue over one connection; False when
         no connection could be opened."""
-        policy = self.config.tls.for_domain(dest.domain)
+        policy = await self._policy(dest.domain)
         try:
-            session = await self.connector.connect(dest.domain, policy)
+            session = await self.connector.connect(
+                dest.domain, policy, slot.source if slot is not None else None
+            )
         except DNSError as exc:
             if exc.temporary:
                 self._defer_queue(dest, Reason.DNS, str(exc), attempt=True)
@@ -259,15 +295,24 @@ class Engine:
         except RouteFailure as exc:
             # other connections to this destination may still be working
             if dest.connections <= 1:
-                self._defer_queue(dest, exc.reason, exc.text, attempt=True, mx_host=exc.last_host)
+                self._defer_queue(
+                    dest,
+                    exc.reason,
+                    exc.text,
+                    attempt=True,
+                    mx_host=exc.last_host,
+                    tls_policy=policy.name.value,
+                )
             return False
         try:
-            await self._send_on(dest, session)
+            await self._send_on(dest, session, slot)
         finally:
             await session.close()
         return True
 
-    async def _send_on(self, dest: Destination[Job], session: Session) -> None:
+    async def _send_on(
+        self, dest: Destination[Job], session: Session, slot: SourceSlot | None
+    ) -> None:
         limit = dest.limits.messages_per_connection
         idle = self.config.worker.idle_timeout
         while session.messages_sent < limit and session.usable and not self._stopping:
@@ -279,7 +324,7 @@ class Engine:
                 if not dest.queue or self._stopping:
                     return
             job = dest.queue.popleft()
-            delay = dest.rate_delay(self.clock())
+            delay = dest.rate_delay(self.clock(), slot)
             if delay:
                 await asyncio.sleep(delay)
             # after the rate limit's wait, not before it: started while
@@ -342,6 +387,7 @@ class Engine:
                 code=code,
                 enhanced=enhanced,
                 text=text,
+                tls_policy=session.policy,
             )
 
         try:
@@ -447,6 +493,7 @@ class Engine:
         *,
         attempt: bool = False,
         mx_host: str | None = None,
+        tls_policy: str | None = None,
     ) -> None:
         """Every send waiting for this destination goes back to the queue:
         with an attempt when delivery was tried (connection, TLS, DNS), or
@@ -455,7 +502,9 @@ class Engine:
         while dest.queue:
             job = dest.queue.popleft()
             if attempt:
-                record = Attempt(now, now, reason, mx_host=mx_host, text=text)
+                record = Attempt(
+                    now, now, reason, mx_host=mx_host, text=text, tls_policy=tls_policy
+                )
                 self._retry(job, reason, record)
             else:
                 self._retry(job, reason, None, due_at=dest.throttled_until)

@@ -116,6 +116,7 @@ class TLSContexts:
 
     def __init__(self) -> None:
         self._contexts: dict[tuple[TLSPolicy, str | None], ssl.SSLContext] = {}
+        self._building: dict[tuple[TLSPolicy, str | None], asyncio.Future[ssl.SSLContext]] = {}
 
     def get(self, policy: TLSPolicy, cafile: str | None = None) -> ssl.SSLContext:
         """The shared context, built on first use. Raises ConfigError (bad cafile)."""
@@ -126,11 +127,20 @@ class TLSContexts:
         return context
 
     async def aget(self, policy: TLSPolicy, cafile: str | None = None) -> ssl.SSLContext:
-        """Like :meth:`get`, building a missing context off the event loop."""
-        context = self._contexts.get(_context_key(policy, cafile))
-        if context is None:
-            context = await asyncio.to_thread(self.get, policy, cafile)
-        return context
+        """Like :meth:`get`, building a missing context off the event loop,
+        once for all the connections that want it at the same moment (each
+        build of a VERIFY context loads the whole system CA store)."""
+        key = _context_key(policy, cafile)
+        context = self._contexts.get(key)
+        if context is not None:
+            return context
+        building = self._building.get(key)
+        if building is None:
+            building = asyncio.ensure_future(asyncio.to_thread(self.get, *key))
+            self._building[key] = building
+            building.add_done_callback(lambda _: self._building.pop(key, None))
+        # shield: one connection giving up must not cancel the others' build
+        return await asyncio.shield(building)
 
 
 def _context_key(policy: TLSPolicy, cafile: str | None) -> tuple[TLSPolicy, str | None]:
@@ -151,6 +161,8 @@ class Session:
         self.tls = tls
         self.greeting = greeting
         self.messages_sent = 0
+        # the TLS policy it was opened under (set by the connector)
+        self.policy: str | None = None
         self._smtp = smtp
         # aiosmtplib forgets its transport when it closes on a 421 or a lost
         # connection; kept here so the socket can still be cut at once.

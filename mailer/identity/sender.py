@@ -1,7 +1,8 @@
 """Sender identity: under which address a customer's message goes out.
 
 The customer's own address is the sender only when the customer domain's
-SPF policy lets our outbound IP send for it (``check_host`` = pass): then
+SPF policy lets our outbound IP send for it (``check_host`` = pass) — every
+public address of the source pool the message may leave from: then
 ``From`` and the envelope are the customer's and SPF aligns. Anything else
 (fail, softfail, neutral, none, permerror, temperror without a cached
 answer) sends from the region's neutral no-reply address with the
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from cachetools import LRUCache
@@ -50,6 +51,9 @@ class Identity:
 class _CachedSpf:
     spf: SPFResult
     stale: bool = False  # an older answer standing in for a temperror
+    # the public address the result is for, when several are evaluated and
+    # this one is not covered
+    ip: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,9 @@ class IdentityDecider:
     """Decides the :class:`Identity` of messages of one region.
 
     ``outbound_ip`` is the public address this node sends from (what SPF is
-    evaluated for); ``neutral_sender`` the region's no-reply address;
+    evaluated for), or every address of the source pool: the customer's
+    address stands only when SPF passes for all of them, and the reason
+    names the first one it does not cover; ``neutral_sender`` the region's no-reply address;
     ``bounce_address`` the envelope sender at our own domain. With
     ``dkim_alignment`` on, a customer domain in ``dkim_domains`` (we hold a
     verified DKIM key for it) keeps the customer's ``From`` without SPF
@@ -77,7 +83,7 @@ class IdentityDecider:
         self,
         resolver: Resolver,
         *,
-        outbound_ip: str,
+        outbound_ip: str | Sequence[str],
         neutral_sender: str,
         bounce_address: str,
         min_ttl: int = 60,
@@ -87,8 +93,12 @@ class IdentityDecider:
         dkim_alignment: bool = False,
         cache_size: int = 10_000,
     ) -> None:
+        ips = (outbound_ip,) if isinstance(outbound_ip, str) else tuple(outbound_ip)
+        if not ips:
+            raise ConfigError("outbound_ip", "no public address to evaluate SPF for")
         try:
-            normalise_ip(outbound_ip)
+            for ip in ips:
+                normalise_ip(ip)
         except ValidationError as exc:
             raise ConfigError("outbound_ip", exc.reason) from exc
         for key, value in (("neutral_sender", neutral_sender), ("bounce_address", bounce_address)):
@@ -97,7 +107,7 @@ class IdentityDecider:
         if not 0 <= min_ttl <= max_ttl:
             raise ConfigError("identity.ttl", f"need 0 <= min_ttl ({min_ttl}) <= max_ttl")
         self._resolver = resolver
-        self._ip = outbound_ip
+        self._ips = ips
         self._neutral = neutral_sender
         self._bounce = bounce_address
         self._min_ttl = min_ttl
@@ -142,7 +152,7 @@ class IdentityDecider:
         if self._dkim_alignment and await self._aligned(domain):
             reason = f"dkim key for {domain} → customer sender (DMARC alignment via DKIM)"
             return Identity(address, customer_name, None, self._bounce, True, verdict.spf, reason)
-        reason = f"spf={verdict.spf}{_stale(verdict)} → neutral sender"
+        reason = f"spf={verdict.spf}{_for(verdict)}{_stale(verdict)} → neutral sender"
         return Identity(
             self._neutral, customer_name, address, self._bounce, False, verdict.spf, reason
         )
@@ -166,7 +176,19 @@ class IdentityDecider:
         return await asyncio.shield(task)
 
     async def _evaluate(self, domain: str, address: str) -> _CachedSpf:
-        outcome = await check_host(self._resolver, self._ip, domain, address)
+        outcome = await check_host(self._resolver, self._ips[0], domain, address)
+        shortest = outcome.ttl
+        uncovered: str | None = None
+        for ip in self._ips[1:]:
+            if outcome.result is not SPFResult.PASS:
+                break
+            outcome = await check_host(self._resolver, ip, domain, address)
+            shortest = min(shortest, outcome.ttl)
+            uncovered = ip
+        if outcome.result is SPFResult.PASS or len(self._ips) == 1:
+            uncovered = None
+        elif uncovered is None:
+            uncovered = self._ips[0]
         if outcome.result is SPFResult.TEMPERROR:
             previous = self._cache.get(domain)
             if previous is None or previous.verdict.spf is SPFResult.TEMPERROR:
@@ -176,8 +198,8 @@ class IdentityDecider:
             # Not asking a failing DNS again for every message; min_ttl later.
             ttl = self._min_ttl
         else:
-            verdict = _CachedSpf(outcome.result)
-            ttl = min(max(outcome.ttl, self._min_ttl), self._max_ttl)
+            verdict = _CachedSpf(outcome.result, ip=uncovered)
+            ttl = min(max(shortest, self._min_ttl), self._max_ttl)
         self._cache[domain] = _Entry(verdict, self._clock() + ttl)
         return verdict
 
@@ -186,6 +208,10 @@ class IdentityDecider:
             del self._inflight[domain]
         if not task.cancelled():
             task.exception()  # marks it retrieved; the awaiting callers get it
+
+
+def _for(verdict: _CachedSpf) -> str:
+    return f" for {verdict.ip}" if verdict.ip else ""
 
 
 def _stale(verdict: _CachedSpf) -> str:

@@ -27,6 +27,7 @@ import socket
 import ssl
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
@@ -366,7 +367,14 @@ async def _serve(args: argparse.Namespace) -> None:
     with TestCerts() as certs:
         servers = []
         for host, port in args.listen:
-            tls = None if args.no_starttls else _default_tls(args.hostname, host, certs)
+            if args.no_starttls:
+                tls = None
+            elif args.cert:
+                # a certificate from the caller's CA (the bench's MTA-STS
+                # run verifies it against the MX name)
+                tls = TestCerts.server_context((Path(args.cert), Path(args.key or args.cert)))
+            else:
+                tls = _default_tls(args.hostname, host, certs)
             servers.append(
                 Server(
                     host,
@@ -404,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--hostname", default="mx.sink.test", help="name in greeting and cert")
     parser.add_argument("--quiet", action="store_true", help="no line per message")
+    parser.add_argument("--cert", metavar="PEM", help="certificate chain to present")
+    parser.add_argument("--key", metavar="PEM", help="private key of --cert")
     service_loop.run(_serve(parser.parse_args(argv)))
     return 0
 

@@ -12,6 +12,7 @@ from mailer.store.models import (
     AccountOutcome,
     AccountPause,
     Attempt,
+    CachedPolicy,
     Claimed,
     Distribution,
     Event,
@@ -33,6 +34,7 @@ from mailer.store.models import (
     Stats,
     Suppression,
 )
+from mailer.store.webhooks import WebhookStore
 
 
 class Lifecycle(Protocol):
@@ -313,9 +315,44 @@ class FeedbackStore(Protocol):
         ...
 
 
-class Store(Lifecycle, IntakeStore, QueueStore, FeedStore, OperatorStore, FeedbackStore, Protocol):
+class TransportStore(Protocol):
+    """MTA-STS policies (RFC 8461), shared by every worker."""
+
+    async def sts_policy(self, domain: str) -> CachedPolicy | None:
+        """The cached policy of ``domain``, expired or not."""
+        ...
+
+    async def put_sts_policy(self, policy: CachedPolicy) -> None:
+        """Add or replace the domain's cached policy."""
+        ...
+
+    async def drop_sts_policy(self, domain: str) -> bool:
+        """Delete the domain's cached policy; False when there was none."""
+        ...
+
+    async def sts_policies_due(self, *, now: float, limit: int = 100) -> list[CachedPolicy]:
+        """Cached policies three quarters or more through their max_age at
+        ``now``, soonest expiry first: the ones to refresh."""
+        ...
+
+
+class Store(
+    Lifecycle,
+    IntakeStore,
+    QueueStore,
+    FeedStore,
+    OperatorStore,
+    FeedbackStore,
+    TransportStore,
+    Protocol,
+):
     """A durable queue of sends: every role in one backend.
 
     Every method raises :class:`mailer.errors.StoreError` on backend
     failure; lookups by id raise :class:`mailer.errors.NotFound`.
     """
+
+    @property
+    def webhooks(self) -> WebhookStore:
+        """Webhook endpoints, their cursors, fixed batches and delivery log."""
+        ...

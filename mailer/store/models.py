@@ -120,6 +120,24 @@ class Attempt:
     code: int | None = None
     enhanced: str | None = None
     text: str | None = None
+    # the TLS policy the attempt was made under: encrypt, verify,
+    # mta-sts enforce, mta-sts testing
+    tls_policy: str | None = None
+
+
+@dataclass(frozen=True)
+class CachedPolicy:
+    """A receiving domain's MTA-STS policy as fetched (RFC 8461), shared by
+    every worker through the store: valid until ``expires_at`` whatever
+    DNS or the policy host say later, which is what stops a downgrade."""
+
+    domain: str
+    policy_id: str
+    mode: str
+    mx: tuple[str, ...]
+    max_age: int
+    fetched_at: float
+    expires_at: float
 
 
 @dataclass(frozen=True)

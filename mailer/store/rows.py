@@ -20,6 +20,7 @@ from mailer.errors import ValidationError
 from mailer.reasons import Reason, State
 from mailer.store.models import (
     Attempt,
+    CachedPolicy,
     Distribution,
     Event,
     FeedbackEffect,
@@ -94,6 +95,33 @@ def attempt(row: Row) -> Attempt:
         code=row["code"],
         enhanced=row["enhanced"],
         text=row["text"],
+        tls_policy=row["tls_policy"],
+    )
+
+
+def cached_policy(row: Row) -> CachedPolicy:
+    return CachedPolicy(
+        domain=row["domain"],
+        policy_id=row["policy_id"],
+        mode=row["mode"],
+        mx=tuple(_json(row["mx"])),
+        max_age=row["max_age"],
+        fetched_at=row["fetched_at"],
+        expires_at=row["expires_at"],
+    )
+
+
+def cached_policy_row(policy: CachedPolicy) -> Params:
+    """The parameters of one policy upsert (domain, policy_id, mode, mx as
+    JSON text, max_age, fetched_at, expires_at)."""
+    return (
+        policy.domain,
+        policy.policy_id,
+        policy.mode,
+        json.dumps(list(policy.mx)),
+        policy.max_age,
+        policy.fetched_at,
+        policy.expires_at,
     )
 
 
@@ -201,6 +229,7 @@ def attempt_row(send_id: str, number: int, done: Attempt) -> tuple[object, ...]:
         done.code,
         done.enhanced,
         done.text,
+        done.tls_policy,
     )
 
 

@@ -160,7 +160,95 @@ CREATE TABLE account_pauses (
 CREATE INDEX sends_account ON sends (account, created_at)
 """
 
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5)
+# Transport security: the MTA-STS policies of receiving domains (RFC 8461),
+# shared by every worker, and the TLS policy each attempt was made under.
+SCHEMA_V6 = """
+CREATE TABLE sts_policies (
+    domain text PRIMARY KEY,
+    policy_id text NOT NULL,
+    mode text NOT NULL,
+    mx text NOT NULL,
+    max_age integer NOT NULL,
+    fetched_at double precision NOT NULL,
+    expires_at double precision NOT NULL
+);
+ALTER TABLE attempts ADD COLUMN tls_policy text
+"""
+
+
+# Webhook endpoints per account with their event-feed cursor and lease,
+# the one fixed batch of each, and the log of delivery attempts.
+SCHEMA_V7 = """
+CREATE TABLE webhook_endpoints (
+    id text PRIMARY KEY,
+    account text NOT NULL,
+    url text NOT NULL,
+    description text,
+    event_types text NOT NULL,
+    secret text NOT NULL,
+    previous_secret text,
+    previous_until double precision,
+    enabled integer NOT NULL,
+    disabled_reason text,
+    cursor bigint NOT NULL,
+    failures integer NOT NULL,
+    failing_since double precision,
+    next_attempt_at double precision NOT NULL,
+    lease_owner text,
+    lease_until double precision,
+    created_at double precision NOT NULL,
+    updated_at double precision NOT NULL
+);
+CREATE INDEX webhook_endpoints_account ON webhook_endpoints (account);
+CREATE INDEX webhook_endpoints_due ON webhook_endpoints (next_attempt_at) WHERE enabled = 1;
+CREATE TABLE webhook_batches (
+    endpoint_id text PRIMARY KEY REFERENCES webhook_endpoints(id),
+    id text NOT NULL,
+    first_seq bigint NOT NULL,
+    last_seq bigint NOT NULL,
+    events integer NOT NULL,
+    body bytea NOT NULL,
+    created_at double precision NOT NULL
+);
+CREATE TABLE webhook_deliveries (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    endpoint_id text NOT NULL REFERENCES webhook_endpoints(id),
+    webhook_id text NOT NULL,
+    first_seq bigint NOT NULL,
+    last_seq bigint NOT NULL,
+    events integer NOT NULL,
+    at double precision NOT NULL,
+    status integer,
+    latency double precision NOT NULL,
+    outcome text NOT NULL,
+    excerpt text NOT NULL,
+    error text
+);
+CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, id)
+"""
+
+# Params: owner, lease until, now, now, limit.
+CLAIM_WEBHOOK_ENDPOINTS = """
+UPDATE webhook_endpoints SET lease_owner = %s, lease_until = %s
+WHERE id IN (
+    SELECT id FROM webhook_endpoints
+    WHERE enabled = 1 AND next_attempt_at <= %s AND (lease_until IS NULL OR lease_until < %s)
+    ORDER BY next_attempt_at LIMIT %s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING *
+"""
+
+
+MIGRATIONS: tuple[str, ...] = (
+    SCHEMA_V1,
+    SCHEMA_V2,
+    SCHEMA_V3,
+    SCHEMA_V4,
+    SCHEMA_V5,
+    SCHEMA_V6,
+    SCHEMA_V7,
+)
 
 
 # Advisory-lock keys (two-int form: class, object). The object part is the
@@ -290,9 +378,10 @@ WHERE sends.id = o.id
 
 INSERT_ATTEMPTS = """
 INSERT INTO attempts (send_id, number, started_at, finished_at, reason, mx_host, address,
-    tls_version, tls_cipher, code, enhanced, text)
+    tls_version, tls_cipher, code, enhanced, text, tls_policy)
 SELECT * FROM unnest(%s::text[], %s::int[], %s::float8[], %s::float8[], %s::text[], %s::text[],
-                     %s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[])
+                     %s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[],
+                     %s::text[])
 """
 
 RELEASE = """
@@ -553,4 +642,18 @@ ACTIVE_ACCOUNTS = """
 SELECT DISTINCT account FROM sends
 WHERE updated_at >= %s AND state IN ('delivered', 'bounced')
 ORDER BY account
+"""
+
+UPSERT_STS_POLICY = """
+INSERT INTO sts_policies (domain, policy_id, mode, mx, max_age, fetched_at, expires_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (domain) DO UPDATE SET policy_id = excluded.policy_id, mode = excluded.mode,
+    mx = excluded.mx, max_age = excluded.max_age, fetched_at = excluded.fetched_at,
+    expires_at = excluded.expires_at
+"""
+SELECT_STS_POLICY = "SELECT * FROM sts_policies WHERE domain = %s"
+DELETE_STS_POLICY = "DELETE FROM sts_policies WHERE domain = %s"
+# Params: now, limit; as in the SQLite store.
+STS_POLICIES_DUE = """
+SELECT * FROM sts_policies WHERE fetched_at + 0.75 * max_age <= %s ORDER BY expires_at LIMIT %s
 """

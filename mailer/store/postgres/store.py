@@ -28,6 +28,7 @@ from mailer.store.models import (
     AccountOutcome,
     AccountPause,
     Attempt,
+    CachedPolicy,
     Claimed,
     Distribution,
     Event,
@@ -57,6 +58,7 @@ from mailer.store.postgres import ops as pg_ops
 from mailer.store.postgres import rows as pg_rows
 from mailer.store.postgres import sql as q
 from mailer.store.postgres.schema import create_schema, describe, drop_schema, migrate, with_schema
+from mailer.store.postgres.webhooks import PostgresWebhooks
 from mailer.store.rules import send_filter
 
 Conn = psycopg.AsyncConnection[DictRow]
@@ -80,6 +82,7 @@ class PostgresStore:
         self.connect_timeout = connect_timeout
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._key = 0  # the schema's advisory-lock key, known once migrated
+        self.webhooks = PostgresWebhooks(self)
 
     def __repr__(self) -> str:
         return f"PostgresStore({describe(self.dsn)})"
@@ -473,6 +476,25 @@ class PostgresStore:
 
     async def account_pauses(self) -> list[AccountPause]:
         return [pg_feedback.account_pause(r) for r in await self._all(q.SELECT_PAUSES)]
+
+    # MTA-STS policies ---------------------------------------------------------
+
+    async def sts_policy(self, domain: str) -> CachedPolicy | None:
+        rows = await self._all(q.SELECT_STS_POLICY, (domain,))
+        return typed.cached_policy(rows[0]) if rows else None
+
+    async def put_sts_policy(self, policy: CachedPolicy) -> None:
+        async with self._conn() as conn:
+            await conn.execute(q.UPSERT_STS_POLICY, typed.cached_policy_row(policy))
+
+    async def drop_sts_policy(self, domain: str) -> bool:
+        async with self._conn() as conn:
+            cur = await conn.execute(q.DELETE_STS_POLICY, (domain,))
+            return cur.rowcount > 0
+
+    async def sts_policies_due(self, *, now: float, limit: int = 100) -> list[CachedPolicy]:
+        rows = await self._all(q.STS_POLICIES_DUE, (now, limit))
+        return [typed.cached_policy(r) for r in rows]
 
 
 async def _all(conn: Conn, query: str, params: Any = None) -> list[DictRow]:

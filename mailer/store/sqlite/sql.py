@@ -101,6 +101,68 @@ CREATE TABLE idempotency (
 )
 """
 
+# Webhook endpoints per account with their event-feed cursor and lease,
+# the one fixed batch of each, and the log of delivery attempts.
+SCHEMA_V7 = """
+CREATE TABLE webhook_endpoints (
+    id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    url TEXT NOT NULL,
+    description TEXT,
+    event_types TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    previous_secret TEXT,
+    previous_until REAL,
+    enabled INTEGER NOT NULL,
+    disabled_reason TEXT,
+    cursor INTEGER NOT NULL,
+    failures INTEGER NOT NULL,
+    failing_since REAL,
+    next_attempt_at REAL NOT NULL,
+    lease_owner TEXT,
+    lease_until REAL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX webhook_endpoints_account ON webhook_endpoints (account);
+CREATE INDEX webhook_endpoints_due ON webhook_endpoints (next_attempt_at) WHERE enabled = 1;
+CREATE TABLE webhook_batches (
+    endpoint_id TEXT PRIMARY KEY REFERENCES webhook_endpoints(id),
+    id TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE webhook_deliveries (
+    id INTEGER PRIMARY KEY,
+    endpoint_id TEXT NOT NULL REFERENCES webhook_endpoints(id),
+    webhook_id TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    at REAL NOT NULL,
+    status INTEGER,
+    latency REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    excerpt TEXT NOT NULL,
+    error TEXT
+);
+CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, id)
+"""
+
+# Params: owner, lease until, now, now, limit.
+CLAIM_WEBHOOK_ENDPOINTS = """
+UPDATE webhook_endpoints SET lease_owner = ?, lease_until = ?
+WHERE id IN (
+    SELECT id FROM webhook_endpoints
+    WHERE enabled = 1 AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?)
+    ORDER BY next_attempt_at LIMIT ?
+)
+RETURNING *
+"""
+
 
 INSERT_DISTRIBUTION = """
 INSERT INTO distributions (id, account, sender_address, sender_name, subject, html, text,
@@ -185,8 +247,8 @@ WHERE id = ? AND state = 'sending' AND lease_owner = ?
 
 INSERT_ATTEMPT = """
 INSERT INTO attempts (send_id, number, started_at, finished_at, reason, mx_host, address,
-    tls_version, tls_cipher, code, enhanced, text)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    tls_version, tls_cipher, code, enhanced, text, tls_policy)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 SELECT_SEND = "SELECT * FROM sends WHERE id = ?"
@@ -480,4 +542,34 @@ ACTIVE_ACCOUNTS = """
 SELECT DISTINCT account FROM sends
 WHERE updated_at >= ? AND state IN ('delivered', 'bounced')
 ORDER BY account
+"""
+
+# Transport security: the MTA-STS policies of receiving domains (RFC 8461),
+# shared by every worker, and the TLS policy each attempt was made under.
+SCHEMA_V6 = """
+CREATE TABLE sts_policies (
+    domain TEXT PRIMARY KEY,
+    policy_id TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    mx TEXT NOT NULL,
+    max_age INTEGER NOT NULL,
+    fetched_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+ALTER TABLE attempts ADD COLUMN tls_policy TEXT
+"""
+
+UPSERT_STS_POLICY = """
+INSERT INTO sts_policies (domain, policy_id, mode, mx, max_age, fetched_at, expires_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (domain) DO UPDATE SET policy_id = excluded.policy_id, mode = excluded.mode,
+    mx = excluded.mx, max_age = excluded.max_age, fetched_at = excluded.fetched_at,
+    expires_at = excluded.expires_at
+"""
+SELECT_STS_POLICY = "SELECT * FROM sts_policies WHERE domain = ?"
+DELETE_STS_POLICY = "DELETE FROM sts_policies WHERE domain = ?"
+# Params: now, limit. Due for a refresh once three quarters of max_age
+# have passed (and still after expiry, while the domain publishes one).
+STS_POLICIES_DUE = """
+SELECT * FROM sts_policies WHERE fetched_at + 0.75 * max_age <= ? ORDER BY expires_at LIMIT ?
 """

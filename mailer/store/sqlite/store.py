@@ -25,6 +25,7 @@ from mailer.store.models import (
     AccountOutcome,
     AccountPause,
     Attempt,
+    CachedPolicy,
     Claimed,
     Distribution,
     Event,
@@ -49,6 +50,7 @@ from mailer.store.models import (
     new_ids,
 )
 from mailer.store.sqlite import feedback, ops, sql
+from mailer.store.sqlite.webhooks import SQLiteWebhooks
 
 T = TypeVar("T")
 
@@ -58,6 +60,8 @@ MIGRATIONS: tuple[str, ...] = (
     sql.SCHEMA_V3,
     sql.SCHEMA_V4,
     sql.SCHEMA_V5,
+    sql.SCHEMA_V6,
+    sql.SCHEMA_V7,
 )
 
 
@@ -84,6 +88,7 @@ class SQLiteStore:
         self.path = Path(path)
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self.webhooks = SQLiteWebhooks(self)
 
     # lifecycle -----------------------------------------------------------
 
@@ -655,6 +660,30 @@ class SQLiteStore:
             return [feedback.account_pause(r) for r in self.conn.execute(sql.SELECT_PAUSES)]
 
         return await self._run(work)
+
+    # MTA-STS policies ---------------------------------------------------------
+
+    async def sts_policy(self, domain: str) -> CachedPolicy | None:
+        row = await self._run(
+            lambda: self.conn.execute(sql.SELECT_STS_POLICY, (domain,)).fetchone()
+        )
+        return None if row is None else typed.cached_policy(row)
+
+    async def put_sts_policy(self, policy: CachedPolicy) -> None:
+        params = typed.cached_policy_row(policy)
+        await self._run(self._tx, lambda conn: conn.execute(sql.UPSERT_STS_POLICY, params))
+
+    async def drop_sts_policy(self, domain: str) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            return conn.execute(sql.DELETE_STS_POLICY, (domain,)).rowcount > 0
+
+        return await self._run(self._tx, work)
+
+    async def sts_policies_due(self, *, now: float, limit: int = 100) -> list[CachedPolicy]:
+        found = await self._run(
+            lambda: self.conn.execute(sql.STS_POLICIES_DUE, (now, limit)).fetchall()
+        )
+        return [typed.cached_policy(row) for row in found]
 
 
 __all__ = ["SQLiteStore"]
