@@ -62,6 +62,30 @@ async def test_bench_enqueues_more_than_one_request_takes_in_batches(config: Con
         assert await app.store.counts() == {State.QUEUED: MAX_RECIPIENTS + 50}
 
 
+def test_bench_rtt_runs_with_and_without_pipelining_against_the_bound() -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["bench", "--rtt", "20", "--rtt-only", "--rtt-messages", "100", "--json"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    rtt = json.loads(result.output.strip().splitlines()[-1])["rtt"]
+    pipelined, baseline = rtt["pipelined"], rtt["baseline"]
+    assert (pipelined["pipelining"], baseline["pipelining"]) == (True, False)
+    for run in (pipelined, baseline):
+        assert run["sink_received"] == run["messages"] == 100
+        assert run["connections"] == 4 * 4
+        assert run["message_p50_ms"] <= run["message_p99_ms"]
+        # no message can be faster than the round trips its exchange needs
+        assert run["message_p50_ms"] >= (2 if run["pipelining"] else 4) * 20
+    # 16 connections, 2 or 4 round trips of 20 ms a message
+    assert pipelined["bound_messages_per_second"] == 400.0
+    assert baseline["bound_messages_per_second"] == 200.0
+    assert rtt["speedup"] == pytest.approx(
+        pipelined["per_connection_per_second"] / baseline["per_connection_per_second"], rel=0.01
+    )
+
+
 def test_bench_with_mta_sts_delivers_under_enforce_and_reports_the_rate() -> None:
     # _outcome() inside the bench fails the run unless the enforce phases'
     # attempts were recorded under "mta-sts enforce"

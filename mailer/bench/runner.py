@@ -152,13 +152,15 @@ def recipient_batches(messages: int, domains: int) -> Iterator[list[RecipientInp
 
 @contextlib.contextmanager
 def sink_process(
-    port: int, log: Path, cert: tuple[Path, Path] | None = None
+    port: int, log: Path, cert: tuple[Path, Path] | None = None, *, pipelining: bool = True
 ) -> Iterator[Callable[[], int]]:
-    """The sink in its own process (presenting ``cert`` when given); yields
-    a function counting what it got."""
+    """The sink in its own process (presenting ``cert`` when given, offering
+    PIPELINING unless told not to); yields a function counting what it got."""
     command = [sys.executable, "-m", "mailer.sink.runner", "--listen", f"127.0.0.1:{port}"]
     if cert is not None:
         command += ["--hostname", MX_HOST, "--cert", str(cert[0]), "--key", str(cert[1])]
+    if not pipelining:
+        command.append("--no-pipelining")
     with log.open("w") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:

@@ -7,6 +7,7 @@ import os
 
 import click
 
+from mailer.bench.rtt import RTTReport, RTTRun, run_rtt_bench
 from mailer.bench.runner import run_bench
 from mailer.cli.main import cli
 
@@ -57,6 +58,33 @@ from mailer.cli.main import cli
     help="Deliver the messages a second time with an MTA-STS enforce policy on every "
     "domain (served over HTTPS on loopback) and report that rate beside the encrypt one.",
 )
+@click.option(
+    "--rtt",
+    "rtt_ms",
+    type=click.FloatRange(1, 1000),
+    default=None,
+    metavar="MS",
+    help="Also deliver through a relay adding this round trip, with and without PIPELINING.",
+)
+@click.option(
+    "--rtt-messages",
+    default=3000,
+    show_default=True,
+    type=click.IntRange(100, 1_000_000),
+    help="Messages for each --rtt run.",
+)
+@click.option(
+    "--rtt-connections",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="Connections per domain in the --rtt runs (the limit the bound is computed from).",
+)
+@click.option(
+    "--rtt-only",
+    is_flag=True,
+    help="Only the --rtt figures (the loopback ones take longest on a busy machine).",
+)
 @click.option("--json", "as_json", is_flag=True)
 def bench(
     messages: int,
@@ -67,9 +95,27 @@ def bench(
     api_recipients: int,
     workers: int,
     mta_sts: bool,
+    rtt_ms: float | None,
+    rtt_messages: int,
+    rtt_connections: int,
+    rtt_only: bool,
     as_json: bool,
 ) -> None:
-    """Deliver N messages on loopback and compare with a naive baseline."""
+    """Deliver N messages on loopback and compare with a naive baseline;
+    with --rtt, also at that round-trip time."""
+    if rtt_only and rtt_ms is None:
+        raise click.UsageError("--rtt-only needs --rtt MS")
+    rtt = (
+        None
+        if rtt_ms is None
+        else run_rtt_bench(rtt_ms, rtt_messages, domains=domains, connections=rtt_connections)
+    )
+    if rtt_only and rtt is not None:
+        if as_json:
+            click.echo(json.dumps({"rtt": rtt.as_dict()}))
+        else:
+            _echo_rtt(rtt)
+        return
     report = run_bench(
         messages,
         domains=domains,
@@ -80,7 +126,7 @@ def bench(
         mta_sts=mta_sts,
     )
     if as_json:
-        click.echo(json.dumps(report.as_dict()))
+        click.echo(json.dumps({**report.as_dict(), **({"rtt": rtt.as_dict()} if rtt else {})}))
         return
     click.echo(
         f"engine:   {report.messages} messages to {report.domains} domains over STARTTLS "
@@ -135,3 +181,28 @@ def bench(
         f"to a loopback receiver: {report.webhook_events_per_second:.0f} events/s "
         f"(receiver counted {report.webhook_events_received})"
     )
+    if rtt is not None:
+        _echo_rtt(rtt)
+
+
+def _echo_rtt(report: RTTReport) -> None:
+    def line(label: str, run: RTTRun) -> None:
+        click.echo(
+            f"{label} {run.messages} messages over {run.connections} connections "
+            f"in {run.seconds:.2f} s = {run.messages_per_second:.0f} msg/s "
+            f"({run.per_connection_per_second:.2f} per connection), "
+            f"{run.of_bound:.0%} of the bound {run.bound_messages_per_second:.0f} msg/s; "
+            f"a message on its connection p50 {run.message_p50_ms:.0f} ms, "
+            f"p99 {run.message_p99_ms:.0f} ms; enqueue→delivered p50 {run.latency_p50_ms:.0f} ms, "
+            f"p99 {run.latency_p99_ms:.0f} ms (all enqueued first; sink received "
+            f"{run.sink_received})"
+        )
+
+    click.echo(
+        f"rtt:      {report.rtt_ms:g} ms round trip through a delaying relay, "
+        f"{report.domains} domains x {report.connections_per_domain} connections "
+        f"(load average {report.load_before:.1f} before, {report.load_after:.1f} after)"
+    )
+    line("  PIPELINING:   ", report.pipelined)
+    line("  without it:   ", report.baseline)
+    click.echo(f"  per connection, PIPELINING is {report.speedup:.2f}x without it")

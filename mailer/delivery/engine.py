@@ -31,7 +31,7 @@ from mailer.dns import normalise_name
 from mailer.errors import DeliveryError, DNSError, MailerError, SMTPReplyError, TemplateError
 from mailer.logs import send_fields
 from mailer.metrics import Metrics
-from mailer.prepare import Preparer
+from mailer.prepare import Prepared, Preparer
 from mailer.reasons import Reason, State
 from mailer.replycodes import classify
 from mailer.store.base import QueueStore
@@ -48,6 +48,9 @@ LOOP_BACKOFF = 0.1
 @dataclass
 class Job:
     send: Send
+    # the message, composed and signed while the one before it on the same
+    # connection was on the wire (see Engine._prepare_ahead)
+    prepared: asyncio.Task[Prepared] | None = None
 
 
 def default_owner() -> str:
@@ -86,6 +89,7 @@ class Engine:
         self._in_flight: dict[str, Job] = {}
         self._results: list[Outcome] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._ahead: set[asyncio.Task[Prepared]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
         self.delivered = 0
@@ -184,6 +188,10 @@ class Engine:
             dest.queue.clear()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        # messages prepared ahead for sends that were then released
+        for task in self._ahead:
+            task.cancel()
+        await asyncio.gather(*self._ahead, return_exceptions=True)
         await self._flush()
         leftover = list(self._in_flight)
         if leftover:
@@ -322,6 +330,10 @@ class Engine:
             delay = dest.rate_delay(self.clock(), slot)
             if delay:
                 await asyncio.sleep(delay)
+            # after the rate limit's wait, not before it: started while
+            # connections still wait for their slots, the work ahead would
+            # bunch up on the loop and make those slots late together
+            self._prepare_ahead(dest)
             try:
                 await self._deliver(dest, session, job)
             except Exception as exc:
@@ -334,11 +346,29 @@ class Engine:
                 self._defer_queue(dest, Reason.THROTTLED, "destination is throttled")
                 return
 
+    def _prepare_ahead(self, dest: Destination[Job]) -> None:
+        """Start composing and signing the destination's next send now, so
+        that its connection does not wait for the CPU after each reply: at
+        a round trip of tens of milliseconds that wait adds up, and the
+        signing threads can work while the loop waits for the wire."""
+        if not dest.queue or dest.queue[0].prepared is not None:
+            return
+        upcoming = dest.queue[0]
+        task = asyncio.create_task(self.preparer.prepare(upcoming.send, now=self.clock()))
+        self._ahead.add(task)
+        task.add_done_callback(self._ahead.discard)
+        # a send released before its turn never awaits its message
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        upcoming.prepared = task
+
     async def _deliver(self, dest: Destination[Job], session: Session, job: Job) -> None:
         send = job.send
         started = self.clock()
         try:
-            prepared = await self.preparer.prepare(send, now=started)
+            if job.prepared is not None:
+                prepared = await job.prepared
+            else:
+                prepared = await self.preparer.prepare(send, now=started)
         except TemplateError as exc:
             # past its resource limits (or otherwise unrenderable for this
             # recipient): it would fail the same way on every try

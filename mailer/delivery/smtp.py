@@ -1,6 +1,6 @@
 """SMTP delivery to one MX over aiosmtplib, STARTTLS required.
 
-The only module that imports aiosmtplib; every exception it raises is
+The seam to aiosmtplib; every exception it raises is
 translated here into :mod:`mailer.errors`:
 
     refused, unreachable, timed out, lost   → ConnectFailed
@@ -8,6 +8,10 @@ translated here into :mod:`mailer.errors`:
     handshake or certificate failure        → TLSFailed
     a 4xx/5xx reply                         → SMTPReplyError (via mailer.replycodes)
     a reply that cannot be parsed           → DeliveryError(reason=protocol)
+
+With PIPELINING offered after STARTTLS, MAIL, RCPT and DATA go in one
+write and their replies are read by :mod:`mailer.delivery.pipeline` (the
+one other module that touches aiosmtplib, and only its protocol layer).
 
 No MAIL FROM is ever sent before the connection is under TLS: aiosmtplib's
 default ``start_tls=None`` silently stays in plaintext when the server does
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -37,6 +42,7 @@ from aiosmtplib import (
 )
 
 from mailer.config import TLSPolicy
+from mailer.delivery.pipeline import PipelinedReplies, message_payload
 from mailer.errors import (
     ConfigError,
     ConnectFailed,
@@ -168,6 +174,9 @@ class Session:
         self._eightbit = smtp.supports_extension("8bitmime")
         self._smtputf8 = smtp.supports_extension("smtputf8")
         self._dsn = smtp.supports_extension("dsn")
+        # Only what the EHLO after STARTTLS offered counts (RFC 3207 §4.2):
+        # aiosmtplib forgets the first EHLO's keywords on the upgrade.
+        self._pipelining = smtp.supports_extension("pipelining")
 
     @property
     def extensions(self) -> tuple[str, ...]:
@@ -197,7 +206,6 @@ class Session:
         if not self.usable:
             raise ConnectFailed(f"{self._where}: connection is no longer usable")
         sender_arg, recipient_arg, options = self._envelope(mail_from, recipient, data, envid)
-        smtp = self._smtp
         # One deadline moved on at each step instead of aiosmtplib's
         # asyncio.wait_for around every read (a future, a timer and two
         # callbacks each, four times a message); the bound per step is the
@@ -208,26 +216,15 @@ class Session:
         def after(steps: int) -> float | None:
             return None if step is None else loop.time() + steps * step
 
-        refusal: SMTPResponse | None = None
+        exchange = self._pipelined if self._pipelining else self._one_by_one
         try:
             async with asyncio.timeout_at(after(1)) as deadline:
+
+                def extend(steps: int) -> None:
+                    deadline.reschedule(after(steps))
+
                 try:
-                    response = await smtp.execute_command(
-                        b"MAIL", b"FROM:" + sender_arg, *options, timeout=None
-                    )
-                    if 200 <= response.code < 300:
-                        deadline.reschedule(after(1))
-                        response = await smtp.execute_command(
-                            b"RCPT", b"TO:" + recipient_arg, timeout=None
-                        )
-                    if 200 <= response.code < 300:
-                        deadline.reschedule(after(2))
-                        try:
-                            response = await smtp.data(data, timeout=None)
-                        except SMTPDataError as exc:
-                            response = SMTPResponse(exc.code, exc.message)
-                    if not 200 <= response.code < 300:
-                        refusal = response
+                    response = await exchange(sender_arg, recipient_arg, options, data, extend)
                 except (SMTPServerDisconnected, SMTPTimeoutError) as exc:
                     self._lose()
                     raise ConnectFailed(f"{self._where}: {_said(exc.message)}") from exc
@@ -242,14 +239,88 @@ class Session:
                     raise
         except TimeoutError as exc:
             raise ConnectFailed(f"{self._where}: timed out waiting for the server") from exc
-        if refusal is not None:
+        if not 200 <= response.code < 300:
             # outside the deadline: the RSET that follows has aiosmtplib's
             # own timeout, and a slow RSET must not turn a refusal into a
             # timeout
-            raise await self._refused(refusal)
+            raise await self._refused(response)
         self.messages_sent += 1
         enhanced, text = parse_reply(response.code, _said(response.message))
         return Reply(response.code, enhanced, text)
+
+    async def _one_by_one(
+        self,
+        sender_arg: bytes,
+        recipient_arg: bytes,
+        options: list[bytes],
+        data: bytes,
+        extend: Callable[[int], None],
+    ) -> SMTPResponse:
+        """MAIL, RCPT, DATA, each after the reply to the one before; the
+        first refusal or the reply to the message."""
+        smtp = self._smtp
+        response = await smtp.execute_command(
+            b"MAIL", b"FROM:" + sender_arg, *options, timeout=None
+        )
+        if 200 <= response.code < 300:
+            extend(1)
+            response = await smtp.execute_command(b"RCPT", b"TO:" + recipient_arg, timeout=None)
+        if 200 <= response.code < 300:
+            extend(2)
+            try:
+                response = await smtp.data(data, timeout=None)
+            except SMTPDataError as exc:
+                response = SMTPResponse(exc.code, exc.message)
+        return response
+
+    async def _pipelined(
+        self,
+        sender_arg: bytes,
+        recipient_arg: bytes,
+        options: list[bytes],
+        data: bytes,
+        extend: Callable[[int], None],
+    ) -> SMTPResponse:
+        """MAIL, RCPT and DATA in one write (RFC 2920), the replies taken in
+        order; the first refusal among them, or the reply to the message.
+
+        The message goes only after 354 to DATA with MAIL and RCPT both
+        accepted; a 354 after a refused envelope gets the lone dot (RFC 2920
+        §3.1) so the transaction ends with nothing in it. A 421 ends the
+        exchange at once: the server is closing and sends nothing more.
+        """
+        protocol = self._smtp.protocol
+        lock = None if protocol is None else protocol._command_lock
+        if protocol is None or lock is None:
+            raise SMTPServerDisconnected("Server not connected")
+        async with lock:
+            with PipelinedReplies(protocol) as replies:
+                protocol.write(
+                    b" ".join((b"MAIL", b"FROM:" + sender_arg, *options))
+                    + b"\r\nRCPT TO:"
+                    + recipient_arg
+                    + b"\r\nDATA\r\n"
+                )
+                replies_in_order: list[SMTPResponse] = []
+                for steps in (1, 1, 2):  # MAIL, RCPT, DATA (354, then the message)
+                    reply = await replies.next()
+                    replies_in_order.append(reply)
+                    if reply.code == 421:
+                        break
+                    extend(steps)
+                else:
+                    refused = [r for r in replies_in_order[:2] if not 200 <= r.code < 300]
+                    if reply.code == 354:
+                        protocol.write(b".\r\n" if refused else message_payload(data))
+                        replies_in_order.append(await replies.next())
+                    # after a 421 whatever else comes is moot: the session ends
+                    if replies.pending:
+                        raise SMTPResponseException(500, "more replies than commands sent")
+        # the first failing reply decides; 354 is DATA's go-ahead, not a success
+        for reply in replies_in_order:
+            if not (200 <= reply.code < 300 or reply.code == 354):
+                return reply
+        return replies_in_order[-1]
 
     async def close(self) -> None:
         """QUIT and close. Errors are swallowed; cancellation is not."""

@@ -7,7 +7,7 @@ worker subprocesses alike. Several sinks can listen on different loopback
 addresses with the same port (:func:`pick_port`), as the engine delivers to
 every MX on one configured port.
 
-``python -m mailer.sink.runner --listen 127.0.0.1:2525 [--no-starttls]``
+``python -m mailer.sink.runner --listen 127.0.0.1:2525 [--no-starttls] [--no-pipelining]``
 runs sinks in the foreground until SIGTERM/SIGINT, printing one line per
 message without keeping or parsing it.
 
@@ -95,11 +95,13 @@ class Sink:
         keep: bool = True,
         on_message: MessageHook | None = None,
         on_refusal: RefusalHook | None = None,
+        pipelining: bool = True,
     ) -> None:
         self.host = host
         self.port = port
         self.hostname = hostname
         self._starttls = starttls
+        self._pipelining = pipelining
         self._owned_certs: TestCerts | None = None
         self.certs = certs
         self._tls_cert = tls_cert
@@ -139,7 +141,8 @@ class Sink:
         self, pattern: str, reply: str, *, times: int | None = None, stage: str = "rcpt"
     ) -> None:
         """Answer recipients matching ``pattern`` (fnmatch, case-insensitive)
-        with ``reply`` at ``stage`` ("rcpt", or "data" after the message),
+        with ``reply`` at ``stage`` ("rcpt", "data-command" for the DATA
+        command itself, or "data" after the message),
         ``times`` times or forever. A 421 reply also closes the connection.
 
         Raises ValueError for a malformed reply or unknown stage.
@@ -259,6 +262,7 @@ class Sink:
             hostname=self.hostname,
             on_message=self._on_message,
             on_refusal=self._on_refusal,
+            pipelining=self._pipelining,
         )
         thread = ServerThread(
             f"sink-{self.host}", server.listen, server.close, new_loop=service_loop.loop_factory()
@@ -372,7 +376,15 @@ async def _serve(args: argparse.Namespace) -> None:
             else:
                 tls = _default_tls(args.hostname, host, certs)
             servers.append(
-                Server(host, port, recorder, tls=tls, hostname=args.hostname, on_message=printer)
+                Server(
+                    host,
+                    port,
+                    recorder,
+                    tls=tls,
+                    hostname=args.hostname,
+                    on_message=printer,
+                    pipelining=not args.no_pipelining,
+                )
             )
         for server in servers:
             await server.listen()
@@ -395,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
         "--listen", type=_parse_listen, action="append", required=True, metavar="HOST:PORT"
     )
     parser.add_argument("--no-starttls", action="store_true", help="do not offer STARTTLS")
+    parser.add_argument(
+        "--no-pipelining", action="store_true", help="do not offer PIPELINING (RFC 2920)"
+    )
     parser.add_argument("--hostname", default="mx.sink.test", help="name in greeting and cert")
     parser.add_argument("--quiet", action="store_true", help="no line per message")
     parser.add_argument("--cert", metavar="PEM", help="certificate chain to present")

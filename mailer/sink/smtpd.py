@@ -40,7 +40,9 @@ __all__ = [
     "check_reply",
 ]
 
-STAGES = ("rcpt", "data")
+# "data-command" answers the DATA command itself (no 354); "data" answers
+# after the message.
+STAGES = ("rcpt", "data-command", "data")
 GREYLIST_REPLY = "451 4.7.1 greylisted, try again later (rehearsal)"
 TEMPFAIL_REPLY = "451 4.3.0 temporary failure (rehearsal)"
 _REPLY = re.compile(r"[2-5][0-9][0-9](?: .*)?")
@@ -212,20 +214,39 @@ class _Handler:
         recorder: Recorder,
         on_message: MessageHook | None,
         on_refusal: RefusalHook | None,
+        pipelining: bool = True,
     ) -> None:
         self._recorder = recorder
         self._on_message = on_message
         self._on_refusal = on_refusal
+        self._pipelining = pipelining
 
-    def _refuse(
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: ServerSession,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        # aiosmtpd reads one command line at a time and answers in order,
+        # which is all RFC 2920 asks of a server; it just does not say so.
+        session.host_name = hostname
+        if self._pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
+
+    def refuse(
         self,
         server: SMTP,
         stage: str,
         mail_from: str,
         recipients: tuple[str, ...],
         reply: str,
-        cause: str,
+        cause: str = "script",
     ) -> str:
+        """Record a refusal given on purpose and return its reply; a 421
+        also closes the connection."""
         refusal = Refusal(stage, mail_from, recipients, reply, cause, time.time())
         self._recorder.add(self._recorder.refusals, refusal)
         if self._on_refusal is not None:
@@ -261,10 +282,10 @@ class _Handler:
         mail_from = envelope.mail_from or ""
         reply = self._recorder.reply_for("rcpt", (address,))
         if reply is not None:
-            return self._refuse(server, "rcpt", mail_from, (address,), reply, "script")
+            return self.refuse(server, "rcpt", mail_from, (address,), reply, "script")
         fault = self._recorder.fault_for(mail_from, address)
         if fault is not None:
-            return self._refuse(server, "rcpt", mail_from, (address,), *fault)
+            return self.refuse(server, "rcpt", mail_from, (address,), *fault)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 OK"
@@ -287,13 +308,13 @@ class _Handler:
             await asyncio.sleep(3600)
         reply = recorder.reply_for("data", received.rcpt_tos)
         if reply is not None:
-            return self._refuse(
+            return self.refuse(
                 server, "data", received.mail_from, received.rcpt_tos, reply, "script"
             )
         if self._on_message is not None:
             refused = self._on_message(received)
             if refused is not None:
-                return self._refuse(
+                return self.refuse(
                     server, "data", received.mail_from, received.rcpt_tos, refused, "backlog"
                 )
         if recorder.keep:
@@ -416,6 +437,13 @@ class _SinkSMTP(SMTP):
         if arg:
             await self.push("501 Syntax: DATA")
             return
+        refusal = self._recorder.reply_for("data-command", self.envelope.rcpt_tos)
+        if refusal is not None:
+            handler = cast(_Handler, self.event_handler)
+            mail_from = self.envelope.mail_from or ""
+            recipients = tuple(self.envelope.rcpt_tos)
+            await self.push(handler.refuse(self, "data-command", mail_from, recipients, refusal))
+            return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         data = _Data(self.data_size_limit, self.line_length_limit)
         reader = self._reader
@@ -518,13 +546,14 @@ class Server:
         hostname: str,
         on_message: MessageHook | None = None,
         on_refusal: RefusalHook | None = None,
+        pipelining: bool = True,
     ) -> None:
         self.host = host
         self.port = port
         self._recorder = recorder
         self.tls = tls
         self._hostname = hostname
-        self._handler = _Handler(recorder, on_message, on_refusal)
+        self._handler = _Handler(recorder, on_message, on_refusal, pipelining)
         self._open: set[asyncio.Transport] = set()
         self._server: asyncio.Server | None = None
 
