@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
+from typing import Protocol
 
 from mailer.enqueue import (
     CompiledTemplates,
@@ -19,10 +20,10 @@ from mailer.enqueue import (
     check_distribution,
     check_recipients,
 )
-from mailer.errors import IdempotencyConflict, ValidationError
+from mailer.errors import IdempotencyConflict, NotFound, ValidationError
 from mailer.message.addresses import parse_address
 from mailer.message.unsubscribe import UnsubscribeLinks
-from mailer.store.base import IntakeStore
+from mailer.store.base import AccountStore, IntakeStore
 from mailer.store.models import (
     Idempotency,
     IdempotencyRecord,
@@ -106,6 +107,11 @@ def _replay(record: IdempotencyRecord, *, replayed: bool = True) -> Accepted:
     return _accepted(record.distribution_id, record.send_ids, rejected, replayed=replayed)
 
 
+class IntakeStores(IntakeStore, AccountStore, Protocol):
+    """What the enqueue path reads and writes: the queue's enqueue side,
+    and the account records (their default language)."""
+
+
 class Intake:
     """Validates and stores distributions over ``store``. ``links`` makes
     the service's own unsubscribe URLs (None: the service makes none). The
@@ -114,7 +120,7 @@ class Intake:
 
     def __init__(
         self,
-        store: IntakeStore,
+        store: IntakeStores,
         hostname: str,
         links: UnsubscribeLinks | None,
         clock: Callable[[], float] = time.time,
@@ -165,6 +171,11 @@ class Intake:
         )
         if sender.address != distribution.sender_address:
             distribution = replace(distribution, sender_address=sender.address)
+        if distribution.language is None:
+            # the account's default language speaks for a distribution that
+            # names none: its footer and its unsubscribe page
+            language = await self._account_language(distribution.account)
+            distribution = replace(distribution, language=language)
         # Rendering every recipient's templates takes a while for 10,000 of
         # them; off the loop, the API and an engine in the same process keep
         # going meanwhile.
@@ -222,3 +233,11 @@ class Intake:
         if not sends:
             raise NoValidRecipient(rejected)
         return sends, rejected
+
+    async def _account_language(self, account: str) -> str | None:
+        """The account's default language; None for an account without a
+        record yet (the store makes one at enqueue)."""
+        try:
+            return (await self.store.account(account)).language
+        except NotFound:
+            return None

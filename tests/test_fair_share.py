@@ -11,7 +11,9 @@ from dataclasses import replace
 
 import pytest
 
+from mailer.enqueue import RecipientInput
 from mailer.errors import NotFound, ValidationError
+from mailer.intake import Intake
 from mailer.reasons import Reason, State
 from mailer.store.models import (
     Account,
@@ -247,3 +249,24 @@ async def test_events_carry_account_reference_and_tags_and_filter_by_account(sto
     assert (first.reference, first.tags) == ("resp-17", ("q3", "reminder"))
     assert [e.send_id for e in await store.events(account="other")] == [theirs]
     assert await store.events(account="other", send_id=mine) == []
+
+
+async def test_a_distribution_naming_no_language_takes_its_accounts(store) -> None:
+    await store.add_account(Account("acme", "ACME", language="de", created_at=1.0))
+    intake = Intake(store, "mailer.test", None)
+    plain = NewDistribution(
+        account="acme",
+        sender_address="hr@acme.test",
+        sender_name="ACME",
+        subject="Umfrage",
+        html=None,
+        text="Hallo {{ name }}",
+    )
+    recipients = [RecipientInput("anna@dest.test", "Anna")]
+    inherited = await intake.enqueue(plain, recipients)
+    named = await intake.enqueue(replace(plain, language="en"), recipients)
+    newcomer = await intake.enqueue(replace(plain, account="newcomer"), recipients)
+    assert (await store.distribution(inherited.distribution_id)).language == "de"
+    assert (await store.distribution(named.distribution_id)).language == "en"
+    # an account without a record yet: the browser's choice, as before
+    assert (await store.distribution(newcomer.distribution_id)).language is None
