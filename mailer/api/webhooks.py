@@ -61,6 +61,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     **UNAUTHORIZED,
     422: {"model": ErrorOut, "description": "invalid input; `field` says where"},
 }
+# routes that read a JSON body answer 400 for one that cannot be read
+_BODY: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "the body cannot be read (not UTF-8, not JSON)"}
+}
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "no such endpoint for this account"}
 }
@@ -189,7 +193,7 @@ def webhooks_router(app: App, auth: Callable[..., Awaitable[Principal]]) -> APIR
     )
     hooks = app.webhooks()
 
-    @router.post("", status_code=201, responses=_LOOKUP)
+    @router.post("", status_code=201, responses={**_LOOKUP, **_BODY})
     async def create_webhook(request: Request, body: WebhookIn) -> WebhookCreatedOut:
         """Register an endpoint. The answer holds its signing secret, once.
         It gets the account's events from now on, signed as Standard
@@ -212,7 +216,7 @@ def webhooks_router(app: App, auth: Callable[..., Awaitable[Principal]]) -> APIR
     async def get_webhook(webhook_id: str, account: Account) -> WebhookOut:
         return WebhookOut.of(await hooks.get(webhook_id, account))
 
-    @router.patch("/{webhook_id}", responses={**_NOT_FOUND, **_LOOKUP})
+    @router.patch("/{webhook_id}", responses={**_NOT_FOUND, **_LOOKUP, **_BODY})
     async def update_webhook(webhook_id: str, account: Account, body: WebhookPatchIn) -> WebhookOut:
         """Change the URL, event types, description, or re-enable."""
         async with _url_checks():
