@@ -1,0 +1,310 @@
+"""DANE through the engine, all on loopback: the test DNS server stands in
+for a validating resolver (AD bit), TLSA records at ``_25._tcp.<mx>``,
+aiosmtpd sinks over STARTTLS with certificates the records match or not."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from mailer.api.app import create_api
+from mailer.api.server import ApiServer
+from mailer.app import App
+from mailer.cli import cli
+from mailer.config import Config
+from mailer.delivery.tls.dane import PEER_CHAIN, association
+from mailer.dev.certs import CertFiles, TestCerts
+from mailer.dev.dnsserver import DNSServer
+from mailer.enqueue import RecipientInput
+from mailer.errors import ConfigError
+from mailer.reasons import Reason, State
+from mailer.store.models import Attempt, Send
+from tests.conftest import SURVEY, make_config, run_until_settled
+
+
+# TLSA records live under the port connected to: 25 in production, the
+# sinks' port here
+def tlsa1(port: int) -> str:
+    return f"_{port}._tcp.mx1.dest.test"
+
+
+def tlsa2(port: int) -> str:
+    return f"_{port}._tcp.mx2.dest.test"
+
+
+def der(files: CertFiles, index: int = 0) -> bytes:
+    chain = x509.load_pem_x509_certificates(files[0].read_bytes())
+    return chain[index].public_bytes(Encoding.DER)
+
+
+def record(usage: int, selector: int, mtype: int, certificate: bytes) -> str:
+    return f"{usage} {selector} {mtype} {association(certificate, selector, mtype).hex()}"
+
+
+def dane_config(
+    tmp_path: Path, dns_server: DNSServer, smtp_port: int, keys_dir: Path, **overrides: Any
+) -> Config:
+    return make_config(tmp_path, dns_server, smtp_port, keys_dir, dnssec="trust-ad", **overrides)
+
+
+async def deliver_one(app: App, name: str = "p0") -> tuple[Send, list[Attempt]]:
+    result = await app.enqueue(SURVEY, [RecipientInput(f"{name}@dest.test", "P", {"token": "1"})])
+    await run_until_settled(app)
+    send = await app.store.send(result.send_ids[0])
+    return send, await app.store.attempts(send.id)
+
+
+async def test_tlsa_3_1_1_match_delivers_under_dane(
+    tmp_path: Path,
+    dns_server: DNSServer,
+    smtp_port: int,
+    keys_dir: Path,
+    certs: TestCerts,
+    make_sink,
+) -> None:
+    # a self-signed certificate for another name: DANE-EE needs neither
+    files = certs.self_signed(["somebody-else.test"])
+    mx1 = make_sink("127.0.0.2", tls_cert=files)
+    dns_server.secure()
+    dns_server.set(tlsa1(smtp_port), "TLSA", [record(3, 1, 1, der(files))])
+    config = dane_config(tmp_path, dns_server, smtp_port, keys_dir, tls={"policy": "verify"})
+    async with App(config) as app:
+        send, [attempt] = await deliver_one(app)
+        metrics = app.metrics.render().decode()
+    assert send.state is State.DELIVERED
+    assert attempt.tls_policy == "dane"
+    assert len(mx1.messages) == 1
+    assert 'mailer_tls_policy_attempts_total{policy="dane",reason="delivered"} 1.0' in metrics
+    # the TLSA question was asked with the host's name
+    assert (tlsa1(smtp_port), "TLSA") in dns_server.queries
+
+
+async def test_tlsa_mismatch_defers_dane_before_mail_from(
+    tmp_path: Path,
+    dns_server: DNSServer,
+    smtp_port: int,
+    keys_dir: Path,
+    certs: TestCerts,
+    make_sink,
+) -> None:
+    presented = certs.issue(["mx1.dest.test"])
+    published = certs.issue(["mx1.dest.test"])  # same name and CA, another key
+    mx1 = make_sink("127.0.0.2", tls_cert=presented)
+    dns_server.secure()
+    dns_server.set(tlsa1(smtp_port), "TLSA", [record(3, 1, 1, der(published))])
+    dns_server.remove("dest.test", "MX")
+    dns_server.set("dest.test", "MX", [(10, "mx1.dest.test")])
+    config = dane_config(tmp_path, dns_server, smtp_port, keys_dir, retry={"max_age": 0.5})
+    async with App(config) as app:
+        send, attempts = await deliver_one(app)
+        metrics = app.metrics.render().decode()
+    assert send.state is State.FAILED  # expired after its deferrals
+    assert attempts
+    assert {a.reason for a in attempts} == {Reason.DANE}
+    assert {a.tls_policy for a in attempts} == {"dane"}
+    assert f"matches none of the TLSA records at {tlsa1(smtp_port)} (3 1 1)" in (
+        attempts[0].text or ""
+    )
+    # the certificate was valid for the MX name: only DANE refused it
+    assert mx1.transactions == []
+    assert 'mailer_tls_failures_total{destination="other",reason="dane"}' in metrics
+
+
+async def test_a_failing_host_is_skipped_for_the_next_mx(
+    tmp_path: Path,
+    dns_server: DNSServer,
+    smtp_port: int,
+    keys_dir: Path,
+    certs: TestCerts,
+    make_sink,
+) -> None:
+    wrong = certs.issue(["mx1.dest.test"])
+    right = certs.issue(["mx2.dest.test"])
+    mx1 = make_sink("127.0.0.2", tls_cert=wrong)
+    mx2 = make_sink("127.0.0.3", tls_cert=right)
+    dns_server.secure()
+    dns_server.set(tlsa1(smtp_port), "TLSA", [record(3, 0, 1, der(right))])
+    dns_server.set(tlsa2(smtp_port), "TLSA", [record(3, 0, 2, der(right))])
+    config = dane_config(tmp_path, dns_server, smtp_port, keys_dir)
+    async with App(config) as app:
+        send, [attempt] = await deliver_one(app)
+    assert send.state is State.DELIVERED
+    assert (attempt.mx_host, attempt.tls_policy) == ("mx2.dest.test", "dane")
+    assert mx1.transactions == []
+    assert len(mx2.messages) == 1
+
+
+async def test_only_unusable_records_deliver_unauthenticated_and_say_so(
+    tmp_path: Path,
+    dns_server: DNSServer,
+    smtp_port: int,
+    keys_dir: Path,
+    certs: TestCerts,
+    make_sink,
+) -> None:
+    files = certs.self_signed(["mx1.dest.test"])
+    mx1 = make_sink("127.0.0.2", tls_cert=files)
+    dns_server.secure()
+    dns_server.set(
+        tlsa1(smtp_port),
+        "TLSA",
+        [
+            record(1, 1, 1, der(files)),  # PKIX-EE: not for SMTP
+            "0 0 1 " + "00" * 32,  # PKIX-TA: not for SMTP either
+            "3 4 1 " + "00" * 32,  # an unknown selector
+        ],
+    )
+    config = dane_config(tmp_path, dns_server, smtp_port, keys_dir)
+    async with App(config) as app:
+        send, [attempt] = await deliver_one(app)
+    assert send.state is State.DELIVERED
+    assert attempt.tls_policy == "encrypt (dane: tlsa unusable)"
+    assert attempt.tls_version.startswith("TLSv1.")
+    assert len(mx1.messages) == 1
+
+
+async def test_dane_ta_needs_the_peer_chain(
+    tmp_path: Path,
+    dns_server: DNSServer,
+    smtp_port: int,
+    keys_dir: Path,
+    certs: TestCerts,
+    make_sink,
+) -> None:
+    """DANE-TA on the test CA: authenticated where the runtime gives out the
+    server's chain (Python 3.13+), an unusable set before that."""
+    files = certs.issue(["mx1.dest.test"])
+    # the sink sends its leaf and the CA, so that the anchor is in the chain
+    chain = files[0].with_suffix(".chain.pem")
+    chain.write_bytes(files[0].read_bytes() + certs.ca_path.read_bytes())
+    mx1 = make_sink("127.0.0.2", tls_cert=(chain, files[1]))
+    dns_server.secure()
+    dns_server.set(tlsa1(smtp_port), "TLSA", [record(2, 0, 1, der((certs.ca_path, files[1])))])
+    config = dane_config(tmp_path, dns_server, smtp_port, keys_dir)
+    async with App(config) as app:
+        send, [attempt] = await deliver_one(app)
+    assert send.state is State.DELIVERED
+    assert len(mx1.messages) == 1
+    expected = "dane" if PEER_CHAIN else "encrypt (dane: tlsa unusable)"
+    assert attempt.tls_policy == expected
+
+
+async def test_without_the_ad_bit_dane_is_not_applied_and_the_attempt_says_so(
+    tmp_path: Path,
+    dns_server: DNSServer,
+    smtp_port: int,
+    keys_dir: Path,
+    certs: TestCerts,
+    make_sink,
+) -> None:
+    files = certs.issue(["mx1.dest.test"])
+    mx1 = make_sink("127.0.0.2", tls_cert=files)
+    # records that would refuse this certificate, on a secure TLSA answer,
+    # but the MX host's own addresses come without the AD bit
+    dns_server.secure()
+    dns_server.secure("mx1.dest.test", on=False)
+    dns_server.set(tlsa1(smtp_port), "TLSA", ["3 1 1 " + "00" * 32])
+    config = dane_config(tmp_path, dns_server, smtp_port, keys_dir)
+    async with App(config) as app:
+        send, [attempt] = await deliver_one(app)
+    assert send.state is State.DELIVERED
+    assert attempt.tls_policy == "encrypt (dane: no AD bit)"
+    assert len(mx1.messages) == 1
+    # DANE is looked for only on secure addresses
+    assert (tlsa1(smtp_port), "TLSA") not in dns_server.queries
+
+
+async def test_without_trust_ad_nothing_changes(
+    tmp_path: Path,
+    dns_server: DNSServer,
+    smtp_port: int,
+    keys_dir: Path,
+    certs: TestCerts,
+    make_sink,
+) -> None:
+    files = certs.issue(["mx1.dest.test"])
+    make_sink("127.0.0.2", tls_cert=files)
+    dns_server.secure()
+    dns_server.set(tlsa1(smtp_port), "TLSA", ["3 1 1 " + "00" * 32])
+    config = make_config(tmp_path, dns_server, smtp_port, keys_dir)
+    async with App(config) as app:
+        send, [attempt] = await deliver_one(app)
+    assert send.state is State.DELIVERED
+    assert attempt.tls_policy == "encrypt"
+    assert (tlsa1(smtp_port), "TLSA") not in dns_server.queries
+
+
+@pytest.mark.parametrize("rcode", ["SERVFAIL", "REFUSED"])
+async def test_a_failed_or_bogus_tlsa_lookup_defers(
+    tmp_path: Path,
+    dns_server: DNSServer,
+    smtp_port: int,
+    keys_dir: Path,
+    certs: TestCerts,
+    make_sink,
+    rcode: str,
+) -> None:
+    mx1 = make_sink("127.0.0.2", tls_cert=certs.issue(["mx1.dest.test"]))
+    mx2 = make_sink("127.0.0.3", tls_cert=certs.issue(["mx2.dest.test"]))
+    dns_server.secure()
+    # SERVFAIL is what a validating resolver answers for bogus data
+    dns_server.fail(tlsa1(smtp_port), rcode, rdtype="TLSA")
+    dns_server.fail(tlsa2(smtp_port), rcode, rdtype="TLSA")
+    config = dane_config(tmp_path, dns_server, smtp_port, keys_dir, retry={"max_age": 0.5})
+    async with App(config) as app:
+        send, attempts = await deliver_one(app)
+    assert send.state is State.FAILED
+    assert attempts
+    assert {a.reason for a in attempts} == {Reason.DNS}
+    assert "TLSA lookup failed" in (attempts[0].text or "")
+    assert mx1.connections == 0
+    assert mx2.connections == 0
+
+
+async def test_dane_shows_in_queue_show_and_the_api(
+    tmp_path: Path,
+    dns_server: DNSServer,
+    smtp_port: int,
+    keys_dir: Path,
+    certs: TestCerts,
+    make_sink,
+) -> None:
+    files = certs.self_signed(["mx1.dest.test"])
+    make_sink("127.0.0.2", tls_cert=files)
+    dns_server.secure()
+    dns_server.set(tlsa1(smtp_port), "TLSA", [record(3, 1, 2, der(files))])
+    key = "test-api-key-0123456789"
+    config = dane_config(tmp_path, dns_server, smtp_port, keys_dir, api={"keys": [key]})
+    path = tmp_path / "mailer.toml"
+    path.write_text(f'database = "{config.database}"\n')
+    async with App(config) as app:
+        send, _ = await deliver_one(app)
+        async with (
+            ApiServer(create_api(app)) as server,
+            httpx.AsyncClient(
+                base_url=server.url, headers={"Authorization": f"Bearer {key}"}
+            ) as http,
+        ):
+            shown = (await http.get(f"/v1/sends/{send.id}")).json()
+    result = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["--config", str(path), "queue", "show", send.id]
+    )
+    assert result.exit_code == 0, result.output
+    assert "tls policy dane" in result.output
+    assert shown["attempts"][0]["tls_policy"] == "dane"
+
+
+def test_trust_ad_needs_nameservers(tmp_path: Path) -> None:
+    from mailer.config import load_config
+
+    with pytest.raises(ConfigError, match="dnssec"):
+        load_config(environ={}, overrides={"dnssec": "trust-ad", "database": str(tmp_path / "d")})
+    with pytest.raises(ConfigError, match="dnssec"):
+        load_config(environ={}, overrides={"dnssec": "yes", "nameservers": ["127.0.0.1"]})
