@@ -14,12 +14,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from mailer.config import TLSPolicy
+from mailer.delivery.connector import HostFailure, summarise
 from mailer.delivery.tls.applied import Applied, AppliedPolicy, apply_dane
 from mailer.delivery.tls.dane import TLSASet, association, check, tlsa_name, usable
 from mailer.delivery.tls.results import ResultType
 from mailer.delivery.tls.tlsa import DaneLookup, DaneStatus
 from mailer.dev.certs import TestCerts
 from mailer.dns import TLSA
+from mailer.reasons import Reason
 
 NOW = datetime.datetime.now(datetime.UTC)
 HOST = "mx1.dest.test"
@@ -196,3 +198,24 @@ def test_dane_ta_walks_an_intermediate_sent_by_the_server() -> None:
     assert check(by_root, chain[0], [*chain, root_der], HOST, NOW).matched
     # the wildcard stands for one label only
     assert not check(by_intermediate, chain[0], chain, "a.mx1.dest.test", NOW).matched
+
+
+def test_a_route_failure_carries_the_policy_and_result_type_of_its_reason() -> None:
+    failure = summarise(
+        [
+            HostFailure("mx1.dest.test", "127.0.0.2", Reason.CONNECTION, "refused", "encrypt"),
+            HostFailure(
+                "mx2.dest.test",
+                "127.0.0.3",
+                Reason.DANE,
+                "no match",
+                "dane",
+                ResultType.TLSA_INVALID,
+            ),
+        ]
+    )
+    assert (failure.reason, failure.policy, failure.result) == (
+        Reason.DANE,
+        "dane",
+        ResultType.TLSA_INVALID,
+    )

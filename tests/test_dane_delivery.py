@@ -5,6 +5,7 @@ aiosmtpd sinks over STARTTLS with certificates the records match or not."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from mailer.config import Config
 from mailer.delivery.tls.dane import PEER_CHAIN, association
 from mailer.dev.certs import CertFiles, TestCerts
 from mailer.dev.dnsserver import DNSServer
+from mailer.dev.policyhost import PolicyHost, Reply, policy_text
 from mailer.enqueue import RecipientInput
 from mailer.errors import ConfigError
 from mailer.reasons import Reason, State
@@ -308,3 +310,78 @@ def test_trust_ad_needs_nameservers(tmp_path: Path) -> None:
         load_config(environ={}, overrides={"dnssec": "trust-ad", "database": str(tmp_path / "d")})
     with pytest.raises(ConfigError, match="dnssec"):
         load_config(environ={}, overrides={"dnssec": "yes", "nameservers": ["127.0.0.1"]})
+
+
+@pytest.fixture
+def policy_host(certs: TestCerts, dns_server: DNSServer) -> Iterator[PolicyHost]:
+    dns_server.update({"mta-sts.dest.test": {"A": ["127.0.0.1"]}})
+    with PolicyHost(certs, ["mta-sts.dest.test"]) as host:
+        yield host
+
+
+def with_enforce(
+    tmp_path: Path,
+    dns_server: DNSServer,
+    smtp_port: int,
+    keys_dir: Path,
+    certs: TestCerts,
+    host: PolicyHost,
+    **overrides: Any,
+) -> Config:
+    dns_server.set("_mta-sts.dest.test", "TXT", ["v=STSv1; id=1;"])
+    host.serve("dest.test", Reply(policy_text("enforce", ["*.dest.test"])))
+    return dane_config(
+        tmp_path,
+        dns_server,
+        smtp_port,
+        keys_dir,
+        tls={"cafile": str(certs.ca_path)},
+        mta_sts={"test_port": host.port, "test_cafile": str(certs.ca_path)},
+        **overrides,
+    )
+
+
+async def test_dane_goes_before_an_mta_sts_enforce_policy(
+    tmp_path: Path,
+    dns_server: DNSServer,
+    smtp_port: int,
+    keys_dir: Path,
+    certs: TestCerts,
+    policy_host: PolicyHost,
+    make_sink,
+) -> None:
+    # no CA vouches for it, so MTA-STS alone would refuse it
+    files = certs.self_signed(["mx1.dest.test"])
+    mx1 = make_sink("127.0.0.2", tls_cert=files)
+    dns_server.secure()
+    dns_server.set(tlsa1(smtp_port), "TLSA", [record(3, 1, 1, der(files))])
+    config = with_enforce(tmp_path, dns_server, smtp_port, keys_dir, certs, policy_host)
+    async with App(config) as app:
+        send, [attempt] = await deliver_one(app)
+    assert send.state is State.DELIVERED
+    assert attempt.tls_policy == "dane"
+    assert len(mx1.messages) == 1
+
+
+async def test_a_failing_dane_match_is_not_overridden_by_mta_sts(
+    tmp_path: Path,
+    dns_server: DNSServer,
+    smtp_port: int,
+    keys_dir: Path,
+    certs: TestCerts,
+    policy_host: PolicyHost,
+    make_sink,
+) -> None:
+    # valid for MTA-STS (the test CA, the MX name), matching no TLSA record
+    mx1 = make_sink("127.0.0.2", tls_cert=certs.issue(["mx1.dest.test"]))
+    dns_server.secure()
+    dns_server.set(tlsa1(smtp_port), "TLSA", ["3 1 1 " + "00" * 32])
+    dns_server.set("dest.test", "MX", [(10, "mx1.dest.test")])
+    config = with_enforce(
+        tmp_path, dns_server, smtp_port, keys_dir, certs, policy_host, retry={"max_age": 0.5}
+    )
+    async with App(config) as app:
+        send, attempts = await deliver_one(app)
+    assert send.state is State.FAILED
+    assert {(a.reason, a.tls_policy) for a in attempts} == {(Reason.DANE, "dane")}
+    assert mx1.transactions == []

@@ -52,6 +52,12 @@ _REASON_RANK = {
 
 MAX_ADDRESSES_PER_HOST = 2
 
+# RFC 8460 result types of the connection failures that have one of their own
+_RESULTS = {
+    Reason.DANE: ResultType.TLSA_INVALID,
+    Reason.TLS_UNAVAILABLE: ResultType.STARTTLS_NOT_SUPPORTED,
+}
+
 
 class RouteFailure(MailerError):
     """No MX of the destination could be used."""
@@ -198,7 +204,10 @@ class Connector:
                 try:
                     session = await self._open(domain, host, address, port, policy, source)
                 except DeliveryError as exc:
-                    failures.append(HostFailure(host, address, exc.reason, exc.text, policy.label))
+                    result = _RESULTS.get(exc.reason)
+                    failures.append(
+                        HostFailure(host, address, exc.reason, exc.text, policy.label, result)
+                    )
                     continue
                 session.policy = policy.label
                 return session
