@@ -19,11 +19,13 @@ from mailer.api.app import create_api
 from mailer.api.server import ApiServer
 from mailer.app import App
 from mailer.cli import cli
-from mailer.config import Config
+from mailer.config import Config, TLSPolicy
+from mailer.delivery.connector import Connector
 from mailer.delivery.tls.dane import PEER_CHAIN, association
 from mailer.dev.certs import CertFiles, TestCerts
 from mailer.dev.dnsserver import DNSServer
 from mailer.dev.policyhost import PolicyHost, Reply, policy_text
+from mailer.dns import Resolver
 from mailer.enqueue import RecipientInput
 from mailer.errors import ConfigError
 from mailer.reasons import Reason, State
@@ -385,3 +387,45 @@ async def test_a_failing_dane_match_is_not_overridden_by_mta_sts(
     assert send.state is State.FAILED
     assert {(a.reason, a.tls_policy) for a in attempts} == {(Reason.DANE, "dane")}
     assert mx1.transactions == []
+
+
+async def test_sni_names_the_mx_host_under_dane(dns_server: DNSServer, certs: TestCerts) -> None:
+    """A bare STARTTLS server that records the name the client asked for."""
+    files = certs.self_signed(["somebody-else.test"])
+    context = TestCerts.server_context(files)
+    asked: list[str | None] = []
+    context.sni_callback = lambda _sock, name, _ctx: asked.append(name)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 bare ESMTP\r\n")
+        while line := await reader.readline():
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                writer.write(b"250-bare\r\n250 STARTTLS\r\n")
+            elif verb == b"STAR":
+                writer.write(b"220 go ahead\r\n")
+                await writer.drain()
+                await writer.start_tls(context)
+                continue
+            else:
+                writer.write(b"221 bye\r\n")
+                await writer.drain()
+                break
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.2", 0)
+    port = server.sockets[0].getsockname()[1]
+    dns_server.secure()
+    dns_server.set(tlsa1(port), "TLSA", [record(3, 1, 1, der(files))])
+    connector = Connector(
+        Resolver([dns_server.address], timeout=2.0, trust_ad=True), helo="mailer.test", port=port
+    )
+    try:
+        session = await connector.connect("dest.test", TLSPolicy.ENCRYPT)
+        await session.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert session.policy == "dane"
+    assert asked == ["mx1.dest.test"]
