@@ -72,6 +72,7 @@ class App:
         self.resolver = Resolver(
             config.nameservers,
             timeout=config.worker.dns_timeout,
+            trust_ad=config.dnssec == "trust-ad",
         )
         self.keys = KeyStore(config.keys_dir)
         self._signer: Signer | None = None

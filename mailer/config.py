@@ -543,6 +543,9 @@ class Config(_Frozen):
     database: str = "var/mailer.sqlite3"
     keys_dir: Path = Path("keys")
     nameservers: tuple[str, ...] = ()
+    # "trust-ad": the nameservers are validating resolvers whose AD bit is
+    # believed, which turns DANE (RFC 7672) on; "off": no answer is secure
+    dnssec: Literal["off", "trust-ad"] = "off"
     smtp_port: Annotated[int, Field(strict=True, ge=1, le=65535)] = 25
     # all mail to one host:port instead of the MX (developer sink); STARTTLS
     # is still required
@@ -608,6 +611,16 @@ class Config(_Frozen):
         if value:
             _host_port(value, 25)
         return value or None
+
+    @model_validator(mode="after")
+    def _dnssec_resolvers(self) -> Config:
+        if self.dnssec == "trust-ad" and not self.nameservers:
+            # the system's resolvers may be anything; an AD bit is only as
+            # good as the resolver that set it and the path to it
+            raise ValueError(
+                "dnssec: trust-ad needs the validating resolvers' addresses in nameservers"
+            )
+        return self
 
     @model_validator(mode="after")
     def _region_known(self) -> Config:

@@ -8,6 +8,10 @@ NXDOMAIN is an answer here, not an error (``nxdomain=True``), because SPF
 counts void lookups and decides itself what a missing name means; routing
 turns it into a permanent error.
 
+With ``trust_ad`` the queries ask for the AD bit (RFC 6840 §5.7) and each
+answer says whether the validating resolver set it (``secure``); DANE
+(RFC 7672) believes DNS data only then. Without it no answer is secure.
+
 Each :class:`Resolver` keeps its own cache of positive and negative answers
 (TTL bounded to ``[min_ttl, max_ttl]``, LRU-bounded in size) and shares one
 lookup between concurrent callers asking the same question. Errors are
@@ -27,6 +31,7 @@ from typing import Generic, TypeVar, cast
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.message
 import dns.name
 import dns.nameserver
@@ -37,6 +42,7 @@ import dns.reversename
 from cachetools import LRUCache
 from dns.rdtypes.ANY.MX import MX as _MXRdata
 from dns.rdtypes.ANY.PTR import PTR as _PTRRdata
+from dns.rdtypes.ANY.TLSA import TLSA as _TLSARdata
 from dns.rdtypes.ANY.TXT import TXT as _TXTRdata
 from dns.rdtypes.IN.A import A as _ARdata
 from dns.rdtypes.IN.AAAA import AAAA as _AAAARdata
@@ -44,7 +50,7 @@ from dns.rdtypes.IN.AAAA import AAAA as _AAAARdata
 from mailer.errors import ConfigError, DNSPermanentError, DNSTemporaryError, ValidationError
 from mailer.hostport import parse_host_port
 
-__all__ = ["MX", "Answer", "Resolver", "normalise_name", "parse_nameserver"]
+__all__ = ["MX", "TLSA", "Addresses", "Answer", "Resolver", "normalise_name", "parse_nameserver"]
 
 T = TypeVar("T")
 
@@ -58,6 +64,26 @@ class MX:
 
     preference: int
     exchange: str
+
+
+@dataclass(frozen=True)
+class TLSA:
+    """One TLSA record (RFC 6698): certificate usage, selector, matching
+    type and the association data, as published (nothing checked here)."""
+
+    usage: int
+    selector: int
+    mtype: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Addresses:
+    """A host's addresses (IPv4 first) and whether every answer they came
+    from carried the AD bit of a trusted validating resolver."""
+
+    addresses: tuple[str, ...]
+    secure: bool
 
 
 @dataclass(frozen=True)
@@ -75,6 +101,9 @@ class Answer(Generic[T]):
     records: tuple[T, ...]
     ttl: int
     nxdomain: bool
+    # the AD bit, only ever True with ``trust_ad`` (the records or, when
+    # empty, the denial of existence were validated by the resolver)
+    secure: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,6 +111,7 @@ class _Entry:
     rdatas: tuple[dns.rdata.Rdata, ...]
     nxdomain: bool
     expires: float
+    secure: bool = False
 
 
 def parse_nameserver(text: str) -> tuple[str, int]:
@@ -149,8 +179,13 @@ class Resolver:
     SOA counts as dnspython's short default). ``clock`` is injectable so
     tests can move time.
 
+    ``trust_ad`` asks for and believes the AD bit: only for validating
+    resolvers named in ``nameservers`` and reached over a trusted path
+    (loopback or the host's own network).
+
     Raises :class:`~mailer.errors.ConfigError` for a bad nameserver or
-    bound, or when there are none and the system has no resolver config.
+    bound, when there are none and the system has no resolver config, or
+    ``trust_ad`` without ``nameservers``.
     """
 
     def __init__(
@@ -163,7 +198,10 @@ class Resolver:
         negative_ttl: int = 60,
         cache_size: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        trust_ad: bool = False,
     ) -> None:
+        if trust_ad and not nameservers:
+            raise ConfigError("dnssec", "trust-ad needs the validating resolvers in nameservers")
         if not 0 <= min_ttl <= max_ttl:
             raise ConfigError("dns.ttl", f"need 0 <= min_ttl ({min_ttl}) <= max_ttl ({max_ttl})")
         if timeout <= 0 or cache_size < 0 or negative_ttl < 0:
@@ -176,6 +214,11 @@ class Resolver:
         if servers:
             self._resolver.nameservers = servers
         self._resolver.cache = None  # ours below, bounded by our TTL limits
+        if trust_ad:
+            # AD in the query asks a validating resolver to say whether it
+            # validated the answer, without the RRSIGs that DO would bring
+            self._resolver.flags = dns.flags.RD | dns.flags.AD
+        self.trust_ad = trust_ad
         # Several tries within the lifetime when it allows (dnspython's 2 s
         # per try), so one lost UDP datagram does not fail the lookup.
         self._resolver.timeout = min(timeout, 2.0)
@@ -228,6 +271,22 @@ class Resolver:
         records = tuple(b"".join(cast(_TXTRdata, r).strings).decode("latin-1") for r in rdatas)
         return _with(answer, records)
 
+    async def tlsa(self, name: str) -> Answer[TLSA]:
+        """TLSA records of ``name`` (``_25._tcp.<mx host>``). Raises
+        DNSTemporaryError (SERVFAIL: with a validating resolver, also a
+        bogus answer), DNSPermanentError."""
+        answer, rdatas = await self._ask(name, dns.rdatatype.TLSA)
+        records = tuple(
+            TLSA(
+                cast(_TLSARdata, r).usage,
+                cast(_TLSARdata, r).selector,
+                cast(_TLSARdata, r).mtype,
+                bytes(cast(_TLSARdata, r).cert),
+            )
+            for r in rdatas
+        )
+        return _with(answer, records)
+
     async def ptr(self, ip: str) -> Answer[str]:
         """Names of the reverse entry of an IPv4/IPv6 address. Raises
         DNSPermanentError for a malformed address, DNSTemporaryError."""
@@ -245,6 +304,11 @@ class Resolver:
         address, DNSTemporaryError when the lookup failed (an AAAA failure
         is ignored when there are IPv4 addresses to use).
         """
+        return list((await self.host_addresses(name)).addresses)
+
+    async def host_addresses(self, name: str) -> Addresses:
+        """Like :meth:`addresses`, saying whether the answers used were
+        all DNSSEC-secure. Raises DNSPermanentError, DNSTemporaryError."""
         v4 = await self.a(name)
         if v4.nxdomain:
             raise DNSPermanentError(v4.name, "domain does not exist")
@@ -252,12 +316,12 @@ class Resolver:
             v6 = await self.aaaa(name)
         except DNSTemporaryError:
             if v4.records:
-                return list(v4.records)
+                return Addresses(v4.records, v4.secure)
             raise
-        found = [*v4.records, *v6.records]
+        found = (*v4.records, *v6.records)
         if not found:
             raise DNSPermanentError(v4.name, "no A or AAAA records")
-        return found
+        return Addresses(found, v4.secure and v6.secure)
 
     # -- cache and lookup -------------------------------------------------
 
@@ -278,7 +342,7 @@ class Resolver:
             entry = await asyncio.shield(task)
         ttl = max(0, math.ceil(entry.expires - self._clock()))
         answer: Answer[None] = Answer(
-            _to_text(qname), dns.rdatatype.to_text(rdtype), (), ttl, entry.nxdomain
+            _to_text(qname), dns.rdatatype.to_text(rdtype), (), ttl, entry.nxdomain, entry.secure
         )
         return answer, entry.rdatas
 
@@ -310,7 +374,8 @@ class Resolver:
             responses = cast(dict[dns.name.Name, dns.message.Message], exc.kwargs["responses"])
             response = responses.get(qname) or next(iter(responses.values()), None)
             ttl = self._negative_ttl if response is None else _negative_ttl(response)
-            return self._entry((), True, min(ttl, self._negative_ttl))
+            secure = response is not None and self._validated(response)
+            return self._entry((), True, min(ttl, self._negative_ttl), secure)
         except dns.resolver.NoNameservers as exc:
             raise DNSTemporaryError(name, _describe_failures(exc)) from exc
         except dns.exception.Timeout as exc:
@@ -323,15 +388,20 @@ class Resolver:
         ttl = result.chaining_result.minimum_ttl
         if not rdatas:
             ttl = min(ttl, self._negative_ttl)
-        return self._entry(rdatas, False, ttl)
+        return self._entry(rdatas, False, ttl, self._validated(result.response))
 
-    def _entry(self, rdatas: tuple[dns.rdata.Rdata, ...], nxdomain: bool, ttl: int) -> _Entry:
+    def _validated(self, response: dns.message.Message) -> bool:
+        return self.trust_ad and bool(response.flags & dns.flags.AD)
+
+    def _entry(
+        self, rdatas: tuple[dns.rdata.Rdata, ...], nxdomain: bool, ttl: int, secure: bool
+    ) -> _Entry:
         bounded = min(max(ttl, self._min_ttl), self._max_ttl)
-        return _Entry(rdatas, nxdomain, self._clock() + bounded)
+        return _Entry(rdatas, nxdomain, self._clock() + bounded, secure)
 
 
 def _with(answer: Answer[None], records: tuple[T, ...]) -> Answer[T]:
-    return Answer(answer.name, answer.rdtype, records, answer.ttl, answer.nxdomain)
+    return Answer(answer.name, answer.rdtype, records, answer.ttl, answer.nxdomain, answer.secure)
 
 
 def _negative_ttl(response: dns.message.Message) -> int:

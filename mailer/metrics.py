@@ -51,7 +51,13 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 # Attempt reasons that mean the destination's TLS was the trouble.
 TLS_REASONS = frozenset(
-    {Reason.TLS_UNAVAILABLE, Reason.TLS_HANDSHAKE, Reason.CERTIFICATE, Reason.MTA_STS_MISMATCH}
+    {
+        Reason.TLS_UNAVAILABLE,
+        Reason.TLS_HANDSHAKE,
+        Reason.CERTIFICATE,
+        Reason.MTA_STS_MISMATCH,
+        Reason.DANE,
+    }
 )
 
 # Enqueue to 250: from seconds (a warm queue) to the retry horizon (days).

@@ -34,6 +34,8 @@ class Reason(StrEnum):
     TLS_HANDSHAKE = "tls-handshake"
     CERTIFICATE = "certificate"
     MTA_STS_MISMATCH = "mta-sts-mismatch"
+    # the certificate matched none of the MX host's usable TLSA records (RFC 7672)
+    DANE = "dane"
     MAILBOX_UNKNOWN = "mailbox-unknown"
     MAILBOX_FULL = "mailbox-full"
     DOMAIN_UNKNOWN = "domain-unknown"

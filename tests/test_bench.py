@@ -112,3 +112,32 @@ def test_bench_with_mta_sts_delivers_under_enforce_and_reports_the_rate() -> Non
     assert report["mta_sts_ratio"] == pytest.approx(
         report["mta_sts_messages_per_second"] / report["messages_per_second"], rel=0.01
     )
+
+
+def test_bench_with_dane_delivers_under_dane_and_reports_every_run() -> None:
+    # _outcome() inside the bench fails the run unless the DANE phases'
+    # attempts were recorded under "dane"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            "--messages",
+            "40",
+            "--baseline",
+            "5",
+            "--api-recipients",
+            "1000",
+            "--workers",
+            "1",
+            "--dane",
+            "--json",
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    assert report["dane_messages_per_second"] == max(report["dane_runs"])
+    assert len(report["dane_runs"]) == len(report["dane_encrypt_runs"]) == 3
+    assert report["dane_ratio"] == pytest.approx(
+        report["dane_messages_per_second"] / report["messages_per_second"], rel=0.01
+    )

@@ -383,3 +383,39 @@ def test_bad_nameserver_is_a_config_error(text: str) -> None:
 def test_bad_ttl_bounds_are_a_config_error() -> None:
     with pytest.raises(ConfigError, match="min_ttl"):
         Resolver(["127.0.0.1"], min_ttl=100, max_ttl=10)
+
+
+async def test_the_ad_bit_is_believed_only_with_trust_ad(server: DNSServer) -> None:
+    server.secure()
+    server.secure("v6only.test", on=False)
+    server.set("_25._tcp.example.test", "TLSA", ["3 1 1 " + "ab" * 32])
+    trusting = Resolver([server.address], timeout=2.0, trust_ad=True)
+    plain = Resolver([server.address], timeout=2.0)
+    assert (await trusting.a("example.test")).secure
+    assert not (await plain.a("example.test")).secure
+    # a secure denial of existence is secure too
+    assert (await trusting.a("missing.test")).secure
+    tlsa = await trusting.tlsa("_25._tcp.example.test")
+    assert tlsa.secure
+    assert [(r.usage, r.selector, r.mtype, r.data) for r in tlsa.records] == [
+        (3, 1, 1, bytes.fromhex("ab" * 32))
+    ]
+    # the host's addresses are secure only when every answer used is
+    assert (await trusting.host_addresses("example.test")).secure
+    server.secure("example.test", on=False)
+    trusting.clear_cache()
+    addresses = await trusting.host_addresses("example.test")
+    assert sorted(addresses.addresses) == ["127.0.0.10", "127.0.0.11", "::1"]
+    assert not addresses.secure
+
+
+async def test_a_failed_tlsa_lookup_is_temporary(server: DNSServer) -> None:
+    server.fail("_25._tcp.example.test", rdtype="TLSA")
+    resolver = Resolver([server.address], timeout=2.0, trust_ad=True)
+    with pytest.raises(DNSTemporaryError, match="SERVFAIL"):
+        await resolver.tlsa("_25._tcp.example.test")
+
+
+def test_trust_ad_needs_the_validating_resolvers() -> None:
+    with pytest.raises(ConfigError, match="dnssec"):
+        Resolver([], trust_ad=True)

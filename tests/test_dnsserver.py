@@ -283,3 +283,45 @@ def test_command_line_serves_a_json_zone_until_sigterm(tmp_path: Path) -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_tlsa_records_in_presentation_form(server: DNSServer) -> None:
+    digest = "ab" * 32
+    server.set("_25._tcp.mx1.example.test", "TLSA", [f"3 1 1 {digest}", "2 0 2 " + "cd" * 64])
+    assert sorted(answer_texts(tcp(server, "_25._tcp.mx1.example.test", "TLSA"))) == [
+        "2 0 2 " + "cd" * 64,
+        f"3 1 1 {digest}",
+    ]
+    with pytest.raises(ValueError, match="invalid TLSA value"):
+        server.set("_25._tcp.mx1.example.test", "TLSA", ["3 1 1 not-hex"])
+
+
+def ad_query(server: DNSServer, name: str, *, ad: bool = True) -> dns.message.Message:
+    query = dns.message.make_query(name, "A")
+    if ad:
+        query.flags |= dns.flags.AD
+    return dns.query.udp(query, "127.0.0.1", port=server.port, timeout=2.0)
+
+
+def test_ad_bit_globally_per_name_and_only_when_asked(server: DNSServer) -> None:
+    assert not ad_query(server, "example.test").flags & dns.flags.AD
+    server.secure()
+    assert ad_query(server, "example.test").flags & dns.flags.AD
+    # a negative answer is as secure as the zone says
+    assert ad_query(server, "missing.example.test").flags & dns.flags.AD
+    # a client that did not ask (neither AD nor DO) is not told
+    assert not ad_query(server, "example.test", ad=False).flags & dns.flags.AD
+    do = dns.message.make_query("example.test", "A", want_dnssec=True)
+    assert dns.query.udp(do, "127.0.0.1", port=server.port, timeout=2.0).flags & dns.flags.AD
+    server.secure("example.test", on=False)
+    assert not ad_query(server, "example.test").flags & dns.flags.AD
+    assert ad_query(server, "a.b.deep.test").flags & dns.flags.AD
+    server.secure(on=False)
+    server.secure("a.b.deep.test")
+    assert ad_query(server, "a.b.deep.test").flags & dns.flags.AD
+    assert not ad_query(server, "alias.example.test").flags & dns.flags.AD
+    # a failing name answers SERVFAIL without AD, as a validator does for bogus data
+    server.fail("a.b.deep.test")
+    response = ad_query(server, "a.b.deep.test")
+    assert response.rcode() == dns.rcode.SERVFAIL
+    assert not response.flags & dns.flags.AD

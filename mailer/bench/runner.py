@@ -9,7 +9,11 @@ between the two is reported. With ``mta_sts``, every bench domain then
 publishes an MTA-STS enforce policy (served over HTTPS on loopback by a
 test CA that also issued the sink's certificate) and the same messages are
 delivered again under it: its rate beside the ``encrypt`` rate of the same
-run shows what policies cost once cached. Nothing leaves the machine.
+run shows what policies cost once cached. With ``dane``, the DNS server
+stands in for a validating resolver (the AD bit on every answer), the MX
+host publishes a TLSA 3 1 1 record of the sink's certificate, and the same
+messages go again with ``dnssec = "trust-ad"``, under DANE. Nothing leaves
+the machine.
 """
 
 from __future__ import annotations
@@ -35,12 +39,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from mailer import loop as service_loop
 from mailer.app import App
 from mailer.bench.api import api_enqueue_rate
 from mailer.bench.feedback import bounces_parsed_per_second, inbound_accepted_per_second
 from mailer.bench.hooks import receiver_process, webhook_rate
 from mailer.config import Config, load_config
+from mailer.delivery.tls.dane import association, tlsa_name
 from mailer.dev.certs import TestCerts
 from mailer.dev.dnsserver import DNSServer
 from mailer.dev.policyhost import PolicyHost, Reply, policy_text
@@ -105,6 +113,12 @@ class BenchReport:
     # (0 when not measured), and that rate over the encrypt rate
     mta_sts_messages_per_second: float = 0.0
     mta_sts_ratio: float = 0.0
+    # the same messages again under DANE (TLSA on every MX), and its ratio
+    dane_messages_per_second: float = 0.0
+    dane_ratio: float = 0.0
+    # every run of the alternation, in order: DANE, and encrypt beside it
+    dane_runs: tuple[float, ...] = ()
+    dane_encrypt_runs: tuple[float, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,6 +144,14 @@ def policy_zone(domains: int) -> dict[str, dict[str, Any]]:
         records[f"_mta-sts.d{index}.bench.test"] = {"TXT": ["v=STSv1; id=bench1;"]}
         records[f"mta-sts.d{index}.bench.test"] = {"A": ["127.0.0.1"]}
     return records
+
+
+def tlsa_zone(port: int, certificate: Path) -> dict[str, dict[str, Any]]:
+    """The MX host's TLSA record: DANE-EE, SPKI, SHA-256 of the sink's
+    certificate (the first in ``certificate``, a PEM chain)."""
+    leaf = x509.load_pem_x509_certificates(certificate.read_bytes())[0]
+    data = association(leaf.public_bytes(Encoding.DER), 1, 1)
+    return {tlsa_name(MX_HOST, port): {"TLSA": [f"3 1 1 {data.hex()}"]}}
 
 
 def recipients(messages: int, domains: int, start: int = 0) -> list[RecipientInput]:
@@ -439,9 +461,10 @@ def _phase(
     if enforced:
         service_loop.run(_prime_policies(phase, domains))
     seconds, _ = _deliver(phase, workers)
-    service_loop.run(
-        _outcome(phase, messages, tls_policy="mta-sts enforce" if enforced else "encrypt")
-    )
+    expected = "mta-sts enforce" if enforced else "encrypt"
+    if phase.dnssec == "trust-ad":
+        expected = "dane"
+    service_loop.run(_outcome(phase, messages, tls_policy=expected))
     return messages / seconds
 
 
@@ -456,12 +479,13 @@ def run_bench(
     api_recipients: int = 20_000,
     workers: int = 1,
     mta_sts: bool = False,
+    dane: bool = False,
 ) -> BenchReport:
     """With ``postgres`` (a postgresql:// URL) the queue lives in a scratch
     schema of that database instead of an SQLite file. The engine runs as
     ``workers`` processes (``mailer worker``), as on a host with one per
     core. With ``mta_sts`` the delivery is measured a second time with an
-    enforce policy on every domain."""
+    enforce policy on every domain, and with ``dane`` under DANE."""
     with contextlib.ExitStack() as stack:
         root = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         keystore = KeyStore(root / "keys")
@@ -474,7 +498,7 @@ def run_bench(
             dns.set(f"{info.selector}._domainkey.{info.domain}", "TXT", [dns_record_value(info)])
         port = pick_port(("127.0.0.1",))
         certs = stack.enter_context(TestCerts())
-        cert = certs.issue([MX_HOST]) if mta_sts else None
+        cert = certs.issue([MX_HOST]) if mta_sts or dane else None
         received = stack.enter_context(sink_process(port, root / "sink.log", cert))
         # The same connections and leases in all, shared by the processes.
         # With one process per core, each signs on its own loop's thread:
@@ -548,6 +572,32 @@ def run_bench(
                     )
                     deliver_seconds = min(deliver_seconds, messages / again)
             sts_rate = max(sts_rates)
+        dane_rate = 0.0
+        dane_rates: list[float] = []
+        dane_encrypt_rates: list[float] = []
+        if dane and cert is not None:
+            # AD on every answer; the encrypt runs do not trust it
+            dns.secure()
+            dns.update(tlsa_zone(port, cert[0]))
+            dane_config = config.model_copy(update={"dnssec": "trust-ad"})
+            # alternated with encrypt runs, which goes first changing each
+            # round (the machine drifts, and a second run in a row sees a
+            # warmer page cache); best of each
+            for round_ in range(STS_ROUNDS):
+                kinds = [("dane", dane_config), ("encrypt", config)]
+                for kind, phase_config in kinds if round_ % 2 == 0 else kinds[::-1]:
+                    rate_ = _phase(
+                        stack,
+                        phase_config,
+                        root / f"{kind}-dane{round_}",
+                        postgres,
+                        messages,
+                        domains,
+                        workers,
+                    )
+                    (dane_rates if kind == "dane" else dane_encrypt_rates).append(rate_)
+            deliver_seconds = min(deliver_seconds, messages / max(dane_encrypt_rates))
+            dane_rate = max(dane_rates)
         baseline_sent, baseline_rate = naive_baseline(
             port, baseline_messages, domains, baseline_seconds, keys
         )
@@ -613,6 +663,10 @@ def run_bench(
             sink_checks_per_second=round(sink_rate, 1),
             mta_sts_messages_per_second=round(sts_rate, 1),
             mta_sts_ratio=round(sts_rate / rate, 3),
+            dane_messages_per_second=round(dane_rate, 1),
+            dane_ratio=round(dane_rate / rate, 3),
+            dane_runs=tuple(round(r, 1) for r in dane_rates),
+            dane_encrypt_runs=tuple(round(r, 1) for r in dane_encrypt_rates),
             webhook_events=hooks.events,
             webhook_events_received=hooks.received,
             webhook_events_per_second=round(hooks.per_second, 1),

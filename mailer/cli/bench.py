@@ -59,6 +59,12 @@ from mailer.cli.main import cli
     "domain (served over HTTPS on loopback) and report that rate beside the encrypt one.",
 )
 @click.option(
+    "--dane",
+    is_flag=True,
+    help="Deliver the messages again under DANE (a TLSA record on the MX, the loopback DNS "
+    "server setting the AD bit), alternating with encrypt runs, and report both rates.",
+)
+@click.option(
     "--rtt",
     "rtt_ms",
     type=click.FloatRange(1, 1000),
@@ -95,6 +101,7 @@ def bench(
     api_recipients: int,
     workers: int,
     mta_sts: bool,
+    dane: bool,
     rtt_ms: float | None,
     rtt_messages: int,
     rtt_connections: int,
@@ -124,6 +131,7 @@ def bench(
         api_recipients=api_recipients,
         workers=workers,
         mta_sts=mta_sts,
+        dane=dane,
     )
     if as_json:
         click.echo(json.dumps({**report.as_dict(), **({"rtt": rtt.as_dict()} if rtt else {})}))
@@ -144,6 +152,16 @@ def bench(
             f"mta-sts:  the same messages with an enforce policy on every domain "
             f"(verified certificates, MX checked): {report.mta_sts_messages_per_second:.0f} "
             f"msg/s = {report.mta_sts_ratio:.2f} x the encrypt rate above"
+        )
+    if dane:
+        runs = " / ".join(
+            f"{d:.0f} vs {e:.0f}"
+            for d, e in zip(report.dane_runs, report.dane_encrypt_runs, strict=True)
+        )
+        click.echo(
+            f"dane:     the same messages under DANE (TLSA 3 1 1 on the MX, AD bit): "
+            f"{report.dane_messages_per_second:.0f} msg/s = {report.dane_ratio:.2f} x the "
+            f"encrypt rate above (runs, dane vs encrypt: {runs})"
         )
     each = ", ".join(f"{mb:.0f}" for mb in report.peak_rss_mb_per_engine)
     click.echo(

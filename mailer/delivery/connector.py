@@ -9,10 +9,17 @@ tried, with certificates verified against the MX name; under ``testing``
 every host is tried as before and what enforce would have refused is
 counted. Connections leave from a source-address pool entry: bound to its
 local address, with its EHLO name, and to destination addresses of its IP
-version only (IPv6 destinations are used when the entry is IPv6)."""
+version only (IPv6 destinations are used when the entry is IPv6).
+
+With a trusted validating resolver (``dnssec = "trust-ad"``), each MX host
+whose addresses are DNSSEC-secure has its TLSA records looked up; usable
+ones decide the certificate check for that host (DANE over MTA-STS over
+the configured level), and a certificate matching none of them is
+refused before MAIL FROM (reason ``dane``)."""
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import random
 from collections.abc import Callable
@@ -21,15 +28,19 @@ from dataclasses import dataclass
 from mailer.config import SourceConfig, TLSPolicy
 from mailer.delivery.routing import resolve_route
 from mailer.delivery.smtp import Session, TLSContexts, open_session
-from mailer.delivery.tls.applied import Applied, AppliedPolicy
+from mailer.delivery.tls.applied import Applied, AppliedPolicy, apply_dane
+from mailer.delivery.tls.dane import check
 from mailer.delivery.tls.policy import mx_allowed
-from mailer.dns import Resolver
+from mailer.delivery.tls.results import ResultType
+from mailer.delivery.tls.tlsa import lookup_tlsa
+from mailer.dns import Addresses, Resolver
 from mailer.errors import DeliveryError, DNSError, MailerError
 from mailer.reasons import Reason
 
 # the order in which a failure explains a deferral: a TLS problem on any
 # host is the more useful reason than a refused connection on another
 _REASON_RANK = {
+    Reason.DANE: 0,
     Reason.CERTIFICATE: 0,
     Reason.TLS_HANDSHAKE: 1,
     Reason.TLS_UNAVAILABLE: 2,
@@ -41,6 +52,12 @@ _REASON_RANK = {
 
 MAX_ADDRESSES_PER_HOST = 2
 
+# RFC 8460 result types of the connection failures that have one of their own
+_RESULTS = {
+    Reason.DANE: ResultType.TLSA_INVALID,
+    Reason.TLS_UNAVAILABLE: ResultType.STARTTLS_NOT_SUPPORTED,
+}
+
 
 class RouteFailure(MailerError):
     """No MX of the destination could be used."""
@@ -50,7 +67,10 @@ class RouteFailure(MailerError):
         self.reason = reason
         self.text = text
         self.last_host = last_host
-        self.policy: Applied | None = None
+        # the applied policy's label (AppliedPolicy.label) of the failure
+        # that explains the deferral, and its RFC 8460 result type
+        self.policy: str | None = None
+        self.result: ResultType | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +79,10 @@ class HostFailure:
     address: str | None
     reason: Reason
     text: str
+    # the policy the host was tried under, when it differed from the
+    # destination's (DANE is decided per host)
+    policy: str | None = None
+    result: ResultType | None = None
 
 
 def summarise(failures: list[HostFailure]) -> RouteFailure:
@@ -67,7 +91,10 @@ def summarise(failures: list[HostFailure]) -> RouteFailure:
         return RouteFailure(Reason.CONNECTION, "no usable MX host", None)
     worst = min(failures, key=lambda f: _REASON_RANK.get(f.reason, 9))
     text = "; ".join(f"{f.host}[{f.address or '-'}]: {f.text}" for f in failures)
-    return RouteFailure(worst.reason, text, failures[-1].host)
+    failure = RouteFailure(worst.reason, text, failures[-1].host)
+    failure.policy = worst.policy
+    failure.result = worst.result
+    return failure
 
 
 # What an MTA-STS testing policy would have refused: (domain, reason)
@@ -98,6 +125,8 @@ class Connector:
         self.rng = rng or random.Random()
         self.contexts = TLSContexts()
         self.on_testing_failure = on_testing_failure
+        # DANE needs DNSSEC-secure answers, and never applies to a relay
+        self.dane = resolver.trust_ad and relay is None
 
     async def _hosts(self, domain: str) -> tuple[list[str], int]:
         if self.relay is not None:
@@ -105,17 +134,29 @@ class Connector:
         route = await resolve_route(self.resolver, domain, rng=self.rng)
         return list(route.hosts), self.port
 
-    async def _addresses(self, host: str, version: int | None) -> list[str]:
+    async def _addresses(self, host: str, version: int | None) -> Addresses:
         """The host's addresses of IP ``version`` (any when None), the first
-        MAX_ADDRESSES_PER_HOST of them. Raises DNSError."""
+        MAX_ADDRESSES_PER_HOST of them, and whether they are DNSSEC-secure.
+        Raises DNSError."""
         try:
-            return [str(ipaddress.ip_address(host))]
+            return Addresses((str(ipaddress.ip_address(host)),), False)
         except ValueError:
             pass
-        found = await self.resolver.addresses(host)
+        answer = await self.resolver.host_addresses(host)
+        found = answer.addresses
         if version is not None:
-            found = [a for a in found if ipaddress.ip_address(a).version == version]
-        return found[:MAX_ADDRESSES_PER_HOST]
+            found = tuple(a for a in found if ipaddress.ip_address(a).version == version)
+        return Addresses(found[:MAX_ADDRESSES_PER_HOST], answer.secure)
+
+    async def _host_policy(
+        self, host: str, port: int, applied: AppliedPolicy, addresses: Addresses
+    ) -> AppliedPolicy:
+        """The policy for one MX host: ``applied``, or DANE's where the host
+        publishes secure TLSA records. Raises DNSError (TLSA lookup)."""
+        if not self.dane:
+            return applied
+        found = await lookup_tlsa(self.resolver, host, port, addresses_secure=addresses.secure)
+        return apply_dane(applied, found)
 
     def _report(self, domain: str, reason: Reason) -> None:
         if self.on_testing_failure is not None:
@@ -147,19 +188,31 @@ class Connector:
             except DNSError as exc:
                 failures.append(HostFailure(host, None, Reason.DNS, exc.reason))
                 continue
-            if not addresses:
+            if not addresses.addresses:
                 text = f"no IPv{version} address, and the source address is IPv{version}"
                 failures.append(HostFailure(host, None, Reason.CONNECTION, text))
-            for address in addresses:
+                continue
+            try:
+                policy = await self._host_policy(host, port, applied, addresses)
+            except DNSError as exc:
+                text = f"TLSA lookup failed: {exc}"
+                failures.append(
+                    HostFailure(host, None, Reason.DNS, text, result=ResultType.DNSSEC_INVALID)
+                )
+                continue
+            for address in addresses.addresses:
                 try:
-                    session = await self._open(domain, host, address, port, applied, source)
+                    session = await self._open(domain, host, address, port, policy, source)
                 except DeliveryError as exc:
-                    failures.append(HostFailure(host, address, exc.reason, exc.text))
+                    result = _RESULTS.get(exc.reason)
+                    failures.append(
+                        HostFailure(host, address, exc.reason, exc.text, policy.label, result)
+                    )
                     continue
-                session.policy = applied.name
+                session.policy = policy.label
                 return session
         failure = summarise(failures)
-        failure.policy = applied.name
+        failure.policy = failure.policy or applied.label
         raise failure
 
     async def _open(
@@ -173,6 +226,8 @@ class Connector:
     ) -> Session:
         helo = source.ehlo if source is not None and source.ehlo else self.helo
         bind = source.bind_address if source is not None else None
+        if applied.tlsa is not None:
+            return await self._open_dane(host, address, port, applied, helo, bind)
         level = applied.level
         if applied.report is not None:
             # testing: checked as enforce would, delivered as before
@@ -204,6 +259,38 @@ class Connector:
             contexts=self.contexts,
             source_address=bind,
         )
+
+    async def _open_dane(
+        self,
+        host: str,
+        address: str,
+        port: int,
+        applied: AppliedPolicy,
+        helo: str,
+        bind: str | None,
+    ) -> Session:
+        """A session whose certificate matched the host's TLSA records;
+        no MAIL FROM goes over one that did not. Raises DeliveryError
+        (reason ``dane`` for a mismatch)."""
+        assert applied.tlsa is not None
+        # no PKIX check: DANE-EE ignores names and dates, DANE-TA checks
+        # them from its own anchor; SNI still names the MX host
+        session = await open_session(
+            host,
+            address,
+            port,
+            helo=helo,
+            policy=TLSPolicy.ENCRYPT,
+            timeout=self.timeout,
+            contexts=self.contexts,
+            source_address=bind,
+        )
+        now = datetime.datetime.now(datetime.UTC)
+        match = check(applied.tlsa, session.tls.certificate, session.tls.chain, host, now)
+        if not match.matched:
+            await session.close()
+            raise DeliveryError(Reason.DANE, f"{host} [{address}]: {match.text}")
+        return session
 
 
 def _plain(policy: TLSPolicy) -> AppliedPolicy:

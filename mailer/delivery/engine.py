@@ -304,7 +304,8 @@ class Engine:
                     exc.text,
                     attempt=True,
                     mx_host=exc.last_host,
-                    tls_policy=policy.name.value,
+                    # per host with DANE, so the failure's own where it has one
+                    tls_policy=exc.policy or policy.label,
                 )
             return False
         try:

@@ -82,6 +82,9 @@ class TLSInfo:
     cipher: str
     # the server's certificate (DER) as presented, verified or not
     certificate: bytes | None = None
+    # the whole chain it presented, leaf first (DER); None where the ssl
+    # module cannot hand it out (before Python 3.13)
+    chain: tuple[bytes, ...] | None = None
 
 
 def build_tls_context(policy: TLSPolicy, cafile: str | None = None) -> ssl.SSLContext:
@@ -521,8 +524,18 @@ async def _establish(
         version=ssl_object.version() or "",
         cipher=cipher[0] if cipher else "",
         certificate=ssl_object.getpeercert(binary_form=True),
+        chain=_peer_chain(ssl_object),
     )
     return tls, _said(greeting.message)
+
+
+def _peer_chain(ssl_object: ssl.SSLObject) -> tuple[bytes, ...] | None:
+    """The certificates the server sent, leaf first, as DER (Python 3.13+)."""
+    unverified = getattr(ssl_object, "get_unverified_chain", None)
+    if unverified is None:
+        return None
+    # ssl.py already turns each certificate into DER bytes
+    return tuple(bytes(c) for c in unverified() or [])
 
 
 async def _ehlo(smtp: aiosmtplib.SMTP, where: str) -> None:

@@ -10,6 +10,12 @@ inject failures while it runs::
         nameservers = [server.address]       # "127.0.0.1:PORT"
         server.fail("example.test")          # SERVFAIL from now on
         server.heal("example.test")
+        server.secure()                      # AD bit on every answer from now on
+        server.secure("mx.example.test", on=False)   # ... but not for this name
+
+TLSA records take their presentation form (``"3 1 1 <hex>"``). The AD bit
+is set only when the query asks for it (AD or DO, RFC 6840 §5.7), as a
+validating resolver does, so the server stands in for one.
 
 Run in the foreground (until SIGTERM/SIGINT)::
 
@@ -131,6 +137,9 @@ class _Zone:
             tuple[dns.name.Name, dns.rdatatype.RdataType | None], dns.rcode.Rcode
         ] = {}
         self.dropped: set[dns.name.Name] = set()
+        # the AD bit: per name, else the default
+        self.secure_default = False
+        self.secure: dict[dns.name.Name, bool] = {}
         self.queries: list[tuple[str, str]] = []
 
     def respond(self, wire: bytes, *, udp: bool) -> bytes | None:
@@ -172,6 +181,9 @@ class _Zone:
                 response.set_rcode(rcode)
                 return response
             self._fill(response, qname, qtype)
+            asked = query.flags & dns.flags.AD or query.ednsflags & dns.flags.DO
+            if asked and self.secure.get(qname, self.secure_default):
+                response.flags |= dns.flags.AD
         return response
 
     def _fill(
@@ -293,6 +305,15 @@ class DNSServer:
         code = dns.rcode.from_text(rcode.upper())
         with self._zone.lock:
             self._zone.failing[(to_name(name), kind)] = code
+
+    def secure(self, name: str | None = None, *, on: bool = True) -> None:
+        """Set (``on``) or clear the AD bit on answers for ``name``, or on
+        every answer without a setting of its own when ``name`` is None."""
+        with self._zone.lock:
+            if name is None:
+                self._zone.secure_default = on
+            else:
+                self._zone.secure[to_name(name)] = on
 
     def drop(self, name: str) -> None:
         """Never answer queries for ``name``: the client times out."""

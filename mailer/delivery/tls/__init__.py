@@ -1,10 +1,14 @@
 """The TLS-policy wing of delivery: what a receiving domain publishes
-(MTA-STS, RFC 8461) and what applies to a connection.
+(MTA-STS, RFC 8461; DANE, RFC 7672) and what applies to a connection.
 
 - ``policy``: the TXT record and policy file grammars, MX matching (pure)
 - ``discovery``: the ``_mta-sts`` TXT lookup
 - ``fetch``: the HTTPS fetch of the policy file (the httpx seam)
 - ``cache``: the worker's memory in front of the store's shared cache
 - ``sts``: the policy source the engine asks, with its background refresh
-- ``applied``: configured level + published policy → the applied policy (pure)
+- ``dane``: usable TLSA records and certificate matching (DANE, RFC 7672; pure)
+- ``tlsa``: an MX host's TLSA lookup through the resolver seam
+- ``applied``: configured level + published policy → the applied policy,
+  then DANE per MX host (pure)
+- ``results``: the RFC 8460 result types failures and policies carry
 """
