@@ -7,7 +7,10 @@ the destination deferred.
 Under an MTA-STS ``enforce`` policy only MX hosts matching the policy are
 tried, with certificates verified against the MX name; under ``testing``
 every host is tried as before and what enforce would have refused is
-counted. Connections leave from a source-address pool entry: bound to its
+counted. Every TLS session (one address of one host) is counted for TLS
+reports (RFC 8460) as a success or as one failure, the first the policy
+found; hosts that could not be reached at all are no TLS session and are
+not counted. Connections leave from a source-address pool entry: bound to its
 local address, with its EHLO name, and to destination addresses of its IP
 version only (IPv6 destinations are used when the entry is IPv6)."""
 
@@ -22,9 +25,11 @@ from mailer.config import SourceConfig, TLSPolicy
 from mailer.delivery.routing import resolve_route
 from mailer.delivery.smtp import Session, TLSContexts, open_session
 from mailer.delivery.tls.applied import Applied, AppliedPolicy
+from mailer.delivery.tls.counter import TLSCounter
 from mailer.delivery.tls.policy import mx_allowed
+from mailer.delivery.tls.results import ResultType, certificate_result, result_type
 from mailer.dns import Resolver
-from mailer.errors import DeliveryError, DNSError, MailerError
+from mailer.errors import DeliveryError, DNSError, MailerError, TLSFailed
 from mailer.reasons import Reason
 
 # the order in which a failure explains a deferral: a TLS problem on any
@@ -88,6 +93,7 @@ class Connector:
         cafile: str | None = None,
         rng: random.Random | None = None,
         on_testing_failure: ReportFn | None = None,
+        tls_counter: TLSCounter | None = None,
     ) -> None:
         self.resolver = resolver
         self.helo = helo
@@ -98,6 +104,8 @@ class Connector:
         self.rng = rng or random.Random()
         self.contexts = TLSContexts()
         self.on_testing_failure = on_testing_failure
+        # TLS report counts; None: not counted (relay mode, or switched off)
+        self.tls_counter = tls_counter if relay is None else None
 
     async def _hosts(self, domain: str) -> tuple[list[str], int]:
         if self.relay is not None:
@@ -134,14 +142,20 @@ class Connector:
         hosts, port = await self._hosts(domain)
         failures: list[HostFailure] = []
         version = source.version if source is not None and self.relay is None else None
+        sending_ip = source.public_ip if source is not None else ""
         for host in hosts:
             if applied.mx is not None and not mx_allowed(applied.mx, host):
                 failures.append(
                     HostFailure(host, None, Reason.MTA_STS_MISMATCH, "not in the MTA-STS policy")
                 )
+                self._count(domain, applied, sending_ip, host, None, Reason.MTA_STS_MISMATCH)
                 continue
+            # what a testing policy would have refused, counted once per session
+            found: Reason | None = None
+            verify_code: int | None = None
             if applied.report is not None and not mx_allowed(applied.report, host):
                 self._report(domain, Reason.MTA_STS_MISMATCH)
+                found = Reason.MTA_STS_MISMATCH
             try:
                 addresses = await self._addresses(host, version)
             except DNSError as exc:
@@ -151,12 +165,27 @@ class Connector:
                 text = f"no IPv{version} address, and the source address is IPv{version}"
                 failures.append(HostFailure(host, None, Reason.CONNECTION, text))
             for address in addresses:
+                problems: list[TLSFailed] = []
                 try:
-                    session = await self._open(domain, host, address, port, applied, source)
+                    session = await self._open(
+                        domain, host, address, port, applied, source, problems
+                    )
                 except DeliveryError as exc:
                     failures.append(HostFailure(host, address, exc.reason, exc.text))
+                    # the first failure the session met counts
+                    first: DeliveryError = problems[0] if problems else exc
+                    reason = found or first.reason
+                    code = first.verify_code if isinstance(first, TLSFailed) else None
+                    self._count(domain, applied, sending_ip, host, address, reason, code)
                     continue
                 session.policy = applied.name
+                if found is None and problems:
+                    found, verify_code = problems[0].reason, problems[0].verify_code
+                if found is None:
+                    if self.tls_counter is not None:
+                        self.tls_counter.success(domain, applied)
+                else:
+                    self._count(domain, applied, sending_ip, host, address, found, verify_code)
                 return session
         failure = summarise(failures)
         failure.policy = applied.name
@@ -170,7 +199,11 @@ class Connector:
         port: int,
         applied: AppliedPolicy,
         source: SourceConfig | None,
+        problems: list[TLSFailed],
     ) -> Session:
+        """``problems`` gets the certificate failure a testing policy would
+        have refused the host for (the session is then opened without the
+        check)."""
         helo = source.ehlo if source is not None and source.ehlo else self.helo
         bind = source.bind_address if source is not None else None
         level = applied.level
@@ -189,9 +222,10 @@ class Connector:
                 contexts=self.contexts,
                 source_address=bind,
             )
-        except DeliveryError as exc:
+        except TLSFailed as exc:
             if applied.report is None or exc.reason is not Reason.CERTIFICATE:
                 raise
+            problems.append(exc)
         self._report(domain, Reason.CERTIFICATE)
         return await open_session(
             host,
@@ -203,6 +237,34 @@ class Connector:
             cafile=self.cafile,
             contexts=self.contexts,
             source_address=bind,
+        )
+
+    def _count(
+        self,
+        domain: str,
+        applied: AppliedPolicy,
+        sending_ip: str,
+        host: str,
+        address: str | None,
+        reason: Reason,
+        verify_code: int | None = None,
+    ) -> None:
+        """One failed session, when the reason is a TLS failure."""
+        if self.tls_counter is None:
+            return
+        result: ResultType | None = (
+            certificate_result(verify_code) if reason is Reason.CERTIFICATE else result_type(reason)
+        )
+        if result is None:
+            return
+        self.tls_counter.failure(
+            domain,
+            applied,
+            result,
+            sending_ip=sending_ip,
+            receiving_mx=host,
+            receiving_ip=address,
+            reason_code=reason.value,
         )
 
 

@@ -27,12 +27,14 @@ class Applied(StrEnum):
 class AppliedPolicy:
     """``level``: how the certificate is checked; ``mx``: the patterns an
     MX host must match to be used at all (enforce); ``report``: patterns
-    and certificate checks whose failures are only counted (testing)."""
+    and certificate checks whose failures are only counted (testing);
+    ``published``: the MTA-STS policy it came from (TLS reports name it)."""
 
     name: Applied
     level: TLSPolicy
     mx: tuple[str, ...] | None = None
     report: tuple[str, ...] | None = None
+    published: STSPolicy | None = None
 
     @property
     def enforced(self) -> bool:
@@ -48,10 +50,14 @@ def apply_policy(configured: TLSPolicy, published: STSPolicy | None) -> AppliedP
     ``encrypt`` and policy failures are counted for reporting.
     """
     if published is not None and published.mode is Mode.ENFORCE:
-        return AppliedPolicy(Applied.MTA_STS_ENFORCE, TLSPolicy.VERIFY, mx=published.mx)
+        return AppliedPolicy(
+            Applied.MTA_STS_ENFORCE, TLSPolicy.VERIFY, mx=published.mx, published=published
+        )
     testing = published is not None and published.mode is Mode.TESTING
     if TLSPolicy(configured) is TLSPolicy.VERIFY:
         return AppliedPolicy(Applied.VERIFY, TLSPolicy.VERIFY)
     if testing and published is not None:
-        return AppliedPolicy(Applied.MTA_STS_TESTING, TLSPolicy.ENCRYPT, report=published.mx)
+        return AppliedPolicy(
+            Applied.MTA_STS_TESTING, TLSPolicy.ENCRYPT, report=published.mx, published=published
+        )
     return AppliedPolicy(Applied.ENCRYPT, TLSPolicy.ENCRYPT)
