@@ -33,10 +33,8 @@ class SQLiteTLSReports:
 
     async def counts(self, day: str, domain: str | None = None) -> list[t.TLSCount]:
         conn = self._store.conn
-        if domain is None:
-            query, params = q(t.SELECT_COUNTS), (day,)
-        else:
-            query, params = q(t.SELECT_DOMAIN_COUNTS), (day, domain)
+        query = q(t.SELECT_COUNTS if domain is None else t.SELECT_DOMAIN_COUNTS)
+        params: tuple[str, ...] = (day,) if domain is None else (day, domain)
         found = await self._store._run(lambda: conn.execute(query, params).fetchall())
         return [t.tls_count(row) for row in found]
 
