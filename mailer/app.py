@@ -123,9 +123,9 @@ class App:
             self._policies = None
         await self.store.close()
 
-    def connector(self, *, count: bool = True) -> Connector:
-        """A connector for one engine; ``count``: its TLS sessions are
-        counted for TLS reports (when ``tlsrpt.count`` is on)."""
+    def connector(self) -> Connector:
+        """A connector for one engine; its TLS sessions are counted for TLS
+        reports when ``tlsrpt.count`` is on."""
         cfg = self.config
         return Connector(
             self.resolver,
@@ -135,7 +135,7 @@ class App:
             timeout=cfg.worker.smtp_timeout,
             cafile=str(cfg.tls.cafile) if cfg.tls.cafile else None,
             on_testing_failure=self.metrics.mta_sts_testing_failure,
-            tls_counter=TLSCounter() if count and cfg.tlsrpt.count else None,
+            tls_counter=TLSCounter() if cfg.tlsrpt.count else None,
         )
 
     def policies(self) -> PolicySource:

@@ -134,8 +134,8 @@ async def test_a_day_of_testing_policy_sessions_from_two_workers_is_reported_by_
         "_smtp._tls.dest.test",
         "TXT",
         [
-            "v=TLSRPTv1; rua=https://reports.test:%d/tlsrpt,mailto:tlsrpt@reports.test"
-            % report_receiver.port
+            f"v=TLSRPTv1; rua=https://reports.test:{report_receiver.port}/tlsrpt,"
+            "mailto:tlsrpt@reports.test"
         ],
     )
     config = make_config(
@@ -228,7 +228,8 @@ async def test_a_day_of_testing_policy_sessions_from_two_workers_is_reported_by_
         )
         assert json.loads(gzip.decompress(attachment.get_content())) == report
         checks = await verify_with_resolver(mail.data, resolver)
-        assert checks and all(check.ok for check in checks), checks
+        assert checks
+        assert all(check.ok for check in checks), checks
         signed = [c for c in checks if c.domain == "mailer.test"]
         assert signed
         assert b"tls-report-domain" in mail.data.split(b"\r\n\r\n")[0].lower()

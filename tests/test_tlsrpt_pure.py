@@ -3,6 +3,8 @@ vocabulary, a worker's counter, the report JSON against the RFC's schema."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import gzip
 import json
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from mailer.config import TLSPolicy
+from mailer.config import TLSPolicy, load_config
 from mailer.delivery.tls.applied import Applied, AppliedPolicy, apply_policy
 from mailer.delivery.tls.counter import TLSCounter, policy_lines, utc_day
 from mailer.delivery.tls.policy import Mode, STSPolicy
@@ -31,8 +33,9 @@ from mailer.delivery.tls.results import (
     policy_type,
     result_type,
 )
-from mailer.errors import ValidationError
+from mailer.errors import ConfigError, ValidationError
 from mailer.reasons import Reason
+from mailer.tlsrpt.mail import REPORT_SIGNED_HEADERS, ReportMail, compose
 
 SCHEMA = json.loads((Path(__file__).parent / "schemas" / "tlsrpt-rfc8460.json").read_text())
 DAY_START = 1796428800.0  # 2026-12-05T00:00:00Z
@@ -276,3 +279,60 @@ def test_filename_follows_rfc_8460_section_5_3() -> None:
     assert report_filename("mailer.test", "dest.test", "2026-12-05", "r1") == (
         "mailer.test!dest.test!1796428800!1796515199!r1.json.gz"
     )
+
+
+# the report mail and its settings ---------------------------------------------------
+
+
+def report_mail(**changes: str) -> ReportMail:
+    fields: dict[str, Any] = {
+        "from_address": "noreply-tlsrpt@mailer.test",
+        "to_address": "tlsrpt@dest.test",
+        "domain": "dest.test",
+        "submitter": "mailer.test",
+        "report_id": "2026-12-05.dest.test@mailer.test",
+        "filename": "mailer.test!dest.test!1796428800!1796515199.json.gz",
+        "body": b"\x1f\x8bgz",
+    }
+    fields.update(changes)
+    return ReportMail(**fields)
+
+
+def test_report_mail_has_the_rfc_8460_headers_and_parts() -> None:
+    data = compose(report_mail(), now=DAY_START, message_id_domain="mailer.test")
+    assert b"\r\n" in data
+    assert b"\n" not in data.replace(b"\r\n", b"")
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert message["TLS-Required"] == "No"
+    assert message["TLS-Report-Domain"] == "dest.test"
+    assert message["TLS-Report-Submitter"] == "mailer.test"
+    assert message["Subject"] == (
+        "Report Domain: dest.test Submitter: mailer.test "
+        "Report-ID: <2026-12-05.dest.test@mailer.test>"
+    )
+    assert message.get_content_type() == "multipart/report"
+    assert message.get_param("report-type") == "tlsrpt"
+    text, attachment = message.iter_parts()
+    assert text.get_content_type() == "text/plain"
+    assert attachment.get_content_type() == "application/tlsrpt+gzip"
+    assert attachment.get_content() == b"\x1f\x8bgz"
+    assert b"tls-report-domain" in REPORT_SIGNED_HEADERS
+
+
+@pytest.mark.parametrize("field", ["to_address", "domain", "report_id", "filename"])
+def test_report_mail_refuses_cr_lf_in_header_values(field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        compose(report_mail(**{field: "x\r\nBcc: evil@evil.test"}), now=0, message_id_domain="m")
+    assert caught.value.field in {field, "rua"}
+
+
+@pytest.mark.parametrize("key", ["organization", "submitter", "contact", "from_address"])
+def test_report_settings_refuse_cr_lf(key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={}, overrides={"tlsrpt": {key: "a@b.test\r\nX: y"}})
+    assert f"tlsrpt.{key}" in str(caught.value)
+
+
+def test_report_settings_refuse_a_bad_network() -> None:
+    with pytest.raises(ConfigError):
+        load_config(environ={}, overrides={"tlsrpt": {"allow": ["not-a-network"]}})

@@ -9,6 +9,6 @@ connector. The counting and the report itself live in
   domain's record, build, deliver, record
 """
 
-from mailer.tlsrpt.reporter import Reporter
+from mailer.tlsrpt.reporter import Reporter, Submitter
 
-__all__ = ["Reporter"]
+__all__ = ["Reporter", "Submitter"]

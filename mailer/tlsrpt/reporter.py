@@ -23,6 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from mailer import __version__
 from mailer.config import Config, TLSPolicy
@@ -56,6 +57,33 @@ class ReportFailed(MailerError):
     """One report URI did not take the report."""
 
 
+@dataclass(frozen=True)
+class Submitter:
+    """Who the reports come from: the ``tlsrpt`` settings with their
+    defaults filled in from the DKIM domain."""
+
+    domain: str
+    organization: str
+    contact: str
+    from_address: str
+
+    @classmethod
+    def from_config(cls, config: Config) -> Submitter:
+        cfg = config.tlsrpt
+        domain = cfg.submitter or config.dkim_domain
+        return cls(
+            domain=domain,
+            organization=cfg.organization or config.dkim_domain,
+            contact=cfg.contact or f"postmaster@{domain}",
+            from_address=cfg.from_address or f"noreply-tlsrpt@{domain}",
+        )
+
+    def report_id(self, day: str, domain: str) -> str:
+        """The same on every try of one report: a receiver recognises a
+        report sent twice."""
+        return f"{day}.{domain}@{self.domain}"
+
+
 class Reporter:
     """Sends the daily TLS reports of one worker; ``run()`` until stopped,
     or ``run_once()`` for one round."""
@@ -79,10 +107,7 @@ class Reporter:
         self.signer = signer
         self.owner = owner
         self.clock = clock
-        self.submitter = self.cfg.submitter or config.dkim_domain
-        self.organization = self.cfg.organization or config.dkim_domain
-        self.contact = self.cfg.contact or f"postmaster@{self.submitter}"
-        self.from_address = self.cfg.from_address or f"noreply-tlsrpt@{self.submitter}"
+        self.submitter = Submitter.from_config(config)
         self.allowed = webhook_policy.allow_networks(self.cfg.allow)
         self._context = ssl_context(self.cfg.cafile)
         self._stopping = asyncio.Event()
@@ -116,9 +141,7 @@ class Reporter:
         return len(jobs)
 
     def report_id(self, job: ReportJob) -> str:
-        """The same on every try of one report: a receiver recognises a
-        report sent twice."""
-        return f"{job.day}.{job.domain}@{self.submitter}"
+        return self.submitter.report_id(job.day, job.domain)
 
     async def _report(self, job: ReportJob) -> None:
         try:
@@ -143,9 +166,9 @@ class Reporter:
                 counts,
                 domain=job.domain,
                 day=job.day,
-                organization=self.organization,
+                organization=self.submitter.organization,
                 report_id=report_id,
-                contact=self.contact,
+                contact=self.submitter.contact,
             )
         )
         errors: list[str] = []
@@ -194,23 +217,23 @@ class Reporter:
         now = self.clock()
         data = compose(
             ReportMail(
-                from_address=self.from_address,
+                from_address=self.submitter.from_address,
                 to_address=address,
                 domain=job.domain,
-                submitter=self.submitter,
+                submitter=self.submitter.domain,
                 report_id=report_id,
-                filename=report_filename(self.submitter, job.domain, job.day),
+                filename=report_filename(self.submitter.domain, job.domain, job.day),
                 body=body,
             ),
             now=now,
-            message_id_domain=self.submitter,
+            message_id_domain=self.submitter.domain,
         )
         signed = self.signer.sign(data)
         domain = address.rpartition("@")[2]
         # STARTTLS required, the certificate not checked (TLS-Required: No)
         session = await self.connector.connect(domain, TLSPolicy.ENCRYPT)
         try:
-            await session.send(self.from_address, address, signed)
+            await session.send(self.submitter.from_address, address, signed)
         finally:
             await session.close()
 
