@@ -105,6 +105,11 @@ class BenchReport:
     # (0 when not measured), and that rate over the encrypt rate
     mta_sts_messages_per_second: float = 0.0
     mta_sts_ratio: float = 0.0
+    # one message per connection (every message a TLS session), with TLS
+    # report counting off and on (0 when not measured), and on over off
+    tlsrpt_off_messages_per_second: float = 0.0
+    tlsrpt_on_messages_per_second: float = 0.0
+    tlsrpt_ratio: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -442,7 +447,55 @@ def _phase(
     service_loop.run(
         _outcome(phase, messages, tls_policy="mta-sts enforce" if enforced else "encrypt")
     )
+    service_loop.run(_check_tls_counts(phase))
     return messages / seconds
+
+
+async def _check_tls_counts(config: Config) -> None:
+    """Raises MailerError when TLS report counting is on and counted no
+    session, or off and counted some: the comparison would be void."""
+    async with App(config) as app:
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        sessions = sum(c.count for c in await app.store.tlsrpt.counts(day))
+    if config.tlsrpt.count != (sessions > 0):
+        raise MailerError(
+            f"bench: TLS report counting is {config.tlsrpt.count}, {sessions} counted"
+        )
+
+
+def _counting_rates(
+    stack: contextlib.ExitStack,
+    config: Config,
+    root: Path,
+    postgres: str | None,
+    messages: int,
+    domains: int,
+    workers: int,
+) -> tuple[float, float]:
+    """The delivery rate with TLS report counting off and on, one message
+    per connection so that every message is a counted session (the most
+    counting can cost). Off and on alternate, STS_ROUNDS of each, and the
+    best of each kind is compared: the machine drifts within a run."""
+    limits = config.limits.default.model_copy(update={"messages_per_connection": 1})
+    sessions = config.model_copy(
+        update={"limits": config.limits.model_copy(update={"default": limits})}
+    )
+    kinds = {
+        False: sessions.model_copy(
+            update={"tlsrpt": config.tlsrpt.model_copy(update={"count": False})}
+        ),
+        True: sessions.model_copy(
+            update={"tlsrpt": config.tlsrpt.model_copy(update={"count": True})}
+        ),
+    }
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for round_ in range(STS_ROUNDS):
+        for counting, phase in kinds.items():
+            where = root / f"tlsrpt-{'on' if counting else 'off'}{round_}"
+            rates[counting].append(
+                _phase(stack, phase, where, postgres, messages, domains, workers)
+            )
+    return max(rates[False]), max(rates[True])
 
 
 def run_bench(
@@ -456,12 +509,14 @@ def run_bench(
     api_recipients: int = 20_000,
     workers: int = 1,
     mta_sts: bool = False,
+    tlsrpt: bool = False,
 ) -> BenchReport:
     """With ``postgres`` (a postgresql:// URL) the queue lives in a scratch
     schema of that database instead of an SQLite file. The engine runs as
     ``workers`` processes (``mailer worker``), as on a host with one per
     core. With ``mta_sts`` the delivery is measured a second time with an
-    enforce policy on every domain."""
+    enforce policy on every domain. With ``tlsrpt`` it is measured with one
+    message per connection, TLS report counting off and on."""
     with contextlib.ExitStack() as stack:
         root = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         keystore = KeyStore(root / "keys")
@@ -548,6 +603,11 @@ def run_bench(
                     )
                     deliver_seconds = min(deliver_seconds, messages / again)
             sts_rate = max(sts_rates)
+        counting_rates = (0.0, 0.0)
+        if tlsrpt:
+            counting_rates = _counting_rates(
+                stack, config, root, postgres, messages, domains, workers
+            )
         baseline_sent, baseline_rate = naive_baseline(
             port, baseline_messages, domains, baseline_seconds, keys
         )
@@ -613,6 +673,9 @@ def run_bench(
             sink_checks_per_second=round(sink_rate, 1),
             mta_sts_messages_per_second=round(sts_rate, 1),
             mta_sts_ratio=round(sts_rate / rate, 3),
+            tlsrpt_off_messages_per_second=round(counting_rates[0], 1),
+            tlsrpt_on_messages_per_second=round(counting_rates[1], 1),
+            tlsrpt_ratio=round(counting_rates[1] / counting_rates[0], 3) if tlsrpt else 0.0,
             webhook_events=hooks.events,
             webhook_events_received=hooks.received,
             webhook_events_per_second=round(hooks.per_second, 1),
