@@ -1,5 +1,6 @@
 """The TLS-policy wing of delivery: what a receiving domain publishes
-(MTA-STS, RFC 8461) and what applies to a connection.
+(MTA-STS, RFC 8461), what applies to a connection, and what TLS reports
+(RFC 8460) say about it.
 
 - ``policy``: the TXT record and policy file grammars, MX matching (pure)
 - ``discovery``: the ``_mta-sts`` TXT lookup
@@ -7,4 +8,8 @@
 - ``cache``: the worker's memory in front of the store's shared cache
 - ``sts``: the policy source the engine asks, with its background refresh
 - ``applied``: configured level + published policy → the applied policy (pure)
+- ``results``: TLS reporting's policy and result types (RFC 8460), and what
+  maps onto them (pure)
+- ``counter``: a worker's TLS session counts until the next outcome batch
+- ``report``: the ``_smtp._tls`` record and the report JSON (pure)
 """
