@@ -248,6 +248,8 @@ class TLSReportConfig(_Frozen):
     max_tries: Annotated[int, Field(ge=1, le=100)] = 8
     # one https POST or one SMTP exchange
     timeout: Annotated[float, Field(gt=0, le=300)] = 60.0
+    # days the counts (and report states) are kept once their report is done
+    keep_days: Annotated[int, Field(ge=1, le=3650)] = 30
 
     @field_validator("organization", "submitter", "contact", "from_address")
     @classmethod

@@ -889,3 +889,20 @@ async def test_concurrent_report_claims_never_share_a_job(store) -> None:
     )
     ids = [job.id for claim in claims for job in claim]
     assert len(ids) == len(set(ids)) == 12
+
+
+async def test_old_tls_counts_go_once_their_report_is_done(store) -> None:
+    old_done = dataclasses.replace(_tls_success(), day="2026-10-01")
+    old_due = dataclasses.replace(_tls_success("b.test"), day="2026-10-01")
+    await store.tlsrpt.add_counts([old_done, old_due, _tls_success()])
+    jobs = await store.tlsrpt.claim_reports(
+        "w", before_day="2026-10-02", limit=10, lease_seconds=60, now=1.0
+    )
+    done = next(j for j in jobs if j.domain == "dest.test")
+    await store.tlsrpt.finish_report("w", done.id, "sent", now=2.0)
+    assert await store.tlsrpt.prune_reports(before_day="2026-11-01") == 1
+    assert await store.tlsrpt.counts("2026-10-01", "dest.test") == []
+    # the report still due keeps its counts, and the recent day is untouched
+    assert len(await store.tlsrpt.counts("2026-10-01", "b.test")) == 1
+    assert [j.domain for j in await store.tlsrpt.reports("2026-10-01")] == ["b.test"]
+    assert len(await store.tlsrpt.counts("2026-12-05")) == 1

@@ -112,6 +112,12 @@ class TLSReportStore(Protocol):
         """The report jobs of ``day``, by domain."""
         ...
 
+    async def prune_reports(self, *, before_day: str) -> int:
+        """Delete the counts and report jobs of days before ``before_day``
+        whose report is no longer due (sent, no record, failed); returns
+        how many count rows went."""
+        ...
+
 
 def count_params(counts: Sequence[TLSCount]) -> list[tuple[Any, ...]]:
     """One upsert's parameters per distinct key, counts of a key summed:
@@ -231,6 +237,15 @@ SET state = %s, tries = tries + 1, next_at = %s, sent_at = %s, detail = %s,
     lease_owner = NULL, lease_until = NULL
 WHERE id = %s AND lease_owner = %s
 """
+
+# Params: before_day, before_day.
+PRUNE_COUNTS = """
+DELETE FROM tlsrpt_counts WHERE day < %s AND NOT EXISTS (
+    SELECT 1 FROM tlsrpt_reports r
+    WHERE r.day = tlsrpt_counts.day AND r.domain = tlsrpt_counts.domain AND r.state = 'due'
+)
+"""
+PRUNE_REPORTS = "DELETE FROM tlsrpt_reports WHERE day < %s AND state <> 'due'"
 
 SELECT_REPORTS = """
 SELECT id, day, domain, state, tries, next_at, sent_at, detail

@@ -111,6 +111,8 @@ class Reporter:
         self.allowed = webhook_policy.allow_networks(self.cfg.allow)
         self._context = ssl_context(self.cfg.cafile)
         self._stopping = asyncio.Event()
+        # the day before which counts were last pruned (once a day is enough)
+        self._pruned_before: str | None = None
 
     def stop(self) -> None:
         self._stopping.set()
@@ -138,6 +140,12 @@ class Reporter:
         )
         for job in jobs:
             await self._report(job)
+        keep = utc_day(now - self.cfg.keep_days * 86400)
+        if keep != self._pruned_before:
+            pruned = await self.store.prune_reports(before_day=keep)
+            self._pruned_before = keep
+            if pruned:
+                log.info("TLS reports: %d count rows from before %s removed", pruned, keep)
         return len(jobs)
 
     def report_id(self, job: ReportJob) -> str:

@@ -70,5 +70,11 @@ class PostgresTLSReports:
             cur = await conn.execute(t.FINISH_REPORT, params)
             return cur.rowcount == 1
 
+    async def prune_reports(self, *, before_day: str) -> int:
+        async with self._store._tx() as conn:
+            cur = await conn.execute(t.PRUNE_COUNTS, (before_day,))
+            await conn.execute(t.PRUNE_REPORTS, (before_day,))
+            return cur.rowcount
+
     async def reports(self, day: str) -> list[t.ReportJob]:
         return [t.report_job(row) for row in await self._store._all(t.SELECT_REPORTS, (day,))]

@@ -66,6 +66,14 @@ class SQLiteTLSReports:
 
         return await self._store._run(self._store._tx, work)
 
+    async def prune_reports(self, *, before_day: str) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            pruned = conn.execute(q(t.PRUNE_COUNTS), (before_day,)).rowcount
+            conn.execute(q(t.PRUNE_REPORTS), (before_day,))
+            return pruned
+
+        return await self._store._run(self._store._tx, work)
+
     async def reports(self, day: str) -> list[t.ReportJob]:
         conn = self._store.conn
         found = await self._store._run(lambda: conn.execute(q(t.SELECT_REPORTS), (day,)).fetchall())
