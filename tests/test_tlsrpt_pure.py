@@ -175,6 +175,19 @@ def test_counter_aggregates_sessions_and_forgets_what_it_handed_over() -> None:
     assert counter.drain() == []
 
 
+def test_verify_configured_under_a_testing_policy_reports_on_the_policy() -> None:
+    applied = apply_policy(TLSPolicy.VERIFY, TESTING)
+    assert applied.name is Applied.VERIFY
+    counter = TLSCounter(clock=lambda: DAY_START)
+    counter.success("dest.test", applied)
+    counter.success("plain.test", apply_policy(TLSPolicy.VERIFY, None))
+    kinds = {c.domain: (c.policy_type, c.mx_host) for c in counter.drain()}
+    assert kinds == {
+        "dest.test": ("sts", ("*.dest.test",)),
+        "plain.test": ("no-policy-found", ()),
+    }
+
+
 def test_restored_counts_add_to_new_ones() -> None:
     counter = TLSCounter(clock=lambda: DAY_START)
     counter.success("dest.test", sts_testing())

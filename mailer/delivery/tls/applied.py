@@ -55,7 +55,10 @@ def apply_policy(configured: TLSPolicy, published: STSPolicy | None) -> AppliedP
         )
     testing = published is not None and published.mode is Mode.TESTING
     if TLSPolicy(configured) is TLSPolicy.VERIFY:
-        return AppliedPolicy(Applied.VERIFY, TLSPolicy.VERIFY)
+        # a testing policy stays named: TLS reports are about it
+        return AppliedPolicy(
+            Applied.VERIFY, TLSPolicy.VERIFY, published=published if testing else None
+        )
     if testing and published is not None:
         return AppliedPolicy(
             Applied.MTA_STS_TESTING, TLSPolicy.ENCRYPT, report=published.mx, published=published

@@ -45,13 +45,16 @@ class TLSCounter:
         return len(self._counts)
 
     def _base(self, domain: str, applied: AppliedPolicy) -> TLSCount | None:
+        day = utc_day(self._clock())
+        published = applied.published
+        if published is not None:
+            # the domain's MTA-STS policy, also where configuration checks
+            # more strictly than it asks (``verify`` under ``testing``)
+            lines = policy_lines(published)
+            return TLSCount(day, domain, PolicyType.STS.value, lines, published.mx)
         kind = policy_type(applied.name.value)
         if kind is None:
             return None
-        day = utc_day(self._clock())
-        if kind is PolicyType.STS and applied.published is not None:
-            published = applied.published
-            return TLSCount(day, domain, kind.value, policy_lines(published), published.mx)
         return TLSCount(day, domain, kind.value)
 
     def _add(self, key: TLSCount) -> None:
