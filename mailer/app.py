@@ -16,6 +16,7 @@ from typing import Self
 from mailer.config import Config, TLSPolicy
 from mailer.delivery.connector import Connector
 from mailer.delivery.engine import Engine
+from mailer.delivery.tls.counter import TLSCounter
 from mailer.delivery.tls.fetch import PolicyFetcher
 from mailer.delivery.tls.sts import FetchFailure, PolicySource
 from mailer.dns import Resolver
@@ -33,6 +34,8 @@ from mailer.prepare import FeedbackIdFn, Prepared, Preparer, ReturnPathFn, SignF
 from mailer.reasons import Reason, State
 from mailer.store import Store, is_postgres, open_store
 from mailer.store.models import Distribution, NewDistribution, Send
+from mailer.tlsrpt import Reporter
+from mailer.tlsrpt.mail import REPORT_SIGNED_HEADERS
 from mailer.webhooks import Dispatcher, Webhooks
 from mailer.webhooks.metrics import WebhookMetrics
 
@@ -122,6 +125,8 @@ class App:
         await self.store.close()
 
     def connector(self) -> Connector:
+        """A connector for one engine; its TLS sessions are counted for TLS
+        reports when ``tlsrpt.count`` is on."""
         cfg = self.config
         return Connector(
             self.resolver,
@@ -131,6 +136,7 @@ class App:
             timeout=cfg.worker.smtp_timeout,
             cafile=str(cfg.tls.cafile) if cfg.tls.cafile else None,
             on_testing_failure=self.metrics.mta_sts_testing_failure,
+            tls_counter=TLSCounter() if cfg.tlsrpt.count else None,
         )
 
     def policies(self) -> PolicySource:
@@ -306,6 +312,26 @@ class App:
     def webhooks(self) -> Webhooks:
         """The accounts' webhook endpoints (registration, replay, log)."""
         return Webhooks(self.config, self.store, self.resolver)
+
+    def tls_reporter(self, *, owner: str, clock: Callable[[], float] = time.time) -> Reporter:
+        """The TLS report loop of a worker (RFC 8460). Its mail is signed
+        with our domain's DKIM key, the report header fields included;
+        without a key it goes to https URIs only."""
+        keys = self._load_keys()
+        signer = None
+        if self.config.dkim_domain in keys:
+            signer = Signer(keys, our_domain=self.config.dkim_domain, headers=REPORT_SIGNED_HEADERS)
+        cfg = self.config
+        connector = Connector(
+            self.resolver,
+            helo=cfg.hostname,
+            port=cfg.smtp_port,
+            relay=cfg.relay_address,
+            timeout=cfg.tlsrpt.timeout,
+        )
+        return Reporter(
+            cfg, self.store.tlsrpt, self.resolver, connector, signer, owner=owner, clock=clock
+        )
 
     def dispatcher(self, *, owner: str) -> Dispatcher:
         """The webhook delivery loop of a worker, counting into

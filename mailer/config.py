@@ -216,6 +216,66 @@ class MTASTSConfig(_Frozen):
     test_cafile: Path | None = None
 
 
+class TLSReportConfig(_Frozen):
+    """SMTP TLS reporting (RFC 8460): counting every TLS session, and the
+    daily reports to the domains that publish ``_smtp._tls``."""
+
+    # count sessions into the store (on the delivery path; see mailer bench)
+    count: bool = True
+    # workers send the reports of finished days
+    send: bool = True
+    # organization-name of the reports (default: the DKIM domain)
+    organization: str | None = None
+    # TLS-Report-Submitter and the domain reports come from (default: the
+    # DKIM domain, whose key signs the report mail)
+    submitter: str | None = None
+    # contact-info of the reports (default: postmaster@<submitter>)
+    contact: str | None = None
+    # From and envelope sender of report mail (default: noreply-tlsrpt@<submitter>)
+    from_address: str | None = None
+    # networks (CIDR) or addresses https report URIs may resolve to
+    # although they are loopback, private, link-local, CGNAT or metadata
+    allow: tuple[str, ...] = ()
+    # extra CA bundle trusted for https report URIs (besides the system's)
+    cafile: Path | None = None
+    # how often a worker looks for reports due
+    interval: Annotated[float, Field(gt=0)] = 300.0
+    # a worker's hold on one report while it sends it
+    lease_seconds: Annotated[float, Field(gt=0)] = 600.0
+    # a report no URI took is tried again after retry_delay, doubling, at
+    # most max_tries times
+    retry_delay: Annotated[float, Field(gt=0)] = 1800.0
+    max_tries: Annotated[int, Field(ge=1, le=100)] = 8
+    # one https POST or one SMTP exchange
+    timeout: Annotated[float, Field(gt=0, le=300)] = 60.0
+    # days the counts (and report states) are kept once their report is done
+    keep_days: Annotated[int, Field(ge=1, le=3650)] = 30
+
+    @field_validator("organization", "submitter", "contact", "from_address")
+    @classmethod
+    def _header_value(cls, value: str | None) -> str | None:
+        # these go into mail header fields and the report
+        if value is not None and (
+            not value.strip() or any(c in value for c in "\r\n") or not value.isprintable()
+        ):
+            raise ValueError("must be printable text on one line (no CR/LF)")
+        return value
+
+    @field_validator("from_address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and ("@" not in value.strip("@") or any(c in value for c in " <>")):
+            raise ValueError("must be a mail address (local@domain)")
+        return value
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)
+        return value
+
+
 class WorkerConfig(_Frozen):
     # sends leased at once by one worker: also the bound on duplicates
     # after a crash
@@ -562,6 +622,7 @@ class Config(_Frozen):
     feedback: FeedbackConfig = FeedbackConfig()
     inbound: InboundConfig = InboundConfig()
     mta_sts: MTASTSConfig = MTASTSConfig()
+    tlsrpt: TLSReportConfig = TLSReportConfig()
 
     webhooks: WebhooksConfig = WebhooksConfig()
 

@@ -125,8 +125,14 @@ class TLSUnavailable(DeliveryError):
 
 
 class TLSFailed(DeliveryError):
-    def __init__(self, text: str, *, certificate: bool = False) -> None:
+    """``verify_code``: OpenSSL's X509_V_ERR code of a certificate that did
+    not verify (TLS reports tell an expired certificate from a wrong name)."""
+
+    def __init__(
+        self, text: str, *, certificate: bool = False, verify_code: int | None = None
+    ) -> None:
         super().__init__(Reason.CERTIFICATE if certificate else Reason.TLS_HANDSHAKE, text)
+        self.verify_code = verify_code
 
 
 class SMTPReplyError(DeliveryError):

@@ -141,3 +141,33 @@ def test_bench_with_dane_delivers_under_dane_and_reports_every_run() -> None:
     assert report["dane_ratio"] == pytest.approx(
         report["dane_messages_per_second"] / report["messages_per_second"], rel=0.01
     )
+
+
+def test_bench_with_tlsrpt_reports_counting_off_and_on_side_by_side() -> None:
+    # the bench fails the run unless the "on" phases counted sessions and
+    # the "off" phases none (_check_tls_counts)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            "--messages",
+            "40",
+            "--baseline",
+            "5",
+            "--api-recipients",
+            "1000",
+            "--workers",
+            "1",
+            "--tlsrpt",
+            "--json",
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    assert report["tlsrpt_off_messages_per_second"] > 0
+    assert report["tlsrpt_on_messages_per_second"] > 0
+    assert report["tlsrpt_ratio"] == pytest.approx(
+        report["tlsrpt_on_messages_per_second"] / report["tlsrpt_off_messages_per_second"],
+        rel=0.01,
+    )

@@ -68,11 +68,13 @@ class FlakyStore:
             raise self._error
         return await self._store.claim(owner, limit, lease_seconds=lease_seconds, now=now)
 
-    async def complete(self, owner: str, outcomes: Sequence[Outcome], *, now: float) -> None:
+    async def complete(
+        self, owner: str, outcomes: Sequence[Outcome], *, now: float, tls_counts: Any = ()
+    ) -> None:
         if self._complete_times > 0:
             self._complete_times -= 1
             raise RuntimeError("injected: outcome write blew up")
-        await self._store.complete(owner, outcomes, now=now)
+        await self._store.complete(owner, outcomes, now=now, tls_counts=tls_counts)
 
 
 def message_ids(*sinks: Sink) -> collections.Counter[str]:
@@ -213,6 +215,7 @@ class RaisingConnector:
     def __init__(self, real: Connector, times: int = 1) -> None:
         self._real = real
         self._times = times
+        self.tls_counter = real.tls_counter
 
     async def connect(self, domain: str, policy: Any, source: Any = None) -> Any:
         if self._times > 0:

@@ -24,6 +24,7 @@ from mailer.store.models import (
 )
 from mailer.store.sqlite import sql as sqlite_sql
 from mailer.store.sqlite.store import SQLiteStore
+from mailer.store.tlsrpt import TLSCount
 from tests.backends import BACKENDS, StoreFactory
 
 DIST = NewDistribution(
@@ -769,6 +770,8 @@ async def test_an_automatic_bounce_suppression_keeps_an_unsubscribe(store) -> No
         50.0,
         "link",
     )
+
+
 async def test_sts_policies_are_stored_replaced_listed_when_due_and_dropped(store) -> None:
     assert await store.sts_policy("dest.test") is None
     first = CachedPolicy("dest.test", "1", "enforce", ("mx1.dest.test", "*.dest.test"), 100, 0, 100)
@@ -786,3 +789,120 @@ async def test_sts_policies_are_stored_replaced_listed_when_due_and_dropped(stor
     assert await store.drop_sts_policy("dest.test") is True
     assert await store.drop_sts_policy("dest.test") is False
     assert await store.sts_policy("dest.test") is None
+
+
+# TLS reporting (RFC 8460): daily counts and report jobs ---------------------------
+
+
+def _tls_success(domain: str = "dest.test", n: int = 1) -> TLSCount:
+    policy = ("version: STSv1", "mode: testing", "mx: *.dest.test", "max_age: 86400")
+    return TLSCount("2026-12-05", domain, "sts", policy, ("*.dest.test",), count=n)
+
+
+def _tls_failure(ip: str = "127.0.0.2") -> TLSCount:
+    return dataclasses.replace(
+        _tls_success(),
+        result_type="certificate-host-mismatch",
+        sending_ip="192.0.2.1",
+        receiving_mx="mx1.dest.test",
+        receiving_ip=ip,
+        reason_code="certificate",
+    )
+
+
+async def test_tls_counts_go_with_the_outcome_batch_and_add_up(store) -> None:
+    _, [send_id] = await store.enqueue(DIST, sends(1), hostname="h", now=100.0)
+    await store.claim("w", 10, lease_seconds=30, now=100.0)
+    done = Outcome(send_id, State.DELIVERED, Reason.DELIVERED)
+    counts = [_tls_success(), _tls_success(), _tls_failure(), _tls_failure("127.0.0.3")]
+    assert await store.complete("w", [done], now=101.0, tls_counts=counts) == 1
+    # another worker's sessions of the same day add to the same rows
+    await store.tlsrpt.add_counts([_tls_success(n=3), _tls_failure()])
+    got = await store.tlsrpt.counts("2026-12-05")
+    by_type = {(c.result_type, c.receiving_ip): c.count for c in got}
+    assert by_type == {
+        ("", ""): 5,
+        ("certificate-host-mismatch", "127.0.0.2"): 2,
+        ("certificate-host-mismatch", "127.0.0.3"): 1,
+    }
+    assert got[0].policy_string[1] == "mode: testing"
+    assert got[0].mx_host == ("*.dest.test",)
+    assert await store.tlsrpt.counts("2026-12-04") == []
+    assert await store.tlsrpt.counts("2026-12-05", "other.test") == []
+
+
+async def test_report_jobs_are_made_for_finished_days_and_leased_once(store) -> None:
+    await store.tlsrpt.add_counts([_tls_success(), _tls_success("b.test")])
+    today = await store.tlsrpt.claim_reports(
+        "w1", before_day="2026-12-05", limit=10, lease_seconds=60, now=1000.0
+    )
+    assert today == []  # the day is not over
+    got = await store.tlsrpt.claim_reports(
+        "w1", before_day="2026-12-06", limit=10, lease_seconds=60, now=1000.0
+    )
+    assert [(j.day, j.domain, j.state) for j in got] == [
+        ("2026-12-05", "b.test", "due"),
+        ("2026-12-05", "dest.test", "due"),
+    ]
+    other = await store.tlsrpt.claim_reports(
+        "w2", before_day="2026-12-06", limit=10, lease_seconds=60, now=1001.0
+    )
+    assert other == []
+    # w1 died: its leases end and the jobs are due again for w2
+    again = await store.tlsrpt.claim_reports(
+        "w2", before_day="2026-12-06", limit=10, lease_seconds=60, now=1061.0
+    )
+    assert len(again) == 2
+    job = again[0]
+    assert not await store.tlsrpt.finish_report("w1", job.id, "sent", now=1062.0)
+    assert await store.tlsrpt.finish_report("w2", job.id, "sent", now=1062.0)
+    retry = again[1]
+    assert await store.tlsrpt.finish_report(
+        "w2", retry.id, "due", now=1062.0, next_at=2000.0, detail="503"
+    )
+    assert (
+        await store.tlsrpt.claim_reports(
+            "w3", before_day="2026-12-06", limit=10, lease_seconds=60, now=1999.0
+        )
+        == []
+    )
+    [later] = await store.tlsrpt.claim_reports(
+        "w3", before_day="2026-12-06", limit=10, lease_seconds=60, now=2000.0
+    )
+    assert later.id == retry.id
+    assert later.tries == 1
+    assert later.detail == "503"
+    jobs = {j.domain: j for j in await store.tlsrpt.reports("2026-12-05")}
+    assert jobs["b.test"].state == "sent"
+    assert jobs["b.test"].sent_at == 1062.0
+
+
+async def test_concurrent_report_claims_never_share_a_job(store) -> None:
+    await store.tlsrpt.add_counts([_tls_success(f"d{i}.test") for i in range(12)])
+    claims = await asyncio.gather(
+        *(
+            store.tlsrpt.claim_reports(
+                f"w{i}", before_day="2026-12-06", limit=5, lease_seconds=60, now=10.0
+            )
+            for i in range(4)
+        )
+    )
+    ids = [job.id for claim in claims for job in claim]
+    assert len(ids) == len(set(ids)) == 12
+
+
+async def test_old_tls_counts_go_once_their_report_is_done(store) -> None:
+    old_done = dataclasses.replace(_tls_success(), day="2026-10-01")
+    old_due = dataclasses.replace(_tls_success("b.test"), day="2026-10-01")
+    await store.tlsrpt.add_counts([old_done, old_due, _tls_success()])
+    jobs = await store.tlsrpt.claim_reports(
+        "w", before_day="2026-10-02", limit=10, lease_seconds=60, now=1.0
+    )
+    done = next(j for j in jobs if j.domain == "dest.test")
+    await store.tlsrpt.finish_report("w", done.id, "sent", now=2.0)
+    assert await store.tlsrpt.prune_reports(before_day="2026-11-01") == 1
+    assert await store.tlsrpt.counts("2026-10-01", "dest.test") == []
+    # the report still due keeps its counts, and the recent day is untouched
+    assert len(await store.tlsrpt.counts("2026-10-01", "b.test")) == 1
+    assert [j.domain for j in await store.tlsrpt.reports("2026-10-01")] == ["b.test"]
+    assert len(await store.tlsrpt.counts("2026-12-05")) == 1

@@ -119,6 +119,11 @@ class BenchReport:
     # every run of the alternation, in order: DANE, and encrypt beside it
     dane_runs: tuple[float, ...] = ()
     dane_encrypt_runs: tuple[float, ...] = ()
+    # one message per connection (every message a TLS session), with TLS
+    # report counting off and on (0 when not measured), and on over off
+    tlsrpt_off_messages_per_second: float = 0.0
+    tlsrpt_on_messages_per_second: float = 0.0
+    tlsrpt_ratio: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -465,7 +470,55 @@ def _phase(
     if phase.dnssec == "trust-ad":
         expected = "dane"
     service_loop.run(_outcome(phase, messages, tls_policy=expected))
+    service_loop.run(_check_tls_counts(phase))
     return messages / seconds
+
+
+async def _check_tls_counts(config: Config) -> None:
+    """Raises MailerError when TLS report counting is on and counted no
+    session, or off and counted some: the comparison would be void."""
+    async with App(config) as app:
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        sessions = sum(c.count for c in await app.store.tlsrpt.counts(day))
+    if config.tlsrpt.count != (sessions > 0):
+        raise MailerError(
+            f"bench: TLS report counting is {config.tlsrpt.count}, {sessions} counted"
+        )
+
+
+def _counting_rates(
+    stack: contextlib.ExitStack,
+    config: Config,
+    root: Path,
+    postgres: str | None,
+    messages: int,
+    domains: int,
+    workers: int,
+) -> tuple[float, float]:
+    """The delivery rate with TLS report counting off and on, one message
+    per connection so that every message is a counted session (the most
+    counting can cost). Off and on alternate, STS_ROUNDS of each, and the
+    best of each kind is compared: the machine drifts within a run."""
+    limits = config.limits.default.model_copy(update={"messages_per_connection": 1})
+    sessions = config.model_copy(
+        update={"limits": config.limits.model_copy(update={"default": limits})}
+    )
+    kinds = {
+        False: sessions.model_copy(
+            update={"tlsrpt": config.tlsrpt.model_copy(update={"count": False})}
+        ),
+        True: sessions.model_copy(
+            update={"tlsrpt": config.tlsrpt.model_copy(update={"count": True})}
+        ),
+    }
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for round_ in range(STS_ROUNDS):
+        for counting, phase in kinds.items():
+            where = root / f"tlsrpt-{'on' if counting else 'off'}{round_}"
+            rates[counting].append(
+                _phase(stack, phase, where, postgres, messages, domains, workers)
+            )
+    return max(rates[False]), max(rates[True])
 
 
 def run_bench(
@@ -480,12 +533,15 @@ def run_bench(
     workers: int = 1,
     mta_sts: bool = False,
     dane: bool = False,
+    tlsrpt: bool = False,
 ) -> BenchReport:
     """With ``postgres`` (a postgresql:// URL) the queue lives in a scratch
     schema of that database instead of an SQLite file. The engine runs as
     ``workers`` processes (``mailer worker``), as on a host with one per
     core. With ``mta_sts`` the delivery is measured a second time with an
-    enforce policy on every domain, and with ``dane`` under DANE."""
+    enforce policy on every domain, and with ``dane`` under DANE. With
+    ``tlsrpt`` it is measured with one message per connection, TLS report
+    counting off and on."""
     with contextlib.ExitStack() as stack:
         root = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         keystore = KeyStore(root / "keys")
@@ -598,6 +654,11 @@ def run_bench(
                     (dane_rates if kind == "dane" else dane_encrypt_rates).append(rate_)
             deliver_seconds = min(deliver_seconds, messages / max(dane_encrypt_rates))
             dane_rate = max(dane_rates)
+        counting_rates = (0.0, 0.0)
+        if tlsrpt:
+            counting_rates = _counting_rates(
+                stack, config, root, postgres, messages, domains, workers
+            )
         baseline_sent, baseline_rate = naive_baseline(
             port, baseline_messages, domains, baseline_seconds, keys
         )
@@ -667,6 +728,9 @@ def run_bench(
             dane_ratio=round(dane_rate / rate, 3),
             dane_runs=tuple(round(r, 1) for r in dane_rates),
             dane_encrypt_runs=tuple(round(r, 1) for r in dane_encrypt_rates),
+            tlsrpt_off_messages_per_second=round(counting_rates[0], 1),
+            tlsrpt_on_messages_per_second=round(counting_rates[1], 1),
+            tlsrpt_ratio=round(counting_rates[1] / counting_rates[0], 3) if tlsrpt else 0.0,
             webhook_events=hooks.events,
             webhook_events_received=hooks.received,
             webhook_events_per_second=round(hooks.per_second, 1),

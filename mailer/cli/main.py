@@ -98,6 +98,7 @@ def register_commands() -> None:
         sink,
         spf,
         suppress,
+        tlsrpt,
         webhooks,
         worker,
     )

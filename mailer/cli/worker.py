@@ -86,12 +86,16 @@ async def _work(config: Config, drain: bool, every: float) -> int:
         engine = await app.engine()
         # webhooks go out from the same process, under the engine's name
         dispatcher = app.dispatcher(owner=engine.owner)
+        # and the TLS reports of finished days (RFC 8460)
+        reporter = app.tls_reporter(owner=engine.owner) if config.tlsrpt.send else None
         log.info(startup_line(config, engine.owner), extra={"owner": engine.owner})
         loop.settle_heap()
 
         def stop() -> None:
             engine.stop()
             dispatcher.stop()
+            if reporter is not None:
+                reporter.stop()
 
         on_stop_signals(stop)
         helpers = [
@@ -104,8 +108,13 @@ async def _work(config: Config, drain: bool, every: float) -> int:
                 # the events of the drained sends, then out
                 await engine.run(drain=True)
                 await dispatcher.run(drain=True)
+                if reporter is not None:
+                    await reporter.run_once()
             else:
-                await asyncio.gather(engine.run(), dispatcher.run())
+                loops = [engine.run(), dispatcher.run()]
+                if reporter is not None:
+                    loops.append(reporter.run())
+                await asyncio.gather(*loops)
         finally:
             for helper in helpers:
                 helper.cancel()

@@ -7,7 +7,10 @@ the destination deferred.
 Under an MTA-STS ``enforce`` policy only MX hosts matching the policy are
 tried, with certificates verified against the MX name; under ``testing``
 every host is tried as before and what enforce would have refused is
-counted. Connections leave from a source-address pool entry: bound to its
+counted. Every TLS session (one address of one host) is counted for TLS
+reports (RFC 8460) as a success or as one failure, the first the policy
+found; hosts that could not be reached at all are no TLS session and are
+not counted. Connections leave from a source-address pool entry: bound to its
 local address, with its EHLO name, and to destination addresses of its IP
 version only (IPv6 destinations are used when the entry is IPv6).
 
@@ -29,12 +32,13 @@ from mailer.config import SourceConfig, TLSPolicy
 from mailer.delivery.routing import resolve_route
 from mailer.delivery.smtp import Session, TLSContexts, open_session
 from mailer.delivery.tls.applied import Applied, AppliedPolicy, apply_dane
+from mailer.delivery.tls.counter import TLSCounter
 from mailer.delivery.tls.dane import check
 from mailer.delivery.tls.policy import mx_allowed
-from mailer.delivery.tls.results import ResultType
+from mailer.delivery.tls.results import ResultType, certificate_result, result_type
 from mailer.delivery.tls.tlsa import lookup_tlsa
 from mailer.dns import Addresses, Resolver
-from mailer.errors import DeliveryError, DNSError, MailerError
+from mailer.errors import DeliveryError, DNSError, MailerError, TLSFailed
 from mailer.reasons import Reason
 
 # the order in which a failure explains a deferral: a TLS problem on any
@@ -51,12 +55,6 @@ _REASON_RANK = {
 }
 
 MAX_ADDRESSES_PER_HOST = 2
-
-# RFC 8460 result types of the connection failures that have one of their own
-_RESULTS = {
-    Reason.DANE: ResultType.TLSA_INVALID,
-    Reason.TLS_UNAVAILABLE: ResultType.STARTTLS_NOT_SUPPORTED,
-}
 
 
 class RouteFailure(MailerError):
@@ -115,6 +113,7 @@ class Connector:
         cafile: str | None = None,
         rng: random.Random | None = None,
         on_testing_failure: ReportFn | None = None,
+        tls_counter: TLSCounter | None = None,
     ) -> None:
         self.resolver = resolver
         self.helo = helo
@@ -127,6 +126,8 @@ class Connector:
         self.on_testing_failure = on_testing_failure
         # DANE needs DNSSEC-secure answers, and never applies to a relay
         self.dane = resolver.trust_ad and relay is None
+        # TLS report counts; None: not counted (relay mode, or switched off)
+        self.tls_counter = tls_counter if relay is None else None
 
     async def _hosts(self, domain: str) -> tuple[list[str], int]:
         if self.relay is not None:
@@ -175,14 +176,20 @@ class Connector:
         hosts, port = await self._hosts(domain)
         failures: list[HostFailure] = []
         version = source.version if source is not None and self.relay is None else None
+        sending_ip = source.public_ip if source is not None else ""
         for host in hosts:
             if applied.mx is not None and not mx_allowed(applied.mx, host):
                 failures.append(
                     HostFailure(host, None, Reason.MTA_STS_MISMATCH, "not in the MTA-STS policy")
                 )
+                self._count(domain, applied, sending_ip, host, None, Reason.MTA_STS_MISMATCH)
                 continue
+            # what a testing policy would have refused, counted once per session
+            found: Reason | None = None
+            verify_code: int | None = None
             if applied.report is not None and not mx_allowed(applied.report, host):
                 self._report(domain, Reason.MTA_STS_MISMATCH)
+                found = Reason.MTA_STS_MISMATCH
             try:
                 addresses = await self._addresses(host, version)
             except DNSError as exc:
@@ -193,7 +200,7 @@ class Connector:
                 failures.append(HostFailure(host, None, Reason.CONNECTION, text))
                 continue
             try:
-                policy = await self._host_policy(host, port, applied, addresses)
+                host_policy = await self._host_policy(host, port, applied, addresses)
             except DNSError as exc:
                 text = f"TLSA lookup failed: {exc}"
                 failures.append(
@@ -201,15 +208,47 @@ class Connector:
                 )
                 continue
             for address in addresses.addresses:
+                problems: list[TLSFailed] = []
                 try:
-                    session = await self._open(domain, host, address, port, policy, source)
-                except DeliveryError as exc:
-                    result = _RESULTS.get(exc.reason)
-                    failures.append(
-                        HostFailure(host, address, exc.reason, exc.text, policy.label, result)
+                    session = await self._open(
+                        domain, host, address, port, host_policy, source, problems
                     )
+                except DeliveryError as exc:
+                    failures.append(
+                        HostFailure(
+                            host,
+                            address,
+                            exc.reason,
+                            exc.text,
+                            host_policy.label,
+                            result_type(exc.reason),
+                        )
+                    )
+                    # the first failure the session met counts
+                    first: DeliveryError = problems[0] if problems else exc
+                    reason = found or first.reason
+                    code = first.verify_code if isinstance(first, TLSFailed) else None
+                    self._count(domain, host_policy, sending_ip, host, address, reason, code)
                     continue
-                session.policy = policy.label
+                session.policy = host_policy.label
+                if found is None and problems:
+                    found, verify_code = problems[0].reason, problems[0].verify_code
+                if found is not None:
+                    self._count(domain, host_policy, sending_ip, host, address, found, verify_code)
+                elif self.tls_counter is not None and host_policy.result is not None:
+                    # TLSA records that were all unusable: TLS went ahead
+                    # unauthenticated, which the domain's report should say
+                    self.tls_counter.failure(
+                        domain,
+                        host_policy,
+                        host_policy.result,
+                        sending_ip=sending_ip,
+                        receiving_mx=host,
+                        receiving_ip=address,
+                        reason_code=host_policy.label,
+                    )
+                elif self.tls_counter is not None:
+                    self.tls_counter.success(domain, host_policy)
                 return session
         failure = summarise(failures)
         failure.policy = failure.policy or applied.label
@@ -223,7 +262,11 @@ class Connector:
         port: int,
         applied: AppliedPolicy,
         source: SourceConfig | None,
+        problems: list[TLSFailed],
     ) -> Session:
+        """``problems`` gets the certificate failure a testing policy would
+        have refused the host for (the session is then opened without the
+        check)."""
         helo = source.ehlo if source is not None and source.ehlo else self.helo
         bind = source.bind_address if source is not None else None
         if applied.tlsa is not None:
@@ -244,9 +287,10 @@ class Connector:
                 contexts=self.contexts,
                 source_address=bind,
             )
-        except DeliveryError as exc:
+        except TLSFailed as exc:
             if applied.report is None or exc.reason is not Reason.CERTIFICATE:
                 raise
+            problems.append(exc)
         self._report(domain, Reason.CERTIFICATE)
         return await open_session(
             host,
@@ -291,6 +335,34 @@ class Connector:
             await session.close()
             raise DeliveryError(Reason.DANE, f"{host} [{address}]: {match.text}")
         return session
+
+    def _count(
+        self,
+        domain: str,
+        applied: AppliedPolicy,
+        sending_ip: str,
+        host: str,
+        address: str | None,
+        reason: Reason,
+        verify_code: int | None = None,
+    ) -> None:
+        """One failed session, when the reason is a TLS failure."""
+        if self.tls_counter is None:
+            return
+        result: ResultType | None = (
+            certificate_result(verify_code) if reason is Reason.CERTIFICATE else result_type(reason)
+        )
+        if result is None:
+            return
+        self.tls_counter.failure(
+            domain,
+            applied,
+            result,
+            sending_ip=sending_ip,
+            receiving_mx=host,
+            receiving_ip=address,
+            reason_code=reason.value,
+        )
 
 
 def _plain(policy: TLSPolicy) -> AppliedPolicy:

@@ -565,14 +565,21 @@ class Engine:
 
     async def _flush(self) -> None:
         """Raises StoreError with the batch kept for the next try."""
-        if not self._results:
+        counter = self.connector.tls_counter
+        if not self._results and not (counter is not None and len(counter)):
             return
         batch, self._results = self._results, []
+        # the TLS report counts of the sessions so far go in the same
+        # transaction: a crash loses both, and the sends count again when
+        # they are sent again
+        counts = counter.drain() if counter is not None else []
         try:
-            await self.store.complete(self.owner, batch, now=self.clock())
+            await self.store.complete(self.owner, batch, now=self.clock(), tls_counts=counts)
         except BaseException:
             # whatever went wrong, the outcomes are kept for the next try
             self._results = batch + self._results
+            if counter is not None:
+                counter.restore(counts)
             raise
 
     async def _flush_loop(self) -> None:

@@ -495,7 +495,11 @@ async def _establish(
             await smtp.starttls(server_hostname=tls_host, tls_context=context)
         except ssl.SSLCertVerificationError as exc:
             stage = "tls"
-            raise TLSFailed(f"{where}: {exc.verify_message or exc}", certificate=True) from exc
+            raise TLSFailed(
+                f"{where}: {exc.verify_message or exc}",
+                certificate=True,
+                verify_code=exc.verify_code,
+            ) from exc
         except ssl.SSLError as exc:
             stage = "tls"
             raise TLSFailed(f"{where}: TLS handshake failed: {exc.reason or exc}") from exc

@@ -38,6 +38,7 @@ from mailer.store.models import (
     Stats,
     Suppression,
 )
+from mailer.store.tlsrpt import TLSCount, TLSReportStore
 from mailer.store.webhooks import WebhookStore
 
 
@@ -105,9 +106,17 @@ class QueueStore(Protocol):
         (mailer.store.fair)."""
         ...
 
-    async def complete(self, owner: str, outcomes: Sequence[Outcome], *, now: float) -> int:
+    async def complete(
+        self,
+        owner: str,
+        outcomes: Sequence[Outcome],
+        *,
+        now: float,
+        tls_counts: Sequence[TLSCount] = (),
+    ) -> int:
         """Record outcomes of sends leased by ``owner`` in one transaction:
-        state, attempt, event, suppression. Outcomes for sends no longer
+        state, attempt, event, suppression, and the TLS report counts of
+        the sessions they went over (added whatever the leases). Outcomes for sends no longer
         leased by ``owner`` are ignored; returns how many were recorded."""
         ...
 
@@ -436,4 +445,9 @@ class Store(
     @property
     def webhooks(self) -> WebhookStore:
         """Webhook endpoints, their cursors, fixed batches and delivery log."""
+        ...
+
+    @property
+    def tlsrpt(self) -> TLSReportStore:
+        """TLS reporting (RFC 8460): daily counts and report jobs."""
         ...

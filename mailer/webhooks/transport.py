@@ -110,12 +110,19 @@ class PinnedClient:
             headers={"user-agent": USER_AGENT},
         )
 
-    async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> Reply:
+    async def post(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        content_type: str = "application/json",
+    ) -> Reply:
         """POST ``body``; the reply's status, ``Retry-After`` and the start
         of its body. Raises WebhookFailed when there is no HTTP reply."""
         started = time.monotonic()
         request = self._client.build_request(
-            "POST", url, content=body, headers={**headers, "content-type": "application/json"}
+            "POST", url, content=body, headers={**headers, "content-type": content_type}
         )
         try:
             response = await self._client.send(request, stream=True)

@@ -32,7 +32,8 @@ class Applied(StrEnum):
 class AppliedPolicy:
     """``level``: how the certificate is checked; ``mx``: the patterns an
     MX host must match to be used at all (enforce); ``report``: patterns
-    and certificate checks whose failures are only counted (testing)."""
+    and certificate checks whose failures are only counted (testing);
+    ``published``: the MTA-STS policy it came from (TLS reports name it)."""
 
     name: Applied
     level: TLSPolicy
@@ -45,6 +46,7 @@ class AppliedPolicy:
     # the RFC 8460 result type of a session under this policy that was
     # not authenticated as published (usable by TLS reporting)
     result: ResultType | None = None
+    published: STSPolicy | None = None
 
     @property
     def enforced(self) -> bool:
@@ -68,12 +70,19 @@ def apply_policy(configured: TLSPolicy, published: STSPolicy | None) -> AppliedP
     ``encrypt`` and policy failures are counted for reporting.
     """
     if published is not None and published.mode is Mode.ENFORCE:
-        return AppliedPolicy(Applied.MTA_STS_ENFORCE, TLSPolicy.VERIFY, mx=published.mx)
+        return AppliedPolicy(
+            Applied.MTA_STS_ENFORCE, TLSPolicy.VERIFY, mx=published.mx, published=published
+        )
     testing = published is not None and published.mode is Mode.TESTING
     if TLSPolicy(configured) is TLSPolicy.VERIFY:
-        return AppliedPolicy(Applied.VERIFY, TLSPolicy.VERIFY)
+        # a testing policy stays named: TLS reports are about it
+        return AppliedPolicy(
+            Applied.VERIFY, TLSPolicy.VERIFY, published=published if testing else None
+        )
     if testing and published is not None:
-        return AppliedPolicy(Applied.MTA_STS_TESTING, TLSPolicy.ENCRYPT, report=published.mx)
+        return AppliedPolicy(
+            Applied.MTA_STS_TESTING, TLSPolicy.ENCRYPT, report=published.mx, published=published
+        )
     return AppliedPolicy(Applied.ENCRYPT, TLSPolicy.ENCRYPT)
 
 

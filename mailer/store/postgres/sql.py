@@ -9,6 +9,7 @@ identity column). Placeholders are psycopg's ``%s`` / ``%(name)s``.
 from __future__ import annotations
 
 from mailer.store.postgres.accounts import SCHEMA_ACCOUNTS
+from mailer.store.postgres.tlsrpt import SCHEMA_TLSRPT
 from mailer.store.rules import suppression_strength_sql
 
 SCHEMA_V1 = """
@@ -289,6 +290,7 @@ MIGRATIONS: tuple[str, ...] = (
     SCHEMA_V7,
     SCHEMA_ACCOUNTS,
     SCHEMA_V9,
+    SCHEMA_TLSRPT,  # V10
 )
 
 

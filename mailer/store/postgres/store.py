@@ -63,8 +63,11 @@ from mailer.store.postgres import ops as pg_ops
 from mailer.store.postgres import rows as pg_rows
 from mailer.store.postgres import sql as q
 from mailer.store.postgres.schema import create_schema, describe, drop_schema, migrate, with_schema
+from mailer.store.postgres.tlsrpt import PostgresTLSReports
+from mailer.store.postgres.tlsrpt import add_counts as add_tls_counts
 from mailer.store.postgres.webhooks import PostgresWebhooks
 from mailer.store.rules import send_filter
+from mailer.store.tlsrpt import TLSCount
 
 Conn = psycopg.AsyncConnection[DictRow]
 
@@ -88,6 +91,7 @@ class PostgresStore:
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._key = 0  # the schema's advisory-lock key, known once migrated
         self.webhooks = PostgresWebhooks(self)
+        self.tlsrpt = PostgresTLSReports(self)
 
     def __repr__(self) -> str:
         return f"PostgresStore({describe(self.dsn)})"
@@ -254,7 +258,14 @@ class PostgresStore:
             for r, _ in rows
         ]
 
-    async def complete(self, owner: str, outcomes: Sequence[Outcome], *, now: float) -> int:
+    async def complete(
+        self,
+        owner: str,
+        outcomes: Sequence[Outcome],
+        *,
+        now: float,
+        tls_counts: Sequence[TLSCount] = (),
+    ) -> int:
         # the first outcome per send counts, as if recorded one after another
         first: dict[str, Outcome] = {}
         for outcome in outcomes:
@@ -278,6 +289,7 @@ class PostgresStore:
                 async with conn.cursor() as cur:
                     await cur.executemany(q.UPSERT_SUPPRESSION, batch.suppress)
             await pg_events.append(conn, self._key, batch.events)
+            await add_tls_counts(conn, tls_counts)
         return len(leased)
 
     async def renew(

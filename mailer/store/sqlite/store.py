@@ -54,7 +54,10 @@ from mailer.store.models import (
     new_ids,
 )
 from mailer.store.sqlite import accounts, feedback, ops, sql
+from mailer.store.sqlite.tlsrpt import SCHEMA_TLSRPT, SQLiteTLSReports
+from mailer.store.sqlite.tlsrpt import add_counts as add_tls_counts
 from mailer.store.sqlite.webhooks import SQLiteWebhooks
+from mailer.store.tlsrpt import TLSCount
 
 T = TypeVar("T")
 
@@ -68,6 +71,7 @@ MIGRATIONS: tuple[str, ...] = (
     sql.SCHEMA_V7,
     accounts.SCHEMA_ACCOUNTS,
     sql.SCHEMA_V9,
+    SCHEMA_TLSRPT,  # V10
 )
 
 
@@ -95,6 +99,7 @@ class SQLiteStore:
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self.webhooks = SQLiteWebhooks(self)
+        self.tlsrpt = SQLiteTLSReports(self)
 
     # lifecycle -----------------------------------------------------------
 
@@ -305,7 +310,14 @@ class SQLiteStore:
 
         return await self._run(self._tx, work)
 
-    async def complete(self, owner: str, outcomes: Sequence[Outcome], *, now: float) -> int:
+    async def complete(
+        self,
+        owner: str,
+        outcomes: Sequence[Outcome],
+        *,
+        now: float,
+        tls_counts: Sequence[TLSCount] = (),
+    ) -> int:
         # the first outcome per send counts, as if recorded one after another
         first: dict[str, Outcome] = {}
         for outcome in outcomes:
@@ -321,6 +333,7 @@ class SQLiteStore:
                 if (row := leased.get(send_id)) is not None
             ]
             ops.record_outcomes(conn, recorded, now)
+            add_tls_counts(conn, tls_counts)
             return len(recorded)
 
         return await self._run(self._tx, work)
