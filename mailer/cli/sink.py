@@ -28,8 +28,8 @@ from mailer.sink.options import (
     parse_listen,
     parse_reply_rule,
 )
+from mailer.sink.record import SinkMessage
 from mailer.sink.report import (
-    SinkMessage,
     format_line,
     format_refusal,
     message_json,

@@ -36,10 +36,10 @@ from mailer.dev.certs import CertFiles, TestCerts
 from mailer.errors import ValidationError
 from mailer.hostport import parse_host_port
 from mailer.loop import ServerThread
+from mailer.sink.record import SinkMessage
 from mailer.sink.smtpd import (
     STAGES,
     MessageHook,
-    Received,
     Recorder,
     Refusal,
     RefusalHook,
@@ -49,7 +49,6 @@ from mailer.sink.smtpd import (
 )
 
 __all__ = [
-    "Received",
     "Refusal",
     "Sink",
     "Transaction",
@@ -111,12 +110,12 @@ class Sink:
         self._server: ServerThread | None = None
 
     @property
-    def messages(self) -> list[Received]:
+    def messages(self) -> list[SinkMessage]:
         with self._recorder.changed:
             return list(self._recorder.messages)
 
     @property
-    def dropped(self) -> list[Received]:
+    def dropped(self) -> list[SinkMessage]:
         """Messages read by a DATA that :meth:`drop_after_data` cut off."""
         with self._recorder.changed:
             return list(self._recorder.dropped)
@@ -226,7 +225,7 @@ class Sink:
             self._recorder.refusals.clear()
             self._recorder.connections = 0
 
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[SinkMessage]:
         """Block until ``count`` messages are recorded; return them all.
 
         Raises TimeoutError if they do not arrive within ``timeout`` seconds.
@@ -238,7 +237,7 @@ class Sink:
                 raise TimeoutError(f"sink got {got} of {count} messages in {timeout}s")
             return list(recorder.messages)
 
-    async def await_messages(self, count: int, timeout: float = 10.0) -> list[Received]:  # noqa: ASYNC109
+    async def await_messages(self, count: int, timeout: float = 10.0) -> list[SinkMessage]:  # noqa: ASYNC109
         """:meth:`wait_for` without blocking the caller's event loop."""
         return await asyncio.to_thread(self.wait_for, count, timeout)
 
@@ -339,7 +338,7 @@ class _Lines:
         self._stream = stream
         self._flush_pending = False
 
-    def __call__(self, received: Received) -> None:
+    def __call__(self, received: SinkMessage) -> None:
         self._stream.write(
             f"{received.received_at:.3f} {received.peer} {received.tls_version or 'plain'} "
             f"from=<{received.mail_from}> to=<{','.join(received.rcpt_tos)}> "

@@ -3,14 +3,19 @@ tell about each message (DKIM per signature, header checks), a Maildir
 that ordinary mail tools read, and the fault rehearsal of `mailer sink`.
 
 Threads: the SMTP server runs on the test kit's loop thread and only hands
-each accepted message over; a second thread with its own loop does the
-DKIM key lookups, the verification (CPU work) and the Maildir write, one
-message after another, so the SMTP side keeps accepting meanwhile.
+each accepted message over; a second server thread with its own loop
+(:class:`mailer.loop.ServerThread`) does the DKIM key lookups, the
+verification and the header checks (CPU work), one message after another,
+so the SMTP side keeps accepting meanwhile; a third writes the Maildir
+(mostly an fsync, which leaves the interpreter free for the next check)
+in the same order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import dataclasses
 import logging
 import threading
 import uuid
@@ -23,14 +28,16 @@ from mailer.config import Config
 from mailer.dev.certs import CertFiles, TestCerts
 from mailer.dns import Resolver
 from mailer.errors import ValidationError
+from mailer.loop import ServerThread
 from mailer.sink.auth import Authenticator, DmarcVerdict, SpfVerdict
-from mailer.sink.checks import HeaderCheck, parse_message, run_checks
+from mailer.sink.checks import HeaderCache, HeaderCheck, parse_message, run_checks
 from mailer.sink.maildir import MaildirStore
 from mailer.sink.options import BadCert, SinkOptions
+from mailer.sink.record import SinkMessage
 from mailer.sink.rehearsal import Rehearsal
-from mailer.sink.report import SinkMessage, trace_headers
+from mailer.sink.report import trace_headers
 from mailer.sink.runner import Sink, certificate_names
-from mailer.sink.smtpd import Received, Refusal, Transaction
+from mailer.sink.smtpd import Refusal, Transaction
 from mailer.sink.verify import DkimResult, Verifier
 
 __all__ = ["DevSink"]
@@ -84,9 +91,12 @@ class DevSink:
         self._checked = 0
         self._maildir: MaildirStore | None = None
         self._smtp: Sink | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._checker: ServerThread | None = None
+        self._writer: concurrent.futures.ThreadPoolExecutor | None = None
         self._serial: asyncio.Lock | None = None
+        # header values repeat from message to message (the parts of one
+        # template, the sender): each is parsed once per sink
+        self._headers = HeaderCache()
         opts = self.options
         self.rehearsal: Rehearsal | None = None
         if opts.feedback_to is not None and (opts.bounce_after or opts.complain):
@@ -201,7 +211,7 @@ class DevSink:
         return self._kit().transactions
 
     @property
-    def dropped(self) -> list[Received]:
+    def dropped(self) -> list[SinkMessage]:
         return self._kit().dropped
 
     @property
@@ -289,12 +299,11 @@ class DevSink:
         opts = self.options
         if opts.maildir is not None:
             self._maildir = MaildirStore(opts.maildir)
-        self._loop = asyncio.new_event_loop()
-        self._serial = asyncio.Lock()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="sink-checks", daemon=True
-        )
-        self._thread.start()
+        self._serial = asyncio.Lock()  # used on the checker's loop only
+        self._checker = ServerThread("sink-checks", _nothing, _cancel_all)
+        self._checker.start()
+        if self._maildir is not None:
+            self._writer = concurrent.futures.ThreadPoolExecutor(1, "sink-maildir")
         smtp = Sink(
             opts.host,
             opts.port,
@@ -360,14 +369,12 @@ class DevSink:
         self._close_certs()
 
     def _stop_checker(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        asyncio.run_coroutine_threadsafe(_cancel_all(), loop).result()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        loop.close()
-        self._loop = self._thread = None
+        if self._checker is not None:
+            self._checker.stop()
+            self._checker = None
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
 
     def _close_certs(self) -> None:
         if self._owned_certs is not None:
@@ -398,22 +405,29 @@ class DevSink:
 
     # -- checking -------------------------------------------------------------
 
-    def _accepted(self, received: Received) -> str | None:
+    def _accepted(self, received: SinkMessage) -> str | None:
         """On the SMTP loop: count it and hand it to the checker; or, with
         ``options.backlog`` messages waiting already, a 451 reply."""
         with self._changed:
             if self._received - self._checked >= self.options.backlog:
                 return "451 4.3.1 sink busy: too many messages waiting to be checked, retry"
             self._received += 1
-        assert self._loop is not None
-        asyncio.run_coroutine_threadsafe(self._check(received), self._loop)
+        assert self._checker is not None
+        self._checker.submit(self._check(received))
         return None
 
-    async def _check(self, received: Received) -> None:
+    async def _check(self, received: SinkMessage) -> None:
         assert self._serial is not None
         try:
             async with self._serial:  # FIFO: messages are checked in arrival order
-                message = await self._examine(received)
+                checked = await self._examine(received)
+            if self._writer is None:
+                message = dataclasses.replace(checked, id=uuid.uuid4().hex)
+            else:
+                # one writer thread: stored (and listed) in arrival order,
+                # while the next message is being checked
+                loop = asyncio.get_running_loop()
+                message = await loop.run_in_executor(self._writer, self._store, checked)
             with self._changed:
                 self._messages.append(message)
                 listeners = self._listeners
@@ -426,14 +440,15 @@ class DevSink:
                 self._checked += 1
                 self._changed.notify_all()
 
-    async def _examine(self, received: Received) -> SinkMessage:
+    async def _examine(self, received: SinkMessage) -> SinkMessage:
+        """``received`` with what the checks found (parsed once for all)."""
         dkim: tuple[DkimResult, ...] = ()
         checks: tuple[HeaderCheck, ...]
         spf: SpfVerdict | None = None
         dmarc: DmarcVerdict | None = None
         try:
             dkim = tuple(await self._verifier.verify(received.data))
-            parsed = parse_message(received.data)
+            parsed = parse_message(received.data, self._headers)
             checks = run_checks(parsed)
             spf = await self._auth.spf(received.mail_from)
             dmarc = await self._auth.dmarc(parsed, dkim, spf)
@@ -442,46 +457,32 @@ class DevSink:
         except Exception as exc:  # a bug here must not lose the message
             log.exception("checking a message from %s failed", received.mail_from)
             checks = (HeaderCheck("message", False, f"checking failed: {exc!r}"),)
-        return SinkMessage(
-            id=self._store(received, dkim, checks),
-            mail_from=received.mail_from,
-            rcpt_tos=received.rcpt_tos,
-            data=received.data,
-            tls_version=received.tls_version,
-            peer=received.peer,
-            received_at=received.received_at,
-            dkim=dkim,
-            checks=checks,
-            tls_cipher=received.tls_cipher,
-            spf=spf,
-            dmarc=dmarc,
-        )
+        return dataclasses.replace(received, dkim=dkim, checks=checks, spf=spf, dmarc=dmarc)
 
-    def _store(
-        self,
-        received: Received,
-        dkim: tuple[DkimResult, ...],
-        checks: tuple[HeaderCheck, ...],
-    ) -> str:
-        """Into the Maildir with trace header fields; returns the key (a
-        random id when there is no Maildir or it cannot be written)."""
-        if self._maildir is None:
-            return uuid.uuid4().hex
+    def _store(self, message: SinkMessage) -> SinkMessage:
+        """Into the Maildir with trace header fields; the message with its
+        key as id (a random id when the Maildir cannot be written)."""
+        assert self._maildir is not None
         trace = trace_headers(
             hostname=self.options.hostname,
-            mail_from=received.mail_from,
-            rcpt_tos=received.rcpt_tos,
-            peer=received.peer,
-            tls_version=received.tls_version,
-            received_at=received.received_at,
-            dkim=dkim,
-            checks=checks,
+            mail_from=message.mail_from,
+            rcpt_tos=message.rcpt_tos,
+            peer=message.peer,
+            tls_version=message.tls_version,
+            received_at=message.received_at,
+            dkim=message.dkim,
+            checks=message.checks,
         )
         try:
-            return self._maildir.add(trace, received.data)
+            key = self._maildir.add(trace, message.data)
         except OSError as exc:
             log.error("cannot store a message in %s: %s", self._maildir.path, exc)
-            return uuid.uuid4().hex
+            key = uuid.uuid4().hex
+        return dataclasses.replace(message, id=key)
+
+
+async def _nothing() -> None:
+    """The checker opens nothing: it only runs what it is handed."""
 
 
 async def _cancel_all() -> None:
