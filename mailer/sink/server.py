@@ -38,13 +38,15 @@ from mailer.sink.rehearsal import Rehearsal
 from mailer.sink.report import trace_headers
 from mailer.sink.runner import Sink, certificate_names
 from mailer.sink.smtpd import Refusal, Transaction
-from mailer.sink.verify import DkimResult, Verifier
+from mailer.sink.verify import DkimResult, TxtRecords, Verifier
 
 __all__ = ["DevSink"]
 
 log = logging.getLogger(__name__)
 
 _DRAIN_ON_STOP = 10.0
+# messages written to the Maildir in one go at most (each holds a file open)
+_STORE_BATCH = 64
 
 
 class DevSink:
@@ -79,8 +81,9 @@ class DevSink:
     ) -> None:
         self.options = options or SinkOptions()
         resolver = None if nameservers is None else Resolver(nameservers, timeout=dns_timeout)
-        self._verifier = Verifier(resolver, keys_dir)
-        self._auth = Authenticator(resolver, sender_ip)
+        records = None if resolver is None else TxtRecords(resolver)
+        self._verifier = Verifier(records, keys_dir)
+        self._auth = Authenticator(resolver, sender_ip, records)
         self.certs = certs
         self._owned_certs: TestCerts | None = None
         self._listeners = [] if on_message is None else [on_message]
@@ -97,6 +100,9 @@ class DevSink:
         # header values repeat from message to message (the parts of one
         # template, the sender): each is parsed once per sink
         self._headers = HeaderCache()
+        # checked messages waiting for the Maildir writer (checker loop only)
+        self._to_store: list[tuple[SinkMessage, asyncio.Future[SinkMessage]]] = []
+        self._storing: asyncio.Task[None] | None = None
         opts = self.options
         self.rehearsal: Rehearsal | None = None
         if opts.feedback_to is not None and (opts.bounce_after or opts.complain):
@@ -375,6 +381,8 @@ class DevSink:
         if self._writer is not None:
             self._writer.shutdown(wait=True)
             self._writer = None
+        if self._maildir is not None:
+            self._maildir.close()
 
     def _close_certs(self) -> None:
         if self._owned_certs is not None:
@@ -424,10 +432,7 @@ class DevSink:
             if self._writer is None:
                 message = dataclasses.replace(checked, id=uuid.uuid4().hex)
             else:
-                # one writer thread: stored (and listed) in arrival order,
-                # while the next message is being checked
-                loop = asyncio.get_running_loop()
-                message = await loop.run_in_executor(self._writer, self._store, checked)
+                message = await self._stored(checked)
             with self._changed:
                 self._messages.append(message)
                 listeners = self._listeners
@@ -459,11 +464,44 @@ class DevSink:
             checks = (HeaderCheck("message", False, f"checking failed: {exc!r}"),)
         return dataclasses.replace(received, dkim=dkim, checks=checks, spf=spf, dmarc=dmarc)
 
-    def _store(self, message: SinkMessage) -> SinkMessage:
-        """Into the Maildir with trace header fields; the message with its
-        key as id (a random id when the Maildir cannot be written)."""
+    async def _stored(self, message: SinkMessage) -> SinkMessage:
+        """``message`` once it is in the Maildir, with its key as id.
+
+        One writer thread stores what the checker has finished meanwhile
+        as one batch, while the next messages are checked; messages come
+        back (and are listed) in arrival order."""
+        future: asyncio.Future[SinkMessage] = asyncio.get_running_loop().create_future()
+        self._to_store.append((message, future))
+        if self._storing is None:
+            self._storing = asyncio.create_task(self._store_batches())
+        return await future
+
+    async def _store_batches(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._to_store:
+                batch = self._to_store[:_STORE_BATCH]
+                del self._to_store[:_STORE_BATCH]
+                messages = [message for message, _ in batch]
+                stored = await loop.run_in_executor(self._writer, self._store, messages)
+                for (_, future), message in zip(batch, stored, strict=True):
+                    future.set_result(message)
+        finally:
+            self._storing = None
+
+    def _store(self, messages: list[SinkMessage]) -> list[SinkMessage]:
+        """Into the Maildir with trace header fields; the messages with
+        their keys as ids (random ids when the Maildir cannot be written)."""
         assert self._maildir is not None
-        trace = trace_headers(
+        try:
+            keys = self._maildir.add_many([(self._trace(m), m.data) for m in messages])
+        except OSError as exc:
+            log.error("cannot store messages in %s: %s", self._maildir.path, exc)
+            keys = [uuid.uuid4().hex for _ in messages]
+        return [dataclasses.replace(m, id=key) for m, key in zip(messages, keys, strict=True)]
+
+    def _trace(self, message: SinkMessage) -> bytes:
+        return trace_headers(
             hostname=self.options.hostname,
             mail_from=message.mail_from,
             rcpt_tos=message.rcpt_tos,
@@ -473,12 +511,6 @@ class DevSink:
             dkim=message.dkim,
             checks=message.checks,
         )
-        try:
-            key = self._maildir.add(trace, message.data)
-        except OSError as exc:
-            log.error("cannot store a message in %s: %s", self._maildir.path, exc)
-            key = uuid.uuid4().hex
-        return dataclasses.replace(message, id=key)
 
 
 async def _nothing() -> None:
