@@ -18,6 +18,7 @@ from mailer.sink.verify import DkimResult
 __all__ = [
     "detail_json",
     "format_line",
+    "format_received",
     "format_refusal",
     "message_json",
     "refusal_json",
@@ -59,6 +60,16 @@ def format_line(message: SinkMessage) -> str:
         f"{', '.join(f'<{rcpt}>' for rcpt in message.rcpt_tos)} "
         f'"{subject}" {message.tls_version or "PLAINTEXT"} | '
         f"{_dkim_text(message.dkim)} | {_checks_text(message.checks)}"
+    )
+
+
+def format_received(message: SinkMessage) -> str:
+    """The short line of a sink that does not check: time, peer, TLS,
+    envelope and size (nothing parsed)."""
+    return (
+        f"{message.received_at:.3f} {message.peer} {message.tls_version or 'plain'} "
+        f"from=<{message.mail_from}> to=<{','.join(message.rcpt_tos)}> "
+        f"bytes={len(message.data)}"
     )
 
 

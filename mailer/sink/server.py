@@ -305,9 +305,10 @@ class DevSink:
         opts = self.options
         if opts.maildir is not None:
             self._maildir = MaildirStore(opts.maildir)
-        self._serial = asyncio.Lock()  # used on the checker's loop only
-        self._checker = ServerThread("sink-checks", _nothing, _cancel_all)
-        self._checker.start()
+        if opts.check:
+            self._serial = asyncio.Lock()  # used on the checker's loop only
+            self._checker = ServerThread("sink-checks", _nothing, _cancel_all)
+            self._checker.start()
         if self._maildir is not None:
             self._writer = concurrent.futures.ThreadPoolExecutor(1, "sink-maildir")
         smtp = Sink(
@@ -318,8 +319,9 @@ class DevSink:
             hostname=opts.hostname,
             tls_cert=self._tls_cert(),
             keep=False,
-            on_message=self._accepted,
+            on_message=self._accepted if opts.check else self._recorded,
             on_refusal=self._on_refusal,
+            pipelining=opts.pipelining,
         )
         try:
             smtp.start()
@@ -412,6 +414,17 @@ class DevSink:
         await asyncio.to_thread(self.stop)
 
     # -- checking -------------------------------------------------------------
+
+    def _recorded(self, received: SinkMessage) -> None:
+        """On the SMTP loop, for a sink that does not check: kept and
+        told as it is."""
+        message = dataclasses.replace(received, id=uuid.uuid4().hex)
+        with self._changed:
+            self._messages.append(message)
+            listeners = self._listeners
+            self._changed.notify_all()
+        for listener in listeners:
+            listener(message)
 
     def _accepted(self, received: SinkMessage) -> str | None:
         """On the SMTP loop: count it and hand it to the checker; or, with
