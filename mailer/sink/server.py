@@ -59,7 +59,8 @@ class DevSink:
     DNS does not publish. ``certs`` is the CA that issues the sink's
     certificate (a throw-away one is made when None). ``on_message`` is
     called on the checking thread for each message once it is checked and
-    stored, ``on_refusal`` on the SMTP thread for each reply refused on
+    stored (on the SMTP thread as it arrives when ``options.check`` is
+    False), ``on_refusal`` on the SMTP thread for each reply refused on
     purpose; both must return quickly (:meth:`listen` adds more message
     listeners). ``sender_ip`` is the sending node's public address SPF is
     evaluated for (None: SPF is not evaluated).
