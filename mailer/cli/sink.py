@@ -143,7 +143,9 @@ class _Printer:
         self._lock = threading.Lock()
 
     def emit(self, text: str, data: dict[str, Any]) -> None:
-        line = json.dumps(data, ensure_ascii=False) if self._json else text
+        self._write(json.dumps(data, ensure_ascii=False) if self._json else text)
+
+    def _write(self, line: str) -> None:
         with self._lock:
             self._out.write(line + "\n")
             self._out.flush()
@@ -151,8 +153,13 @@ class _Printer:
     def message(self, message: SinkMessage) -> None:
         if self._quiet:
             return
-        text = format_line(message) if self._checked else format_received(message)
-        self.emit(text, message_json(message))
+        # only the form printed is made: the JSON one parses the Subject
+        if self._json:
+            self._write(json.dumps(message_json(message), ensure_ascii=False))
+        elif self._checked:
+            self._write(format_line(message))
+        else:
+            self._write(format_received(message))
 
     def refusal(self, refusal: Refusal) -> None:
         self.emit(format_refusal(refusal), refusal_json(refusal))
