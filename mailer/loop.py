@@ -9,6 +9,7 @@ the standard asyncio loop does the same job more slowly.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import sys
 import threading
@@ -62,7 +63,7 @@ def settle_heap() -> None:
 class ServerThread:
     """A loopback server served from a daemon thread with an event loop of
     its own, so that it answers sync tests, async tests and subprocesses
-    alike (the test DNS server, the sink).
+    alike (the test DNS server, the sink and its checker).
 
     :meth:`start` runs ``open`` on the thread's loop and returns once it is
     listening, raising in the caller's thread whatever ``open`` raised;
@@ -119,6 +120,16 @@ class ServerThread:
             thread.join()
             raise failure[0]
         self._thread, self._loop = thread, loop
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run ``coro`` on the thread's loop (from any thread).
+
+        Raises RuntimeError when not running.
+        """
+        if self._loop is None:
+            coro.close()
+            raise RuntimeError(f"{self.name} is not running")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def stop(self) -> None:
         """Close the server and end the thread; nothing when not running."""

@@ -70,6 +70,7 @@ INTEGRATION_MODULES = frozenset(
         "test_sink_cli",
         "test_sink_data",
         "test_sink_faults",
+        "test_sink_throughput",
         "test_smtp",
         "test_spf_parity",
         "test_store_postgres",

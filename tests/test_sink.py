@@ -209,12 +209,20 @@ def test_foreground_sink_prints_a_line_per_message_and_stops_on_sigterm(
     certs: TestCerts,
 ) -> None:
     port = pick_port(["127.0.0.1"])
-    command = [sys.executable, "-m", "mailer.sink.runner", "--listen", f"127.0.0.1:{port}"]
+    command = [
+        sys.executable,
+        "-m",
+        "mailer",
+        "sink",
+        "--no-checks",
+        "--listen",
+        f"127.0.0.1:{port}",
+    ]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proc:
         try:
             assert proc.stdout is not None
             banner = proc.stdout.readline()
-            assert banner.startswith(f"listening on 127.0.0.1:{port} starttls=True")
+            assert banner.startswith(f"listening on 127.0.0.1:{port} starttls=yes")
             with smtplib.SMTP("127.0.0.1", port, local_hostname="client.test") as client:
                 client.starttls(context=ssl._create_unverified_context())
                 client.sendmail("a@sender.test", ["b@dest.test"], MESSAGE)

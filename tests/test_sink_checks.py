@@ -31,7 +31,8 @@ from mailer.sink.checks import (
     run_checks,
 )
 from mailer.sink.options import BadCert, ReplyRule
-from mailer.sink.report import SinkMessage, format_line, message_json, trace_headers
+from mailer.sink.record import SinkMessage
+from mailer.sink.report import format_line, message_json, trace_headers
 from mailer.sink.verify import DkimResult, LocalKeys, Verifier, dkim_result
 from tests.conftest import CUSTOMER_DOMAIN, OUR_DOMAIN
 

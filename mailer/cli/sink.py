@@ -28,9 +28,10 @@ from mailer.sink.options import (
     parse_listen,
     parse_reply_rule,
 )
+from mailer.sink.record import SinkMessage
 from mailer.sink.report import (
-    SinkMessage,
     format_line,
+    format_received,
     format_refusal,
     message_json,
     refusal_json,
@@ -64,6 +65,8 @@ def options_from_flags(
     complain: float = 0.0,
     feedback_to: str | None = None,
     backlog: int = DEFAULT_BACKLOG,
+    no_checks: bool = False,
+    no_pipelining: bool = False,
 ) -> SinkOptions:
     """The sink's options from its command-line flags (pure).
 
@@ -77,7 +80,7 @@ def options_from_flags(
         host=host,
         port=port,
         hostname=hostname,
-        maildir=maildir,
+        maildir=None if no_checks else maildir,
         cert=(cert, key) if cert is not None and key is not None else None,
         starttls=not no_starttls,
         bad_cert=BadCert(bad_cert) if bad_cert else None,
@@ -92,6 +95,8 @@ def options_from_flags(
         complain=complain,
         feedback_to=parse_host_port(feedback_to, "feedback-to") if feedback_to else None,
         backlog=backlog,
+        check=not no_checks,
+        pipelining=not no_pipelining,
     )
 
 
@@ -120,25 +125,41 @@ def describe_faults(options: SinkOptions) -> list[str]:
         faults.append("no STARTTLS")
     if options.bad_cert is not None:
         faults.append(f"{options.bad_cert} certificate")
+    if not options.pipelining:
+        faults.append("no PIPELINING")
     return faults
 
 
 class _Printer:
     """Lines to ``out`` from the sink's threads, one at a time."""
 
-    def __init__(self, out: TextIO, as_json: bool) -> None:
+    def __init__(
+        self, out: TextIO, as_json: bool, *, checked: bool = True, quiet: bool = False
+    ) -> None:
         self._out = out
         self._json = as_json
+        self._checked = checked
+        self._quiet = quiet
         self._lock = threading.Lock()
 
     def emit(self, text: str, data: dict[str, Any]) -> None:
-        line = json.dumps(data, ensure_ascii=False) if self._json else text
+        self._write(json.dumps(data, ensure_ascii=False) if self._json else text)
+
+    def _write(self, line: str) -> None:
         with self._lock:
             self._out.write(line + "\n")
             self._out.flush()
 
     def message(self, message: SinkMessage) -> None:
-        self.emit(format_line(message), message_json(message))
+        if self._quiet:
+            return
+        # only the form printed is made: the JSON one parses the Subject
+        if self._json:
+            self._write(json.dumps(message_json(message), ensure_ascii=False))
+        elif self._checked:
+            self._write(format_line(message))
+        else:
+            self._write(format_received(message))
 
     def refusal(self, refusal: Refusal) -> None:
         self.emit(format_refusal(refusal), refusal_json(refusal))
@@ -311,6 +332,14 @@ async def _started(api: _ApiServer, task: asyncio.Task[None]) -> None:
     help="Messages accepted but not yet checked and stored, at most; beyond, 451.",
 )
 @click.option(
+    "--no-checks",
+    is_flag=True,
+    help="Only record: no DKIM, checks, Maildir nor feedback; a short line per message "
+    "(the sink of load tests).",
+)
+@click.option("--no-pipelining", is_flag=True, help="Do not offer PIPELINING (RFC 2920).")
+@click.option("--quiet", is_flag=True, help="No line per message.")
+@click.option(
     "--bad-cert",
     type=click.Choice([b.value for b in BadCert]),
     default=None,
@@ -359,6 +388,9 @@ def sink(
     complain: float,
     feedback_to: str | None,
     backlog: int,
+    no_checks: bool,
+    no_pipelining: bool,
+    quiet: bool,
 ) -> None:
     """A local SMTP sink that tells what a receiver would see.
 
@@ -387,12 +419,14 @@ def sink(
             complain=complain,
             feedback_to=feedback_to or ctx.config.inbound.listen,
             backlog=backlog,
+            no_checks=no_checks,
+            no_pipelining=no_pipelining,
         )
         api_address = parse_listen(http, "http") if http else None
     except ValidationError as exc:
         raise click.BadParameter(exc.reason, param_hint=f"--{exc.field}") from exc
     config = ctx.config
-    printer = _Printer(sys.stdout, as_json)
+    printer = _Printer(sys.stdout, as_json, checked=not no_checks, quiet=quiet)
     dev_sink = DevSink.for_config(
         config, options, on_message=printer.message, on_refusal=printer.refusal
     )

@@ -44,6 +44,8 @@ _DOMAIN_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})+")
 _SELECTOR_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _TAG_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _FWS = " \t\r\n"
+# a tag value holds VALCHAR (%x21-3A / %x3C-7E) and folding white space
+_BAD_VALUE_CHAR = re.compile(r"[^!-:<-~ \t\r\n]")
 
 
 def normalise_domain(value: str, field: str = "domain") -> str:
@@ -383,9 +385,9 @@ def parse_dkim_record(text: str) -> dict[str, str]:
             raise ValidationError("record", f"{what} is not tag=value")
         if not _TAG_NAME_RE.fullmatch(name):
             raise ValidationError("record", f"bad tag name {name!r}")
-        bad = [c for c in value if c not in _FWS and not ("!" <= c <= "~" and c != ";")]
+        bad = _BAD_VALUE_CHAR.search(value)
         if bad:
-            raise ValidationError("record", f"tag {name}: bad character {bad[0]!r}")
+            raise ValidationError("record", f"tag {name}: bad character {bad.group()!r}")
         if name in tags:
             raise ValidationError("record", f"tag {name} appears twice")
         tags[name] = value

@@ -439,9 +439,29 @@ def verify(message: bytes, *, dnsfunc: DnsFunc) -> list[SignatureCheck]:
     (or None); :func:`records_dnsfunc` makes one from a mapping. Raises
     ValidationError("message") for a message dkimpy cannot parse.
     """
-    parsed = _parse_any(message)
-    count = sum(1 for name, _ in parsed.headers if name.lower() == b"dkim-signature")
-    return [_verify_one(message, idx, dnsfunc) for idx in range(count)]
+    return _verify_parsed(_Parsed(message), dnsfunc)
+
+
+class _Parsed:
+    """A message dkimpy has parsed once, for every signature's check and
+    the key lookups before them (a parse is a tenth of a verification)."""
+
+    def __init__(self, message: bytes) -> None:
+        """Raises ValidationError("message") when dkimpy cannot parse it."""
+        # dkimpy reports key and DNS problems only to its logger: collect
+        # them on a logger of our own (made directly, so not registered
+        # globally).
+        self.collect = _Collect()
+        logger = logging.Logger("mailer.message.signing.verify", logging.WARNING)
+        logger.addHandler(self.collect)
+        try:
+            self.checker = dkim.DKIM(message, logger=logger, minkey=1024)
+        # IndexError: rfc822_parse on a message whose first line is a continuation.
+        except (dkim.DKIMException, IndexError) as exc:
+            raise ValidationError("message", f"not an RFC 5322 message: {exc}") from exc
+
+    def signatures(self) -> list[bytes]:
+        return [value for name, value in self.checker.headers if name.lower() == b"dkim-signature"]
 
 
 def _parse_any(message: bytes) -> dkim.DKIM:
@@ -453,13 +473,14 @@ def _parse_any(message: bytes) -> dkim.DKIM:
         raise ValidationError("message", f"not an RFC 5322 message: {exc}") from exc
 
 
-def _verify_one(message: bytes, idx: int, dnsfunc: DnsFunc) -> SignatureCheck:
-    # dkimpy reports key and DNS problems only to its logger: collect them
-    # on a logger of our own (made directly, so not registered globally).
-    collect = _Collect()
-    logger = logging.Logger("mailer.message.signing.verify", logging.WARNING)
-    logger.addHandler(collect)
-    checker = dkim.DKIM(message, logger=logger, minkey=1024)
+def _verify_parsed(parsed: _Parsed, dnsfunc: DnsFunc) -> list[SignatureCheck]:
+    return [_verify_one(parsed, idx, dnsfunc) for idx in range(len(parsed.signatures()))]
+
+
+def _verify_one(parsed: _Parsed, idx: int, dnsfunc: DnsFunc) -> SignatureCheck:
+    checker, collect = parsed.checker, parsed.collect
+    collect.messages.clear()
+    checker.signature_fields = {}  # what an earlier signature left
     try:
         ok = bool(checker.verify(idx=idx, dnsfunc=dnsfunc))
         detail = "pass" if ok else (collect.messages[-1:] or ["signature does not match"])[0]
@@ -502,11 +523,9 @@ async def verify_with_resolver(message: bytes, resolver: TxtResolver) -> list[Si
 
     Raises ValidationError("message") as :func:`verify`.
     """
-    parsed = _parse_any(message)
+    parsed = _Parsed(message)
     records: dict[str, str | DNSError | None] = {}
-    for name, value in parsed.headers:
-        if name.lower() != b"dkim-signature":
-            continue
+    for value in parsed.signatures():
         try:
             tags = parse_tag_value(value)
             where = dns_name(tags[b"d"].decode("ascii"), tags[b"s"].decode("ascii"))
@@ -520,4 +539,4 @@ async def verify_with_resolver(message: bytes, resolver: TxtResolver) -> list[Si
             records[where] = exc
             continue
         records[where] = None if answer.nxdomain or not answer.records else answer.records[0]
-    return verify(message, dnsfunc=records_dnsfunc(records))
+    return _verify_parsed(parsed, records_dnsfunc(records))

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from mailer.sink.checks import HeaderCheck, run_checks
 from mailer.sink.options import BadCert, ReplyRule, SinkOptions, parse_listen, parse_reply_rule
-from mailer.sink.report import SinkMessage, format_line, message_json
+from mailer.sink.record import SinkMessage
+from mailer.sink.report import format_line, message_json
 from mailer.sink.server import DevSink
 from mailer.sink.smtpd import Refusal
 from mailer.sink.verify import DkimResult, KeySource

@@ -23,7 +23,7 @@ from publicsuffixlist import PublicSuffixList
 from mailer.dns import Resolver
 from mailer.errors import DNSError, ValidationError
 from mailer.identity.check_host import check_host
-from mailer.message.keys import parse_dkim_record
+from mailer.message.keys import TxtResolver, parse_dkim_record
 from mailer.sink.verify import DkimResult
 
 __all__ = [
@@ -165,8 +165,16 @@ class Authenticator:
     SPF is temperror and no DMARC record is found) as seen from
     ``sender_ip`` (None: SPF is not evaluated)."""
 
-    def __init__(self, resolver: Resolver | None, sender_ip: str | None) -> None:
+    def __init__(
+        self,
+        resolver: Resolver | None,
+        sender_ip: str | None,
+        records: TxtResolver | None = None,
+    ) -> None:
         self._resolver = resolver
+        # DMARC policies come from ``records`` when given (a TxtRecords
+        # shared with the DKIM verifier), else straight from the resolver
+        self._records: TxtResolver | None = records or resolver
         self._ip = sender_ip
         # reads the list the package ships (no network); once per sink
         self._psl = PublicSuffixList()
@@ -194,7 +202,7 @@ class Authenticator:
         return dmarc_verdict(self._psl, author, dkim, spf, policy, why)
 
     async def _policy(self, domain: str) -> tuple[DmarcPolicy | None, str]:
-        if self._resolver is None:
+        if self._records is None:
             return None, "the sink has no DNS"
         names = [f"_dmarc.{domain}"]
         organisational = _organisational(self._psl, domain)
@@ -202,7 +210,7 @@ class Authenticator:
             names.append(f"_dmarc.{organisational}")
         for name in names:
             try:
-                answer = await self._resolver.txt(name)
+                answer = await self._records.txt(name)
             except DNSError as exc:
                 return None, f"DMARC lookup of {name} failed: {exc}"
             records = [r for r in answer.records if r.lower().startswith("v=dmarc1")]

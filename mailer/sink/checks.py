@@ -20,6 +20,7 @@ from mailer.message.keys import parse_dkim_record
 
 __all__ = [
     "CHECKS",
+    "HeaderCache",
     "HeaderCheck",
     "check_date",
     "check_from",
@@ -47,31 +48,50 @@ class HeaderCheck:
     detail: str
 
 
+class HeaderCache:
+    """Header values parsed by ``email.policy.default``, shared by the
+    messages one sink parses. The parser and ``get_content_type()`` ask
+    for Content-Type again and again (a score of times for a multipart
+    invitation), and each time the header registry parses it anew: most
+    of the cost of the checks. Invitations repeat their parts' headers and
+    their From, so one parse serves many messages. Header objects are
+    immutable, so the same one can be handed out again. At most ``size``
+    values are kept (all are dropped when it is full: the next messages
+    refill it)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._parsed: dict[tuple[str, str], Any] = {}
+
+    def get(self, name: str, value: str, parse: Callable[[str, str], Any]) -> Any:
+        """The header object for ``value``, made by ``parse`` once."""
+        key = (name, value)
+        found = self._parsed.get(key)
+        if found is None:
+            if len(self._parsed) >= self._size:
+                self._parsed.clear()
+            found = self._parsed[key] = parse(name, value)
+        return found
+
+
 class _ParseOnce(email.policy.EmailPolicy):
-    """``email.policy.default`` that parses each header value once per
-    message. The parser and ``get_content_type()`` ask for Content-Type
-    again and again (a score of times for a multipart invitation), and
-    each time the header registry parses it anew: most of the cost of the
-    checks. Header objects are immutable, so the same one can be handed
-    out again."""
+    """``email.policy.default`` whose header values come from a
+    :class:`HeaderCache`."""
 
     def header_fetch_parse(self, name: str, value: str) -> Any:
         if hasattr(value, "name"):
             return value
-        parsed: dict[tuple[str, str], Any] = self.__dict__["_parsed"]
-        key = (name, value)
-        found = parsed.get(key)
-        if found is None:
-            found = parsed[key] = super().header_fetch_parse(name, value)
-        return found
+        cache: HeaderCache = self.__dict__["_cache"]
+        return cache.get(name, value, super().header_fetch_parse)
 
 
-def parse_message(data: bytes) -> email.message.EmailMessage:
+def parse_message(data: bytes, cache: HeaderCache | None = None) -> email.message.EmailMessage:
     """``data`` (CRLF or LF line ends) parsed with ``email.policy.default``
-    (each header value parsed once)."""
+    (each header value parsed once per ``cache``; a cache of its own when
+    None)."""
     policy = _ParseOnce()
-    # policies are frozen; the cache lives and dies with this message
-    object.__setattr__(policy, "_parsed", {})
+    # policies are frozen; the cache is shared by the caller's messages
+    object.__setattr__(policy, "_cache", HeaderCache() if cache is None else cache)
     # typeshed's EmailPolicy is generic, the class at run time is not
     return email.message_from_bytes(data.replace(b"\r\n", b"\n"), policy=policy)  # type: ignore[arg-type]
 

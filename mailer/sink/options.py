@@ -28,10 +28,14 @@ DEFAULT_HOSTNAME = "mx.sink.test"
 DEFAULT_KEEP = 10_000
 DEFAULT_BACKLOG = 1_000
 
-# PATTERN=CODE [ENH] [TEXT], with an optional "rcpt:"/"data:" stage prefix.
+# PATTERN=CODE [ENH] [TEXT], with an optional stage prefix ("rcpt:",
+# "data-command:" or "data:", the stages of the sink's scripts).
 # The pattern is the shortest prefix followed by "=" and a reply code, so a
 # pattern may itself contain "=" (rare in addresses, but legal).
-_RULE = re.compile(r"(?:(?P<stage>rcpt|data):)?(?P<pattern>.+?)=(?P<reply>[45][0-9][0-9](?: .*)?)")
+_RULE = re.compile(
+    rf"(?:(?P<stage>{'|'.join(map(re.escape, STAGES))}):)?"
+    r"(?P<pattern>.+?)=(?P<reply>[45][0-9][0-9](?: .*)?)"
+)
 _ENHANCED = re.compile(r"([245])\.[0-9]{1,3}\.[0-9]{1,3}")
 
 
@@ -55,7 +59,8 @@ class ReplyRule:
 
 def parse_reply_rule(text: str) -> ReplyRule:
     """``'unknown*@*=550 5.1.1 no such user'`` → ReplyRule; a ``data:``
-    prefix answers after the message instead of at RCPT.
+    prefix answers after the message instead of at RCPT, ``data-command:``
+    the DATA command itself.
 
     Raises ValidationError("reply") unless the reply is a 4xx/5xx code,
     optionally followed by an enhanced status code of the same class and text.
@@ -126,6 +131,10 @@ class SinkOptions:
     # messages answered 250 but not yet checked and stored, at most; past
     # that the sink answers 451 (the sender retries) instead of piling up
     backlog: int = DEFAULT_BACKLOG
+    # False: messages are only recorded (no DKIM, checks nor Maildir), as
+    # fast as the SMTP side takes them: the sink of load tests
+    check: bool = True
+    pipelining: bool = True
 
     def __post_init__(self) -> None:
         """Raises ValidationError naming the flag that is out of range or
@@ -153,5 +162,9 @@ class SinkOptions:
             raise ValidationError("no-starttls", "a certificate makes no sense without STARTTLS")
         if self.cert is not None and self.bad_cert is not None:
             raise ValidationError("bad-cert", "give either --cert/--key or --bad-cert")
+        if not self.check and (self.maildir is not None or self.bounce_after or self.complain):
+            raise ValidationError(
+                "no-checks", "a sink that does not check stores nothing and sends nothing back"
+            )
         if not self.hostname or any(c.isspace() for c in self.hostname):
             raise ValidationError("hostname", f"{self.hostname!r} is not a host name")

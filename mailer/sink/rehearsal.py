@@ -13,7 +13,7 @@ import random
 from mailer.delivery.smtp import open_session
 from mailer.errors import MailerError
 from mailer.feedback.rehearsal import build_arf, build_dsn
-from mailer.sink.report import SinkMessage
+from mailer.sink.record import SinkMessage
 
 log = logging.getLogger(__name__)
 

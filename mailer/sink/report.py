@@ -1,7 +1,6 @@
-"""What the sink tells about a message: the record kept per message, its
-one-line and JSON forms, and the trace header fields a receiving MTA would
-add before storing it (Return-Path, Delivered-To, Received,
-Authentication-Results). All pure."""
+"""What the sink tells about a message: its one-line and JSON forms, and
+the trace header fields a receiving MTA would add before storing it
+(Return-Path, Delivered-To, Received, Authentication-Results). All pure."""
 
 from __future__ import annotations
 
@@ -9,74 +8,22 @@ import dataclasses
 import datetime
 import email.message
 import email.utils
-from dataclasses import dataclass
 from typing import Any
 
-from mailer.sink.auth import DmarcVerdict, SpfVerdict
-from mailer.sink.checks import HeaderCheck, parse_message
+from mailer.sink.checks import HeaderCheck
+from mailer.sink.record import SinkMessage
 from mailer.sink.smtpd import Refusal
 from mailer.sink.verify import DkimResult
 
 __all__ = [
-    "SinkMessage",
     "detail_json",
     "format_line",
+    "format_received",
     "format_refusal",
     "message_json",
     "refusal_json",
     "trace_headers",
 ]
-
-
-@dataclass(frozen=True)
-class SinkMessage:
-    """One message the sink accepted, with what it found out about it."""
-
-    id: str
-    mail_from: str
-    rcpt_tos: tuple[str, ...]
-    data: bytes
-    tls_version: str | None
-    peer: str
-    received_at: float
-    dkim: tuple[DkimResult, ...]
-    checks: tuple[HeaderCheck, ...]
-    tls_cipher: str | None = None
-    spf: SpfVerdict | None = None
-    dmarc: DmarcVerdict | None = None
-
-    @property
-    def message(self) -> email.message.EmailMessage:
-        """The message parsed with ``email.policy.default`` (``\\n`` line ends)."""
-        return parse_message(self.data)
-
-    @property
-    def subject(self) -> str:
-        return _header_text(self.message, "Subject")
-
-    @property
-    def dkim_pass(self) -> bool:
-        """Signed, and every signature verifies."""
-        return bool(self.dkim) and all(result.ok for result in self.dkim)
-
-    @property
-    def checks_ok(self) -> bool:
-        return all(check.ok for check in self.checks)
-
-    def check(self, name: str) -> HeaderCheck:
-        """The header check called ``name``. Raises KeyError for an unknown name."""
-        for check in self.checks:
-            if check.name == name:
-                return check
-        raise KeyError(name)
-
-
-def _header_text(msg: email.message.EmailMessage, name: str) -> str:
-    try:
-        value = msg[name]
-    except (ValueError, TypeError, IndexError, AttributeError):
-        return ""
-    return "" if value is None else str(value)
 
 
 def _iso(when: float) -> str:
@@ -113,6 +60,16 @@ def format_line(message: SinkMessage) -> str:
         f"{', '.join(f'<{rcpt}>' for rcpt in message.rcpt_tos)} "
         f'"{subject}" {message.tls_version or "PLAINTEXT"} | '
         f"{_dkim_text(message.dkim)} | {_checks_text(message.checks)}"
+    )
+
+
+def format_received(message: SinkMessage) -> str:
+    """The short line of a sink that does not check: time, peer, TLS,
+    envelope and size (nothing parsed)."""
+    return (
+        f"{message.received_at:.3f} {message.peer} {message.tls_version or 'plain'} "
+        f"from=<{message.mail_from}> to=<{','.join(message.rcpt_tos)}> "
+        f"bytes={len(message.data)}"
     )
 
 

@@ -7,39 +7,29 @@ worker subprocesses alike. Several sinks can listen on different loopback
 addresses with the same port (:func:`pick_port`), as the engine delivers to
 every MX on one configured port.
 
-``python -m mailer.sink.runner --listen 127.0.0.1:2525 [--no-starttls] [--no-pipelining]``
-runs sinks in the foreground until SIGTERM/SIGINT, printing one line per
-message without keeping or parsing it.
-
-Both run on the service's event loop (uvloop where installed), as ``mailer
-sink`` and the engine do: in ``mailer bench`` the sink shares the machine's
-cores with the engine, and on asyncio's own loop it takes more CPU per
-message (docs/performance.md).
+In the foreground it is ``mailer sink --no-checks`` (the developer sink
+over this one, recording only). It runs on the service's event loop (uvloop
+where installed), as the engine does: in ``mailer bench`` the sink shares
+the machine's cores with the engine, and on asyncio's own loop it takes
+more CPU per message (docs/performance.md).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
-import signal
 import socket
 import ssl
-import sys
 from collections.abc import Iterable
-from pathlib import Path
 from types import TracebackType
-from typing import TextIO
 
 from mailer import loop as service_loop
 from mailer.dev.certs import CertFiles, TestCerts
-from mailer.errors import ValidationError
-from mailer.hostport import parse_host_port
 from mailer.loop import ServerThread
+from mailer.sink.record import SinkMessage
 from mailer.sink.smtpd import (
     STAGES,
     MessageHook,
-    Received,
     Recorder,
     Refusal,
     RefusalHook,
@@ -49,12 +39,10 @@ from mailer.sink.smtpd import (
 )
 
 __all__ = [
-    "Received",
     "Refusal",
     "Sink",
     "Transaction",
     "certificate_names",
-    "main",
     "pick_port",
 ]
 
@@ -111,12 +99,12 @@ class Sink:
         self._server: ServerThread | None = None
 
     @property
-    def messages(self) -> list[Received]:
+    def messages(self) -> list[SinkMessage]:
         with self._recorder.changed:
             return list(self._recorder.messages)
 
     @property
-    def dropped(self) -> list[Received]:
+    def dropped(self) -> list[SinkMessage]:
         """Messages read by a DATA that :meth:`drop_after_data` cut off."""
         with self._recorder.changed:
             return list(self._recorder.dropped)
@@ -226,7 +214,7 @@ class Sink:
             self._recorder.refusals.clear()
             self._recorder.connections = 0
 
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[SinkMessage]:
         """Block until ``count`` messages are recorded; return them all.
 
         Raises TimeoutError if they do not arrive within ``timeout`` seconds.
@@ -238,7 +226,7 @@ class Sink:
                 raise TimeoutError(f"sink got {got} of {count} messages in {timeout}s")
             return list(recorder.messages)
 
-    async def await_messages(self, count: int, timeout: float = 10.0) -> list[Received]:  # noqa: ASYNC109
+    async def await_messages(self, count: int, timeout: float = 10.0) -> list[SinkMessage]:  # noqa: ASYNC109
         """:meth:`wait_for` without blocking the caller's event loop."""
         return await asyncio.to_thread(self.wait_for, count, timeout)
 
@@ -329,94 +317,3 @@ def pick_port(hosts: Iterable[str] = LOOPBACKS, attempts: int = 50) -> int:
             for probe in probes:
                 probe.close()
     raise OSError(f"no port free on all of {hosts}")
-
-
-class _Lines:
-    """One line per message on a stream, flushed a few times a second rather
-    than per line (thousands of messages per second in benchmarks)."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._flush_pending = False
-
-    def __call__(self, received: Received) -> None:
-        self._stream.write(
-            f"{received.received_at:.3f} {received.peer} {received.tls_version or 'plain'} "
-            f"from=<{received.mail_from}> to=<{','.join(received.rcpt_tos)}> "
-            f"bytes={len(received.data)}\n"
-        )
-        if not self._flush_pending:
-            self._flush_pending = True
-            asyncio.get_running_loop().call_later(0.2, self._flush)
-
-    def _flush(self) -> None:
-        self._flush_pending = False
-        self._stream.flush()
-
-
-def _parse_listen(value: str) -> tuple[str, int]:
-    try:
-        return parse_host_port(value, "--listen", any_port=True)
-    except ValidationError as exc:
-        raise argparse.ArgumentTypeError(exc.reason) from exc
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    recorder = Recorder(keep=False)
-    printer = None if args.quiet else _Lines(sys.stdout)
-    with TestCerts() as certs:
-        servers = []
-        for host, port in args.listen:
-            if args.no_starttls:
-                tls = None
-            elif args.cert:
-                # a certificate from the caller's CA (the bench's MTA-STS
-                # run verifies it against the MX name)
-                tls = TestCerts.server_context((Path(args.cert), Path(args.key or args.cert)))
-            else:
-                tls = _default_tls(args.hostname, host, certs)
-            servers.append(
-                Server(
-                    host,
-                    port,
-                    recorder,
-                    tls=tls,
-                    hostname=args.hostname,
-                    on_message=printer,
-                    pipelining=not args.no_pipelining,
-                )
-            )
-        for server in servers:
-            await server.listen()
-            starttls = server.tls is not None
-            print(f"listening on {server.host}:{server.port} starttls={starttls}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
-        for server in servers:
-            await server.close()
-        sys.stdout.flush()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run sinks in the foreground until SIGTERM/SIGINT."""
-    parser = argparse.ArgumentParser(prog="python -m mailer.sink.runner", description=__doc__)
-    parser.add_argument(
-        "--listen", type=_parse_listen, action="append", required=True, metavar="HOST:PORT"
-    )
-    parser.add_argument("--no-starttls", action="store_true", help="do not offer STARTTLS")
-    parser.add_argument(
-        "--no-pipelining", action="store_true", help="do not offer PIPELINING (RFC 2920)"
-    )
-    parser.add_argument("--hostname", default="mx.sink.test", help="name in greeting and cert")
-    parser.add_argument("--quiet", action="store_true", help="no line per message")
-    parser.add_argument("--cert", metavar="PEM", help="certificate chain to present")
-    parser.add_argument("--key", metavar="PEM", help="private key of --cert")
-    service_loop.run(_serve(parser.parse_args(argv)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,14 +3,19 @@ tell about each message (DKIM per signature, header checks), a Maildir
 that ordinary mail tools read, and the fault rehearsal of `mailer sink`.
 
 Threads: the SMTP server runs on the test kit's loop thread and only hands
-each accepted message over; a second thread with its own loop does the
-DKIM key lookups, the verification (CPU work) and the Maildir write, one
-message after another, so the SMTP side keeps accepting meanwhile.
+each accepted message over; a second server thread with its own loop
+(:class:`mailer.loop.ServerThread`) does the DKIM key lookups, the
+verification and the header checks (CPU work), one message after another,
+so the SMTP side keeps accepting meanwhile; a third writes the Maildir
+(mostly an fsync, which leaves the interpreter free for the next check)
+in the same order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import dataclasses
 import logging
 import threading
 import uuid
@@ -23,21 +28,25 @@ from mailer.config import Config
 from mailer.dev.certs import CertFiles, TestCerts
 from mailer.dns import Resolver
 from mailer.errors import ValidationError
+from mailer.loop import ServerThread
 from mailer.sink.auth import Authenticator, DmarcVerdict, SpfVerdict
-from mailer.sink.checks import HeaderCheck, parse_message, run_checks
+from mailer.sink.checks import HeaderCache, HeaderCheck, parse_message, run_checks
 from mailer.sink.maildir import MaildirStore
 from mailer.sink.options import BadCert, SinkOptions
+from mailer.sink.record import SinkMessage
 from mailer.sink.rehearsal import Rehearsal
-from mailer.sink.report import SinkMessage, trace_headers
+from mailer.sink.report import trace_headers
 from mailer.sink.runner import Sink, certificate_names
-from mailer.sink.smtpd import Received, Refusal, Transaction
-from mailer.sink.verify import DkimResult, Verifier
+from mailer.sink.smtpd import Refusal, Transaction
+from mailer.sink.verify import DkimResult, TxtRecords, Verifier
 
 __all__ = ["DevSink"]
 
 log = logging.getLogger(__name__)
 
 _DRAIN_ON_STOP = 10.0
+# messages written to the Maildir in one go at most (each holds a file open)
+_STORE_BATCH = 64
 
 
 class DevSink:
@@ -50,7 +59,8 @@ class DevSink:
     DNS does not publish. ``certs`` is the CA that issues the sink's
     certificate (a throw-away one is made when None). ``on_message`` is
     called on the checking thread for each message once it is checked and
-    stored, ``on_refusal`` on the SMTP thread for each reply refused on
+    stored (on the SMTP thread as it arrives when ``options.check`` is
+    False), ``on_refusal`` on the SMTP thread for each reply refused on
     purpose; both must return quickly (:meth:`listen` adds more message
     listeners). ``sender_ip`` is the sending node's public address SPF is
     evaluated for (None: SPF is not evaluated).
@@ -72,8 +82,9 @@ class DevSink:
     ) -> None:
         self.options = options or SinkOptions()
         resolver = None if nameservers is None else Resolver(nameservers, timeout=dns_timeout)
-        self._verifier = Verifier(resolver, keys_dir)
-        self._auth = Authenticator(resolver, sender_ip)
+        records = None if resolver is None else TxtRecords(resolver)
+        self._verifier = Verifier(records, keys_dir)
+        self._auth = Authenticator(resolver, sender_ip, records)
         self.certs = certs
         self._owned_certs: TestCerts | None = None
         self._listeners = [] if on_message is None else [on_message]
@@ -84,9 +95,15 @@ class DevSink:
         self._checked = 0
         self._maildir: MaildirStore | None = None
         self._smtp: Sink | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._checker: ServerThread | None = None
+        self._writer: concurrent.futures.ThreadPoolExecutor | None = None
         self._serial: asyncio.Lock | None = None
+        # header values repeat from message to message (the parts of one
+        # template, the sender): each is parsed once per sink
+        self._headers = HeaderCache()
+        # checked messages waiting for the Maildir writer (checker loop only)
+        self._to_store: list[tuple[SinkMessage, asyncio.Future[SinkMessage]]] = []
+        self._storing: asyncio.Task[None] | None = None
         opts = self.options
         self.rehearsal: Rehearsal | None = None
         if opts.feedback_to is not None and (opts.bounce_after or opts.complain):
@@ -201,7 +218,7 @@ class DevSink:
         return self._kit().transactions
 
     @property
-    def dropped(self) -> list[Received]:
+    def dropped(self) -> list[SinkMessage]:
         return self._kit().dropped
 
     @property
@@ -289,12 +306,12 @@ class DevSink:
         opts = self.options
         if opts.maildir is not None:
             self._maildir = MaildirStore(opts.maildir)
-        self._loop = asyncio.new_event_loop()
-        self._serial = asyncio.Lock()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="sink-checks", daemon=True
-        )
-        self._thread.start()
+        if opts.check:
+            self._serial = asyncio.Lock()  # used on the checker's loop only
+            self._checker = ServerThread("sink-checks", _nothing, _cancel_all)
+            self._checker.start()
+        if self._maildir is not None:
+            self._writer = concurrent.futures.ThreadPoolExecutor(1, "sink-maildir")
         smtp = Sink(
             opts.host,
             opts.port,
@@ -303,8 +320,9 @@ class DevSink:
             hostname=opts.hostname,
             tls_cert=self._tls_cert(),
             keep=False,
-            on_message=self._accepted,
+            on_message=self._accepted if opts.check else self._recorded,
             on_refusal=self._on_refusal,
+            pipelining=opts.pipelining,
         )
         try:
             smtp.start()
@@ -360,14 +378,14 @@ class DevSink:
         self._close_certs()
 
     def _stop_checker(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        asyncio.run_coroutine_threadsafe(_cancel_all(), loop).result()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        loop.close()
-        self._loop = self._thread = None
+        if self._checker is not None:
+            self._checker.stop()
+            self._checker = None
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+        if self._maildir is not None:
+            self._maildir.close()
 
     def _close_certs(self) -> None:
         if self._owned_certs is not None:
@@ -398,22 +416,37 @@ class DevSink:
 
     # -- checking -------------------------------------------------------------
 
-    def _accepted(self, received: Received) -> str | None:
+    def _recorded(self, received: SinkMessage) -> None:
+        """On the SMTP loop, for a sink that does not check: kept and
+        told as it is."""
+        message = dataclasses.replace(received, id=uuid.uuid4().hex)
+        with self._changed:
+            self._messages.append(message)
+            listeners = self._listeners
+            self._changed.notify_all()
+        for listener in listeners:
+            listener(message)
+
+    def _accepted(self, received: SinkMessage) -> str | None:
         """On the SMTP loop: count it and hand it to the checker; or, with
         ``options.backlog`` messages waiting already, a 451 reply."""
         with self._changed:
             if self._received - self._checked >= self.options.backlog:
                 return "451 4.3.1 sink busy: too many messages waiting to be checked, retry"
             self._received += 1
-        assert self._loop is not None
-        asyncio.run_coroutine_threadsafe(self._check(received), self._loop)
+        assert self._checker is not None
+        self._checker.submit(self._check(received))
         return None
 
-    async def _check(self, received: Received) -> None:
+    async def _check(self, received: SinkMessage) -> None:
         assert self._serial is not None
         try:
             async with self._serial:  # FIFO: messages are checked in arrival order
-                message = await self._examine(received)
+                checked = await self._examine(received)
+            if self._writer is None:
+                message = dataclasses.replace(checked, id=uuid.uuid4().hex)
+            else:
+                message = await self._stored(checked)
             with self._changed:
                 self._messages.append(message)
                 listeners = self._listeners
@@ -426,14 +459,15 @@ class DevSink:
                 self._checked += 1
                 self._changed.notify_all()
 
-    async def _examine(self, received: Received) -> SinkMessage:
+    async def _examine(self, received: SinkMessage) -> SinkMessage:
+        """``received`` with what the checks found (parsed once for all)."""
         dkim: tuple[DkimResult, ...] = ()
         checks: tuple[HeaderCheck, ...]
         spf: SpfVerdict | None = None
         dmarc: DmarcVerdict | None = None
         try:
             dkim = tuple(await self._verifier.verify(received.data))
-            parsed = parse_message(received.data)
+            parsed = parse_message(received.data, self._headers)
             checks = run_checks(parsed)
             spf = await self._auth.spf(received.mail_from)
             dmarc = await self._auth.dmarc(parsed, dkim, spf)
@@ -442,46 +476,59 @@ class DevSink:
         except Exception as exc:  # a bug here must not lose the message
             log.exception("checking a message from %s failed", received.mail_from)
             checks = (HeaderCheck("message", False, f"checking failed: {exc!r}"),)
-        return SinkMessage(
-            id=self._store(received, dkim, checks),
-            mail_from=received.mail_from,
-            rcpt_tos=received.rcpt_tos,
-            data=received.data,
-            tls_version=received.tls_version,
-            peer=received.peer,
-            received_at=received.received_at,
-            dkim=dkim,
-            checks=checks,
-            tls_cipher=received.tls_cipher,
-            spf=spf,
-            dmarc=dmarc,
+        return dataclasses.replace(received, dkim=dkim, checks=checks, spf=spf, dmarc=dmarc)
+
+    async def _stored(self, message: SinkMessage) -> SinkMessage:
+        """``message`` once it is in the Maildir, with its key as id.
+
+        One writer thread stores what the checker has finished meanwhile
+        as one batch, while the next messages are checked; messages come
+        back (and are listed) in arrival order."""
+        future: asyncio.Future[SinkMessage] = asyncio.get_running_loop().create_future()
+        self._to_store.append((message, future))
+        if self._storing is None:
+            self._storing = asyncio.create_task(self._store_batches())
+        return await future
+
+    async def _store_batches(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._to_store:
+                batch = self._to_store[:_STORE_BATCH]
+                del self._to_store[:_STORE_BATCH]
+                messages = [message for message, _ in batch]
+                stored = await loop.run_in_executor(self._writer, self._store, messages)
+                for (_, future), message in zip(batch, stored, strict=True):
+                    future.set_result(message)
+        finally:
+            self._storing = None
+
+    def _store(self, messages: list[SinkMessage]) -> list[SinkMessage]:
+        """Into the Maildir with trace header fields; the messages with
+        their keys as ids (random ids when the Maildir cannot be written)."""
+        assert self._maildir is not None
+        try:
+            keys = self._maildir.add_many([(self._trace(m), m.data) for m in messages])
+        except OSError as exc:
+            log.error("cannot store messages in %s: %s", self._maildir.path, exc)
+            keys = [uuid.uuid4().hex for _ in messages]
+        return [dataclasses.replace(m, id=key) for m, key in zip(messages, keys, strict=True)]
+
+    def _trace(self, message: SinkMessage) -> bytes:
+        return trace_headers(
+            hostname=self.options.hostname,
+            mail_from=message.mail_from,
+            rcpt_tos=message.rcpt_tos,
+            peer=message.peer,
+            tls_version=message.tls_version,
+            received_at=message.received_at,
+            dkim=message.dkim,
+            checks=message.checks,
         )
 
-    def _store(
-        self,
-        received: Received,
-        dkim: tuple[DkimResult, ...],
-        checks: tuple[HeaderCheck, ...],
-    ) -> str:
-        """Into the Maildir with trace header fields; returns the key (a
-        random id when there is no Maildir or it cannot be written)."""
-        if self._maildir is None:
-            return uuid.uuid4().hex
-        trace = trace_headers(
-            hostname=self.options.hostname,
-            mail_from=received.mail_from,
-            rcpt_tos=received.rcpt_tos,
-            peer=received.peer,
-            tls_version=received.tls_version,
-            received_at=received.received_at,
-            dkim=dkim,
-            checks=checks,
-        )
-        try:
-            return self._maildir.add(trace, received.data)
-        except OSError as exc:
-            log.error("cannot store a message in %s: %s", self._maildir.path, exc)
-            return uuid.uuid4().hex
+
+async def _nothing() -> None:
+    """The checker opens nothing: it only runs what it is handed."""
 
 
 async def _cancel_all() -> None:

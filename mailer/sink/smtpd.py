@@ -10,9 +10,6 @@ only state touched from other threads, always under its condition's lock.
 from __future__ import annotations
 
 import asyncio
-import email
-import email.message
-import email.policy
 import fnmatch
 import random
 import re
@@ -26,12 +23,13 @@ from typing import Any, AnyStr, cast
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, TLSSetupException
 from aiosmtpd.smtp import Session as ServerSession
 
+from mailer.sink.record import SinkMessage
+
 __all__ = [
     "GREYLIST_REPLY",
     "STAGES",
     "TEMPFAIL_REPLY",
     "MessageHook",
-    "Received",
     "Recorder",
     "Refusal",
     "RefusalHook",
@@ -65,25 +63,6 @@ def check_reply(reply: str) -> str:
     if not _REPLY.fullmatch(reply) or "\r" in reply or "\n" in reply:
         raise ValueError(f"reply must look like '550 5.1.1 text', got {reply!r}")
     return reply
-
-
-@dataclass(frozen=True, slots=True)
-class Received:
-    mail_from: str
-    rcpt_tos: tuple[str, ...]
-    data: bytes
-    tls_version: str | None
-    peer: str
-    received_at: float
-    tls_cipher: str | None = None
-
-    @property
-    def message(self) -> email.message.EmailMessage:
-        """The message parsed with ``email.policy.default``; CRLF line ends
-        become ``\\n`` so decoded text compares like Python strings."""
-        return email.message_from_bytes(
-            self.data.replace(b"\r\n", b"\n"), policy=email.policy.default
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +111,8 @@ class Recorder:
     def __init__(self, keep: bool) -> None:
         self.keep = keep
         self.changed = threading.Condition()
-        self.messages: list[Received] = []
-        self.dropped: list[Received] = []
+        self.messages: list[SinkMessage] = []
+        self.dropped: list[SinkMessage] = []
         self.transactions: list[Transaction] = []
         self.refusals: list[Refusal] = []
         self.connections = 0
@@ -202,7 +181,7 @@ class Recorder:
 
 # May refuse the message: a reply (4xx) instead of 250, e.g. when the
 # caller's backlog is full; None accepts it.
-MessageHook = Callable[[Received], str | None]
+MessageHook = Callable[[SinkMessage], str | None]
 RefusalHook = Callable[[Refusal], None]
 
 
@@ -292,7 +271,7 @@ class _Handler:
 
     async def handle_DATA(self, server: SMTP, session: ServerSession, envelope: Envelope) -> str:
         recorder = self._recorder
-        received = Received(
+        received = SinkMessage(
             mail_from=envelope.mail_from or "",
             rcpt_tos=tuple(envelope.rcpt_tos),
             data=envelope.original_content or b"",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from mailer.dns import Answer, Resolver
 from mailer.errors import DNSError, KeyMaterialError, ValidationError
 from mailer.message.keys import (
     KeyStore,
@@ -26,7 +27,7 @@ from mailer.message.keys import (
 )
 from mailer.message.signing import SignatureCheck, verify_with_resolver
 
-__all__ = ["DkimResult", "KeySource", "LocalKeys", "Verifier", "dkim_result"]
+__all__ = ["DkimResult", "KeySource", "LocalKeys", "TxtRecords", "Verifier", "dkim_result"]
 
 _DOMAINKEY = "._domainkey."
 
@@ -105,6 +106,36 @@ class LocalKeys:
         value = dns_record_value(key)
         self._records[path] = (version, value)
         return value
+
+
+class TxtRecords:
+    """The TXT answers the sink asks for message after message (each
+    signature's key record, each From domain's DMARC policy), kept for the
+    sink's run within their TTL. The resolver keeps them too, but each of
+    its hits parses the name with dnspython again, a share of every
+    message's checks worth saving. Errors are not kept. At most ``size``
+    names are (all are dropped when it is full)."""
+
+    def __init__(
+        self, resolver: Resolver, *, size: int = 4096, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._resolver = resolver
+        self._size = size
+        self._clock = clock
+        self._answers: dict[str, tuple[float, Answer[str]]] = {}
+
+    async def txt(self, name: str) -> Answer[str]:
+        """Raises DNSError as :meth:`mailer.dns.Resolver.txt`."""
+        key = name.lower().rstrip(".")
+        kept = self._answers.get(key)
+        now = self._clock()
+        if kept is not None and kept[0] > now:
+            return kept[1]
+        answer = await self._resolver.txt(name)
+        if len(self._answers) >= self._size:
+            self._answers.clear()
+        self._answers[key] = (now + answer.ttl, answer)
+        return answer
 
 
 class _DnsFailures:

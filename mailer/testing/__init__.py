@@ -9,7 +9,17 @@ from __future__ import annotations
 from mailer.dev.certs import CertFiles, TestCerts
 from mailer.dev.dnsserver import DNSServer
 from mailer.sink.options import SinkOptions
+from mailer.sink.record import SinkMessage
 from mailer.sink.runner import Sink, pick_port
 from mailer.sink.server import DevSink
 
-__all__ = ["CertFiles", "DNSServer", "DevSink", "Sink", "SinkOptions", "TestCerts", "pick_port"]
+__all__ = [
+    "CertFiles",
+    "DNSServer",
+    "DevSink",
+    "Sink",
+    "SinkMessage",
+    "SinkOptions",
+    "TestCerts",
+    "pick_port",
+]

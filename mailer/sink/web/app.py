@@ -25,7 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from mailer.sink.api import api_router
-from mailer.sink.report import SinkMessage
+from mailer.sink.record import SinkMessage
 from mailer.sink.server import DevSink
 from mailer.sink.web.faults import FaultSwitches, Switch
 from mailer.sink.web.live import Changes

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mailer.sink.checks import ONE_CLICK
-from mailer.sink.report import SinkMessage
+from mailer.sink.record import SinkMessage
 from mailer.sink.web.htmlcheck import HtmlReport, check_html
 
 __all__ = ["Attachment", "MessageView", "attachment_bytes", "matches", "newest_first", "view"]
