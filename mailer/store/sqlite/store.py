@@ -20,7 +20,7 @@ from typing import Any, Self, TypeVar
 from mailer.errors import IdempotencyConflict, NotFound, StoreError, ValidationError
 from mailer.reasons import Reason, State
 from mailer.store import rows as typed
-from mailer.store import rules
+from mailer.store import rules, webhooks
 from mailer.store.models import (
     Account,
     AccountChange,
@@ -68,6 +68,7 @@ MIGRATIONS: tuple[str, ...] = (
     sql.SCHEMA_V7,
     accounts.SCHEMA_ACCOUNTS,
     sql.SCHEMA_V9,
+    sql.SCHEMA_V10,
 )
 
 
@@ -415,7 +416,9 @@ class SQLiteStore:
         found = await self._run(lambda: self.conn.execute(query, params).fetchall())
         return {State(row[0]): row[1] for row in found}
 
-    async def prune(self, *, before: float, limit: int) -> Pruned:
+    async def prune(
+        self, *, before: float, limit: int, idempotency_before: float | None = None
+    ) -> Pruned:
         def work(conn: sqlite3.Connection) -> Pruned:
             ids = [row[0] for row in conn.execute(sql.PRUNABLE_SENDS, (before, limit))]
             batch = json.dumps(ids)
@@ -423,7 +426,13 @@ class SQLiteStore:
             events = conn.execute(sql.PRUNE_EVENTS_OF, (batch, before)).rowcount if ids else 0
             sends = conn.execute(sql.PRUNE_SENDS, (batch,)).rowcount if ids else 0
             events += conn.execute(sql.PRUNE_ORPHAN_EVENTS, (before, limit)).rowcount
-            return Pruned(sends, attempts, events)
+            deliveries = conn.execute(
+                webhooks.qmark(webhooks.PRUNE_DELIVERIES), (before, limit)
+            ).rowcount
+            keys = 0
+            if idempotency_before is not None:
+                keys = conn.execute(sql.PRUNE_IDEMPOTENCY, (idempotency_before, limit)).rowcount
+            return Pruned(sends, attempts, events, deliveries, keys)
 
         return await self._run(self._tx, work)
 
