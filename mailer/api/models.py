@@ -279,7 +279,8 @@ class EventOut(BaseModel):
             kind = ACCOUNT_EVENT_TYPES[item.kind]
         else:
             # a send's event: the store's CHECK gives it a state and a reason
-            assert item.state is not None and item.reason is not None
+            assert item.state is not None
+            assert item.reason is not None
             kind = event_type(item.state, item.reason)
         return cls(
             seq=item.seq,

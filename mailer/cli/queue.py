@@ -425,9 +425,9 @@ def print_story(out: Console, story: Story) -> None:
     out.print(table)
 
 
-
 def _value(item: State | Reason | None) -> str | None:
     return None if item is None else item.value
+
 
 @queue.command("show")
 @click.argument("send_id")

@@ -46,7 +46,8 @@ def event_json(event: Event) -> dict[str, Any]:
             "data": {"account": event.account, **(event.data or {}), "detail": event.detail},
         }
     # a send's event: the store's CHECK gives it a state and a reason
-    assert event.state is not None and event.reason is not None
+    assert event.state is not None
+    assert event.reason is not None
     return {
         "type": event_type(event.state.value),
         "seq": event.seq,
