@@ -613,7 +613,7 @@ class Engine:
             log.info("pruned %d finished send(s) older than %g days", total.sends, cfg.days)
         if total.deliveries or total.idempotency:
             log.info(
-                "pruned %d webhook delivery log entr(ies) and %d expired idempotency record(s)",
+                "pruned %d webhook delivery log entries and %d expired idempotency records",
                 total.deliveries,
                 total.idempotency,
             )

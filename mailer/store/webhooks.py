@@ -396,13 +396,6 @@ INSERT_ACCOUNT_EVENT = """
 INSERT INTO events (at, account, kind, detail, data) VALUES (%s, %s, %s, %s, %s)
 """
 
-# Retention of the delivery log. Params: before, limit.
-PRUNE_DELIVERIES = """
-DELETE FROM webhook_deliveries WHERE id IN (
-    SELECT id FROM webhook_deliveries WHERE at < %s ORDER BY at LIMIT %s
-)
-"""
-
 
 def states_clause(types: Sequence[str]) -> tuple[str, tuple[str, ...]]:
     """The ``{states}`` condition of PENDING_EVENTS and its parameters:

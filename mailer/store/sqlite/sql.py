@@ -299,7 +299,13 @@ VALUES (?, ?, ?, ?, ?, ?, ?)
 SELECT_IDEMPOTENCY = "SELECT * FROM idempotency WHERE account = ? AND key = ?"
 # an expired key, before it is used anew
 DELETE_IDEMPOTENCY = "DELETE FROM idempotency WHERE account = ? AND key = ?"
-# retention: expired keys, oldest first. Params: before, limit.
+# retention: the webhook delivery log by age, expired keys, oldest first.
+# Params: before, limit.
+PRUNE_DELIVERIES = """
+DELETE FROM webhook_deliveries WHERE id IN (
+    SELECT id FROM webhook_deliveries WHERE at < ? ORDER BY at LIMIT ?
+)
+"""
 PRUNE_IDEMPOTENCY = """
 DELETE FROM idempotency WHERE rowid IN (
     SELECT rowid FROM idempotency WHERE created_at < ? ORDER BY created_at LIMIT ?

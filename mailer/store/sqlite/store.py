@@ -20,7 +20,7 @@ from typing import Any, Self, TypeVar
 from mailer.errors import IdempotencyConflict, NotFound, StoreError, ValidationError
 from mailer.reasons import Reason, State
 from mailer.store import rows as typed
-from mailer.store import rules, webhooks
+from mailer.store import rules
 from mailer.store.models import (
     Account,
     AccountChange,
@@ -426,9 +426,7 @@ class SQLiteStore:
             events = conn.execute(sql.PRUNE_EVENTS_OF, (batch, before)).rowcount if ids else 0
             sends = conn.execute(sql.PRUNE_SENDS, (batch,)).rowcount if ids else 0
             events += conn.execute(sql.PRUNE_ORPHAN_EVENTS, (before, limit)).rowcount
-            deliveries = conn.execute(
-                webhooks.qmark(webhooks.PRUNE_DELIVERIES), (before, limit)
-            ).rowcount
+            deliveries = conn.execute(sql.PRUNE_DELIVERIES, (before, limit)).rowcount
             keys = 0
             if idempotency_before is not None:
                 keys = conn.execute(sql.PRUNE_IDEMPOTENCY, (idempotency_before, limit)).rowcount
