@@ -57,7 +57,7 @@ def flush(ctx: Context, domain: str | None) -> None:
     """Retry deferred sends now (as `postqueue -f`): they become due at
     once and the running workers pick them up; state and attempts stay."""
     if domain is not None:
-        domain = hold_value("domain", domain)  # refused before the store is opened
+        hold_value("domain", domain)  # refused before the store is opened
     moved = run(_flush(ctx.config, domain))
     where = f" to {domain}" if domain else ""
     click.echo(f"flushed {moved} deferred send(s){where}: due now")

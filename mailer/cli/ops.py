@@ -271,7 +271,7 @@ def release(
         click.echo(f"released account {account}: {queued} send(s) queued")
         return
     kind, value = _target(domain, distribution)
-    value = hold_value(kind, value)  # refused before the store is opened
+    hold_value(kind, value)  # refused before the store is opened
     queued = run(_release(ctx.config, (kind, value)))
     click.echo(f"released {kind} {value}: {queued} send(s) queued")
 
