@@ -166,7 +166,8 @@ class FeedStore(Protocol):
     ) -> list[Event]:
         """Events after ``after`` in feed order, with the send's account and
         reference and the distribution's tags; only one send's or one
-        account's when asked."""
+        account's when asked. An account's own events (``kind`` set, no
+        send) are among the account's and the operator's, never a send's."""
         ...
 
     async def counts(self, distribution_id: str | None = None) -> dict[State, int]: ...
