@@ -27,6 +27,16 @@ TERMINAL_STATES = frozenset(
 )
 
 
+class AccountEventKind(StrEnum):
+    """Events of an account rather than of one send (no send id, no state):
+    their type in the feed, ``<object>.<what happened>`` as webhook types
+    are named."""
+
+    # an endpoint stopped getting events: its receiver answered 410, or it
+    # failed for ``webhooks.max_age``
+    WEBHOOK_DISABLED = "webhook.disabled"
+
+
 class Reason(StrEnum):
     DELIVERED = "delivered"
     QUEUED = "queued"

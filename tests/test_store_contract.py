@@ -25,6 +25,7 @@ from mailer.store.models import (
 from mailer.store.sqlite import sql as sqlite_sql
 from mailer.store.sqlite.store import SQLiteStore
 from mailer.store.tlsrpt import TLSCount
+from mailer.store.webhooks import NewEndpoint, Result
 from tests.backends import BACKENDS, StoreFactory
 
 DIST = NewDistribution(
@@ -394,6 +395,57 @@ async def test_prune_removes_old_finished_sends_with_their_attempts_and_events(s
     newest = await store.events(after=last_seq, limit=1000)
     assert [e.send_id for e in newest] == more
     assert newest[0].seq > last_seq
+
+
+async def test_prune_takes_the_webhook_delivery_log_by_age_in_batches(store) -> None:
+    endpoint = await store.webhooks.create(
+        NewEndpoint("acme", "https://h.test/", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), now=1.0
+    )
+    await store.enqueue(DIST, sends(1), hostname="h", now=100.0)
+    await store.webhooks.claim("w", 1, lease_seconds=1e6, now=100.0)
+
+    def build(events):
+        return "msg_1", b"[]"
+
+    batch = await store.webhooks.form_batch("w", endpoint.id, limit=10, build=build, now=100.0)
+    for at in (100.0, 110.0, 120.0, 200.0):
+        failed = Result(batch, "retry", 500, 0.1, "", error="HTTP 500", next_attempt_at=at)
+        assert await store.webhooks.record("w", failed, lease_seconds=1e6, now=at)
+    first = await store.prune(before=150.0, limit=2)
+    assert first.deliveries == 2
+    assert first.full(2)
+    second = await store.prune(before=150.0, limit=2)
+    assert second.deliveries == 1
+    assert not second.full(2)
+    assert [d.at for d in await store.webhooks.deliveries(endpoint.id)] == [200.0]
+    assert (await store.prune(before=150.0, limit=2)).deliveries == 0
+
+
+async def test_prune_purges_expired_idempotency_records_only(store) -> None:
+    made = []
+    for key, at in (("k-old", 100.0), ("k-older", 90.0), ("k-new", 200.0)):
+        dist_id, _ = await store.enqueue(
+            DIST, sends(1), hostname="h", now=at, idempotency=Idempotency(key, "hash")
+        )
+        made.append(dist_id)
+    # without a cut-off they are kept, whatever their age
+    assert (await store.prune(before=1e9, limit=100)).idempotency == 0
+    assert await store.idempotent("acme", "k-older") is not None
+    first = await store.prune(before=0.0, limit=1, idempotency_before=150.0)
+    assert first.idempotency == 1
+    assert await store.idempotent("acme", "k-older") is None  # the oldest first
+    assert await store.idempotent("acme", "k-old") is not None
+    assert (await store.prune(before=0.0, limit=100, idempotency_before=150.0)).idempotency == 1
+    assert await store.idempotent("acme", "k-old") is None
+    kept = await store.idempotent("acme", "k-new")
+    assert kept is not None
+    # the distributions they made stay; a purged key is a new request
+    for dist_id in made:
+        assert (await store.distribution(dist_id)).account == "acme"
+    again, _ = await store.enqueue(
+        DIST, sends(1), hostname="h", now=300.0, idempotency=Idempotency("k-old", "other")
+    )
+    assert again not in made
 
 
 async def test_unsubscribe_link_of_a_pruned_send_still_suppresses(store) -> None:

@@ -5,6 +5,7 @@ refusal."""
 from __future__ import annotations
 
 import email.policy
+import json
 import shutil
 from email import message_from_bytes
 from pathlib import Path
@@ -58,6 +59,49 @@ def test_hold_refuses_a_bad_domain_and_echoes_the_normalised_name(tmp_path: Path
     assert "held domain xn--bcher-kva.example" in out
     code, out = mailer(config, "hold", "--json")
     assert '"value": "xn--bcher-kva.example"' in out
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "where"),
+    [
+        ("domain", "exa mple.com", "U+0020 at 3"),
+        # IDNA's mapping drops these: the name would become example.com
+        ("domain", "exa\u200bmple.com", "U+200B at 3"),
+        ("domain", "example.com\ufeff", "U+FEFF at 11"),
+        ("domain", "exa\u2060mple.com", "U+2060 at 3"),
+        ("domain", "bü\tcher.de", "U+0009 at 2"),
+        ("distribution", "0190 abc", "U+0020 at 4"),
+        ("distribution", "0190\u200babc", "U+200B at 4"),
+    ],
+)
+def test_hold_value_refuses_spaces_and_invisible_characters(
+    kind: str, value: str, where: str
+) -> None:
+    with pytest.raises(ValidationError) as err:
+        hold_value(kind, value)
+    assert err.value.field == kind
+    assert where in err.value.reason
+    assert "space or an invisible character" in err.value.reason
+
+
+@pytest.mark.parametrize("name", ["exa mple.com", "exa\u200bmple.com"])
+def test_hold_flush_and_release_refuse_a_name_with_spaces(tmp_path: Path, name: str) -> None:
+    database = tmp_path / "db.sqlite3"
+    config = config_at(tmp_path, database)
+    for args in (["hold", name], ["flush", "--domain", name], ["release", name]):
+        code, out = mailer(config, *args)
+        assert code == 1, (args, out)
+        assert "domain: " in out, (args, out)
+        assert "is not a domain name" in out, (args, out)
+        assert "space or an invisible character" in out, (args, out)
+    code, out = mailer(config, "hold", "--distribution", "0190 abc")
+    assert code == 1
+    assert "distribution: " in out
+    assert "space or an invisible character" in out
+    # nothing was held, not even the name the IDNA mapping would have made
+    code, out = mailer(config, "hold", "--json")
+    assert code == 0, out
+    assert json.loads(out) == []
 
 
 # addresses ----------------------------------------------------------------------

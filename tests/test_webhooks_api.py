@@ -4,6 +4,7 @@ seeing only its own endpoints, bad input refused naming the field."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -138,3 +139,84 @@ async def test_webhook_routes_need_an_api_key(served: tuple[App, httpx.AsyncClie
         "/v1/webhooks", params={"account": "acme"}, headers={"Authorization": ""}
     )
     assert refused.status_code == 401
+
+
+async def test_an_endpoint_gone_with_410_is_an_event_in_the_feed_and_at_the_other_endpoints(
+    served: tuple[App, httpx.AsyncClient], receiver: Receiver
+) -> None:
+    app, http = served
+    gone = Receiver(answer=lambda i: (410, {})).start()
+    try:
+
+        async def add(account: str, url: str) -> dict[str, str]:
+            reply = await http.post("/v1/webhooks", json={"account": account, "url": url})
+            assert reply.status_code == 201, reply.text
+            created: dict[str, str] = reply.json()
+            return created
+
+        dead = await add("acme", gone.url(HOOK_HOST))
+        alive = await add("acme", receiver.url(HOOK_HOST, "/acme"))
+        other = await add("other", receiver.url(HOOK_HOST, "/other"))
+        await app.enqueue(SURVEY, numbered(2))
+        await app.enqueue(SURVEY.__class__(**{**SURVEY.__dict__, "account": "other"}), numbered(1))
+
+        def announced() -> list[dict[str, object]]:
+            return [
+                e
+                for r in receiver.snapshot()
+                if r.path == "/acme"
+                for e in r.events()
+                if e["type"] == "webhook.disabled"
+            ]
+
+        async with Pushing(app):
+
+            async def told() -> bool:
+                others = [r for r in receiver.snapshot() if r.path == "/other"]
+                return bool(announced()) and bool(others)
+
+            await until(told)
+            await asyncio.sleep(0.3)  # several poll intervals: nothing more arrives
+        assert len(gone.snapshot()) == 1  # the 410, and nothing after it
+    finally:
+        gone.stop()
+
+    # the endpoint that is still enabled gets it signed, after the sends' events
+    pushed = [
+        e
+        for r in receiver.snapshot()
+        if r.path == "/acme"
+        for e in Webhook(alive["secret"]).verify(r.body, r.headers)
+    ]
+    assert [e["type"] for e in pushed] == ["send.queued", "send.queued", "webhook.disabled"]
+    event = pushed[-1]
+    assert event["data"] == {
+        "account": "acme",
+        "endpoint_id": dead["id"],
+        "reason": "gone",
+        "detail": "gone: the receiver answered 410",
+    }
+    assert [e["seq"] for e in pushed] == sorted(e["seq"] for e in pushed)
+    # another account's endpoint never hears of it
+    theirs = [e["type"] for r in receiver.snapshot() if r.path == "/other" for e in r.events()]
+    assert theirs == ["send.queued"]
+    assert (await http.get(f"/v1/webhooks/{other['id']}", params={"account": "other"})).json()[
+        "enabled"
+    ]
+
+    # and /v1/events has it: an account's event, no send, its particulars in data
+    page = (await http.get("/v1/events", params={"account": "acme"})).json()
+    [feed] = [e for e in page["events"] if e["type"] == "webhook.disabled"]
+    assert feed["seq"] == event["seq"]
+    assert (feed["send_id"], feed["distribution_id"], feed["state"], feed["reason"]) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert feed["account"] == "acme"
+    assert feed["data"] == {"endpoint_id": dead["id"], "reason": "gone"}
+    assert feed["detail"] == "gone: the receiver answered 410"
+    assert [e["type"] for e in page["events"]] == ["queued", "queued", "webhook.disabled"]
+    mine = (await http.get("/v1/events", params={"account": "other"})).json()["events"]
+    assert all(e["type"] != "webhook.disabled" for e in mine)

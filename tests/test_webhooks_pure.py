@@ -12,8 +12,14 @@ from datetime import UTC, datetime
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from mailer.api.models import ACCOUNT_EVENT_TYPES, EventOut
 from mailer.errors import ValidationError
+from mailer.reasons import AccountEventKind
+from mailer.store.models import Event
+from mailer.store.webhooks import disabled_reason_name
 from mailer.webhooks import policy, signing
+from mailer.webhooks.endpoints import check_types
+from mailer.webhooks.payload import EVENT_TYPES, event_json, event_type
 
 # The test vector of the Standard Webhooks specification's reference libraries.
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -221,3 +227,67 @@ def test_the_allow_list_comes_from_the_environment_as_a_list() -> None:
     config = load_config(environ={"MAILER_WEBHOOKS__ALLOW": "127.0.0.0/8,::1"})
     assert config.webhooks.allow == ("127.0.0.0/8", "::1")
     assert not config.webhooks.allow_insecure
+
+
+# events without a send -------------------------------------------------------
+
+
+def account_event() -> Event:
+    return Event(
+        seq=7,
+        send_id=None,
+        distribution_id=None,
+        at=1_796_525_577.0,
+        state=None,
+        reason=None,
+        detail="gone: the receiver answered 410",
+        account="acme",
+        kind=AccountEventKind.WEBHOOK_DISABLED,
+        data={"endpoint_id": "ep1", "reason": "gone"},
+    )
+
+
+def test_an_accounts_event_goes_out_with_its_kind_as_type_and_no_send() -> None:
+    assert event_json(account_event()) == {
+        "type": "webhook.disabled",
+        "seq": 7,
+        "timestamp": "2026-12-06T02:52:57+00:00",
+        "data": {
+            "account": "acme",
+            "endpoint_id": "ep1",
+            "reason": "gone",
+            "detail": "gone: the receiver answered 410",
+        },
+    }
+
+
+def test_endpoints_may_ask_for_the_accounts_events_by_type() -> None:
+    assert "webhook.disabled" in EVENT_TYPES
+    assert check_types(["webhook.disabled", "send.delivered", "webhook.disabled"]) == (
+        "webhook.disabled",
+        "delivered",
+    )
+    # as stored and back
+    assert [event_type(t) for t in ("webhook.disabled", "delivered")] == [
+        "webhook.disabled",
+        "send.delivered",
+    ]
+    with pytest.raises(ValidationError) as err:
+        check_types(["webhook.enabled"])
+    assert err.value.field == "event_types[0]"
+
+
+def test_the_api_names_every_account_event_kind_and_leaves_out_the_send() -> None:
+    assert set(ACCOUNT_EVENT_TYPES) == set(AccountEventKind)
+    assert all(kind.value == name for kind, name in ACCOUNT_EVENT_TYPES.items())
+    out = EventOut.of(account_event())
+    assert out.type == "webhook.disabled"
+    assert (out.send_id, out.distribution_id, out.state, out.reason) == (None, None, None, None)
+    assert out.data == {"endpoint_id": "ep1", "reason": "gone"}
+    assert out.account == "acme"
+
+
+def test_a_disabled_reason_is_named_by_its_first_words() -> None:
+    assert disabled_reason_name("gone: the receiver answered 410") == "gone"
+    assert disabled_reason_name("expired: failing for 259200 s (last: HTTP 500)") == "expired"
+    assert disabled_reason_name(None) == "other"

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from mailer.errors import NotFound
+from mailer.reasons import AccountEventKind, State
 from mailer.store.models import Event, NewDistribution, NewSend
 from mailer.store.webhooks import EndpointPatch, NewEndpoint, Result
 from tests.backends import BACKENDS, StoreFactory
@@ -161,3 +162,91 @@ async def test_rewind_drops_the_fixed_batch_and_resends_from_the_cursor(store: A
     batch = await store.webhooks.form_batch("w1", ep.id, limit=10, build=build, now=2.0)
     assert batch is not None
     assert json.loads(batch.body) == [2, 3]
+
+
+async def disable(store: Any, ep_id: str, reason: str, *, now: float) -> None:
+    """Lease the endpoint, fix its batch and record the end of it."""
+    await store.webhooks.claim("w1", 10, lease_seconds=30, now=now)
+    batch = await store.webhooks.form_batch("w1", ep_id, limit=10, build=build, now=now)
+    assert batch is not None
+    ended = Result(batch, "disable", 410, 0.1, "", disabled_reason=reason)
+    assert await store.webhooks.record("w1", ended, lease_seconds=30, now=now)
+    await store.webhooks.release("w1", ep_id, due=now)
+
+
+async def test_a_disabled_endpoint_is_an_event_of_its_account(store: Any) -> None:
+    dead = await store.webhooks.create(NewEndpoint("acme", "https://a.test/", SECRET), now=1.0)
+    alive = await store.webhooks.create(NewEndpoint("acme", "https://b.test/", SECRET), now=1.0)
+    only_sends = await store.webhooks.create(
+        NewEndpoint("acme", "https://c.test/", SECRET, event_types=("queued",)), now=1.0
+    )
+    only_it = await store.webhooks.create(
+        NewEndpoint("acme", "https://d.test/", SECRET, event_types=("webhook.disabled",)),
+        now=1.0,
+    )
+    theirs = await store.webhooks.create(NewEndpoint("other", "https://e.test/", SECRET), now=1.0)
+    await enqueue(store, "acme", 2)
+    await enqueue(store, "other", 1)
+    await disable(store, dead.id, "gone: the receiver answered 410", now=5.0)
+
+    feed = await store.events(account="acme")
+    assert [e.state for e in feed] == [State.QUEUED, State.QUEUED, None]
+    event = feed[-1]
+    assert event.kind is AccountEventKind.WEBHOOK_DISABLED
+    assert (event.send_id, event.distribution_id, event.reason) == (None, None, None)
+    assert (event.account, event.at) == ("acme", 5.0)
+    assert event.detail == "gone: the receiver answered 410"
+    assert event.data == {"endpoint_id": dead.id, "reason": "gone"}
+    assert event.reference is None
+    assert event.tags == ()
+    # the operator's feed has it in its place; another account's has not
+    assert [e.seq for e in await store.events()] == [1, 2, 3, event.seq]
+    assert event.seq == 4
+    assert all(e.kind is None for e in await store.events(account="other"))
+
+    # pushed to the account's endpoints that want it, after the sends' events
+    await store.webhooks.claim("w1", 10, lease_seconds=30, now=6.0)
+    batch = await store.webhooks.form_batch("w1", alive.id, limit=10, build=build, now=6.0)
+    assert batch is not None
+    assert json.loads(batch.body) == [1, 2, 4]
+    wanted = await store.webhooks.form_batch("w1", only_it.id, limit=10, build=build, now=6.0)
+    assert wanted is not None
+    assert json.loads(wanted.body) == [4]
+    sends = await store.webhooks.form_batch("w1", only_sends.id, limit=10, build=build, now=6.0)
+    assert sends is not None
+    assert json.loads(sends.body) == [1, 2]
+    other = await store.webhooks.form_batch("w1", theirs.id, limit=10, build=build, now=6.0)
+    assert other is not None
+    assert json.loads(other.body) == [3]
+
+
+async def test_an_expired_endpoint_says_so_and_retries_or_acks_write_no_event(
+    store: Any,
+) -> None:
+    ep = await store.webhooks.create(NewEndpoint("acme", "https://h.test/", SECRET), now=1.0)
+    await enqueue(store, "acme", 1)
+    await store.webhooks.claim("w1", 10, lease_seconds=30, now=2.0)
+    batch = await store.webhooks.form_batch("w1", ep.id, limit=10, build=build, now=2.0)
+    retry = Result(batch, "retry", 500, 0.1, "", error="HTTP 500", next_attempt_at=3.0)
+    assert await store.webhooks.record("w1", retry, lease_seconds=30, now=2.0)
+    assert [e.kind for e in await store.events()] == [None]
+    reason = "expired: failing for 259200 s (last: HTTP 500)"
+    gone = Result(batch, "disable", 500, 0.1, "", error="HTTP 500", disabled_reason=reason)
+    assert await store.webhooks.record("w1", gone, lease_seconds=30, now=4.0)
+    [_, event] = await store.events()
+    assert event.data == {"endpoint_id": ep.id, "reason": "expired"}
+    assert event.detail == reason
+    # a disable that is no longer this worker's to record writes nothing
+    assert not await store.webhooks.record("w1", gone, lease_seconds=30, now=5.0)
+    assert len(await store.events()) == 2
+
+
+async def test_an_accounts_event_goes_with_retention_like_any_old_event(store: Any) -> None:
+    ep = await store.webhooks.create(NewEndpoint("acme", "https://h.test/", SECRET), now=1.0)
+    await enqueue(store, "acme", 1)
+    await disable(store, ep.id, "gone: 410", now=50.0)
+    assert (await store.prune(before=40.0, limit=100)).events == 0
+    assert [e.kind for e in await store.events()] == [None, AccountEventKind.WEBHOOK_DISABLED]
+    assert (await store.prune(before=60.0, limit=100)).events == 1
+    # the queued send is unfinished: it and its event stay
+    assert [e.kind for e in await store.events()] == [None]

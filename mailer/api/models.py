@@ -17,7 +17,7 @@ from mailer.client import (
     SendStatus,
 )
 from mailer.enqueue import MAX_RECIPIENTS, Rejected
-from mailer.reasons import Reason, State
+from mailer.reasons import AccountEventKind, Reason, State
 from mailer.store.models import Attempt, Event, NewDistribution
 
 # JSON can spell a lone surrogate ("\ud800"), which cannot be stored or
@@ -223,10 +223,17 @@ EventType = Literal[
     "cancelled",
     "complained",
     "unsubscribed",
+    "webhook.disabled",
 ]
 # reasons recorded on a send without changing its state: the recipient
 # acted on a message already sent
 _ACTS = {"suppressed-unsubscribe": "unsubscribed", "suppressed-complaint": "complained"}
+
+
+# the type of each account event kind (the same name as its value)
+ACCOUNT_EVENT_TYPES: dict[AccountEventKind, EventType] = {
+    AccountEventKind.WEBHOOK_DISABLED: "webhook.disabled",
+}
 
 
 def event_type(state: State, reason: Reason) -> EventType:
@@ -244,12 +251,17 @@ def event_type(state: State, reason: Reason) -> EventType:
 
 class EventOut(BaseModel):
     seq: int
-    type: EventType = Field(description="the state, or `unsubscribed` / `complained`")
-    send_id: str
-    distribution_id: str
+    type: EventType = Field(
+        description="a send's event: its state, or `unsubscribed` / `complained`; an account's "
+        "event (no send, state or reason): its kind, `webhook.disabled` when one of the "
+        "account's webhook endpoints stopped getting events (`data`: `endpoint_id`, `reason` "
+        "`gone` or `expired`; `detail` says why)"
+    )
+    send_id: str | None = Field(description="null on an account's event")
+    distribution_id: str | None = Field(description="null on an account's event")
     at: datetime
-    state: State
-    reason: Reason
+    state: State | None = Field(description="null on an account's event")
+    reason: Reason | None = Field(description="null on an account's event")
     code: int | None
     enhanced: str | None
     text: str | None
@@ -257,12 +269,22 @@ class EventOut(BaseModel):
     account: str | None
     reference: str | None = Field(description="the recipient's reference given at enqueue")
     tags: list[str]
+    data: dict[str, str] | None = Field(
+        default=None, description="an account's event's particulars; null on a send's event"
+    )
 
     @classmethod
     def of(cls, item: Event) -> EventOut:
+        if item.kind is not None:
+            kind = ACCOUNT_EVENT_TYPES[item.kind]
+        else:
+            # a send's event: the store's CHECK gives it a state and a reason
+            assert item.state is not None
+            assert item.reason is not None
+            kind = event_type(item.state, item.reason)
         return cls(
             seq=item.seq,
-            type=event_type(item.state, item.reason),
+            type=kind,
             send_id=item.send_id,
             distribution_id=item.distribution_id,
             at=datetime.fromtimestamp(item.at, UTC),
@@ -275,6 +297,7 @@ class EventOut(BaseModel):
             account=item.account,
             reference=item.reference,
             tags=list(item.tags),
+            data=None if item.data is None else dict(item.data),
         )
 
 

@@ -101,7 +101,9 @@ async def _message_times(config: Config) -> list[float]:
         delivered: list[str] = []
         after = 0
         while page := await app.store.events(after=after, limit=5000):
-            delivered += [e.send_id for e in page if e.state is State.DELIVERED]
+            delivered += [
+                e.send_id for e in page if e.state is State.DELIVERED and e.send_id is not None
+            ]
             after = page[-1].seq
         return [
             attempt.finished_at - attempt.started_at

@@ -231,6 +231,8 @@ async def _latencies(app: App) -> list[float]:
     after = 0
     while page := await app.store.events(after=after, limit=5000):
         for event in page:
+            if event.send_id is None:
+                continue  # an account's event (a webhook endpoint disabled)
             if event.state is State.QUEUED:
                 queued[event.send_id] = event.at
             elif event.state is State.DELIVERED and event.send_id in queued:

@@ -12,6 +12,7 @@ from mailer.app import App
 from mailer.cli.main import Context, cli, pass_ctx, run
 from mailer.client import Cancelled, Client
 from mailer.config import Config
+from mailer.store.rules import hold_value
 
 
 async def _cancel(config: Config, distribution_id: str) -> Cancelled:
@@ -55,6 +56,8 @@ def cancel(ctx: Context, distribution_id: str, as_json: bool) -> None:
 def flush(ctx: Context, domain: str | None) -> None:
     """Retry deferred sends now (as `postqueue -f`): they become due at
     once and the running workers pick them up; state and attempts stay."""
+    if domain is not None:
+        hold_value("domain", domain)  # refused before the store is opened
     moved = run(_flush(ctx.config, domain))
     where = f" to {domain}" if domain else ""
     click.echo(f"flushed {moved} deferred send(s){where}: due now")

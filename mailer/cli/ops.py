@@ -271,6 +271,7 @@ def release(
         click.echo(f"released account {account}: {queued} send(s) queued")
         return
     kind, value = _target(domain, distribution)
+    hold_value(kind, value)  # refused before the store is opened
     queued = run(_release(ctx.config, (kind, value)))
     click.echo(f"released {kind} {value}: {queued} send(s) queued")
 

@@ -333,7 +333,7 @@ def story_json(story: Story) -> dict[str, Any]:
         for n, a in enumerate(story.attempts, start=1)
     ]
     data["events"] = [
-        {**asdict(e), "state": e.state.value, "reason": e.reason.value} for e in story.events
+        {**asdict(e), "state": _value(e.state), "reason": _value(e.reason)} for e in story.events
     ]
     data["holds"] = [hold_json(h) for h in story.holds]
     data["suppressions"] = [
@@ -420,8 +420,13 @@ def print_story(out: Console, story: Story) -> None:
         said = [
             p for p in (" ".join(str(x) for x in (e.code, e.enhanced, e.text) if x), e.detail) if p
         ]
-        table.add_row(when(e.at), e.state.value, e.reason.value, " / ".join(said))
+        # a send's events only: an account's event (no state) never names a send
+        table.add_row(when(e.at), _value(e.state), _value(e.reason), " / ".join(said))
     out.print(table)
+
+
+def _value(item: State | Reason | None) -> str | None:
+    return None if item is None else item.value
 
 
 @queue.command("show")

@@ -35,7 +35,7 @@ from mailer.prepare import Prepared, Preparer
 from mailer.reasons import Reason, State
 from mailer.replycodes import classify
 from mailer.store.base import QueueStore
-from mailer.store.models import Attempt, Claimed, Outcome, Send
+from mailer.store.models import Attempt, Claimed, Outcome, Pruned, Send
 
 log = logging.getLogger(__name__)
 
@@ -601,20 +601,31 @@ class Engine:
 
     async def prune(self) -> int:
         """Remove finished sends older than ``retention.days`` (with their
-        attempts and events) in batches of ``retention.batch``, one
-        transaction each, until none is left. Returns how many sends went.
-        Raises StoreError."""
+        attempts and events), webhook delivery log entries as old, and
+        idempotency records past ``api.idempotency_ttl``, in batches of
+        ``retention.batch``, one transaction each, until none is left.
+        Returns how many sends went. Raises StoreError."""
         cfg = self.config.retention
-        before = self.clock() - cfg.days * 86400
-        total = 0
+        now = self.clock()
+        before = now - cfg.days * 86400
+        expired = now - self.config.api.idempotency_ttl
+        total = Pruned(0, 0, 0)
         while not self._stopping:
-            done = await self.store.prune(before=before, limit=cfg.batch)
-            total += done.sends
-            if done.sends < cfg.batch:
+            done = await self.store.prune(
+                before=before, limit=cfg.batch, idempotency_before=expired
+            )
+            total += done
+            if not done.full(cfg.batch):
                 break
-        if total:
-            log.info("pruned %d finished send(s) older than %g days", total, cfg.days)
-        return total
+        if total.sends:
+            log.info("pruned %d finished send(s) older than %g days", total.sends, cfg.days)
+        if total.deliveries or total.idempotency:
+            log.info(
+                "pruned %d webhook delivery log entries and %d expired idempotency records",
+                total.deliveries,
+                total.idempotency,
+            )
+        return total.sends
 
     async def _prune_loop(self) -> None:
         while True:

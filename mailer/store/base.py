@@ -136,14 +136,19 @@ class QueueStore(Protocol):
 
     async def distribution(self, distribution_id: str) -> Distribution: ...
 
-    async def prune(self, *, before: float, limit: int) -> Pruned:
+    async def prune(
+        self, *, before: float, limit: int, idempotency_before: float | None = None
+    ) -> Pruned:
         """Delete up to ``limit`` finished sends (delivered, bounced, failed,
         suppressed, cancelled) last changed before ``before``, with their
         attempts and their events from before ``before``; then up to
-        ``limit`` events from before ``before`` whose send is gone. One
-        transaction. Suppressions, holds and distributions stay; event
-        sequence numbers are never reused, so a feed cursor keeps its
-        meaning."""
+        ``limit`` events from before ``before`` whose send is gone (an
+        account's events among them), up to ``limit`` webhook delivery log
+        entries from before ``before`` and, with ``idempotency_before``, up
+        to ``limit`` idempotency records made before it (expired: a reuse of
+        their key is a new request). One transaction. Suppressions, holds
+        and distributions stay; event sequence numbers are never reused, so
+        a feed cursor keeps its meaning."""
         ...
 
 
@@ -170,7 +175,8 @@ class FeedStore(Protocol):
     ) -> list[Event]:
         """Events after ``after`` in feed order, with the send's account and
         reference and the distribution's tags; only one send's or one
-        account's when asked."""
+        account's when asked. An account's own events (``kind`` set, no
+        send) are among the account's and the operator's, never a send's."""
         ...
 
     async def counts(self, distribution_id: str | None = None) -> dict[State, int]: ...

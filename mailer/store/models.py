@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal, NamedTuple
 
-from mailer.reasons import Reason, State
+from mailer.reasons import AccountEventKind, Reason, State
 
 
 def new_ids(count: int) -> list[str]:
@@ -159,12 +159,16 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Event:
+    """One entry of the feed: a send's change (``kind`` None; send,
+    distribution, state and reason set) or an account's event (``kind``
+    set, ``account`` set, no send: its particulars in ``data``)."""
+
     seq: int
-    send_id: str
-    distribution_id: str
+    send_id: str | None
+    distribution_id: str | None
     at: float
-    state: State
-    reason: Reason
+    state: State | None
+    reason: Reason | None
     code: int | None = None
     enhanced: str | None = None
     text: str | None = None
@@ -173,6 +177,8 @@ class Event:
     account: str | None = None
     reference: str | None = None
     tags: tuple[str, ...] = ()
+    kind: AccountEventKind | None = None
+    data: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -274,6 +280,21 @@ class Pruned:
     sends: int
     attempts: int
     events: int
+    deliveries: int = 0  # webhook delivery log entries
+    idempotency: int = 0  # expired idempotency records
+
+    def __add__(self, other: Pruned) -> Pruned:
+        return Pruned(
+            self.sends + other.sends,
+            self.attempts + other.attempts,
+            self.events + other.events,
+            self.deliveries + other.deliveries,
+            self.idempotency + other.idempotency,
+        )
+
+    def full(self, limit: int) -> bool:
+        """Whether a kind of record filled its batch: more may be left."""
+        return max(self.sends, self.deliveries, self.idempotency) >= limit
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic_core import to_json
 
 from mailer.errors import ValidationError
-from mailer.reasons import Reason, State
+from mailer.reasons import AccountEventKind, Reason, State
 from mailer.store.models import (
     Account,
     ApiKey,
@@ -150,14 +150,24 @@ def cached_policy_row(policy: CachedPolicy) -> Params:
     )
 
 
+# The feed's columns over ``events e`` LEFT JOIN ``sends s`` and
+# ``distributions d`` (an account's event has no send: its own account).
+FEED_COLUMNS = (
+    "e.seq, e.send_id, e.distribution_id, e.at, e.state, e.reason, e.code, e.enhanced, e.text, "
+    "e.detail, coalesce(e.account, s.account) AS account, s.reference, d.tags, e.kind, e.data"
+)
+
+
 def event(row: Row) -> Event:
+    """A row of :data:`FEED_COLUMNS`."""
+    state, reason, kind, data = row["state"], row["reason"], row["kind"], row["data"]
     return Event(
         seq=row["seq"],
         send_id=row["send_id"],
         distribution_id=row["distribution_id"],
         at=row["at"],
-        state=State(row["state"]),
-        reason=Reason(row["reason"]),
+        state=None if state is None else State(state),
+        reason=None if reason is None else Reason(reason),
         code=row["code"],
         enhanced=row["enhanced"],
         text=row["text"],
@@ -165,6 +175,8 @@ def event(row: Row) -> Event:
         account=row["account"],
         reference=row["reference"],
         tags=tuple(_json(row["tags"]) or ()),
+        kind=None if kind is None else AccountEventKind(kind),
+        data=None if data is None else _json(data),
     )
 
 
@@ -275,6 +287,14 @@ def event_row(
 ) -> Params:
     """The parameters of one event insert."""
     return (send_id, distribution_id, at, state.value, reason.value, code, enhanced, text, detail)
+
+
+def account_event_row(
+    at: float, account: str, kind: AccountEventKind, data: Mapping[str, str], detail: str | None
+) -> Params:
+    """The parameters of one account event insert (at, account, kind,
+    detail, data as JSON text)."""
+    return (at, account, kind.value, detail, json.dumps(dict(data), sort_keys=True))
 
 
 @dataclass

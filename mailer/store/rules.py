@@ -8,6 +8,7 @@ the queries; the decisions are made here, once."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -150,6 +151,14 @@ def hold_value(kind: str, value: str) -> str:
     value = value.strip()
     if not value:
         raise ValidationError(kind, "empty")
+    hidden = _space_in(value)
+    if hidden is not None:
+        # before IDNA: its mapping drops zero-width characters, so
+        # "exa<U+200B>mple.com" would come out as another name than typed
+        noun = "domain name" if kind == "domain" else "distribution id"
+        raise ValidationError(
+            kind, f"{value!r} is not a {noun}: {hidden} is a space or an invisible character"
+        )
     if kind == "domain":
         try:
             ascii_name = value.rstrip(".").encode("idna").decode("ascii").lower()
@@ -161,6 +170,15 @@ def hold_value(kind: str, value: str) -> str:
             )
         value = ascii_name
     return value
+
+
+def _space_in(value: str) -> str | None:
+    """The first space, control or invisible format character in ``value``
+    as ``U+XXXX at N``, or None."""
+    for index, char in enumerate(value):
+        if char.isspace() or unicodedata.category(char) in ("Cc", "Cf", "Zs", "Zl", "Zp"):
+            return f"U+{ord(char):04X} at {index}"
+    return None
 
 
 def unless_held(

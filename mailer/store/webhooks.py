@@ -19,7 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from mailer.reasons import AccountEventKind
 from mailer.store.models import Event
+from mailer.store.rows import FEED_COLUMNS, account_event_row
 
 Action = Literal["advance", "retry", "disable"]
 
@@ -338,13 +340,14 @@ FROM (SELECT seq FROM events WHERE seq > %s ORDER BY seq LIMIT %s) w
 # account, limit. The window is taken by the primary key in order, so
 # neither database reads past it whatever its planner thinks of the account
 # filter (PostgreSQL otherwise scans the feed to the end).
-PENDING_EVENTS = """
-SELECT e.*, s.account, s.reference, d.tags FROM (
+# An account's own events (no send) count as the account's.
+PENDING_EVENTS = f"""
+SELECT {FEED_COLUMNS} FROM (
     SELECT * FROM events WHERE seq > %s AND seq <= %s ORDER BY seq LIMIT %s
 ) e
-JOIN sends s ON s.id = e.send_id
+LEFT JOIN sends s ON s.id = e.send_id
 LEFT JOIN distributions d ON d.id = e.distribution_id
-WHERE {states} AND s.account = %s
+WHERE {{states}} AND coalesce(e.account, s.account) = %s
 ORDER BY e.seq LIMIT %s
 """
 # Feed entries looked at per query (the account is looked up for each), and
@@ -387,11 +390,34 @@ SELECT * FROM webhook_deliveries WHERE endpoint_id = %s AND id < %s ORDER BY id 
 """
 
 
+# An account event, last in its transaction (after the endpoint's change).
+# Params: rows.account_event_row.
+INSERT_ACCOUNT_EVENT = """
+INSERT INTO events (at, account, kind, detail, data) VALUES (%s, %s, %s, %s, %s)
+"""
+
+
 def states_clause(types: Sequence[str]) -> tuple[str, tuple[str, ...]]:
-    """The ``{states}`` condition of PENDING_EVENTS and its parameters."""
+    """The ``{states}`` condition of PENDING_EVENTS and its parameters:
+    ``types`` as stored, a send's state or an account event's kind."""
     if not types:
         return "TRUE", ()
-    return "e.state IN (" + ", ".join(["%s"] * len(types)) + ")", tuple(types)
+    return "coalesce(e.kind, e.state) IN (" + ", ".join(["%s"] * len(types)) + ")", tuple(types)
+
+
+def disabled_reason_name(reason: str | None) -> str:
+    """The short name of why an endpoint was disabled (``gone``,
+    ``expired``): the words before the colon of its reason."""
+    return (reason or "other").split(":")[0]
+
+
+def disabled_event(endpoint: Endpoint, reason: str | None, now: float) -> tuple[object, ...]:
+    """The parameters of INSERT_ACCOUNT_EVENT for ``endpoint`` disabled
+    for ``reason``."""
+    data = {"endpoint_id": endpoint.id, "reason": disabled_reason_name(reason)}
+    return account_event_row(
+        now, endpoint.account, AccountEventKind.WEBHOOK_DISABLED, data, detail=reason
+    )
 
 
 def delivery_params(result: Result, now: float) -> tuple[object, ...]:

@@ -26,7 +26,7 @@ from mailer.config import Config
 from mailer.dns import Resolver
 from mailer.errors import DNSError, MailerError, ValidationError, WebhookFailed
 from mailer.store.base import Store
-from mailer.store.webhooks import Batch, Endpoint, Result
+from mailer.store.webhooks import Batch, Endpoint, Result, disabled_reason_name
 from mailer.webhooks import policy, signing
 from mailer.webhooks.guard import checked_address
 from mailer.webhooks.metrics import WebhookMetrics
@@ -263,5 +263,4 @@ class Dispatcher:
         if result.action == "advance":
             self.metrics.events.inc(result.batch.events)
         elif result.action == "disable":
-            reason = (result.disabled_reason or "other").split(":")[0]
-            self.metrics.disabled.labels(reason).inc()
+            self.metrics.disabled.labels(disabled_reason_name(result.disabled_reason)).inc()

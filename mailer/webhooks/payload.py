@@ -10,27 +10,48 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from mailer.reasons import State
+from mailer.reasons import AccountEventKind, State
 from mailer.store.models import Event, new_id
 
-# the event types an endpoint may ask for: ``send.<state>``
-EVENT_TYPES: tuple[str, ...] = tuple(f"send.{state.value}" for state in State)
+# the event types an endpoint may ask for: ``send.<state>`` and the
+# account's own (``webhook.disabled``)
+EVENT_TYPES: tuple[str, ...] = tuple(f"send.{state.value}" for state in State) + tuple(
+    kind.value for kind in AccountEventKind
+)
 
 
-def event_type(state: str) -> str:
-    return f"send.{state}"
+def event_type(stored: str) -> str:
+    """The type of an event as an endpoint stores it: a send's state or an
+    account event's kind (``delivered`` → ``send.delivered``)."""
+    return stored if stored in _KINDS else f"send.{stored}"
 
 
 def state_of(event_type_: str) -> str:
-    """The state an event type names (``send.delivered`` → ``delivered``)."""
+    """An event type as stored: the state it names (``send.delivered`` →
+    ``delivered``), an account event's kind as it is."""
     return event_type_.removeprefix("send.")
 
 
+_KINDS = frozenset(kind.value for kind in AccountEventKind)
+
+
 def event_json(event: Event) -> dict[str, Any]:
+    timestamp = datetime.fromtimestamp(event.at, UTC).isoformat()
+    if event.kind is not None:
+        # an account's event: no send, its particulars in data
+        return {
+            "type": event.kind.value,
+            "seq": event.seq,
+            "timestamp": timestamp,
+            "data": {"account": event.account, **(event.data or {}), "detail": event.detail},
+        }
+    # a send's event: the store's CHECK gives it a state and a reason
+    assert event.state is not None
+    assert event.reason is not None
     return {
         "type": event_type(event.state.value),
         "seq": event.seq,
-        "timestamp": datetime.fromtimestamp(event.at, UTC).isoformat(),
+        "timestamp": timestamp,
         "data": {
             "send_id": event.send_id,
             "distribution_id": event.distribution_id,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from mailer.store.postgres.accounts import SCHEMA_ACCOUNTS
 from mailer.store.postgres.tlsrpt import SCHEMA_TLSRPT
+from mailer.store.rows import FEED_COLUMNS
 from mailer.store.rules import suppression_strength_sql
 
 SCHEMA_V1 = """
@@ -251,6 +252,29 @@ CREATE INDEX sends_finished ON sends (updated_at)
 WHERE state IN ('delivered', 'bounced', 'failed', 'suppressed', 'cancelled')
 """
 
+# Events of an account, not of a send (mailer.reasons.AccountEventKind):
+# send, distribution, state and reason become optional, the account, kind
+# and data (JSON text, as in SQLite) are new; the CHECK (NOT VALID: every
+# existing row is a send's) keeps each new row one or the other. The
+# webhook delivery log and the idempotency records are pruned by age.
+SCHEMA_V11 = """
+ALTER TABLE events
+    ALTER COLUMN send_id DROP NOT NULL,
+    ALTER COLUMN distribution_id DROP NOT NULL,
+    ALTER COLUMN state DROP NOT NULL,
+    ALTER COLUMN reason DROP NOT NULL,
+    ADD COLUMN account text,
+    ADD COLUMN kind text,
+    ADD COLUMN data text,
+    ADD CONSTRAINT events_send_or_account CHECK (
+        kind IS NULL AND send_id IS NOT NULL AND distribution_id IS NOT NULL
+            AND state IS NOT NULL AND reason IS NOT NULL
+        OR kind IS NOT NULL AND account IS NOT NULL
+    ) NOT VALID;
+CREATE INDEX webhook_deliveries_at ON webhook_deliveries (at);
+CREATE INDEX idempotency_created ON idempotency (created_at)
+"""
+
 # Retention: a batch of finished sends, their attempts and old events, then
 # old events whose send is gone. Params: before, limit (named).
 PRUNE = """
@@ -270,6 +294,21 @@ WITH batch AS (
 SELECT (SELECT count(*) FROM gone_sends) AS sends,
        (SELECT count(*) FROM gone_attempts) AS attempts,
        (SELECT count(*) FROM gone_events) AS events
+"""
+# The webhook delivery log (SKIP LOCKED: workers pruning at once take
+# different rows) and expired idempotency records. Params: before, limit.
+PRUNE_DELIVERIES = """
+DELETE FROM webhook_deliveries WHERE id IN (
+    SELECT id FROM webhook_deliveries WHERE at < %(before)s ORDER BY at LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+"""
+PRUNE_IDEMPOTENCY = """
+DELETE FROM idempotency WHERE (account, key) IN (
+    SELECT account, key FROM idempotency WHERE created_at < %(before)s
+    ORDER BY created_at LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
 """
 PRUNE_ORPHAN_EVENTS = """
 DELETE FROM events WHERE seq IN (
@@ -291,6 +330,7 @@ MIGRATIONS: tuple[str, ...] = (
     SCHEMA_ACCOUNTS,
     SCHEMA_V9,
     SCHEMA_TLSRPT,  # V10
+    SCHEMA_V11,
 )
 
 
@@ -441,8 +481,8 @@ WHERE state = 'deferred' AND due_at > %s AND (%s::text IS NULL OR domain = %s)
 SELECT_SEND = "SELECT * FROM sends WHERE id = %s"
 SELECT_ATTEMPTS = "SELECT * FROM attempts WHERE send_id = %s ORDER BY number"
 # Events with the send's account and reference and the distribution's tags.
-_EVENTS = """
-SELECT e.*, s.account, s.reference, d.tags FROM events e
+_EVENTS = f"""
+SELECT {FEED_COLUMNS} FROM events e
 LEFT JOIN sends s ON s.id = e.send_id
 LEFT JOIN distributions d ON d.id = e.distribution_id
 """
@@ -451,7 +491,8 @@ SELECT_SEND_EVENTS = (
     _EVENTS + "WHERE e.send_id = %(send)s AND e.seq > %(after)s ORDER BY e.seq LIMIT %(limit)s"
 )
 SELECT_ACCOUNT_EVENTS = (
-    _EVENTS + "WHERE s.account = %(account)s AND e.seq > %(after)s ORDER BY e.seq LIMIT %(limit)s"
+    _EVENTS + "WHERE coalesce(e.account, s.account) = %(account)s AND e.seq > %(after)s "
+    "ORDER BY e.seq LIMIT %(limit)s"
 )
 SELECT_ACCOUNT_SEND_EVENTS = (
     _EVENTS + "WHERE s.account = %(account)s AND e.send_id = %(send)s AND e.seq > %(after)s "

@@ -368,12 +368,25 @@ class PostgresStore:
             rows = await self._all(q.COUNT_DISTRIBUTION_STATES, (distribution_id,))
         return {State(r["state"]): r["n"] for r in rows}
 
-    async def prune(self, *, before: float, limit: int) -> Pruned:
+    async def prune(
+        self, *, before: float, limit: int, idempotency_before: float | None = None
+    ) -> Pruned:
         params = {"before": before, "limit": limit}
         async with self._tx() as conn:
             [row] = await _all(conn, q.PRUNE, params)
             orphans = await conn.execute(q.PRUNE_ORPHAN_EVENTS, params)
-            return Pruned(row["sends"], row["attempts"], row["events"] + orphans.rowcount)
+            deliveries = await conn.execute(q.PRUNE_DELIVERIES, params)
+            keys = 0
+            if idempotency_before is not None:
+                expired = {"before": idempotency_before, "limit": limit}
+                keys = (await conn.execute(q.PRUNE_IDEMPOTENCY, expired)).rowcount
+            return Pruned(
+                row["sends"],
+                row["attempts"],
+                row["events"] + orphans.rowcount,
+                deliveries.rowcount,
+                keys,
+            )
 
     async def queue_depth(self) -> dict[State, int]:
         return {State(r["state"]): r["n"] for r in await self._all(q.QUEUE_DEPTH)}

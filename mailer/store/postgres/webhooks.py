@@ -17,6 +17,7 @@ from mailer.errors import NotFound
 from mailer.store import rows as typed
 from mailer.store import webhooks as w
 from mailer.store.models import Event, new_id
+from mailer.store.postgres import events as pg_events
 from mailer.store.postgres import sql as q
 
 if TYPE_CHECKING:
@@ -185,6 +186,11 @@ class PostgresWebhooks:
                 await conn.execute(w.RETRY, params)
             else:
                 await conn.execute(w.DISABLE, (result.disabled_reason, now, b.endpoint_id))
+                # in the account's feed, for its other endpoints and /v1/events;
+                # under the feed's lock, as the transaction's last step
+                event = w.disabled_event(w.endpoint(held), result.disabled_reason, now)
+                await pg_events.lock(conn, self._store._key)
+                await conn.execute(w.INSERT_ACCOUNT_EVENT, event)
             return True
 
     async def release(self, owner: str, endpoint_id: str, *, due: float) -> None:

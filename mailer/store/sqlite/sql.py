@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mailer.store.rows import FEED_COLUMNS
 from mailer.store.rules import suppression_strength_sql
 
 SCHEMA_V1 = """
@@ -247,11 +248,12 @@ SELECT_ATTEMPTS = "SELECT * FROM attempts WHERE send_id = ? ORDER BY number"
 # Events with what the platform correlates them by: the send's account and
 # reference, the distribution's tags. Params: account or NULL (every
 # account), send id or NULL (every send), after, limit.
-SELECT_EVENTS = """
-SELECT e.*, s.account, s.reference, d.tags FROM events e
+SELECT_EVENTS = f"""
+SELECT {FEED_COLUMNS} FROM events e
 LEFT JOIN sends s ON s.id = e.send_id
 LEFT JOIN distributions d ON d.id = e.distribution_id
-WHERE e.seq > ?3 AND (?1 IS NULL OR s.account = ?1) AND (?2 IS NULL OR e.send_id = ?2)
+WHERE e.seq > ?3 AND (?1 IS NULL OR coalesce(e.account, s.account) = ?1)
+    AND (?2 IS NULL OR e.send_id = ?2)
 ORDER BY e.seq LIMIT ?4
 """
 COUNT_STATES = "SELECT state, count(*) FROM sends GROUP BY state"
@@ -297,6 +299,18 @@ VALUES (?, ?, ?, ?, ?, ?, ?)
 SELECT_IDEMPOTENCY = "SELECT * FROM idempotency WHERE account = ? AND key = ?"
 # an expired key, before it is used anew
 DELETE_IDEMPOTENCY = "DELETE FROM idempotency WHERE account = ? AND key = ?"
+# retention: the webhook delivery log by age, expired keys, oldest first.
+# Params: before, limit.
+PRUNE_DELIVERIES = """
+DELETE FROM webhook_deliveries WHERE id IN (
+    SELECT id FROM webhook_deliveries WHERE at < ? ORDER BY at LIMIT ?
+)
+"""
+PRUNE_IDEMPOTENCY = """
+DELETE FROM idempotency WHERE rowid IN (
+    SELECT rowid FROM idempotency WHERE created_at < ? ORDER BY created_at LIMIT ?
+)
+"""
 
 # Params: now, distribution_id. Leased sends are left to their worker.
 CANCEL_DISTRIBUTION = """
@@ -346,6 +360,46 @@ CREATE INDEX sends_unfinished ON sends (state)
 WHERE state IN ('queued', 'held', 'sending', 'deferred');
 CREATE INDEX sends_finished ON sends (updated_at)
 WHERE state IN ('delivered', 'bounced', 'failed', 'suppressed', 'cancelled')
+"""
+
+# Events of an account, not of a send (mailer.reasons.AccountEventKind):
+# send, distribution, state and reason become optional, the account, kind
+# and data (JSON text) are new; the CHECK keeps each row one or the other.
+# SQLite changes NOT NULL only by copying the table; the AUTOINCREMENT
+# counter goes with it, so that no seq is ever used twice. The webhook
+# delivery log and the idempotency records are pruned by age (indexes).
+SCHEMA_V11 = """
+CREATE TABLE events_v11 (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    send_id TEXT,
+    distribution_id TEXT,
+    at REAL NOT NULL,
+    state TEXT,
+    reason TEXT,
+    code INTEGER,
+    enhanced TEXT,
+    text TEXT,
+    detail TEXT,
+    account TEXT,
+    kind TEXT,
+    data TEXT,
+    CHECK (kind IS NULL AND send_id IS NOT NULL AND distribution_id IS NOT NULL
+           AND state IS NOT NULL AND reason IS NOT NULL
+        OR kind IS NOT NULL AND account IS NOT NULL)
+);
+INSERT INTO events_v11 (seq, send_id, distribution_id, at, state, reason, code, enhanced, text,
+    detail)
+SELECT seq, send_id, distribution_id, at, state, reason, code, enhanced, text, detail
+FROM events ORDER BY seq;
+DELETE FROM sqlite_sequence WHERE name = 'events_v11';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'events_v11', seq FROM sqlite_sequence
+WHERE name = 'events';
+DROP TABLE events;
+ALTER TABLE events_v11 RENAME TO events;
+CREATE INDEX events_send ON events (send_id, seq);
+CREATE INDEX events_at ON events (at);
+CREATE INDEX webhook_deliveries_at ON webhook_deliveries (at);
+CREATE INDEX idempotency_created ON idempotency (created_at)
 """
 
 # Retention. Params: before, limit.

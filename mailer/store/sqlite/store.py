@@ -72,6 +72,7 @@ MIGRATIONS: tuple[str, ...] = (
     accounts.SCHEMA_ACCOUNTS,
     sql.SCHEMA_V9,
     SCHEMA_TLSRPT,  # V10
+    sql.SCHEMA_V11,
 )
 
 
@@ -428,7 +429,9 @@ class SQLiteStore:
         found = await self._run(lambda: self.conn.execute(query, params).fetchall())
         return {State(row[0]): row[1] for row in found}
 
-    async def prune(self, *, before: float, limit: int) -> Pruned:
+    async def prune(
+        self, *, before: float, limit: int, idempotency_before: float | None = None
+    ) -> Pruned:
         def work(conn: sqlite3.Connection) -> Pruned:
             ids = [row[0] for row in conn.execute(sql.PRUNABLE_SENDS, (before, limit))]
             batch = json.dumps(ids)
@@ -436,7 +439,11 @@ class SQLiteStore:
             events = conn.execute(sql.PRUNE_EVENTS_OF, (batch, before)).rowcount if ids else 0
             sends = conn.execute(sql.PRUNE_SENDS, (batch,)).rowcount if ids else 0
             events += conn.execute(sql.PRUNE_ORPHAN_EVENTS, (before, limit)).rowcount
-            return Pruned(sends, attempts, events)
+            deliveries = conn.execute(sql.PRUNE_DELIVERIES, (before, limit)).rowcount
+            keys = 0
+            if idempotency_before is not None:
+                keys = conn.execute(sql.PRUNE_IDEMPOTENCY, (idempotency_before, limit)).rowcount
+            return Pruned(sends, attempts, events, deliveries, keys)
 
         return await self._run(self._tx, work)
 

@@ -195,6 +195,9 @@ class SQLiteWebhooks:
                 conn.execute(q(w.RETRY), params)
             else:
                 conn.execute(q(w.DISABLE), (result.disabled_reason, now, b.endpoint_id))
+                # in the account's feed, for its other endpoints and /v1/events
+                event = w.disabled_event(w.endpoint(held), result.disabled_reason, now)
+                conn.execute(q(w.INSERT_ACCOUNT_EVENT), event)
             return True
 
         return await self._store._run(self._store._tx, work)
