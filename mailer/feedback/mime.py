@@ -11,11 +11,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from email import message_from_bytes
+from email.feedparser import NLCRE, headerRE
 from email.message import Message
-from email.parser import BytesParser
+from email.parser import BytesParser, Parser
 from email.policy import compat32
 
 _HEADERS = BytesParser(policy=compat32)
+_HEAD_ONLY = Parser(policy=compat32)
 _MESSAGE_ID = re.compile(r"^\s*Message-I[dD]\s*:\s*(<[^<>\s]+>)", re.MULTILINE)
 _HEADER = re.compile(r"^\s*([A-Za-z][A-Za-z0-9-]*)\s*:\s*(.*)$", re.MULTILINE)
 
@@ -25,10 +27,30 @@ def load(raw: bytes) -> Message:
     part: their body is kept as it stands instead of being fed through the
     MIME parser line by line (half the parse time); multipart and message
     types get the full parse."""
-    head = _HEADERS.parsebytes(raw, headersonly=True)
+    head = _head(raw)
     if head.get_content_maintype() in ("multipart", "message"):
         return message_from_bytes(raw, policy=compat32)
     return head
+
+
+def _head(raw: bytes) -> Message:
+    """The header block of ``raw`` parsed, the body after it set as the
+    payload unparsed: what the parser's ``headersonly`` mode gives, without
+    reading the body through it line by line. The block ends where the
+    parser's own rules end it (its header-line and newline patterns, the
+    same line splitting); a message whose headers run into a line that is
+    neither is left to the parser, which records that defect."""
+    text = raw.decode("ascii", errors="surrogateescape")
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        if not headerRE.match(line):
+            if not NLCRE.match(line):
+                break
+            head = _HEAD_ONLY.parsestr(text[:offset], headersonly=True)
+            head.set_payload(text[offset + len(line) :])
+            return head
+        offset += len(line)
+    return _HEADERS.parsebytes(raw, headersonly=True)
 
 
 def header(msg: Message, name: str) -> str | None:
