@@ -514,5 +514,6 @@ def test_every_layout_has_its_cheap_test() -> None:
     from mailer.feedback.layouts import Layout
 
     for detector in DETECTORS:
-        assert isinstance(detector, Layout) and detector.hints, detector.name
+        assert isinstance(detector, Layout)
+        assert detector.hints, detector.name
         assert all(hint == hint.casefold() for hint in detector.hints), detector.name
