@@ -517,3 +517,62 @@ def test_every_layout_has_its_cheap_test() -> None:
         assert isinstance(detector, Layout)
         assert detector.hints, detector.name
         assert all(hint == hint.casefold() for hint in detector.hints), detector.name
+
+
+HEADERS_ONLY_ARF = b"""From: <fbl@provider.test>
+To: <fbl@bounces.platform.test>
+Subject: complaint
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=feedback-report; boundary="b1"
+
+--b1
+Content-Type: text/plain
+
+A complaint.
+
+--b1
+Content-Type: message/feedback-report
+
+Feedback-Type: abuse
+Version: 1
+
+--b1
+Content-Type: text/rfc822-headers
+
+From: survey@netigate.se
+To: Someone <someone@inbox.test>
+Feedback-ID: 01ab:acct-1:
+ survey:mailer
+Subject: Your opinion
+
+--b1--
+"""
+
+
+def test_a_complaint_with_only_headers_gives_its_feedback_id_and_recipient() -> None:
+    from mailer.feedback.processor import recipient_of
+
+    report = parse_message(HEADERS_ONLY_ARF)
+    assert report.kind is Kind.COMPLAINT
+    assert report.original_message_id is None
+    assert report.original_recipient == "someone@inbox.test"
+    # the folded header comes back unfolded: what the reader then rejects
+    # is the space folding left, never the line break
+    assert report.feedback_id == "01ab:acct-1: survey:mailer"
+    assert recipient_of(report) == "someone@inbox.test"
+
+
+def test_the_recipient_of_a_report_is_the_one_address_it_names() -> None:
+    from mailer.feedback.model import RecipientResult, Report
+    from mailer.feedback.processor import recipient_of
+
+    def block(address: str) -> RecipientResult:
+        return RecipientResult(
+            address, Action.FAILED, "5.1.1", 550, None, None, Reason.MAILBOX_UNKNOWN, True
+        )
+
+    assert recipient_of(Report(Kind.COMPLAINT, "arf")) is None
+    one = Report(Kind.BOUNCE, "rfc3464", recipients=(block("A@x.test"), block("a@x.test")))
+    assert recipient_of(one) == "a@x.test"
+    two = Report(Kind.BOUNCE, "rfc3464", recipients=(block("a@x.test"), block("b@x.test")))
+    assert recipient_of(two) is None
