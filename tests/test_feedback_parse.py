@@ -441,6 +441,12 @@ ODD_HEADS = [
     b"From envelope@example.org\nSubject: a\n folded\n\nbody\x0cform feed\n\nmore",
     b"Subject: a\x0cb\n\nbody",
     b"X-Raw: \xff\xfe\n\n\xffbody",
+    b"Subject: old Macs\rX-A: b\r\rbody\r",
+    b"Subject: a\x0bb\x1cX-A: c\n\nbody",
+    b"Subject: a\n\x0c\nbody",
+    b"Subject: a\n\t\n\nbody",
+    b":odd\n\nbody",
+    b"Subject: a\r\n\r\n",
     b"Content-Type: text/plain\ncontent-type: multipart/mixed; boundary=b\n\n--b\n\nx\n--b--\n",
     b"Content-Type : multipart/mixed; boundary=b\n\n--b\n\nx\n--b--\n",
 ]

@@ -55,6 +55,15 @@ class _Part(Message):
 # stubs): the header block must end exactly where the parser would end it
 _HEADER_LINE: re.Pattern[str] = email.feedparser.headerRE  # type: ignore[attr-defined]
 _NEWLINE: re.Pattern[str] = email.feedparser.NLCRE  # type: ignore[attr-defined]
+# The header block as the parser reads it: lines its header-line pattern
+# takes, ended where str.splitlines ends them (the parser splits its input
+# so; of those line boundaries only these survive the ASCII decoding, which
+# makes every byte above 0x7f a surrogate escape).
+_HEADER_BLOCK = re.compile(
+    "(?:"
+    + _HEADER_LINE.pattern.removeprefix("^")
+    + r"[^\n\r\x0b\x0c\x1c\x1d\x1e]*(?:\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e]))*"
+)
 
 _PARSER = BytesParser(_Part, policy=compat32)
 _HEAD_ONLY = Parser(_Part, policy=compat32)
@@ -94,15 +103,13 @@ def _head(raw: bytes) -> Message:
     same line splitting); a message whose headers run into a line that is
     neither is left to the parser, which records that defect."""
     text = raw.decode("ascii", errors="surrogateescape")
-    offset = 0
-    for line in text.splitlines(keepends=True):
-        if not _HEADER_LINE.match(line):
-            if not _NEWLINE.match(line):
-                break
-            head = _HEAD_ONLY.parsestr(text[:offset], headersonly=True)
-            head.set_payload(text[offset + len(line) :])
-            return head
-        offset += len(line)
+    offset = _HEADER_BLOCK.match(text).end()  # type: ignore[union-attr]  # "" at least
+    # the parser ends the block at a line that is only a newline
+    separator = _NEWLINE.match(text, offset)
+    if separator is not None:
+        head = _HEAD_ONLY.parsestr(text[:offset], headersonly=True)
+        head.set_payload(text[separator.end() :])
+        return head
     return _PARSER.parsebytes(raw, headersonly=True)
 
 
