@@ -167,6 +167,10 @@ def probes(w: World) -> dict[tuple[str, str], list[Probe]]:
             Probe("DELETE", "/v1/suppressions/dora@dest.test", 404),
             Probe("DELETE", "/v1/suppressions/dora@dest.test?account=acme", 404),
         ],
+        ("GET", "/v1/stats"): [
+            Probe("GET", "/v1/stats?account=acme", 404),
+            Probe("GET", "/v1/stats", 200),
+        ],
         ("GET", "/v1/accounts/{account_id}"): [
             Probe("GET", "/v1/accounts/acme", 403),
             Probe("GET", "/v1/accounts/beta", 403),

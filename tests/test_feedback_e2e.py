@@ -224,3 +224,95 @@ async def test_a_forged_token_changes_nothing_and_is_listed_unmatched(
     send = await mailer_app.store.send(send_id)
     assert send.state is State.DELIVERED
     assert await mailer_app.store.suppressions("acct-1") == []
+
+
+def headers_only_arf(original: bytes, *, recipient: str, feedback_id: str | None = None) -> bytes:
+    """A complaint as some feedback loops send it: the original's headers
+    alone (``text/rfc822-headers``) and its Message-ID rewritten by the
+    provider, so only the Feedback-ID and the recipient name the send.
+    ``feedback_id`` replaces the original's (a forgery)."""
+    head = original.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0].decode()
+    kept: list[str] = []
+    for line in head.split("\n"):
+        name = line.split(":", 1)[0].lower()
+        if line[:1] in (" ", "\t"):
+            if kept:
+                kept[-1] += "\n" + line
+            continue
+        if name == "message-id":
+            line = "Message-ID: <rewritten.4711@provider.test>"
+        elif name == "feedback-id" and feedback_id is not None:
+            line = f"Feedback-ID: {feedback_id}"
+        kept.append(line)
+    return (
+        "From: <fbl@provider.test>\n"
+        "To: <fbl@bounces.platform.test>\n"
+        "Subject: complaint\n"
+        "MIME-Version: 1.0\n"
+        'Content-Type: multipart/report; report-type=feedback-report; boundary="b1"\n'
+        "\n--b1\nContent-Type: text/plain\n\nA complaint.\n"
+        "\n--b1\nContent-Type: message/feedback-report\n\n"
+        f"Feedback-Type: abuse\nVersion: 1\nOriginal-Rcpt-To: <{recipient}>\n"
+        "\n--b1\nContent-Type: text/rfc822-headers\n\n" + "\n".join(kept) + "\n\n--b1--\n"
+    ).encode()
+
+
+async def test_a_complaint_with_only_the_headers_matches_by_its_feedback_id(
+    mailer_app: App, mailer_deliver: Any, mailer_sink: DevSink, inbound: Any
+) -> None:
+    mailer_sink.rehearsal.bounce_rate = 0.0
+    enqueued = await mailer_app.enqueue(
+        DIST, [RecipientInput("angry@inbox.test", "A"), RecipientInput("calm@inbox.test", "C")]
+    )
+    await mailer_deliver()
+    message = next(m for m in mailer_sink.messages if "angry@" in m.message["To"])
+    sends = [await mailer_app.store.send(s) for s in enqueued.send_ids]
+    [send_id] = [s.id for s in sends if s.recipient == "angry@inbox.test"]
+    listener, _ = inbound
+    arf = headers_only_arf(message.data, recipient="Angry@inbox.test")
+    await send_to_listener(listener.port, f"fbl@{BOUNCES}", arf)
+    await processed(mailer_app, 1)
+    [returned] = await mailer_app.store.inbound_list()
+    assert (returned.kind, returned.matched_by, returned.send_id) == (
+        "complaint",
+        "feedback-id",
+        send_id,
+    )
+    last = (await mailer_app.store.events(send_id=send_id))[-1]
+    assert (last.state, last.reason) == (State.DELIVERED, Reason.COMPLAINED)
+    [entry] = await mailer_app.store.suppression_for("acct-1", "angry@inbox.test")
+    assert entry.reason is Reason.SUPPRESSED_COMPLAINT
+    assert await mailer_app.store.suppression_for("acct-1", "calm@inbox.test") == []
+
+
+async def test_a_forged_feedback_id_naming_no_send_stays_unmatched(
+    mailer_app: App, mailer_deliver: Any, mailer_sink: DevSink, inbound: Any
+) -> None:
+    mailer_sink.rehearsal.bounce_rate = 0.0
+    enqueued = await mailer_app.enqueue(DIST, [RecipientInput("victim@inbox.test", "V")])
+    await mailer_deliver()
+    [message] = mailer_sink.messages
+    listener, _ = inbound
+    dist = enqueued.distribution_id
+    forgeries = [
+        "0123456789abcdef0123456789ab:acct-1:survey:mailer",  # no such distribution
+        f"{dist}:acct-2:survey:mailer",  # another account
+        f"{dist}:acct-1:survey:someone-else",  # not our sender id
+    ]
+    for forged in forgeries:
+        arf = headers_only_arf(message.data, recipient="victim@inbox.test", feedback_id=forged)
+        await send_to_listener(listener.port, f"fbl@{BOUNCES}", arf)
+    # and the real Feedback-ID about an address the distribution never sent to
+    arf = headers_only_arf(message.data, recipient="stranger@inbox.test")
+    await send_to_listener(listener.port, f"fbl@{BOUNCES}", arf)
+    await processed(mailer_app, 4)
+    unmatched = await mailer_app.store.inbound_list(unmatched=True)
+    assert len(unmatched) == 4
+    assert {(m.kind, m.send_id, m.matched_by) for m in unmatched} == {("complaint", None, None)}
+    assert await mailer_app.store.suppressions("acct-1") == []
+    assert await mailer_app.store.suppressions("acct-2") == []
+    send = await mailer_app.store.send(enqueued.send_ids[0])
+    assert send.state is State.DELIVERED
+    assert [e.reason for e in await mailer_app.store.events(send_id=send.id)][-1] is (
+        Reason.DELIVERED
+    )

@@ -413,3 +413,172 @@ def test_a_failed_block_with_a_transient_status_is_final_but_suppresses_nobody()
 def test_a_delayed_block_never_suppresses() -> None:
     delayed = recipient("a@example.com", Action.DELAYED, status="5.1.1")
     assert not delayed.suppress
+
+
+# ---- the fast paths keep the parser's answers -------------------------------
+
+
+def _tree(msg: object) -> list[tuple[str, list[tuple[str, str]], object]]:
+    from email.message import Message
+
+    assert isinstance(msg, Message)
+    return [
+        (
+            part.get_content_type(),
+            [(k, str(v)) for k, v in part.items()],
+            None if part.is_multipart() else part.get_payload(),
+        )
+        for part in msg.walk()
+    ]
+
+
+ODD_HEADS = [
+    b"",
+    b"Subject: no body and no blank line",
+    b"Subject: x\r\n\r\nbody\r\n",
+    b"Subject: x\nthis line is not a header\n\nbody",
+    b"\nbody right away",
+    b"From envelope@example.org\nSubject: a\n folded\n\nbody\x0cform feed\n\nmore",
+    b"Subject: a\x0cb\n\nbody",
+    b"X-Raw: \xff\xfe\n\n\xffbody",
+    b"Subject: old Macs\rX-A: b\r\rbody\r",
+    b"Subject: a\x0bb\x1cX-A: c\n\nbody",
+    b"Subject: a\n\x0c\nbody",
+    b"Subject: a\n\t\n\nbody",
+    b":odd\n\nbody",
+    b"Subject: a\r\n\r\n",
+    b"Content-Type: text/plain\ncontent-type: multipart/mixed; boundary=b\n\n--b\n\nx\n--b--\n",
+    b"Content-Type : multipart/mixed; boundary=b\n\n--b\n\nx\n--b--\n",
+]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [path.read_bytes() for path in sorted(FIXTURES.glob("*.eml"))] + ODD_HEADS,
+    ids=[path.name for path in sorted(FIXTURES.glob("*.eml"))]
+    + [f"odd-{i}" for i in range(len(ODD_HEADS))],
+)
+def test_loading_gives_the_tree_and_defects_the_stdlib_parser_gives(raw: bytes) -> None:
+    from email import message_from_bytes
+    from email.policy import compat32
+
+    from mailer.feedback import mime
+
+    full = message_from_bytes(raw, policy=compat32)
+    loaded = mime.load(raw)
+    assert _tree(loaded) == _tree(full)
+    assert [type(d) for d in loaded.defects] == [type(d) for d in full.defects]
+    assert loaded.get_unixfrom() == full.get_unixfrom()
+
+
+def test_a_part_forgets_its_content_type_when_its_headers_change() -> None:
+    from mailer.feedback import mime
+
+    msg = mime.load(b"Content-Type: text/plain\n\nhello\n")
+    assert msg.get_content_type() == "text/plain"
+    msg.replace_header("Content-Type", "text/html")
+    assert msg.get_content_type() == "text/html"
+    del msg["Content-Type"]
+    assert msg.get_content_type() == "text/plain"
+    msg.set_default_type("message/rfc822")
+    assert msg.get_content_type() == "message/rfc822"
+    msg["Content-Type"] = "multipart/report"
+    assert msg.get_content_type() == "multipart/report"
+
+
+def _variants(text: str) -> list[str]:
+    # what case-insensitive matching also accepts: capitals, the Kelvin
+    # sign for k, the long s, dotted and dotless capital I
+    return [
+        text,
+        text.upper(),
+        text.replace("k", "\u212a"),
+        text.replace("s", "\u017f"),
+        text.replace("i", "\u0130"),
+        text.replace("i", "\u0131"),
+        text.upper().replace("I", "\u0130"),
+    ]
+
+
+@pytest.mark.parametrize("path", sorted(FIXTURES.glob("*.eml")), ids=lambda p: p.name)
+def test_every_text_a_marker_finds_passes_its_layouts_cheap_test(path: object) -> None:
+    from pathlib import Path
+
+    from mailer.feedback import mime
+    from mailer.feedback.layouts import Layout, fold
+
+    assert isinstance(path, Path)
+    text = mime.first_text(mime.load(path.read_bytes()))
+    for variant in _variants(text):
+        for detector in DETECTORS:
+            assert isinstance(detector, Layout)
+            if detector.marker.search(variant):
+                assert detector.could_be(fold(variant)), (detector.name, variant[:80])
+
+
+def test_every_layout_has_its_cheap_test() -> None:
+    from mailer.feedback.layouts import Layout
+
+    for detector in DETECTORS:
+        assert isinstance(detector, Layout)
+        assert detector.hints, detector.name
+        assert all(hint == hint.casefold() for hint in detector.hints), detector.name
+
+
+HEADERS_ONLY_ARF = b"""From: <fbl@provider.test>
+To: <fbl@bounces.platform.test>
+Subject: complaint
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=feedback-report; boundary="b1"
+
+--b1
+Content-Type: text/plain
+
+A complaint.
+
+--b1
+Content-Type: message/feedback-report
+
+Feedback-Type: abuse
+Version: 1
+
+--b1
+Content-Type: text/rfc822-headers
+
+From: survey@netigate.se
+To: Someone <someone@inbox.test>
+Feedback-ID: 01ab:acct-1:
+ survey:mailer
+Subject: Your opinion
+
+--b1--
+"""
+
+
+def test_a_complaint_with_only_headers_gives_its_feedback_id_and_recipient() -> None:
+    from mailer.feedback.processor import recipient_of
+
+    report = parse_message(HEADERS_ONLY_ARF)
+    assert report.kind is Kind.COMPLAINT
+    assert report.original_message_id is None
+    assert report.original_recipient == "someone@inbox.test"
+    # the folded header comes back unfolded: what the reader then rejects
+    # is the space folding left, never the line break
+    assert report.feedback_id == "01ab:acct-1: survey:mailer"
+    assert recipient_of(report) == "someone@inbox.test"
+
+
+def test_the_recipient_of_a_report_is_the_one_address_it_names() -> None:
+    from mailer.feedback.model import RecipientResult, Report
+    from mailer.feedback.processor import recipient_of
+
+    def block(address: str) -> RecipientResult:
+        return RecipientResult(
+            address, Action.FAILED, "5.1.1", 550, None, None, Reason.MAILBOX_UNKNOWN, True
+        )
+
+    assert recipient_of(Report(Kind.COMPLAINT, "arf")) is None
+    one = Report(Kind.BOUNCE, "rfc3464", recipients=(block("A@x.test"), block("a@x.test")))
+    assert recipient_of(one) == "a@x.test"
+    two = Report(Kind.BOUNCE, "rfc3464", recipients=(block("a@x.test"), block("b@x.test")))
+    assert recipient_of(two) is None

@@ -13,7 +13,13 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from mailer.delivery.smtp import open_session
 from mailer.dev.certs import TestCerts
 from mailer.errors import ValidationError
-from mailer.message.verp import feedback_id, make_return_path, read_return_path
+from mailer.message.verp import (
+    FeedbackIdentity,
+    feedback_id,
+    make_return_path,
+    read_feedback_id,
+    read_return_path,
+)
 
 SECRET = "0123456789abcdef-secret"
 DOMAINS = frozenset({"bounces.netigate.se"})
@@ -146,3 +152,57 @@ async def test_deliveries_ask_for_ret_hdrs_and_envid_where_dsn_is_offered(
     assert "RET=HDRS" in handler.mail_options[0]
     assert f"ENVID={SEND}" in handler.mail_options[0]
     assert not any(o.startswith(("RET=", "ENVID=")) for o in handler.mail_options[1])
+
+
+TEMPLATE = "{distribution}:{account}:survey:{sender}"
+
+
+def test_a_feedback_id_reads_back_as_its_distribution_and_account() -> None:
+    value = feedback_id(TEMPLATE, distribution="01ab", account="acct-1", sender="mailer")
+    assert read_feedback_id(TEMPLATE, value, sender="mailer") == FeedbackIdentity(
+        "01ab", "acct-1"
+    )
+    # the whitespace around a header quoted as text is not part of it
+    assert read_feedback_id(TEMPLATE, " 01ab:acct-1:survey:mailer\r\n", sender="mailer") == (
+        FeedbackIdentity("01ab", "acct-1")
+    )
+
+
+def test_colons_in_the_parts_read_back_as_the_header_wrote_them() -> None:
+    value = feedback_id(TEMPLATE, distribution="a:b", account="c", sender="mailer")
+    assert value == "a-b:c:survey:mailer"
+    assert read_feedback_id(TEMPLATE, value, sender="mailer") == FeedbackIdentity("a-b", "c")
+
+
+@pytest.mark.parametrize(
+    ("template", "value"),
+    [
+        # another sender's value, or a mail type we never write
+        (TEMPLATE, "01ab:acct-1:survey:someone-else"),
+        (TEMPLATE, "01ab:acct-1:newsletter:mailer"),
+        # too many or too few fields, empty fields
+        (TEMPLATE, "01ab:acct-1:x:survey:mailer"),
+        (TEMPLATE, "01ab:survey:mailer"),
+        (TEMPLATE, ":acct-1:survey:mailer"),
+        (TEMPLATE, ""),
+        # templates that cannot name a send: no distribution, no account,
+        # a field we do not fill, a format spec
+        ("{account}:{sender}", "acct-1:mailer"),
+        ("{distribution}:{sender}", "01ab:mailer"),
+        ("{distribution}:{account}:{campaign}", "01ab:acct-1:x"),
+        ("{distribution:>8}:{account}", "    01ab:acct-1"),
+        # a repeated field must repeat the same value
+        ("{distribution}:{account}:{distribution}", "01ab:acct-1:01ac"),
+    ],
+)
+def test_a_feedback_id_the_template_cannot_have_written_names_nothing(
+    template: str, value: str
+) -> None:
+    assert read_feedback_id(template, value, sender="mailer") is None
+
+
+def test_a_repeated_field_reads_back_when_it_repeats() -> None:
+    template = "{distribution}:{account}:{distribution}"
+    assert read_feedback_id(template, "01ab:acct-1:01ab", sender="mailer") == FeedbackIdentity(
+        "01ab", "acct-1"
+    )

@@ -4,6 +4,7 @@ backend runs these tests."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,8 @@ from mailer.store.models import (
     NewSend,
     Outcome,
 )
+from mailer.store.sqlite import sql as sqlite_sql
+from mailer.store.sqlite.store import SQLiteStore
 from tests.backends import BACKENDS, StoreFactory
 
 DIST = NewDistribution(
@@ -228,3 +231,34 @@ async def test_a_paused_account_holds_waiting_and_new_sends_until_released(store
     assert (pause.paused_at, pause.released_at) == (None, 5.0)
     with pytest.raises(NotFound):
         await store.release_account("acme", now=6.0)
+
+
+async def test_a_send_is_found_by_its_distribution_account_and_recipient(store) -> None:
+    first, [a, b] = await store.enqueue(
+        DIST, [NewSend("Ann@Dest.test"), NewSend("bob@dest.test")], hostname="h", now=1.0
+    )
+    # the same address in another distribution of the account
+    other, [c] = await store.enqueue(DIST, [NewSend("ann@dest.test")], hostname="h", now=2.0)
+    assert (await store.send_to(first, "acme", "ANN@dest.test")).id == a
+    assert (await store.send_to(first, "acme", "bob@dest.test")).id == b
+    assert (await store.send_to(other, "acme", "ann@dest.test")).id == c
+    with pytest.raises(NotFound):
+        await store.send_to(first, "another-account", "bob@dest.test")
+    with pytest.raises(NotFound):
+        await store.send_to(first, "acme", "nobody@dest.test")
+    with pytest.raises(NotFound):
+        await store.send_to("no-such-distribution", "acme", "bob@dest.test")
+
+
+async def test_sqlite_finds_a_send_by_distribution_and_recipient_through_its_index(
+    tmp_path: Path,
+) -> None:
+    async with SQLiteStore(tmp_path / "s.sqlite3") as store:
+        plan = " ".join(
+            str(tuple(row))
+            for row in store.conn.execute(
+                "EXPLAIN QUERY PLAN " + sqlite_sql.SELECT_SEND_OF_DISTRIBUTION_TO,
+                ("d", "a@example.org", "acme"),
+            )
+        )
+    assert "sends_recipient" in plan

@@ -158,3 +158,16 @@ async def test_times_are_kept_to_the_bit(database: str) -> None:
     async with PostgresStore(database) as store:
         [send_id] = (await store.enqueue(DIST, sends(1), hostname="h", now=now))[1]
         assert (await store.send(send_id)).created_at == now
+
+
+async def test_sends_are_indexed_by_distribution_and_recipient(database: str) -> None:
+    # the planner's choice on an empty table says nothing; the index must exist
+    async with PostgresStore(database):
+        pass
+    async with await psycopg.AsyncConnection.connect(database) as conn:
+        cur = await conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+            "AND indexname = 'sends_recipient'"
+        )
+        [(definition,)] = await cur.fetchall()
+    assert "(distribution_id, rcpt_key)" in definition

@@ -20,6 +20,7 @@ from mailer.api.models import (
     accepted_json,
 )
 from mailer.api.platform import platform_router
+from mailer.api.stats import stats_router
 from mailer.client import MAX_EVENTS_PAGE, Client, DistributionStatus
 from mailer.errors import NotFound
 from mailer.intake import MAX_IDEMPOTENCY_KEY
@@ -131,4 +132,5 @@ def v1_router(
         return EventPageOut.of(await client.events(after, limit, account=scope))
 
     router.include_router(platform_router(client))
+    router.include_router(stats_router(client))
     return router

@@ -12,16 +12,32 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from mailer.config import BreakerConfig
 from mailer.errors import StoreError
 from mailer.feedback.breaker import DAY, Judgement, Outcome, judge
 from mailer.metrics import Metrics
 from mailer.store.base import Store
+from mailer.store.models import AccountPause
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Breaker"]
+__all__ = ["Breaker", "Standing"]
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """An account as the breaker sees it now: the judgement over its
+    window, and its pause (None: never paused or released)."""
+
+    account: str
+    judgement: Judgement
+    pause: AccountPause | None
+
+    @property
+    def paused(self) -> bool:
+        return self.pause is not None
 
 
 class Breaker:
@@ -56,6 +72,20 @@ class Breaker:
         outcomes = [Outcome(o.at, True, o.hard_bounce, o.complaint) for o in window]
         verdict = judge(outcomes, now=now, config=self.config, released_at=released_at)
         return verdict, pause is not None and pause.paused_at is not None
+
+    async def standings(self, accounts: list[str] | None = None) -> list[Standing]:
+        """Each of ``accounts`` (default: those with sends finished in the
+        window, and those paused now) as the breaker sees it, by name. Reads
+        the store, changes nothing."""
+        pauses = {p.account: p for p in await self.store.account_pauses() if p.paused_at}
+        if accounts is None:
+            since = self.clock() - self.config.window_days * DAY
+            accounts = [*await self.store.active_accounts(since=since), *pauses]
+        found = []
+        for account in sorted(set(accounts)):
+            verdict, _ = await self.judgement(account)
+            found.append(Standing(account, verdict, pauses.get(account)))
+        return found
 
     async def check(self, account: str) -> Judgement:
         """Judge ``account`` and pause it when it trips (once)."""

@@ -33,8 +33,24 @@ class Detector(Protocol):
         is not in it. Pure; raises nothing."""
         ...
 
+    def could_be(self, folded: str) -> bool:
+        """False when the case-folded ``folded`` text cannot be in this
+        layout (a cheap test before :meth:`detect`); True says nothing."""
+        ...
+
 
 Extract = Callable[[str], list[tuple[str, str]]]
+
+
+def fold(text: str) -> str:
+    """``text`` case-folded for :meth:`Detector.could_be`. The markers'
+    case-insensitive matching also takes dotted and dotless capital I for
+    ``i``; folding alone keeps a combining dot after the one and leaves the
+    other, so both become ``i`` here."""
+    folded = text.casefold()
+    if "\u0131" in folded or "\u0307" in folded:
+        folded = folded.replace("i\u0307", "i").replace("\u0131", "i")
+    return folded
 
 
 @dataclass(frozen=True)
@@ -47,6 +63,13 @@ class Layout:
     extract: Extract
     delay_marker: re.Pattern[str] | None = None
     phrases: status.Phrases = ()
+    # case-folded literals of which the marker needs at least one: a
+    # substring test over the folded text once, instead of every marker's
+    # case-insensitive regex over every text (most of the layouts' time)
+    hints: tuple[str, ...] = ()
+
+    def could_be(self, folded: str) -> bool:
+        return not self.hints or any(hint in folded for hint in self.hints)
 
     def detect(self, text: str) -> tuple[RecipientResult, ...] | None:
         if not self.marker.search(text):
@@ -152,6 +175,7 @@ QMAIL = Layout(
     "qmail",
     _flags(r"This is the qmail-send program at|qmail-send Programm"),
     _angle_blocks(r"(?:wasn't able to deliver|nicht zustellen)[^\n]*\n", _COPY),
+    hints=("qmail-send",),
 )
 
 YAHOO = Layout(
@@ -161,6 +185,7 @@ YAHOO = Layout(
         r"|^Message from yahoo\.com"
     ),
     _angle_blocks(r"unable to deliver your message to the following address[^\n]*\n", _COPY),
+    hints=("unable to deliver your message to the following address", "message from yahoo.com"),
 )
 
 EXIM = Layout(
@@ -175,6 +200,7 @@ EXIM = Layout(
         r"^\s*(?:-+ This is a copy|Action:|Reporting-MTA:|No action is required|If this message)",
     ),
     delay_marker=_flags(r"has\s+not\s+yet\s+been\s+delivered\s+to\s+one\s+or\s+more"),
+    hints=("this message was created automatically by mail delivery software.",),
 )
 
 GMX = Layout(
@@ -186,6 +212,7 @@ GMX = Layout(
         r"^\s*-+\s*(?:Originalnachricht|Original message|Kopie der Nachricht)",
     ),
     delay_marker=_flags(r"noch nicht zugestellt werden|verz(?:ö|oe)gert"),
+    hints=("gmx", "web.de", "1&1"),
 )
 
 SENDMAIL = Layout(
@@ -196,6 +223,7 @@ SENDMAIL = Layout(
         r"^\s*-+ Transcript of session follows|^\s*-+ Original message",
     ),
     delay_marker=_flags(r"transient non-fatal errors"),
+    hints=("the following addresses had",),
 )
 
 POSTFIX = Layout(
@@ -203,6 +231,7 @@ POSTFIX = Layout(
     _flags(r"^This is the mail system at host"),
     _angle_blocks(r"^\s+The mail system\s*$", r"^-- |^Content-Description|^Reporting-MTA"),
     delay_marker=_flags(r"^#+ THIS IS A WARNING ONLY"),
+    hints=("this is the mail system at host",),
 )
 
 EXCHANGE_LEGACY = Layout(
@@ -213,6 +242,7 @@ EXCHANGE_LEGACY = Layout(
         (_flags(r"e-mail account does not exist"), "5.1.1"),
         (_flags(r"mailbox is full|over (?:its|the) storage limit"), "5.2.2"),
     ),
+    hints=("your message did not reach some or all of the intended recipients",),
 )
 
 OFFICE365 = Layout(
@@ -227,6 +257,7 @@ OFFICE365 = Layout(
         (_flags(r"mailbox is full|mailbox was full"), "5.2.2"),
         (_flags(r"blocked|spam|rejected"), "5.7.1"),
     ),
+    hints=("delivery has failed to these recipients or groups:",),
 )
 
 OUTLOOK_COM = Layout(
@@ -237,6 +268,7 @@ OUTLOOK_COM = Layout(
         r"^\s*(?:Reporting-MTA|Final-Recipient|-+ Original message|Original message headers)",
     ),
     delay_marker=_flags(r"has been delayed"),
+    hints=("delivery to the following recipient",),
 )
 
 GMAIL = Layout(
@@ -249,6 +281,7 @@ GMAIL = Layout(
     lambda text: _gmail(text),
     delay_marker=_flags(r"\*\* Delivery incomplete \*\*|has been delayed|temporary problem"),
     phrases=((_flags(r"address couldn't be found|does not exist"), "5.1.1"),),
+    hints=("** ", "delivery to the following recipient "),
 )
 
 SES = Layout(
@@ -260,6 +293,7 @@ SES = Layout(
         r"(?:Diagnostic|reason|said)[^:]*:\s*(?:smtp;\s*)?([^\n]+)",
     ),
     phrases=((_flags(r"suppression list"), "5.1.1"),),
+    hints=("an error occurred while trying to deliver the mail to the following recipients:",),
 )
 
 T_ONLINE = Layout(
@@ -271,6 +305,7 @@ T_ONLINE = Layout(
         (_flags(r"mailbox full|Postfach voll|quota exceeded"), "5.2.2"),
         (_flags(r"relaying denied|Relaying nicht erlaubt"), "5.7.1"),
     ),
+    hints=("failed addresses follow:",),
 )
 
 DOMINO = Layout(
@@ -281,12 +316,14 @@ DOMINO = Layout(
         (_flags(r"not listed in (?:the )?(?:Domino|public name & address) Directory"), "5.1.1"),
         (_flags(r"mail file is full|exceeded (?:its|the) quota"), "5.2.2"),
     ),
+    hints=("was not delivered to:",),
 )
 
 COURIER = Layout(
     "courier",
     _flags(r"running the Courier mail server"),
     _angle_blocks(r"(?:could not|cannot) be delivered[^\n]*\n", _COPY),
+    hints=("running the courier mail server",),
 )
 
 GROUPWISE = Layout(
@@ -304,6 +341,7 @@ GROUPWISE = Layout(
         (_flags(r"user not found|no such user"), "5.1.1"),
         (_flags(r"mailbox full|quota exceeded"), "5.2.2"),
     ),
+    hints=("the message that you sent was undeliverable to the following:",),
 )
 
 

@@ -8,14 +8,68 @@ faster of the two. Everything here is pure and raises nothing.
 
 from __future__ import annotations
 
+import email.feedparser
 import re
 from collections.abc import Iterator
-from email import message_from_bytes
 from email.message import Message
-from email.parser import BytesParser
+from email.parser import BytesParser, Parser
 from email.policy import compat32
+from typing import Any
 
-_HEADERS = BytesParser(policy=compat32)
+
+class _Part(Message):
+    """A message part that works its content type out once: the parsers
+    ask each part for it over and over (every walk looking for a report,
+    status or original part), and each answer scans the headers anew.
+    Whatever can change it forgets it."""
+
+    _content_type: str | None = None
+
+    def get_content_type(self) -> str:
+        if self._content_type is None:
+            self._content_type = super().get_content_type()
+        return self._content_type
+
+    def set_raw(self, name: str, value: Any) -> None:
+        self._content_type = None
+        super().set_raw(name, value)
+
+    def __setitem__(self, name: str, val: Any) -> None:
+        self._content_type = None
+        super().__setitem__(name, val)
+
+    def __delitem__(self, name: str) -> None:
+        self._content_type = None
+        super().__delitem__(name)
+
+    def replace_header(self, _name: str, _value: Any) -> None:
+        self._content_type = None
+        super().replace_header(_name, _value)
+
+    def set_default_type(self, ctype: str) -> None:
+        self._content_type = None
+        super().set_default_type(ctype)
+
+
+# the parser's own header-line and newline patterns (absent from the type
+# stubs): the header block must end exactly where the parser would end it
+_HEADER_LINE: re.Pattern[str] = email.feedparser.headerRE  # type: ignore[attr-defined]
+_NEWLINE: re.Pattern[str] = email.feedparser.NLCRE  # type: ignore[attr-defined]
+# The header block as the parser reads it: lines its header-line pattern
+# takes, ended where str.splitlines ends them (the parser splits its input
+# so; of those line boundaries only these survive the ASCII decoding, which
+# makes every byte above 0x7f a surrogate escape).
+_HEADER_BLOCK = re.compile(
+    "(?:"
+    + _HEADER_LINE.pattern.removeprefix("^")
+    + r"[^\n\r\x0b\x0c\x1c\x1d\x1e]*(?:\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e]))*"
+)
+
+_PARSER = BytesParser(_Part, policy=compat32)
+_HEAD_ONLY = Parser(_Part, policy=compat32)
+_COMPOSITE = re.compile(
+    rb"^content-type:[ \t]*(?:multipart|message)/", re.IGNORECASE | re.MULTILINE
+)
 _MESSAGE_ID = re.compile(r"^\s*Message-I[dD]\s*:\s*(<[^<>\s]+>)", re.MULTILINE)
 _HEADER = re.compile(r"^\s*([A-Za-z][A-Za-z0-9-]*)\s*:\s*(.*)$", re.MULTILINE)
 
@@ -25,10 +79,38 @@ def load(raw: bytes) -> Message:
     part: their body is kept as it stands instead of being fed through the
     MIME parser line by line (half the parse time); multipart and message
     types get the full parse."""
-    head = _HEADERS.parsebytes(raw, headersonly=True)
+    if _COMPOSITE.search(raw, 0, _header_end(raw)):
+        # the full parse is right for any message (a single part comes out
+        # as the header-only one would), so this guess needs to be cheap,
+        # not exact: it spares a composite message parsing its header twice
+        return _PARSER.parsebytes(raw)
+    head = _head(raw)
     if head.get_content_maintype() in ("multipart", "message"):
-        return message_from_bytes(raw, policy=compat32)
+        return _PARSER.parsebytes(raw)
     return head
+
+
+def _header_end(raw: bytes) -> int:
+    ends = [i for i in (raw.find(b"\n\n"), raw.find(b"\n\r\n")) if i >= 0]
+    return min(ends) if ends else len(raw)
+
+
+def _head(raw: bytes) -> Message:
+    """The header block of ``raw`` parsed, the body after it set as the
+    payload unparsed: what the parser's ``headersonly`` mode gives, without
+    reading the body through it line by line. The block ends where the
+    parser's own rules end it (its header-line and newline patterns, the
+    same line splitting); a message whose headers run into a line that is
+    neither is left to the parser, which records that defect."""
+    text = raw.decode("ascii", errors="surrogateescape")
+    offset = _HEADER_BLOCK.match(text).end()  # type: ignore[union-attr]  # "" at least
+    # the parser ends the block at a line that is only a newline
+    separator = _NEWLINE.match(text, offset)
+    if separator is not None:
+        head = _HEAD_ONLY.parsestr(text[:offset], headersonly=True)
+        head.set_payload(text[separator.end() :])
+        return head
+    return _PARSER.parsebytes(raw, headersonly=True)
 
 
 def header(msg: Message, name: str) -> str | None:

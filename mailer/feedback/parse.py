@@ -15,7 +15,7 @@ from mailer.feedback import mime
 from mailer.feedback.arf import is_arf, parse_arf
 from mailer.feedback.autoreply import is_autoreply, parse_autoreply
 from mailer.feedback.dsn import is_dsn, parse_dsn
-from mailer.feedback.layouts import DETECTORS
+from mailer.feedback.layouts import DETECTORS, fold
 from mailer.feedback.model import Action, Kind, Report
 
 __all__ = ["parse_message"]
@@ -42,7 +42,10 @@ def _parse(raw: bytes) -> Report:
         if report.kind is not Kind.UNKNOWN:
             return report
     text = mime.first_text(msg)
+    folded = fold(text)
     for detector in DETECTORS:
+        if not detector.could_be(folded):
+            continue
         recipients = detector.detect(text)
         if recipients is None:
             continue

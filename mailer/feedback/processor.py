@@ -3,8 +3,12 @@
 Matching, in order: the VERP token of an envelope recipient (a token whose
 MAC is not ours stops here: the message is kept unmatched and changes
 nothing); the DSN's ENVID; the returned Message-ID, whose left part is the
-send id (the primary key is the index). Complaints arrive at a feedback
-loop address, not at a return path, so they match the second way.
+send id (the primary key is the index); the returned Feedback-ID, read
+back through the configured template into distribution and account, with
+the report's recipient (the index on distribution and recipient). Complaints
+arrive at a feedback loop address, not at a return path, so they match by
+Message-ID, or by Feedback-ID where a provider rewrote or left out the
+Message-ID.
 Effects (one store transaction with the "processed" mark, so a message is
 never applied twice): mailer.store.models.FeedbackEffect.
 """
@@ -23,14 +27,14 @@ from mailer.feedback.arf import COMPLAINT_TYPES
 from mailer.feedback.circuit import Breaker
 from mailer.feedback.model import Action, Kind, RecipientResult, Report
 from mailer.feedback.parse import parse_message
-from mailer.message.verp import read_return_path
+from mailer.message.verp import FeedbackIdentity, read_feedback_id, read_return_path
 from mailer.reasons import Reason
 from mailer.store.base import Store
 from mailer.store.models import FeedbackEffect, FeedbackResult, Inbound, Send
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Matcher", "Processor", "describe", "effects_for"]
+__all__ = ["Matcher", "Processor", "describe", "effects_for", "recipient_of"]
 
 
 def describe(message: Inbound, result: FeedbackResult) -> str:
@@ -49,10 +53,21 @@ def describe(message: Inbound, result: FeedbackResult) -> str:
 @dataclass(frozen=True)
 class Matcher:
     """How returned messages name their send: the VERP ``secret`` and the
-    ``bounce_domains`` of return paths."""
+    ``bounce_domains`` of return paths; the ``feedback_template`` and
+    ``sender_id`` every Feedback-ID was written with (no template: no
+    matching by Feedback-ID)."""
 
     secret: str | None
     bounce_domains: frozenset[str]
+    feedback_template: str | None = None
+    sender_id: str = "mailer"
+
+    def feedback(self, value: str | None) -> FeedbackIdentity | None:
+        """The distribution and account a returned Feedback-ID names, or
+        None (none returned, no template, another sender's)."""
+        if value is None or self.feedback_template is None:
+            return None
+        return read_feedback_id(self.feedback_template, value, sender=self.sender_id)
 
     def token(self, recipients: tuple[str, ...]) -> tuple[str | None, bool]:
         """(send id, MAC valid) of the first return-path recipient, or
@@ -129,6 +144,16 @@ def _block_effect(report: Report, send: Send, block: RecipientResult) -> Feedbac
     )
 
 
+def recipient_of(report: Report) -> str | None:
+    """The one address ``report`` was about (pure): the complaint's
+    original recipient, else the one address of its recipient blocks;
+    None when it names none or several."""
+    if report.original_recipient:
+        return report.original_recipient
+    addresses = {r.address.lower() for r in report.recipients}
+    return addresses.pop() if len(addresses) == 1 else None
+
+
 class Processor:
     """Processes stored returned messages: after each one the listener
     stores (:meth:`wake`), and at start everything a crash left pending."""
@@ -194,6 +219,15 @@ class Processor:
             if how == "message-id" and send.message_id != message_id:
                 continue
             return send, how, None
+        identity = self.matcher.feedback(report.feedback_id)
+        recipient = recipient_of(report)
+        if identity is not None and recipient is not None:
+            try:
+                send = await self.store.send_to(identity.distribution, identity.account, recipient)
+            except NotFound:
+                pass
+            else:
+                return send, "feedback-id", None
         return None, None, "no send matched" if report.kind is not Kind.UNKNOWN else None
 
     async def drain(self) -> int:

@@ -24,7 +24,12 @@ __all__ = ["FeedbackService", "matcher_for"]
 
 
 def matcher_for(config: Config) -> Matcher:
-    return Matcher(config.feedback.secret, frozenset({config.bounce_domain}))
+    return Matcher(
+        config.feedback.secret,
+        frozenset({config.bounce_domain}),
+        feedback_template=config.feedback.feedback_id,
+        sender_id=config.feedback.sender_id,
+    )
 
 
 class FeedbackService:

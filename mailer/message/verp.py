@@ -12,11 +12,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import string
 from dataclasses import dataclass
 
 from mailer.errors import ValidationError
 
-__all__ = ["Token", "feedback_id", "make_return_path", "read_return_path"]
+__all__ = [
+    "FeedbackIdentity",
+    "Token",
+    "feedback_id",
+    "make_return_path",
+    "read_feedback_id",
+    "read_return_path",
+]
 
 _MAC_HEX = 12
 _LOCAL = re.compile(r"^[bB]\+([0-9A-Za-z]{8,64})\.([0-9A-Fa-f]+)$")
@@ -62,19 +70,66 @@ def read_return_path(address: str, *, secret: str, domains: frozenset[str]) -> T
     return Token(send_id, hmac.compare_digest(mac, _mac(secret, send_id)))
 
 
+def _part(value: str) -> str:
+    return "".join(c for c in value.replace(":", "-") if c.isprintable() and c not in "\r\n")
+
+
 def feedback_id(template: str, *, distribution: str, account: str, sender: str) -> str:
     """The ``Feedback-ID`` header value (Gmail's ``a:b:c:senderid``) from
     ``template`` with ``{distribution}``, ``{account}`` and ``{sender}``.
     A colon inside a part would shift the fields, so parts lose theirs;
     CR/LF never reaches the header. Raises ValidationError("feedback_id",
     …) for a template with unknown fields."""
-
-    def part(value: str) -> str:
-        return "".join(c for c in value.replace(":", "-") if c.isprintable() and c not in "\r\n")
-
     try:
         return template.format(
-            distribution=part(distribution), account=part(account), sender=part(sender)
+            distribution=_part(distribution), account=_part(account), sender=_part(sender)
         )
     except (KeyError, IndexError, ValueError) as exc:
         raise ValidationError("feedback_id", f"template {template!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class FeedbackIdentity:
+    """What a returned ``Feedback-ID`` names: the distribution and account
+    of the send (the recipient then picks the send)."""
+
+    distribution: str
+    account: str
+
+
+def read_feedback_id(template: str, value: str, *, sender: str) -> FeedbackIdentity | None:
+    """The distribution and account of ``value`` read back through
+    ``template`` (the one :func:`feedback_id` wrote it with) and our
+    ``sender`` id, or None: a template without ``{distribution}`` or
+    ``{account}``, another sender's value, or text the template cannot
+    have written. Pure; raises nothing.
+
+    Only fields the template has become groups; every other character,
+    the sender id included, must be there as written. The parts hold no
+    colon (:func:`feedback_id` replaced theirs), so a group stops at one."""
+    fields = {
+        "distribution": "(?P<distribution>[^:]+?)",
+        "account": "(?P<account>[^:]+?)",
+        "sender": re.escape(_part(sender)),
+    }
+    pattern: list[str] = []
+    for literal, name, spec, conversion in _FORMATTER.parse(template):
+        pattern.append(re.escape(literal))
+        if name is None:
+            continue
+        if name not in fields or spec or conversion:
+            return None
+        group = fields[name]
+        if group.startswith("(?P<"):
+            # a field the template repeats must say the same each time
+            fields[name] = f"(?P={name})"
+        pattern.append(group)
+    if "(?P=distribution)" not in fields.values() or "(?P=account)" not in fields.values():
+        return None
+    match = re.fullmatch("".join(pattern), " ".join(value.split()))
+    if match is None:
+        return None
+    return FeedbackIdentity(match.group("distribution"), match.group("account"))
+
+
+_FORMATTER = string.Formatter()

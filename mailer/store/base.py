@@ -330,6 +330,12 @@ class FeedbackStore(Protocol):
         ``unmatched`` only processed ones that matched no send."""
         ...
 
+    async def send_to(self, distribution_id: str, account: str, recipient: str) -> Send:
+        """The latest send of ``distribution_id`` under ``account`` to
+        ``recipient`` (case ignored), as a returned message's Feedback-ID
+        and recipient name it. Raises NotFound."""
+        ...
+
     async def inbound_done(self, inbound_id: str, result: FeedbackResult, *, now: float) -> bool:
         """In one transaction: apply ``result``'s effects (late bounce of a
         delivered send, suppression, an event each) and mark the message

@@ -275,6 +275,18 @@ CREATE INDEX webhook_deliveries_at ON webhook_deliveries (at);
 CREATE INDEX idempotency_created ON idempotency (created_at)
 """
 
+# A send named by its distribution and recipient, as a returned message's
+# Feedback-ID and recipient name it (mailer.feedback): without this index
+# the lookup would read the distribution's every send.
+SCHEMA_V12 = """
+CREATE INDEX sends_recipient ON sends (distribution_id, rcpt_key)
+"""
+# Params: distribution id, rcpt_key, account.
+SELECT_SEND_OF_DISTRIBUTION_TO = """
+SELECT * FROM sends WHERE distribution_id = %s AND rcpt_key = %s AND account = %s
+ORDER BY created_at DESC, id DESC LIMIT 1
+"""
+
 # Retention: a batch of finished sends, their attempts and old events, then
 # old events whose send is gone. Params: before, limit (named).
 PRUNE = """
@@ -331,6 +343,7 @@ MIGRATIONS: tuple[str, ...] = (
     SCHEMA_V9,
     SCHEMA_TLSRPT,  # V10
     SCHEMA_V11,
+    SCHEMA_V12,
 )
 
 

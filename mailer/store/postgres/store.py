@@ -333,6 +333,14 @@ class PostgresStore:
             raise NotFound("send", send_id)
         return typed.send(rows[0])
 
+    async def send_to(self, distribution_id: str, account: str, recipient: str) -> Send:
+        rows = await self._all(
+            q.SELECT_SEND_OF_DISTRIBUTION_TO, (distribution_id, recipient.lower(), account)
+        )
+        if not rows:
+            raise NotFound("send", f"{distribution_id} to {recipient}")
+        return typed.send(rows[0])
+
     async def attempts(self, send_id: str) -> list[Attempt]:
         return [typed.attempt(r) for r in await self._all(q.SELECT_ATTEMPTS, (send_id,))]
 

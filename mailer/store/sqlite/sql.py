@@ -402,6 +402,20 @@ CREATE INDEX webhook_deliveries_at ON webhook_deliveries (at);
 CREATE INDEX idempotency_created ON idempotency (created_at)
 """
 
+# A send named by its distribution and recipient, as a returned message's
+# Feedback-ID and recipient name it (mailer.feedback): without this index
+# the lookup would read the distribution's every send.
+SCHEMA_V12 = """
+CREATE INDEX sends_recipient ON sends (distribution_id, rcpt_key)
+"""
+# Params: distribution id, rcpt_key, account. The unary + keeps the planner
+# off sends_account (without statistics it would read the account's every
+# send): the account only confirms what the index found.
+SELECT_SEND_OF_DISTRIBUTION_TO = """
+SELECT * FROM sends WHERE distribution_id = ? AND rcpt_key = ? AND +account = ?
+ORDER BY created_at DESC, id DESC LIMIT 1
+"""
+
 # Retention. Params: before, limit.
 PRUNABLE_SENDS = """
 SELECT id FROM sends

@@ -73,6 +73,7 @@ MIGRATIONS: tuple[str, ...] = (
     sql.SCHEMA_V9,
     SCHEMA_TLSRPT,  # V10
     sql.SCHEMA_V11,
+    sql.SCHEMA_V12,
 )
 
 
@@ -393,6 +394,15 @@ class SQLiteStore:
         row = await self._run(lambda: self.conn.execute(sql.SELECT_SEND, (send_id,)).fetchone())
         if row is None:
             raise NotFound("send", send_id)
+        return typed.send(row)
+
+    async def send_to(self, distribution_id: str, account: str, recipient: str) -> Send:
+        params = (distribution_id, recipient.lower(), account)
+        row = await self._run(
+            lambda: self.conn.execute(sql.SELECT_SEND_OF_DISTRIBUTION_TO, params).fetchone()
+        )
+        if row is None:
+            raise NotFound("send", f"{distribution_id} to {recipient}")
         return typed.send(row)
 
     async def attempts(self, send_id: str) -> list[Attempt]:
