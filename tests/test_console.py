@@ -6,6 +6,7 @@ tests/test_console_browser.py."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
@@ -14,10 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
 from mailer.accounts import create_key, new_account
 from mailer.api.app import create_api
 from mailer.app import App
+from mailer.cli import cli as main
 from mailer.client import Client
 from mailer.config import Config
 from mailer.dev.dnsserver import DNSServer
@@ -106,7 +109,7 @@ async def test_login_sets_an_httponly_strict_cookie_and_every_page_has_a_csp(
 
 
 async def test_the_cookie_is_secure_over_https(world: World) -> None:
-    transport = world.http._transport
+    transport = httpx.ASGITransport(app=create_api(world.app))
     async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as https:
         reply = await login(https)
         assert reply.status_code == 303
@@ -273,3 +276,51 @@ async def test_an_account_hold_and_a_cancel_go_through_the_cli_twins_code(world:
     assert "cancelled" in page.text
     assert "released" in page.text
     assert (await world.http.get("/ui/sends/nope")).status_code == 404
+
+
+async def test_hold_release_and_cancel_write_the_same_events_as_their_cli_twins(
+    world: World, config: Config, tmp_path: Path
+) -> None:
+    client = Client(world.app)
+    survey = NewDistribution(
+        account="acme",
+        sender_address="hr@acme.test",
+        sender_name="ACME",
+        subject="Umfrage",
+        html=None,
+        text="Hallo",
+    )
+    by_cli = await client.enqueue(survey, [RecipientInput("a@one.test")])
+    by_console = await client.enqueue(survey, [RecipientInput("b@two.test")])
+    path = tmp_path / "mailer.toml"
+    path.write_text(f'database = "{config.database}"\n')
+
+    def cli(*args: str) -> None:
+        result = CliRunner().invoke(main, ["--config", str(path), *args])
+        assert result.exit_code == 0, result.output
+
+    await asyncio.to_thread(cli, "hold", "one.test", "--note", "maintenance")
+    await asyncio.to_thread(cli, "release", "one.test")
+    await asyncio.to_thread(cli, "cancel", by_cli.distribution_id)
+    await login(world.http)
+    token = await csrf_of(world.http)
+    for path_, data in (
+        ("/ui/holds", {"kind": "domain", "value": "two.test", "note": "maintenance"}),
+        ("/ui/holds/release", {"kind": "domain", "value": "two.test"}),
+        ("/ui/distributions/cancel", {"cancel_distribution": by_console.distribution_id}),
+    ):
+        reply = await world.http.post(path_, data={**data, "csrf": token})
+        assert reply.status_code == 200, reply.text[:300]
+
+    async def story(send_id: str, domain: str) -> list[tuple[str, str, str | None]]:
+        events = await world.app.store.events(send_id=send_id, limit=100)
+        # the one difference: each names its own domain
+        return [
+            (e.state.value, e.reason.value, e.detail and e.detail.replace(domain, "DOMAIN"))
+            for e in events
+        ]
+
+    cli_story = await story(by_cli.sends[0].id, "one.test")
+    console_story = await story(by_console.sends[0].id, "two.test")
+    assert cli_story == console_story
+    assert [reason for _, reason, _ in cli_story] == ["queued", "held", "released", "cancelled"]
