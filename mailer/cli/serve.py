@@ -302,7 +302,7 @@ async def _serve(
                 raise
         loop.settle_heap()
         try:
-            click.echo(f"API on {server.url}  (docs: {server.url}/docs)")
+            click.echo(f"API on {server.url}  (docs: {server.url}/docs, console: {server.url}/ui)")
             if dev is not None:
                 click.echo(f"API key: {config.api.keys[0]}")
                 click.echo(
