@@ -18,9 +18,9 @@ import pytest
 from click.testing import CliRunner
 
 from mailer.accounts import create_key, new_account
-from mailer.api.app import create_api
 from mailer.app import App
 from mailer.cli import cli as main
+from mailer.cli.serve import service_api
 from mailer.client import Client
 from mailer.config import Config
 from mailer.dev.dnsserver import DNSServer
@@ -59,7 +59,7 @@ async def world(config: Config) -> AsyncIterator[World]:
         stored, operator_key = await create_key(
             app.store, "acme", operator=True, name="ops", now=1.0
         )
-        transport = httpx.ASGITransport(app=create_api(app))
+        transport = httpx.ASGITransport(app=service_api(app))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             yield World(app, http, account_key, operator_key, stored.id)
 
@@ -109,7 +109,7 @@ async def test_login_sets_an_httponly_strict_cookie_and_every_page_has_a_csp(
 
 
 async def test_the_cookie_is_secure_over_https(world: World) -> None:
-    transport = httpx.ASGITransport(app=create_api(world.app))
+    transport = httpx.ASGITransport(app=service_api(world.app))
     async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as https:
         reply = await login(https)
         assert reply.status_code == 303

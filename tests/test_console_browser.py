@@ -18,9 +18,9 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from mailer.accounts import create_key, new_account
-from mailer.api.app import create_api
 from mailer.api.server import ApiServer
 from mailer.app import App
+from mailer.cli.serve import service_api
 from mailer.client import Client
 from mailer.config import Config
 from mailer.enqueue import RecipientInput
@@ -92,7 +92,7 @@ class Service:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        async with App(self.config) as app, ApiServer(create_api(app)) as server:
+        async with App(self.config) as app, ApiServer(service_api(app)) as server:
             self._app = app
             await app.store.add_account(new_account("acme", now=time.time()))
             _, self.account_key = await create_key(

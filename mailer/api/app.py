@@ -26,7 +26,6 @@ from mailer.app import App
 from mailer.client import Client
 from mailer.message.unsubscribe import links_from_config
 from mailer.metrics import CONTENT_TYPE
-from mailer.ui import create_console
 from mailer.web import SecurityHeaders, csp_header, install_docs
 
 API_CSP = csp_header(
@@ -119,8 +118,6 @@ def create_api(
     api.include_router(domains.router, dependencies=[Depends(auth)], responses=UNAUTHORIZED)
     api.include_router(unsubscribe_router(client, metrics))
     api.include_router(webhooks_router(app, auth))
-    # the operator console: its pages set their own (stricter) policy
-    api.mount("/ui", create_console(app, keys=keys, secret=secret or cfg.secret))
 
     @api.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
