@@ -25,10 +25,16 @@ from mailer.client import Client
 from mailer.config import Config
 from mailer.enqueue import RecipientInput
 from mailer.pytest_plugin import CUSTOMER_DOMAIN, INBOX_DOMAIN
-from mailer.reasons import State
+from mailer.reasons import Reason, State
 from mailer.sink.server import DevSink
 from mailer.sink.web.faults import DEFER_REPLY
-from mailer.store.models import NewDistribution, SendFilter
+from mailer.store.models import (
+    FeedbackEffect,
+    FeedbackResult,
+    NewDistribution,
+    NewInbound,
+    SendFilter,
+)
 from tests.browser import PageRequests, assert_accessible, screenshot
 
 pytestmark = pytest.mark.timeout(180)
@@ -249,7 +255,23 @@ def test_every_console_page_is_accessible_and_is_pictured(
         client = Client(app)
         await client.hold("domain", "slow.example")
         delivered = SendFilter(states=(State.DELIVERED,))
-        return (await app.store.list_sends(delivered, limit=1))[0].id
+        send_id = (await app.store.list_sends(delivered, limit=1))[0].id
+        # a bounce that came back days later, as the feedback wing records it
+        now = time.time()
+        [inbound] = await app.store.inbound_put([NewInbound("", ("b@x",), b"x")], now=now)
+        late = FeedbackEffect(
+            send_id,
+            Reason.MAILBOX_UNKNOWN,
+            bounce=True,
+            suppress=Reason.SUPPRESSED_BOUNCE,
+            code=550,
+            enhanced="5.1.1",
+            text="mailbox disabled",
+            detail="later, by DSN",
+        )
+        result = FeedbackResult("bounce", "rfc3464", "{}", send_id, "verp", effects=(late,))
+        await app.store.inbound_done(inbound, result, now=now)
+        return send_id
 
     send_id = service.call(seed)
     browser_page.goto(service.url + "/ui/login")
@@ -268,6 +290,10 @@ def test_every_console_page_is_accessible_and_is_pictured(
     for name, path in pages.items():
         browser_page.goto(service.url + path)
         expect(browser_page.locator("h1")).to_be_visible()
+        if name == "console-send":
+            # the later bounce is on the send's timeline, after its delivery
+            expect(browser_page.locator("#timeline li").last).to_contain_text("later, by DSN")
+            expect(browser_page.locator("#timeline")).to_contain_text("TLS policy")
         assert_accessible(browser_page)
         screenshot(browser_page, name)
     # the field errors are accessible too
