@@ -7,6 +7,7 @@ tests/test_console_browser.py."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from collections.abc import AsyncIterator
@@ -324,3 +325,35 @@ async def test_hold_release_and_cancel_write_the_same_events_as_their_cli_twins(
     console_story = await story(by_console.sends[0].id, "two.test")
     assert cli_story == console_story
     assert [reason for _, reason, _ in cli_story] == ["queued", "held", "released", "cancelled"]
+
+
+async def test_the_queue_pages_by_id_and_filters_by_account(world: World) -> None:
+    client = Client(world.app)
+    await world.app.store.add_account(new_account("beta", now=1.0))
+    survey = NewDistribution(
+        account="acme",
+        sender_address="hr@acme.test",
+        sender_name="ACME",
+        subject="Umfrage",
+        html=None,
+        text="Hallo",
+    )
+    await client.enqueue(survey, [RecipientInput(f"u{i}@dest.test") for i in range(30)])
+    beta = dataclasses.replace(survey, account="beta")
+    await client.enqueue(beta, [RecipientInput("only@beta.test")])
+    await login(world.http)
+    first = await world.http.get("/ui/queue?account=acme&state=queued&limit=25")
+    assert first.status_code == 200
+    assert first.text.count('href="/ui/sends/') == 25
+    assert "only@beta.test" not in first.text
+    found = re.search(r'id="next-page" href="([^"]+)"', first.text)
+    assert found is not None
+    second = await world.http.get(found.group(1).replace("&amp;", "&"))
+    assert second.text.count('href="/ui/sends/') == 5
+    assert 'id="next-page"' not in second.text
+    assert "u0@dest.test" not in second.text
+    only_beta = await world.http.get("/ui/queue?account=beta")
+    assert only_beta.text.count('href="/ui/sends/') == 1
+    assert "only@beta.test" in only_beta.text
+    # the console's root without its slash still arrives
+    assert (await world.http.get("/ui", follow_redirects=True)).status_code == 200
