@@ -357,3 +357,32 @@ async def test_the_queue_pages_by_id_and_filters_by_account(world: World) -> Non
     assert "only@beta.test" in only_beta.text
     # the console's root without its slash still arrives
     assert (await world.http.get("/ui", follow_redirects=True)).status_code == 200
+
+
+async def test_an_account_held_from_the_cli_shows_on_the_holds_page_and_releases_there(
+    world: World, config: Config, tmp_path: Path
+) -> None:
+    survey = NewDistribution(
+        account="acme",
+        sender_address="hr@acme.test",
+        sender_name="ACME",
+        subject="Umfrage",
+        html=None,
+        text="Hallo",
+    )
+    await Client(world.app).enqueue(survey, [RecipientInput("a@dest.test")])
+    path = tmp_path / "mailer.toml"
+    path.write_text(f'database = "{config.database}"\n')
+    args = ["--config", str(path), "hold", "--account", "acme", "--note", "complaints"]
+    result = await asyncio.to_thread(CliRunner().invoke, main, args)
+    assert result.exit_code == 0, result.output
+    assert "held account acme: 1 waiting send(s) now held" in result.output
+    await login(world.http)
+    page = await world.http.get("/ui/holds")
+    assert 'aria-label="Release account acme"' in page.text
+    assert "complaints" in page.text
+    reply = await world.http.post(
+        "/ui/accounts/release", data={"account": "acme", "csrf": await csrf_of(world.http)}
+    )
+    assert "released account acme: 1 send(s) queued" in reply.text
+    assert (await world.app.store.counts()).get(State.QUEUED) == 1

@@ -35,7 +35,15 @@ from mailer.reasons import Reason, State
 from mailer.ui.actions import install_actions
 from mailer.ui.chart import chart_of
 from mailer.ui.forms import filter_args, filter_query
-from mailer.ui.session import LOGIN_COOKIE, SESSION_COOKIE, Sessions, operator_of, same_token
+from mailer.ui.session import (
+    LOGIN_COOKIE,
+    LOGIN_SECONDS,
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    Sessions,
+    operator_of,
+    same_token,
+)
 from mailer.web import PAGE_CSP, SecurityHeaders
 
 __all__ = ["Console", "create_console"]
@@ -198,7 +206,7 @@ def create_console(app: App, *, keys: Sequence[str] = (), secret: str | None = N
             return _login(request, console, errors, status=401)
         cookie, _ = console.sessions.issue(token)
         response = RedirectResponse(f"{base(request)}/", status_code=303)
-        _set_cookie(request, response, SESSION_COOKIE, cookie, 12 * 3600)
+        _set_cookie(request, response, SESSION_COOKIE, cookie, SESSION_SECONDS)
         response.delete_cookie(LOGIN_COOKIE, path=(base(request) or "") + "/")
         return response
 
@@ -289,7 +297,7 @@ def _login(
         status_code=status,
         headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-store"},
     )
-    _set_cookie(request, response, LOGIN_COOKIE, cookie, 3600)
+    _set_cookie(request, response, LOGIN_COOKIE, cookie, LOGIN_SECONDS)
     return response
 
 
