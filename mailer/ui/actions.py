@@ -54,6 +54,7 @@ def install_actions(ui: FastAPI, console: Console) -> None:
             "sample": [],
             "query": [],
             "done": None,
+            "accounts": [],
         }
 
     async def read_replay(fields: dict[str, str], states: list[str], reasons: list[str]) -> Any:
@@ -69,6 +70,7 @@ def install_actions(ui: FastAPI, console: Console) -> None:
         _, csrf = await console.operator(request)
         query = request.query_params
         context = replay_context(_single(query), query.getlist("state"), query.getlist("reason"))
+        context["accounts"] = [a.id for a in await store.accounts()]
         try:
             args = await read_replay(context["fields"], context["states"], context["reasons"])
             include = context["fields"].get("include_suppressed") == "yes"
@@ -86,6 +88,7 @@ def install_actions(ui: FastAPI, console: Console) -> None:
     async def replay(request: Request) -> HTMLResponse:
         form, csrf = await console.form(request)
         context = replay_context(_single(form), form.getlist("state"), form.getlist("reason"))  # type: ignore[arg-type]
+        context["accounts"] = [a.id for a in await store.accounts()]
         fields = context["fields"]
         try:
             args = await read_replay(fields, context["states"], context["reasons"])
