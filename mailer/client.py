@@ -10,7 +10,9 @@ thin layer over this class.
 
 from __future__ import annotations
 
+import csv
 import functools
+import io
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,9 +27,21 @@ from mailer.intake import (
     NoValidRecipient,
     request_hash,
 )
+from mailer.message.addresses import parse_address
 from mailer.message.unsubscribe import UnsubscribeLinks, UnsubscribeToken, links_from_config
-from mailer.reasons import State
-from mailer.store.models import Attempt, Distribution, Event, NewDistribution, Send
+from mailer.reasons import Reason, State
+from mailer.store.models import (
+    Attempt,
+    Distribution,
+    Event,
+    Hold,
+    HoldKind,
+    NewDistribution,
+    Send,
+    SendFilter,
+    Suppression,
+)
+from mailer.store.rules import hold_value, replay_filter
 
 MAX_EVENTS_PAGE = 1000
 
@@ -40,10 +54,16 @@ __all__ = [
     "EventPage",
     "IdempotencyConflict",
     "NoValidRecipient",
+    "ReplayReport",
     "SendStatus",
+    "Story",
     "Unsubscribed",
+    "parse_suppression_csv",
     "request_hash",
 ]
+
+#: The reasons an operator may put an address on a suppression list with.
+SUPPRESSION_REASONS = (Reason.SUPPRESSED_BOUNCE, Reason.SUPPRESSED_UNSUBSCRIBE)
 
 
 @dataclass(frozen=True)
@@ -84,6 +104,81 @@ class Unsubscribed:
     account: str
     address: str
     changed: bool
+
+
+@dataclass(frozen=True)
+class Story:
+    """One send's whole story (``mailer queue show``, the console's send
+    page): its distribution, attempts, events, and the holds and
+    suppressions that cover it."""
+
+    send: Send
+    distribution: Distribution
+    attempts: list[Attempt]
+    events: list[Event]
+    holds: list[Hold]
+    suppressions: list[Suppression]
+
+
+@dataclass
+class ReplayReport:
+    """What a replay found and did (a dry run only counts)."""
+
+    matching: int = 0
+    replayable: int = 0
+    suppressed: int = 0
+    requeued: int = 0
+    skipped: int = 0
+    unsuppressed: int = 0
+    held: int = 0
+    dry_run: bool = False
+
+
+def parse_suppression_csv(
+    text: str, *, account: str, reason: Reason, now: float, detail: str | None = None
+) -> list[Suppression]:
+    """Rows ``address[,reason][,account]`` (a header row naming those columns
+    is optional); an empty reason or account cell takes ``reason`` /
+    ``account``. Pure.
+
+    Raises ValidationError("line N", ...) for the first bad line, and
+    ValidationError("csv", ...) when there is no address at all.
+    """
+    reader = csv.reader(io.StringIO(text))
+    columns: tuple[str, ...] = ("address", "reason", "account")
+    out: list[Suppression] = []
+    first = True
+    end = 0
+    for row in reader:
+        # a quoted cell may span lines: name the line the row starts on
+        where, end = f"line {end + 1}", reader.line_num
+        cells = [cell.strip() for cell in row]
+        if not any(cells):
+            continue
+        if first and cells[0].lower() in ("address", "email"):
+            first = False
+            names = tuple("address" if c.lower() == "email" else c.lower() for c in cells)
+            unknown = [n for n in names if n not in columns]
+            if unknown or len(set(names)) != len(names):
+                raise ValidationError(where, f"header columns are {', '.join(columns)}")
+            columns = names
+            continue
+        first = False
+        if len(cells) > len(columns):
+            raise ValidationError(
+                where, f"{len(cells)} columns; expected {', '.join(columns)} at most"
+            )
+        values = dict(zip(columns, cells, strict=False))
+        address = parse_address(where, values.get("address", "")).address
+        why = values.get("reason") or reason.value
+        if why not in {r.value for r in SUPPRESSION_REASONS}:
+            allowed = " or ".join(r.value for r in SUPPRESSION_REASONS)
+            raise ValidationError(where, f"reason {why!r} is not {allowed}")
+        owner = values.get("account") or account
+        out.append(Suppression(owner, address.lower(), Reason(why), now, detail))
+    if not out:
+        raise ValidationError("csv", "no addresses")
+    return out
 
 
 class Client:
@@ -143,6 +238,21 @@ class Client:
         events = await self.app.store.events(send_id=send_id, limit=MAX_EVENTS_PAGE)
         return SendStatus(send, attempts, events)
 
+    async def story(self, send_id: str) -> Story:
+        """Everything known about one send. Raises NotFound."""
+        store = self.app.store
+        send = await store.send(send_id)
+        mine = {("domain", send.domain), ("distribution", send.distribution_id)}
+        holds = [h for h in await store.holds() if (h.kind, h.value) in mine]
+        return Story(
+            send=send,
+            distribution=await store.distribution(send.distribution_id),
+            attempts=await store.attempts(send_id),
+            events=await store.events(send_id=send_id, limit=10_000),
+            holds=holds,
+            suppressions=await store.suppression_for(send.account, send.recipient),
+        )
+
     async def distribution(self, distribution_id: str) -> DistributionStatus:
         """Raises NotFound for an unknown id."""
         distribution = await self.app.store.distribution(distribution_id)
@@ -193,3 +303,115 @@ class Client:
             detail="one-click unsubscribe (RFC 8058)",
         )
         return Unsubscribed(target.account, target.address, changed)
+
+    # operator actions (the CLI's verbs and the console's forms) -----------------
+
+    async def replay_preview(
+        self, flt: SendFilter, *, include_suppressed: bool = False, sample: int = 0
+    ) -> tuple[ReplayReport, list[Send]]:
+        """What a replay of ``flt`` would do, and the first ``sample``
+        candidates by id; changes nothing. Raises ValidationError for a
+        filter naming a state other than bounced or failed."""
+        store = self.app.store
+        plan = await store.replay_plan(flt)
+        report = ReplayReport(
+            matching=plan.matching,
+            replayable=plan.replayable(include_suppressed),
+            suppressed=plan.suppressed,
+            dry_run=True,
+        )
+        shown = await store.list_sends(replay_filter(flt), limit=sample) if sample else []
+        return report, shown
+
+    async def replay(
+        self,
+        flt: SendFilter,
+        *,
+        note: str | None = None,
+        include_suppressed: bool = False,
+        batch: int = 1000,
+        progress: Callable[[ReplayReport], None] | None = None,
+    ) -> ReplayReport:
+        """Requeue the bounced and failed sends matching ``flt`` a batch at
+        a time (a ``replayed`` event each, with ``note``); ``progress`` is
+        called after every batch. Raises ValidationError as
+        :meth:`replay_preview`, and for a note with a line break."""
+        _one_line("note", note)
+        store = self.app.store
+        plan = await store.replay_plan(flt)
+        report = ReplayReport(
+            matching=plan.matching,
+            replayable=plan.replayable(include_suppressed),
+            suppressed=plan.suppressed,
+        )
+        after: str | None = None
+        while True:
+            done = await store.replay(
+                flt,
+                now=self.clock(),
+                note=note,
+                include_suppressed=include_suppressed,
+                after=after,
+                limit=batch,
+            )
+            report.requeued += done.requeued
+            report.skipped += done.skipped
+            report.unsuppressed += done.unsuppressed
+            report.held += done.held
+            if progress is not None:
+                progress(report)
+            after = done.last_id
+            if after is None:
+                return report
+
+    async def hold(self, kind: HoldKind, value: str, *, note: str | None = None) -> tuple[str, int]:
+        """Hold a recipient domain or a distribution; returns the value as
+        held (normalised) and how many waiting sends became held. Raises
+        ValidationError for a bad kind, value or note, NotFound for an
+        unknown distribution."""
+        value = hold_value(kind, value)
+        _one_line("note", note)
+        return value, await self.app.store.hold(kind, value, now=self.clock(), note=note)
+
+    async def release(self, kind: HoldKind, value: str) -> int:
+        """Release a hold; how many sends were queued again. Raises
+        NotFound when there is no such hold."""
+        return await self.app.store.release_hold(kind, hold_value(kind, value), now=self.clock())
+
+    async def hold_account(self, account: str, *, note: str | None = None) -> int:
+        """Pause an account as the circuit breaker does: its waiting sends
+        are held and its new ones start held until released. Raises
+        NotFound for an unknown account, ValidationError for a bad note."""
+        _one_line("note", note)
+        await self.app.store.account(account)
+        return await self.app.store.pause_account(
+            account, now=self.clock(), detail=note or "held by an operator"
+        )
+
+    async def release_account(self, account: str) -> int:
+        """Lift an account's pause; how many sends were queued. Raises
+        NotFound when the account is not paused."""
+        return await self.app.store.release_account(account, now=self.clock())
+
+    async def suppress(self, entries: Sequence[Suppression], *, replace: bool = False) -> int:
+        """Put ``entries`` on their lists, all or nothing; how many were
+        written (an entry already there gives way only to a stronger reason
+        unless ``replace``)."""
+        for entry in entries:
+            _one_line("note", entry.detail)
+        return await self.app.store.suppress_many(entries, replace=replace)
+
+    async def unsuppress(self, account: str, addresses: Sequence[str]) -> int:
+        """Take ``addresses`` off ``account``'s list (``""``: the global
+        one); how many were there."""
+        removed = 0
+        for address in addresses:
+            removed += await self.app.store.unsuppress(account, address)
+        return removed
+
+
+def _one_line(field: str, value: str | None) -> None:
+    """Raises ValidationError when ``value`` has a line break: notes end up
+    in events, logs and header-like lines."""
+    if value is not None and any(ch in value for ch in "\r\n"):
+        raise ValidationError(field, "must not contain CR or LF")

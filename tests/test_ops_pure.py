@@ -7,12 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mailer.cli.queue import FilterArgs, parse_when
-from mailer.cli.suppress import parse_suppression_csv
+from mailer.client import parse_suppression_csv
 from mailer.errors import ValidationError
 from mailer.reasons import Reason, State
 from mailer.store.models import ReplayPlan, SendFilter
-from mailer.store.rules import replay_filter
+from mailer.store.rules import FilterArgs, parse_when, replay_filter
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC).timestamp()
 

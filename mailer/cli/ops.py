@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import click
@@ -18,33 +18,21 @@ from mailer.app import App
 from mailer.cli.main import Context, cli, pass_ctx, run
 from mailer.cli.queue import (
     WIDTH,
-    FilterArgs,
     console,
     filter_options,
     hold_json,
     sends_table,
     when,
 )
+from mailer.client import Client, ReplayReport
 from mailer.config import Config
 from mailer.feedback.breaker import DAY, Judgement
 from mailer.feedback.circuit import Breaker
 from mailer.reasons import State
 from mailer.store.models import Hold, HoldKind, Send, SendFilter, Stats
-from mailer.store.rules import REPLAYABLE_REASONS, REPLAYABLE_STATES, hold_value, replay_filter
+from mailer.store.rules import REPLAYABLE_REASONS, REPLAYABLE_STATES, FilterArgs, hold_value
 
 # replay ----------------------------------------------------------------------
-
-
-@dataclass
-class ReplayReport:
-    matching: int = 0
-    replayable: int = 0
-    suppressed: int = 0
-    requeued: int = 0
-    skipped: int = 0
-    unsuppressed: int = 0
-    held: int = 0
-    dry_run: bool = False
 
 
 async def _replay(
@@ -59,45 +47,29 @@ async def _replay(
     progress_console: Console,
 ) -> tuple[ReplayReport, list[Send]]:
     async with App(config, existing=True) as app:
-        store = app.store
-        plan = await store.replay_plan(flt)
-        report = ReplayReport(
-            matching=plan.matching,
-            replayable=plan.replayable(include_suppressed),
-            suppressed=plan.suppressed,
-            dry_run=dry_run,
-        )
+        client = Client(app)
         if dry_run:
-            shown = await store.list_sends(replay_filter(flt), limit=sample) if sample else []
-            return report, shown
+            return await client.replay_preview(
+                flt, include_suppressed=include_suppressed, sample=sample
+            )
+        plan = await app.store.replay_plan(flt)
         columns = (
             TextColumn("replaying"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
         )
+        total = plan.replayable(include_suppressed)
         # no bar when there is nothing to do
-        shown_bar = report.replayable > 0
-        with Progress(*columns, console=progress_console, disable=not shown_bar) as progress:
-            task = progress.add_task("replay", total=report.replayable)
-            after: str | None = None
-            while True:
-                done = await store.replay(
-                    flt,
-                    now=time.time(),
-                    note=note,
-                    include_suppressed=include_suppressed,
-                    after=after,
-                    limit=batch,
-                )
-                report.requeued += done.requeued
-                report.skipped += done.skipped
-                report.unsuppressed += done.unsuppressed
-                report.held += done.held
-                progress.advance(task, done.requeued)
-                after = done.last_id
-                if after is None:
-                    break
+        with Progress(*columns, console=progress_console, disable=total == 0) as progress:
+            task = progress.add_task("replay", total=total)
+            report = await client.replay(
+                flt,
+                note=note,
+                include_suppressed=include_suppressed,
+                batch=batch,
+                progress=lambda done: progress.update(task, completed=done.requeued),
+            )
         return report, []
 
 
@@ -197,16 +169,25 @@ def _target(domain: str | None, distribution: str | None) -> tuple[HoldKind, str
     return "distribution", distribution
 
 
-async def _hold(config: Config, target: tuple[HoldKind, str] | None, note: str | None) -> Any:
+async def _holds(config: Config) -> list[Hold]:
     async with App(config) as app:
-        if target is None:
-            return await app.store.holds()
-        return await app.store.hold(*target, now=time.time(), note=note)
+        return await app.store.holds()
 
 
-async def _release(config: Config, target: tuple[HoldKind, str]) -> int:
+async def _hold(config: Config, kind: HoldKind, value: str, note: str | None) -> int:
+    async with App(config) as app:
+        _, moved = await Client(app).hold(kind, value, note=note)
+        return moved
+
+
+async def _hold_account(config: Config, account: str, note: str | None) -> int:
+    async with App(config) as app:
+        return await Client(app).hold_account(account, note=note)
+
+
+async def _release(config: Config, kind: HoldKind, value: str) -> int:
     async with App(config, existing=True) as app:
-        return await app.store.release_hold(*target, now=time.time())
+        return await Client(app).release(kind, value)
 
 
 def _holds_table(holds: list[Hold]) -> Table:
@@ -221,17 +202,33 @@ def _holds_table(holds: list[Hold]) -> Table:
 @cli.command()
 @click.argument("domain", required=False)
 @click.option("--distribution", default=None, help="Hold this distribution instead.")
+@click.option(
+    "--account",
+    default=None,
+    help="Pause this account instead, as the circuit breaker does (`release --account`).",
+)
 @click.option("--note", default=None, help="Why (shown in events, list and stats).")
 @click.option("--json", "as_json", is_flag=True, help="List holds as JSON.")
 @pass_ctx
 def hold(
-    ctx: Context, domain: str | None, distribution: str | None, note: str | None, as_json: bool
+    ctx: Context,
+    domain: str | None,
+    distribution: str | None,
+    account: str | None,
+    note: str | None,
+    as_json: bool,
 ) -> None:
-    """Hold a recipient DOMAIN or a distribution: its queued and deferred
-    sends become `held` and get no attempts until `mailer release`; new
-    ones start held. Without arguments: list the holds."""
+    """Hold a recipient DOMAIN, a distribution or an account: its queued
+    and deferred sends become `held` and get no attempts until `mailer
+    release`; new ones start held. Without arguments: list the holds."""
+    if account is not None:
+        if domain is not None or distribution is not None:
+            raise click.UsageError("--account goes alone")
+        paused = run(_hold_account(ctx.config, account, note))
+        click.echo(f"held account {account}: {paused} waiting send(s) now held")
+        return
     if domain is None and distribution is None:
-        holds: list[Hold] = run(_hold(ctx.config, None, None))
+        holds: list[Hold] = run(_holds(ctx.config))
         if as_json:
             click.echo(json.dumps([hold_json(h) for h in holds]))
         elif holds:
@@ -241,13 +238,13 @@ def hold(
         return
     kind, value = _target(domain, distribution)
     value = hold_value(kind, value)  # refused before anything is opened; echoed normalised
-    moved: int = run(_hold(ctx.config, (kind, value), note))
+    moved: int = run(_hold(ctx.config, kind, value, note))
     click.echo(f"held {kind} {value}: {moved} waiting send(s) now held")
 
 
 async def _release_account(config: Config, account: str) -> int:
     async with App(config) as app:
-        return await app.store.release_account(account, now=time.time())
+        return await Client(app).release_account(account)
 
 
 @cli.command()
@@ -272,7 +269,7 @@ def release(
         return
     kind, value = _target(domain, distribution)
     hold_value(kind, value)  # refused before the store is opened
-    queued = run(_release(ctx.config, (kind, value)))
+    queued = run(_release(ctx.config, kind, value))
     click.echo(f"released {kind} {value}: {queued} send(s) queued")
 
 

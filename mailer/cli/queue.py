@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -22,71 +21,17 @@ from rich.table import Table
 
 from mailer.app import App
 from mailer.cli.main import Context, cli, pass_ctx, run
+from mailer.client import Client, Story
 from mailer.config import Config
-from mailer.errors import ValidationError
 from mailer.reasons import Reason, State
-from mailer.store.models import Attempt, Distribution, Event, Hold, Send, SendFilter, Suppression
+from mailer.store.models import Attempt, Hold, Send, SendFilter
+from mailer.store.rules import FilterArgs
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Every table is laid out for this width, so output fits a 100-column
 # terminal (and mail, and tickets) whatever the terminal says.
 WIDTH = 100
-
-_AGO = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_when(field: str, text: str, now: float) -> float:
-    """A point in time (epoch seconds) from ``30m``/``2h``/``1d``/``1w`` ago
-    or an ISO 8601 date or date-time (UTC unless it names an offset).
-
-    Raises ValidationError(field, ...) for anything else.
-    """
-    value = text.strip()
-    ago = _AGO.fullmatch(value.lower())
-    if ago:
-        return now - float(ago.group(1)) * _UNIT[ago.group(2)]
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise ValidationError(
-            field, f"{text!r} is neither a duration ago (30m, 2h, 1d) nor an ISO date-time"
-        ) from exc
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
-
-
-@dataclass(frozen=True)
-class FilterArgs:
-    """The filter options as given on the command line."""
-
-    states: tuple[str, ...] = ()
-    reasons: tuple[str, ...] = ()
-    distribution: str | None = None
-    domain: str | None = None
-    since: str | None = None
-    until: str | None = None
-
-    @property
-    def empty(self) -> bool:
-        return self == FilterArgs()
-
-    def build(self, now: float) -> SendFilter:
-        """Raises ValidationError for an unreadable --since/--until."""
-        since = parse_when("since", self.since, now) if self.since else None
-        until = parse_when("until", self.until, now) if self.until else None
-        if since is not None and until is not None and since >= until:
-            raise ValidationError("until", "must be later than --since")
-        return SendFilter(
-            states=tuple(State(s) for s in self.states),
-            reasons=tuple(Reason(r) for r in self.reasons),
-            distribution_id=self.distribution,
-            domain=self.domain.strip().lower() if self.domain else None,
-            since=since,
-            until=until,
-        )
 
 
 def filter_options(
@@ -289,30 +234,9 @@ def list_(
     out.print(total_line(sends, limit))
 
 
-@dataclass(frozen=True)
-class Story:
-    send: Send
-    distribution: Distribution
-    attempts: list[Attempt]
-    events: list[Event]
-    holds: list[Hold]
-    suppressions: list[Suppression]
-
-
 async def _show(config: Config, send_id: str) -> Story:
     async with App(config, existing=True) as app:
-        store = app.store
-        send = await store.send(send_id)
-        mine = {("domain", send.domain), ("distribution", send.distribution_id)}
-        holds = [h for h in await store.holds() if (h.kind, h.value) in mine]
-        return Story(
-            send=send,
-            distribution=await store.distribution(send.distribution_id),
-            attempts=await store.attempts(send_id),
-            events=await store.events(send_id=send_id, limit=10_000),
-            holds=holds,
-            suppressions=await store.suppression_for(send.account, send.recipient),
-        )
+        return await Client(app).story(send_id)
 
 
 def story_json(story: Story) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from fastapi import FastAPI
 
 from mailer import logs, loop
 from mailer.api.app import create_api
@@ -43,6 +44,7 @@ from mailer.sink.options import parse_listen
 from mailer.sink.runner import pick_port
 from mailer.sink.web import create_app as create_inbox
 from mailer.store.models import NewDistribution
+from mailer.ui import create_console
 from mailer.webhooks import Dispatcher
 
 SAMPLE = NewDistribution(
@@ -213,6 +215,16 @@ async def _enqueue_sample(app: App) -> None:
         )
 
 
+def service_api(app: App) -> FastAPI:
+    """What ``mailer serve`` answers on HTTP: the API, with the operator
+    console mounted at ``/ui`` (its pages set their own, stricter,
+    Content-Security-Policy, which the API's headers keep)."""
+    api = create_api(app)
+    cfg = app.config.api
+    api.mount("/ui", create_console(app, keys=cfg.keys, secret=cfg.secret))
+    return api
+
+
 async def _run_until_stopped(
     server: ApiServer, engine: Engine | None, dispatcher: Dispatcher | None
 ) -> None:
@@ -257,7 +269,7 @@ async def _serve(
         host, port = listen
         api = config.api
         server = ApiServer(
-            create_api(app),
+            service_api(app),
             host,
             port,
             log_level=log_level,
@@ -302,7 +314,7 @@ async def _serve(
                 raise
         loop.settle_heap()
         try:
-            click.echo(f"API on {server.url}  (docs: {server.url}/docs)")
+            click.echo(f"API on {server.url}  (docs: {server.url}/docs, console: {server.url}/ui)")
             if dev is not None:
                 click.echo(f"API key: {config.api.keys[0]}")
                 click.echo(

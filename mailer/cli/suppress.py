@@ -3,8 +3,6 @@ account and global (account ``""``), with reasons."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 from dataclasses import asdict
@@ -17,60 +15,12 @@ from rich.table import Table
 from mailer.app import App
 from mailer.cli.main import Context, cli, pass_ctx, run
 from mailer.cli.queue import console, when
+from mailer.client import SUPPRESSION_REASONS, Client, parse_suppression_csv
 from mailer.config import Config
 from mailer.errors import ValidationError
 from mailer.message.addresses import parse_address
 from mailer.reasons import Reason
 from mailer.store.models import Suppression
-
-SUPPRESSION_REASONS = (Reason.SUPPRESSED_BOUNCE, Reason.SUPPRESSED_UNSUBSCRIBE)
-
-
-def parse_suppression_csv(
-    text: str, *, account: str, reason: Reason, now: float, detail: str | None = None
-) -> list[Suppression]:
-    """Rows ``address[,reason][,account]`` (a header row naming those columns
-    is optional); an empty reason or account cell takes ``reason`` /
-    ``account``. Pure.
-
-    Raises ValidationError("line N", ...) for the first bad line, and
-    ValidationError("csv", ...) when there is no address at all.
-    """
-    reader = csv.reader(io.StringIO(text))
-    columns: tuple[str, ...] = ("address", "reason", "account")
-    out: list[Suppression] = []
-    first = True
-    end = 0
-    for row in reader:
-        # a quoted cell may span lines: name the line the row starts on
-        where, end = f"line {end + 1}", reader.line_num
-        cells = [cell.strip() for cell in row]
-        if not any(cells):
-            continue
-        if first and cells[0].lower() in ("address", "email"):
-            first = False
-            names = tuple("address" if c.lower() == "email" else c.lower() for c in cells)
-            unknown = [n for n in names if n not in columns]
-            if unknown or len(set(names)) != len(names):
-                raise ValidationError(where, f"header columns are {', '.join(columns)}")
-            columns = names
-            continue
-        first = False
-        if len(cells) > len(columns):
-            raise ValidationError(
-                where, f"{len(cells)} columns; expected {', '.join(columns)} at most"
-            )
-        values = dict(zip(columns, cells, strict=False))
-        address = parse_address(where, values.get("address", "")).address
-        why = values.get("reason") or reason.value
-        if why not in {r.value for r in SUPPRESSION_REASONS}:
-            allowed = " or ".join(r.value for r in SUPPRESSION_REASONS)
-            raise ValidationError(where, f"reason {why!r} is not {allowed}")
-        owner = values.get("account") or account
-        out.append(Suppression(owner, address.lower(), Reason(why), now, detail))
-    if not out:
-        raise ValidationError("csv", "no addresses")
-    return out
 
 
 def _scope(account: str | None, everyone: bool, *, required: bool = True) -> str | None:
@@ -103,7 +53,7 @@ def suppress() -> None:
 
 async def _suppress_many(config: Config, entries: list[Suppression], *, replace: bool) -> int:
     async with App(config) as app:
-        return await app.store.suppress_many(entries, replace=replace)
+        return await Client(app).suppress(entries, replace=replace)
 
 
 replace_option = click.option(
@@ -159,7 +109,7 @@ def _scope_name(account: str) -> str:
 
 async def _unsuppress(config: Config, account: str, addresses: tuple[str, ...]) -> int:
     async with App(config, existing=True) as app:
-        return sum([await app.store.unsuppress(account, a) for a in addresses])
+        return await Client(app).unsuppress(account, addresses)
 
 
 @suppress.command("remove")

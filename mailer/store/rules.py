@@ -11,6 +11,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from mailer.errors import ValidationError
 from mailer.reasons import Reason, State
@@ -127,6 +128,79 @@ _NEVER_A_FAILURE = frozenset(
 #: The reasons ``mailer replay --reason`` offers: those a bounced or failed
 #: send can have.
 REPLAYABLE_REASONS = tuple(r for r in Reason if r not in _NEVER_A_FAILURE)
+
+
+# The filters of `mailer queue list`, `mailer replay` and the console ---------
+
+_AGO = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_when(field: str, text: str, now: float) -> float:
+    """A point in time (epoch seconds) from ``30m``/``2h``/``1d``/``1w`` ago
+    or an ISO 8601 date or date-time (UTC unless it names an offset).
+
+    Raises ValidationError(field, ...) for anything else.
+    """
+    value = text.strip()
+    ago = _AGO.fullmatch(value.lower())
+    if ago:
+        return now - float(ago.group(1)) * _UNIT[ago.group(2)]
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValidationError(
+            field, f"{text!r} is neither a duration ago (30m, 2h, 1d) nor an ISO date-time"
+        ) from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def _choices(field: str, given: Sequence[str], kind: type[State] | type[Reason]) -> list[str]:
+    known = {member.value for member in kind}
+    unknown = [value for value in given if value not in known]
+    if unknown:
+        raise ValidationError(field, f"unknown {field} {unknown[0]!r}")
+    return list(given)
+
+
+@dataclass(frozen=True)
+class FilterArgs:
+    """The filters as an operator gives them (command-line options, the
+    console's form fields), before they are read."""
+
+    states: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+    distribution: str | None = None
+    domain: str | None = None
+    since: str | None = None
+    until: str | None = None
+    account: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self == FilterArgs()
+
+    def build(self, now: float) -> SendFilter:
+        """The send filter these arguments say (pure). Raises
+        ValidationError naming the field: an unknown state or reason, an
+        unreadable since/until, an until not after since."""
+        states = _choices("state", self.states, State)
+        reasons = _choices("reason", self.reasons, Reason)
+        since = parse_when("since", self.since, now) if self.since else None
+        until = parse_when("until", self.until, now) if self.until else None
+        if since is not None and until is not None and since >= until:
+            raise ValidationError("until", "must be later than --since")
+        return SendFilter(
+            states=tuple(State(s) for s in states),
+            reasons=tuple(Reason(r) for r in reasons),
+            distribution_id=self.distribution,
+            domain=self.domain.strip().lower() if self.domain else None,
+            since=since,
+            until=until,
+            account=self.account,
+        )
 
 
 def replay_filter(flt: SendFilter) -> SendFilter:
