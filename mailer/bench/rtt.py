@@ -141,8 +141,8 @@ def _run(
             },
         )
         service_loop.run(_enqueue(config, messages, domains))
-        seconds, _ = _deliver(config, 1)
-        latencies = service_loop.run(_outcome(config, messages))
+        seconds, _, since = _deliver(config, 1)
+        latencies = service_loop.run(_outcome(config, messages, since=since))
         durations = service_loop.run(_message_times(config))
         got = settled(received, messages)
     total = connections * domains
