@@ -769,6 +769,8 @@ async def test_an_automatic_bounce_suppression_keeps_an_unsubscribe(store) -> No
         50.0,
         "link",
     )
+
+
 async def test_sts_policies_are_stored_replaced_listed_when_due_and_dropped(store) -> None:
     assert await store.sts_policy("dest.test") is None
     first = CachedPolicy("dest.test", "1", "enforce", ("mx1.dest.test", "*.dest.test"), 100, 0, 100)
