@@ -60,6 +60,12 @@ def test_bench_delivers_everything_reports_measured_figures_and_records_them(
     # one figure per engine process
     assert len(report["peak_rss_mb_per_engine"]) == report["workers"]
     assert max(report["peak_rss_mb_per_engine"]) == report["peak_rss_mb"]
+    # and what each had once started, before the first send (Linux's /proc)
+    assert len(report["startup_rss_mb_per_engine"]) == report["workers"]
+    for started, peak in zip(
+        report["startup_rss_mb_per_engine"], report["peak_rss_mb_per_engine"], strict=True
+    ):
+        assert 0 < started <= peak
     # the run is one line of the history, with what it ran on and how
     [line] = [json.loads(text) for text in history.read_text().splitlines()]
     assert line["figures"] == report

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from mailer.bench import history, progress
-from mailer.bench.runner import api_recipients_for, delivery_latencies
+from mailer.bench.runner import api_recipients_for, delivery_latencies, resident_mb
 from mailer.cli import cli
 from mailer.errors import ValidationError
 from mailer.reasons import Reason, State
@@ -168,3 +168,9 @@ def test_the_progress_line_is_written_on_a_terminal_only() -> None:
         "\r\x1b[Kbench: enqueued 1,000 of 5,000\r\x1b[Kbench: delivering, 3 s\r\x1b[K"
     )
     assert pipe.getvalue() == ""
+
+
+def test_the_resident_set_is_read_from_proc_status() -> None:
+    status = "Name:\tpython\nVmPeak:\t  900000 kB\nVmRSS:\t  104448 kB\nThreads:\t3\n"
+    assert resident_mb(status) == 102.0
+    assert resident_mb("Name:\tpython\n") is None

@@ -21,7 +21,7 @@ from mailer.app import App
 from mailer.client import Client
 from mailer.config import Config
 from mailer.enqueue import RecipientInput
-from mailer.pytest_plugin import CUSTOMER_DOMAIN, INBOX_DOMAIN, settle
+from mailer.pytest_plugin import CUSTOMER_DOMAIN, INBOX_DOMAIN, PLATFORM_DOMAIN, settle
 from mailer.reasons import State
 from mailer.sink.server import DevSink
 from mailer.sink.web import create_app
@@ -191,7 +191,7 @@ def test_dkim_spf_and_dmarc_results_are_shown(
     row.get_by_role("link").click()
     expect(browser_page.locator(".check-dkim").first).to_contain_text("pass")
     dkim = browser_page.locator(".check-dkim")
-    expect(dkim.filter(has_text="d=platform.test")).to_contain_text("pass")
+    expect(dkim.filter(has_text=f"d={PLATFORM_DOMAIN}")).to_contain_text("pass")
     spf = browser_page.locator("#check-spf")
     expect(spf).to_contain_text("pass")
     expect(spf).to_contain_text("127.0.0.1")

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from mailer import loop as service_loop
 from mailer.app import App
@@ -109,6 +109,9 @@ class BenchReport:
     # the naive baseline's caps: it stops at whichever comes first
     baseline_cap_messages: int = 0
     baseline_cap_seconds: float = 0.0
+    # each engine process's RSS once started, before the first send (0
+    # where /proc is not there): the peak above less this is the drain's
+    startup_rss_mb_per_engine: tuple[float, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -355,11 +358,37 @@ def _engine_process(config: Config, owner: str, ready: Any, go: Any, done: Any) 
     done.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def _deliver(config: Config, workers: int) -> tuple[float, list[float], float]:
+def resident_mb(status: str) -> float | None:
+    """The resident set (MB) in the text of a /proc/PID/status (pure)."""
+    for line in status.splitlines():
+        name, _, value = line.partition(":")
+        if name == "VmRSS" and value.split():
+            return int(value.split()[0]) / 1024
+    return None
+
+
+def _resident_mb(pid: int | None) -> float:
+    # Linux only; elsewhere the start-up figure is left out (0)
+    try:
+        return resident_mb(Path(f"/proc/{pid}/status").read_text()) or 0.0
+    except OSError:
+        return 0.0
+
+
+class Delivery(NamedTuple):
+    seconds: float
+    # each engine process's peak RSS (MB), and its RSS once started
+    peak_mb: list[float]
+    started_at: float
+    startup_mb: list[float]
+
+
+def _deliver(config: Config, workers: int) -> Delivery:
     """Seconds from the start signal until ``workers`` engine processes have
-    drained the queue, the peak RSS (MB) of each, and the wall-clock time
-    of the start signal (where latencies begin). Start-up (imports, keys,
-    connections to the store) is not timed: it is not throughput."""
+    drained the queue, the peak RSS (MB) of each and their RSS when ready,
+    and the wall-clock time of the start signal (where latencies begin).
+    Start-up (imports, keys, connections to the store) is not timed: it is
+    not throughput."""
     context = multiprocessing.get_context("spawn")
     go, done = context.Event(), context.Queue()
     ready = [context.Event() for _ in range(workers)]
@@ -376,6 +405,7 @@ def _deliver(config: Config, workers: int) -> tuple[float, list[float], float]:
             while not event.wait(0.1):
                 if not process.is_alive():
                     raise MailerError(f"bench: an engine process exited ({process.exitcode})")
+        startup_mb = [_resident_mb(process.pid) for process in processes]
         started_at = time.time()
         start = time.perf_counter()
         go.set()
@@ -397,7 +427,7 @@ def _deliver(config: Config, workers: int) -> tuple[float, list[float], float]:
         for process in processes:
             if process.is_alive():
                 process.kill()
-    return seconds, [peak / 1024 for peak in peaks], started_at
+    return Delivery(seconds, [peak / 1024 for peak in peaks], started_at, startup_mb)
 
 
 async def _outcome(
@@ -472,13 +502,16 @@ def _phase(
     enforced = phase.mta_sts.test_cafile is not None
     if enforced:
         service_loop.run(_prime_policies(phase, domains))
-    seconds, _, since = _deliver(phase, workers)
+    delivery = _deliver(phase, workers)
     service_loop.run(
         _outcome(
-            phase, messages, since=since, tls_policy="mta-sts enforce" if enforced else "encrypt"
+            phase,
+            messages,
+            since=delivery.started_at,
+            tls_policy="mta-sts enforce" if enforced else "encrypt",
         )
     )
-    return messages / seconds
+    return messages / delivery.seconds
 
 
 def run_bench(
@@ -535,9 +568,10 @@ def run_bench(
             },
         )
         enqueue_seconds = service_loop.run(_enqueue(config, messages, domains))
-        deliver_seconds, engine_rss_mb, since = _deliver(config, workers)
+        delivery = _deliver(config, workers)
+        deliver_seconds, engine_rss_mb = delivery.seconds, delivery.peak_mb
         progress.show("reading the delivery events")
-        latencies = service_loop.run(_outcome(config, messages, since=since))
+        latencies = service_loop.run(_outcome(config, messages, since=delivery.started_at))
         # the sink writes its lines a few times a second
         engine_received = settled(received, messages)
         sts_rate = 0.0
@@ -632,6 +666,7 @@ def run_bench(
             latency_p99_ms=round(percentile(latencies, 0.99) * 1000, 1),
             peak_rss_mb=round(max(engine_rss_mb), 1),
             peak_rss_mb_per_engine=tuple(round(mb, 1) for mb in engine_rss_mb),
+            startup_rss_mb_per_engine=tuple(round(mb, 1) for mb in delivery.startup_mb),
             sink_received=engine_received,
             baseline_messages=baseline_sent,
             baseline_messages_per_second=round(baseline_rate, 1),

@@ -196,9 +196,11 @@ def bench(
             f"msg/s = {report.mta_sts_ratio:.2f} x the encrypt rate above"
         )
     each = ", ".join(f"{mb:.0f}" for mb in report.peak_rss_mb_per_engine)
+    at_start = ", ".join(f"{mb:.0f}" for mb in report.startup_rss_mb_per_engine if mb)
     click.echo(
         f"memory:   peak RSS per engine process {each} MB "
-        f"(largest {report.peak_rss_mb:.0f} MB, with {report.messages} queued at the start)"
+        f"(largest {report.peak_rss_mb:.0f} MB, with {report.messages} queued at the start"
+        f"{f'; {at_start} MB once started, before the first send' if at_start else ''})"
     )
     click.echo(
         f"baseline: smtplib, one connection + STARTTLS per message, dkimpy-signed: "
