@@ -4,13 +4,15 @@ How fast is for the benchmark itself to say, not for a test."""
 from __future__ import annotations
 
 import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from mailer.app import App
-from mailer.bench.runner import _enqueue
+from mailer.bench.runner import _enqueue, own_peak_kb
 from mailer.cli import cli
 from mailer.config import Config
 from mailer.enqueue import MAX_RECIPIENTS
@@ -134,3 +136,16 @@ def test_bench_with_mta_sts_delivers_under_enforce_and_reports_the_rate(tmp_path
     assert report["mta_sts_ratio"] == pytest.approx(
         report["mta_sts_messages_per_second"] / report["messages_per_second"], rel=0.01
     )
+
+
+def test_an_engine_process_peak_is_its_own_not_its_parents() -> None:
+    # a parent holding 300 MB when it starts the process, as the bench's
+    # holds what it enqueued: ru_maxrss of the child would say >= 300 MB
+    ballast = bytearray(300 * 1024 * 1024)
+    for index in range(0, len(ballast), 4096):
+        ballast[index] = 1
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        child_kb = pool.submit(own_peak_kb).result(timeout=60)
+    assert 0 < child_kb < 200 * 1024
+    del ballast
