@@ -81,7 +81,7 @@ class BenchReport:
     messages_per_second: float
     latency_p50_ms: float
     latency_p99_ms: float
-    # the engine processes' high-water mark (ru_maxrss), start-up included
+    # each engine process's own high-water mark (VmHWM), start-up included
     peak_rss_mb: float
     peak_rss_mb_per_engine: tuple[float, ...]
     sink_received: int
@@ -235,8 +235,9 @@ async def _latencies(app: App, since: float) -> list[float]:
 
 def api_recipients_for(messages: int) -> int:
     """The API figure's recipients by default: as many as the run's
-    messages in whole distributions of 1,000, at least one and at most 100
-    (beyond that the rate no longer changes, the run only gets longer)."""
+    messages in whole distributions of 1,000, at least one distribution and
+    at most 100 (beyond that the rate no longer changes, the run only gets
+    longer)."""
     return min(100_000, max(1000, -(-messages // 1000) * 1000))
 
 
