@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from mailer.bench import history, progress
 from mailer.bench.runner import api_recipients_for, delivery_latencies, resident_mb
 from mailer.cli import cli
+from mailer.cli.bench import _record
 from mailer.errors import ValidationError
 from mailer.reasons import Reason, State
 from mailer.store.models import Event
@@ -176,3 +177,17 @@ def test_the_resident_set_is_read_from_proc_status() -> None:
     status = "Name:\tpython\nVmPeak:\t  900000 kB\nVmRSS:\t  104448 kB\nThreads:\t3\n"
     assert resident_mb(status) == 102.0
     assert resident_mb("Name:\tpython\n") is None
+
+
+def test_a_history_that_cannot_be_written_is_an_error_naming_the_option(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ValidationError) as err:
+        _record(
+            tmp_path / "a-file" / "history.jsonl",
+            dict(OPTIONS),
+            None,
+            None,
+            {"cpus": 2, "load_average": 1.0},
+            datetime(2026, 12, 6, tzinfo=UTC),
+        )
+    assert err.value.field == "history-file"

@@ -15,8 +15,9 @@ from rich.table import Table
 import mailer
 from mailer.bench import history
 from mailer.bench.rtt import RTTReport, RTTRun, run_rtt_bench
-from mailer.bench.runner import api_recipients_for, run_bench
+from mailer.bench.runner import BenchReport, api_recipients_for, run_bench
 from mailer.cli.main import cli
+from mailer.errors import ValidationError
 
 
 @cli.command()
@@ -157,11 +158,11 @@ def bench(
         else run_rtt_bench(rtt_ms, rtt_messages, domains=domains, connections=rtt_connections)
     )
     if rtt_only and rtt is not None:
-        _record(history_file, options, None, rtt, machine, started)
         if as_json:
             click.echo(json.dumps({"rtt": rtt.as_dict()}))
         else:
             _echo_rtt(rtt)
+        _record(history_file, options, None, rtt, machine, started)
         return
     report = run_bench(
         messages,
@@ -172,7 +173,14 @@ def bench(
         workers=workers,
         mta_sts=mta_sts,
     )
+    # the figures first: a history that cannot be written loses no run
+    _echo_report(report, rtt, as_json=as_json, mta_sts=mta_sts)
     _record(history_file, options, report.as_dict(), rtt, machine, started)
+
+
+def _echo_report(
+    report: BenchReport, rtt: RTTReport | None, *, as_json: bool, mta_sts: bool
+) -> None:
     if as_json:
         click.echo(json.dumps({**report.as_dict(), **({"rtt": rtt.as_dict()} if rtt else {})}))
         return
@@ -279,7 +287,10 @@ def _record(
         commit=history.commit_of(Path(mailer.__file__).parent),
         at=started,
     )
-    history.append(path, line)
+    try:
+        history.append(path, line)
+    except OSError as exc:
+        raise ValidationError("history-file", f"cannot append to {path}: {exc}") from exc
 
 
 def _echo_history(entries: list[history.Entry], as_json: bool) -> None:
