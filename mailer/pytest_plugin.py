@@ -9,11 +9,12 @@ Fixtures (function scope unless noted):
     headers, DKIM results and header checks; scripted replies and faults.
 ``mailer_dns``
     a loopback :class:`mailer.dev.dnsserver.DNSServer` serving the test
-    zone: DKIM keys, SPF for ``customer.test`` and the platform, an MX for
-    ``inbox.test`` pointing at the sink.
+    zone of :mod:`mailer.testing.world`: DKIM keys, SPF letting the
+    platform (``mailer.test``) send for the customer ``acme.test``, the MX
+    of ``dest.test`` (``mx1.dest.test``) pointing at the sink.
 ``mailer_keys_dir`` (session)
-    a key store with a DKIM key for ``platform.test`` (our signing domain)
-    and ``customer.test``.
+    a key store with DKIM keys for ``mailer.test`` (our signing domain:
+    RSA ``rsa1`` and Ed25519 ``ed1``) and ``acme.test`` (``cust1``).
 ``mailer_config_overrides``
     ``{}``; override it in a conftest to change config keys (deep-merged).
 ``mailer_config``
@@ -40,9 +41,9 @@ import pytest
 
 from mailer.dev.certs import TestCerts
 from mailer.dev.dnsserver import DNSServer
-from mailer.message.keys import KeyStore, dns_record_value
 from mailer.sink.options import SinkOptions
 from mailer.sink.server import DevSink
+from mailer.testing import world
 
 if TYPE_CHECKING:
     from mailer.app import App
@@ -59,47 +60,33 @@ __all__ = [
 ]
 
 #: Our signing domain and the neutral sender's domain in tests.
-PLATFORM_DOMAIN = "platform.test"
+PLATFORM_DOMAIN = world.OUR_DOMAIN
 #: A customer whose SPF lets the platform send for it (its address stays From).
-CUSTOMER_DOMAIN = "customer.test"
+CUSTOMER_DOMAIN = world.CUSTOMER_DOMAIN
 #: Recipients' domain; its MX is the sink (any domain works while relaying).
-INBOX_DOMAIN = "inbox.test"
-SELECTOR = "mailer"
-_SINK_HOST = "127.0.0.1"
-_SINK_NAME = f"mx.{INBOX_DOMAIN}"
+INBOX_DOMAIN = world.DEST_DOMAIN
+#: The selector of our RSA key (the customer's is world.CUSTOMER_SELECTOR).
+SELECTOR = world.SELECTOR
+_SINK_HOST = world.PLATFORM_IP
 
 
 def mailer_zone(keys_dir: Path, sink_host: str = _SINK_HOST) -> dict[str, dict[str, Any]]:
     """The test zone: every key of ``keys_dir`` published, SPF records that
-    let 127.0.0.1 send for the platform and the customer, the MX of
-    ``inbox.test`` at ``sink_host``. Raises KeyMaterialError for an
+    let 127.0.0.1 send for the platform and the customer, the preferred MX
+    of ``dest.test`` at ``sink_host``. Raises KeyMaterialError for an
     unreadable key."""
-    zone: dict[str, dict[str, Any]] = {
-        f"{info.selector}._domainkey.{info.domain}": {"TXT": [dns_record_value(info)]}
-        for info in KeyStore(keys_dir).list()
+    return {
+        **world.dkim_zone(keys_dir),
+        **world.dest_zone(mx1=sink_host),
+        **world.spf_records(_SINK_HOST),
     }
-    spf = f"v=spf1 include:_spf.{PLATFORM_DOMAIN} -all"
-    zone.update(
-        {
-            f"_spf.{PLATFORM_DOMAIN}": {"TXT": [f"v=spf1 ip4:{_SINK_HOST} -all"]},
-            PLATFORM_DOMAIN: {"TXT": [spf]},
-            CUSTOMER_DOMAIN: {"TXT": [spf]},
-            INBOX_DOMAIN: {"MX": [(10, _SINK_NAME)]},
-            _SINK_NAME: {"A": [sink_host]},
-        }
-    )
-    return zone
 
 
 @pytest.fixture(scope="session")
 def mailer_keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A key store with an RSA DKIM key (selector "mailer") for
-    platform.test and for customer.test, made once per session."""
-    root = tmp_path_factory.mktemp("mailer-keys")
-    store = KeyStore(root)
-    store.generate(PLATFORM_DOMAIN, SELECTOR)
-    store.generate(CUSTOMER_DOMAIN, SELECTOR)
-    return root
+    """The test world's key store (:func:`mailer.testing.world.make_keys`),
+    made once per session."""
+    return world.make_keys(tmp_path_factory.mktemp("mailer-keys"))
 
 
 @pytest.fixture(scope="session")
@@ -125,7 +112,7 @@ def mailer_sink(
     offered, a Maildir under ``tmp_path``; ``.messages``, ``.wait_for(n)``,
     ``.script(pattern, reply)``, ``.greylist()``, ``.refusals`` …"""
     options = SinkOptions(
-        host=_SINK_HOST, hostname=_SINK_NAME, maildir=tmp_path / "mailer-sink" / "Maildir"
+        host=_SINK_HOST, hostname=world.MX_HOST, maildir=tmp_path / "mailer-sink" / "Maildir"
     )
     with DevSink(
         options,
@@ -145,16 +132,6 @@ def mailer_config_overrides() -> dict[str, Any]:
     return {}
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 @pytest.fixture
 def mailer_config(
     tmp_path: Path,
@@ -163,43 +140,29 @@ def mailer_config(
     mailer_keys_dir: Path,
     mailer_config_overrides: dict[str, Any],
 ) -> Config:
-    """A config bound to ``mailer_dns`` and ``mailer_sink`` (all mail relayed
-    to the sink, STARTTLS required), a temp SQLite, ``mailer_keys_dir``,
-    platform.test as region host and signing domain, fast retries."""
-    from mailer.config import load_config
-
-    region = {
-        "platform_host": PLATFORM_DOMAIN,
-        "spf_include": f"_spf.{PLATFORM_DOMAIN}",
-        "neutral_sender": f"survey@{PLATFORM_DOMAIN}",
-    }
-    base: dict[str, Any] = {
+    """The test world's config (:func:`mailer.testing.world.build_config`)
+    bound to ``mailer_dns`` and ``mailer_sink`` (all mail relayed to the
+    sink, STARTTLS required), a temp SQLite, ``mailer_keys_dir``,
+    mailer.test as region host and signing domain, fast retries."""
+    relayed: dict[str, Any] = {
         "hostname": f"mta.{PLATFORM_DOMAIN}",
         "outbound_ip": _SINK_HOST,
-        "regions": {"azure": region, "de": region},
-        "database": str(tmp_path / "mailer.sqlite3"),
-        "keys_dir": str(mailer_keys_dir),
-        "dkim": {"domain": PLATFORM_DOMAIN},
-        "nameservers": [mailer_dns.address],
-        "smtp_port": mailer_sink.port,
+        "regions": world.platform_region(),
         "relay": mailer_sink.address,
         "tls": {"cafile": str(mailer_sink.ca_path)},
-        "retry": {"base": 0.2, "factor": 1.0, "jitter": 0.0, "max_delay": 0.2, "max_age": 30},
-        "worker": {
-            "poll_interval": 0.05,
-            "idle_timeout": 0.1,
-            "lease_seconds": 30,
-            "smtp_timeout": 5,
-            "dns_timeout": 2,
-        },
         # as on every delivering node: the service's one-click unsubscribe link
         "api": {
             "secret": secrets.token_urlsafe(32),
             "public_url": f"https://mta.{PLATFORM_DOMAIN}",
         },
     }
-    # The developer's MAILER_* variables must not leak into tests.
-    return load_config(environ={}, overrides=_merge(base, mailer_config_overrides))
+    return world.build_config(
+        tmp_path,
+        mailer_dns.address,
+        mailer_sink.port,
+        mailer_keys_dir,
+        world.merge(relayed, mailer_config_overrides),
+    )
 
 
 async def settle(app: App, *, timeout: float = 30.0) -> dict[State, int]:  # noqa: ASYNC109

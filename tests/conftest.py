@@ -1,5 +1,8 @@
 """Shared fixtures: a loopback DNS server, SMTP sinks on loopback addresses
-sharing one port, and an app configured to use both."""
+sharing one port, and an app configured to use both. The world they make
+(domains, keys, zone, config, recipients) is the pytest plugin's:
+``mailer.testing.world``; the plugin's session fixtures (keys, the test CA)
+are shared."""
 
 from __future__ import annotations
 
@@ -12,13 +15,14 @@ from typing import Any
 import pytest
 
 from mailer.app import App
-from mailer.config import Config, load_config
+from mailer.config import Config
 from mailer.dev.certs import TestCerts
 from mailer.dev.dnsserver import DNSServer
-from mailer.message.keys import KeyStore, dns_record_value
 from mailer.reasons import TERMINAL_STATES
 from mailer.sink.runner import Sink, pick_port
 from mailer.store.models import NewDistribution
+from mailer.testing import world
+from mailer.testing.world import CUSTOMER_DOMAIN, OUR_DOMAIN, dkim_zone
 
 # Fixtures that start a server (DNS, SMTP, HTTP, PostgreSQL) or a process:
 # a test that uses any of them, directly or through another fixture, is an
@@ -89,12 +93,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 # One destination with two MX hosts on their own loopback addresses, and a
 # host (127.0.0.9) where nothing listens.
-DEST_ZONE: dict[str, dict[str, Any]] = {
-    "dest.test": {"MX": [(10, "mx1.dest.test"), (20, "mx2.dest.test")]},
-    "mx1.dest.test": {"A": ["127.0.0.2"]},
-    "mx2.dest.test": {"A": ["127.0.0.3"]},
-    "dead.dest.test": {"A": ["127.0.0.9"]},
-}
+DEST_ZONE: dict[str, dict[str, Any]] = world.dest_zone()
 
 SURVEY = NewDistribution(
     account="acme",
@@ -110,34 +109,19 @@ SURVEY = NewDistribution(
 
 
 @pytest.fixture(scope="session")
-def certs() -> Iterator[TestCerts]:
-    with TestCerts() as c:
-        yield c
+def certs(mailer_certs: TestCerts) -> TestCerts:
+    """The plugin's throw-away CA."""
+    return mailer_certs
 
 
-# Our signing domain in tests, and a customer domain with its own key.
-OUR_DOMAIN = "mailer.test"
-CUSTOMER_DOMAIN = "acme.test"
+__all__ = ["CUSTOMER_DOMAIN", "DEST_ZONE", "OUR_DOMAIN", "dkim_zone", "make_config"]
 
 
 @pytest.fixture(scope="session")
-def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """DKIM keys made once per session: RSA and Ed25519 for our domain, RSA
-    for the customer."""
-    root = tmp_path_factory.mktemp("keys")
-    store = KeyStore(root)
-    store.generate(OUR_DOMAIN, "rsa1")
-    store.generate(OUR_DOMAIN, "ed1", algorithm="ed25519")
-    store.generate(CUSTOMER_DOMAIN, "cust1")
-    return root
-
-
-def dkim_zone(keys_dir: Path) -> dict[str, dict[str, Any]]:
-    """The TXT records publishing every key of ``keys_dir``."""
-    return {
-        f"{info.selector}._domainkey.{info.domain}": {"TXT": [dns_record_value(info)]}
-        for info in KeyStore(keys_dir).list()
-    }
+def keys_dir(mailer_keys_dir: Path) -> Path:
+    """The plugin's DKIM keys, made once per session: RSA and Ed25519 for
+    our domain, RSA for the customer."""
+    return mailer_keys_dir
 
 
 @pytest.fixture
@@ -173,31 +157,10 @@ def make_config(
     keys_dir: Path | None = None,
     **overrides: Any,
 ) -> Config:
-    """A config bound to the loopback DNS server and sinks; signing with the
-    session's keys when ``keys_dir`` is given, unsigned otherwise."""
-    base: dict[str, Any] = {
-        "hostname": "mailer.test",
-        "database": str(tmp_path / "mailer.sqlite3"),
-        "keys_dir": str(keys_dir or tmp_path / "no-keys"),
-        "dkim": {"domain": OUR_DOMAIN, "required": keys_dir is not None},
-        "outbound_ip": "192.0.2.10",
-        "nameservers": [dns_server.address],
-        "smtp_port": smtp_port,
-        "retry": {"base": 0.2, "factor": 1.0, "jitter": 0.0, "max_delay": 0.2, "max_age": 60},
-        "worker": {
-            "poll_interval": 0.1,
-            "idle_timeout": 0.1,
-            "lease_seconds": 30,
-            "smtp_timeout": 5,
-            "dns_timeout": 1,
-        },
-    }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            base[key] = {**base[key], **value}
-        else:
-            base[key] = value
-    return load_config(environ={}, overrides=base)
+    """The test world's config bound to the loopback DNS server and sinks;
+    signing with the session's keys when ``keys_dir`` is given, unsigned
+    otherwise."""
+    return world.build_config(tmp_path, dns_server.address, smtp_port, keys_dir, overrides)
 
 
 @pytest.fixture

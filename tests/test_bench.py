@@ -4,22 +4,28 @@ How fast is for the benchmark itself to say, not for a test."""
 from __future__ import annotations
 
 import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from mailer.app import App
-from mailer.bench.runner import _enqueue
+from mailer.bench.runner import _enqueue, own_peak_kb
 from mailer.cli import cli
 from mailer.config import Config
 from mailer.enqueue import MAX_RECIPIENTS
 from mailer.reasons import State
 
 
-def test_bench_delivers_everything_and_reports_measured_figures() -> None:
+def test_bench_delivers_everything_reports_measured_figures_and_records_them(
+    tmp_path: Path,
+) -> None:
+    history = tmp_path / "var" / "bench-history.jsonl"
     result = CliRunner().invoke(
         cli,
-        ["bench", "--messages", "60", "--baseline", "5", "--api-recipients", "2000", "--json"],
+        ["bench", "--messages", "60", "--baseline", "5", "--json", "--history-file", str(history)],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
@@ -27,7 +33,9 @@ def test_bench_delivers_everything_and_reports_measured_figures() -> None:
     assert report["messages"] == 60
     assert report["sink_received"] == 60
     assert report["baseline_messages"] == 5
-    assert report["api_recipients"] == 2000
+    assert report["baseline_cap_messages"] == 5
+    # by default the API figure is as large as the run, in whole requests
+    assert report["api_recipients"] == 1000
     assert report["bounce_samples"] >= 15
     assert report["inbound_messages"] == 100
     assert report["sink_checked_messages"] == 60
@@ -54,6 +62,20 @@ def test_bench_delivers_everything_and_reports_measured_figures() -> None:
     # one figure per engine process
     assert len(report["peak_rss_mb_per_engine"]) == report["workers"]
     assert max(report["peak_rss_mb_per_engine"]) == report["peak_rss_mb"]
+    # and what each had once started, before the first send (Linux's /proc)
+    assert len(report["startup_rss_mb_per_engine"]) == report["workers"]
+    for started, peak in zip(
+        report["startup_rss_mb_per_engine"], report["peak_rss_mb_per_engine"], strict=True
+    ):
+        assert 0 < started <= peak
+    # the run is one line of the history, with what it ran on and how
+    [line] = [json.loads(text) for text in history.read_text().splitlines()]
+    assert line["figures"] == report
+    assert line["options"]["messages"] == 60
+    assert line["machine"]["rsa_operations_per_second"] == report["rsa_operations_per_second"]
+    assert line["commit"]
+    shown = CliRunner().invoke(cli, ["bench", "--history", "5", "--history-file", str(history)])
+    assert "60 msg" in shown.output
 
 
 async def test_bench_enqueues_more_than_one_request_takes_in_batches(config: Config) -> None:
@@ -62,11 +84,12 @@ async def test_bench_enqueues_more_than_one_request_takes_in_batches(config: Con
         assert await app.store.counts() == {State.QUEUED: MAX_RECIPIENTS + 50}
 
 
-def test_bench_rtt_runs_with_and_without_pipelining_against_the_bound() -> None:
+def test_bench_rtt_runs_with_and_without_pipelining_against_the_bound(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         cli,
         ["bench", "--rtt", "20", "--rtt-only", "--rtt-messages", "100", "--json"],
         catch_exceptions=False,
+        env={"MAILER_BENCH_HISTORY": str(tmp_path / "history.jsonl")},
     )
     assert result.exit_code == 0, result.output
     rtt = json.loads(result.output.strip().splitlines()[-1])["rtt"]
@@ -86,7 +109,7 @@ def test_bench_rtt_runs_with_and_without_pipelining_against_the_bound() -> None:
     )
 
 
-def test_bench_with_mta_sts_delivers_under_enforce_and_reports_the_rate() -> None:
+def test_bench_with_mta_sts_delivers_under_enforce_and_reports_the_rate(tmp_path: Path) -> None:
     # _outcome() inside the bench fails the run unless the enforce phases'
     # attempts were recorded under "mta-sts enforce"
     result = CliRunner().invoke(
@@ -105,6 +128,7 @@ def test_bench_with_mta_sts_delivers_under_enforce_and_reports_the_rate() -> Non
             "--json",
         ],
         catch_exceptions=False,
+        env={"MAILER_BENCH_HISTORY": str(tmp_path / "history.jsonl")},
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
@@ -171,3 +195,14 @@ def test_bench_with_tlsrpt_reports_counting_off_and_on_side_by_side() -> None:
         report["tlsrpt_on_messages_per_second"] / report["tlsrpt_off_messages_per_second"],
         rel=0.01,
     )
+def test_an_engine_process_peak_is_its_own_not_its_parents() -> None:
+    # a parent holding 300 MB when it starts the process, as the bench's
+    # holds what it enqueued: ru_maxrss of the child would say >= 300 MB
+    ballast = bytearray(300 * 1024 * 1024)
+    for index in range(0, len(ballast), 4096):
+        ballast[index] = 1
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        child_kb = pool.submit(own_peak_kb).result(timeout=60)
+    assert 0 < child_kb < 200 * 1024
+    del ballast

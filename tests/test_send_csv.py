@@ -7,16 +7,21 @@ Real SQLite through the command line."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
 from mailer.cli import cli
 from mailer.cli.csvfile import decode, read_recipients, sniff_delimiter
+from mailer.cli.send import _send
+from mailer.config import load_config
 from mailer.errors import ValidationError
+from mailer.store.models import NewDistribution
 
 HTML = "<p>Hallo {{ name }}, <a href='https://survey.test/s/{{ token }}'>Umfrage</a></p>"
 
@@ -128,6 +133,28 @@ def test_more_rows_than_one_request_takes_are_enqueued_in_batches(tmp_path: Path
     data = json.loads(out)
     assert data["accepted"] == 10_050
     assert len(data["distribution_ids"]) == 2
+
+
+async def test_a_large_csv_shows_a_progress_bar_on_a_terminal_only(tmp_path: Path) -> None:
+    rows = "".join(f"p{i}@dest.test,P {i},t{i}\n" for i in range(10_050))
+    csv_rows = read_recipients(f"email,name,token\n{rows}", used={"token"})
+    dist = NewDistribution(
+        account="default", sender_address="hr@acme.test", sender_name="", subject="Umfrage",
+        html=HTML, text=None, unsubscribe_url=None,
+    )  # fmt: skip
+    shown = {}
+    for terminal in (True, False):
+        config = load_config(
+            environ={}, overrides={"database": str(tmp_path / f"{terminal}.sqlite3")}
+        )
+        out = io.StringIO()
+        console = Console(file=out, force_terminal=terminal, width=100)
+        sent = await _send(config, dist, csv_rows, console)
+        assert sent.accepted == 10_050
+        shown[terminal] = out.getvalue()
+    assert "enqueueing" in shown[True]
+    assert "10050/10050" in shown[True]
+    assert shown[False] == ""
 
 
 def test_read_recipients_maps_columns_to_the_templates_spelling() -> None:

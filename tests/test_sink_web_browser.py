@@ -21,12 +21,13 @@ from mailer.app import App
 from mailer.client import Client
 from mailer.config import Config
 from mailer.enqueue import RecipientInput
-from mailer.pytest_plugin import CUSTOMER_DOMAIN, INBOX_DOMAIN, settle
+from mailer.pytest_plugin import CUSTOMER_DOMAIN, INBOX_DOMAIN, PLATFORM_DOMAIN, settle
 from mailer.reasons import State
 from mailer.sink.server import DevSink
 from mailer.sink.web import create_app
 from mailer.sink.web.faults import DEFER_REPLY
 from mailer.store.models import NewDistribution
+from mailer.testing.world import ED25519_SELECTOR, SELECTOR
 from tests.browser import PageRequests, assert_accessible, screenshot
 
 pytestmark = pytest.mark.timeout(120)
@@ -191,7 +192,9 @@ def test_dkim_spf_and_dmarc_results_are_shown(
     row.get_by_role("link").click()
     expect(browser_page.locator(".check-dkim").first).to_contain_text("pass")
     dkim = browser_page.locator(".check-dkim")
-    expect(dkim.filter(has_text="d=platform.test")).to_contain_text("pass")
+    # the platform signs with both its keys, RSA and Ed25519
+    for selector in (SELECTOR, ED25519_SELECTOR):
+        expect(dkim.filter(has_text=f"d={PLATFORM_DOMAIN} s={selector}")).to_contain_text("pass")
     spf = browser_page.locator("#check-spf")
     expect(spf).to_contain_text("pass")
     expect(spf).to_contain_text("127.0.0.1")

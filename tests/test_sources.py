@@ -13,16 +13,12 @@ from mailer.app import App
 from mailer.config import load_config
 from mailer.dev.dnsserver import DNSServer
 from mailer.dns import Resolver
-from mailer.enqueue import RecipientInput
 from mailer.errors import ConfigError
 from mailer.identity.check_host import SPFResult
 from mailer.identity.sender import IdentityDecider
 from mailer.reasons import Reason, State
 from tests.conftest import SURVEY, make_config, run_until_settled
-
-
-def people(n: int, domain: str = "dest.test") -> list[RecipientInput]:
-    return [RecipientInput(f"p{i}@{domain}", f"P {i}", {"token": str(i)}) for i in range(n)]
+from tests.kit import numbered
 
 
 def peer_ip(peer: str) -> str:
@@ -35,7 +31,7 @@ async def test_connections_leave_from_the_bind_address(
     mx1 = make_sink("127.0.0.2")
     config = make_config(tmp_path, dns_server, smtp_port, keys_dir, bind_address="127.0.0.5")
     async with App(config) as app:
-        await app.enqueue(SURVEY, people(3))
+        await app.enqueue(SURVEY, numbered(3))
         await run_until_settled(app)
     assert len(mx1.messages) == 3
     assert {peer_ip(m.peer) for m in mx1.messages} == {"127.0.0.5"}
@@ -61,7 +57,7 @@ async def test_pool_spreads_connections_by_each_entry_limit(
         worker={"idle_timeout": 1.0},
     )
     async with App(config) as app:
-        await app.enqueue(SURVEY, people(40))
+        await app.enqueue(SURVEY, numbered(40))
         await run_until_settled(app, within=60)
     ports: dict[str, set[str]] = defaultdict(set)
     for message in mx1.messages:
@@ -96,7 +92,7 @@ async def test_ipv6_destination_is_used_from_an_ipv6_source(
         sources=[{"public_ip": "2001:db8::25", "bind_address": "::1"}],
     )
     async with App(config) as app:
-        await app.enqueue(SURVEY, people(1, "six.test"))
+        await app.enqueue(SURVEY, numbered(1, "six.test"))
         await run_until_settled(app)
     assert len(mx.messages) == 1
     assert peer_ip(mx.messages[0].peer) == "::1"
@@ -108,7 +104,7 @@ async def test_ipv6_only_destination_is_not_tried_from_an_ipv4_source(
     mx = make_sink("::1", hostname="mx.six.test")
     config = make_config(tmp_path, v6_zone, smtp_port, keys_dir, retry={"max_age": 0.5})
     async with App(config) as app:
-        result = await app.enqueue(SURVEY, people(1, "six.test"))
+        result = await app.enqueue(SURVEY, numbered(1, "six.test"))
         await run_until_settled(app)
         attempts = await app.store.attempts(result.send_ids[0])
     assert mx.connections == 0
@@ -159,7 +155,7 @@ async def test_send_from_a_pool_records_the_uncovered_address(
     )
     survey = SURVEY.__class__(**{**SURVEY.__dict__, "sender_address": "hr@one.test"})
     async with App(config) as app:
-        result = await app.enqueue(survey, people(1))
+        result = await app.enqueue(survey, numbered(1))
         await run_until_settled(app)
         send = await app.store.send(result.send_ids[0])
     assert send.state is State.DELIVERED

@@ -143,8 +143,9 @@ def _run(
             },
         )
         service_loop.run(_enqueue(config, messages, domains))
-        seconds, _ = _deliver(config, 1)
-        latencies = service_loop.run(_outcome(config, messages))
+        delivery = _deliver(config, 1)
+        seconds = delivery.seconds
+        latencies = service_loop.run(_outcome(config, messages, since=delivery.started_at))
         durations = service_loop.run(_message_times(config))
         got = settled(received, messages)
     total = connections * domains

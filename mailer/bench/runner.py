@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import multiprocessing
 import queue
-import re
 import resource
 import secrets
 import smtplib
@@ -33,17 +32,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from mailer import loop as service_loop
 from mailer.app import App
+from mailer.bench import progress
 from mailer.bench.api import api_enqueue_rate
 from mailer.bench.feedback import bounces_parsed_per_second, inbound_accepted_per_second
 from mailer.bench.hooks import receiver_process, webhook_rate
@@ -63,7 +63,7 @@ from mailer.reasons import State
 from mailer.sink.options import SinkOptions
 from mailer.sink.runner import pick_port
 from mailer.sink.server import DevSink
-from mailer.store.models import NewDistribution, SendFilter
+from mailer.store.models import Event, NewDistribution, SendFilter
 
 HTML = """<html><body>
 <p>Hallo {{ name }},</p>
@@ -89,6 +89,7 @@ class BenchReport:
     messages_per_second: float
     latency_p50_ms: float
     latency_p99_ms: float
+    # each engine process's own high-water mark (VmHWM), start-up included
     peak_rss_mb: float
     peak_rss_mb_per_engine: tuple[float, ...]
     sink_received: int
@@ -124,6 +125,12 @@ class BenchReport:
     tlsrpt_off_messages_per_second: float = 0.0
     tlsrpt_on_messages_per_second: float = 0.0
     tlsrpt_ratio: float = 0.0
+    # the naive baseline's caps: it stops at whichever comes first
+    baseline_cap_messages: int = 0
+    baseline_cap_seconds: float = 0.0
+    # each engine process's RSS once started, before the first send (0
+    # where /proc is not there): the peak above less this is the drain's
+    startup_rss_mb_per_engine: tuple[float, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -199,7 +206,9 @@ def sink_process(
             time.sleep(0.05)
 
         def received() -> int:
-            return len(re.findall(r" from=<", log.read_text()))
+            # line by line: a long run's log need not fit in memory
+            with log.open(encoding="utf-8", errors="replace") as lines:
+                return sum(1 for line in lines if " from=<" in line)
 
         yield received
     finally:
@@ -225,20 +234,41 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-async def _latencies(app: App) -> list[float]:
-    queued: dict[str, float] = {}
+def delivery_latencies(
+    events: Iterable[Event], since: float, queued_later: dict[str, float]
+) -> Iterator[float]:
+    """Seconds from each send's start to its delivery (pure), where the
+    start is when it was queued or ``since`` (the wall-clock time the
+    engines were told to start), whichever is later: a send waiting for the
+    engine to start is not the engine's latency. ``queued_later`` carries
+    the sends queued after ``since`` from one page of events to the next;
+    only those are remembered (none when all are enqueued first), so a
+    million-message run holds a list of floats, not a map of every send."""
+    for event in events:
+        if event.send_id is None:
+            continue  # an account's event (a webhook endpoint disabled)
+        if event.state is State.QUEUED and event.at > since:
+            queued_later[event.send_id] = event.at
+        elif event.state is State.DELIVERED:
+            yield event.at - queued_later.pop(event.send_id, since)
+
+
+async def _latencies(app: App, since: float) -> list[float]:
+    queued_later: dict[str, float] = {}
     latencies: list[float] = []
     after = 0
     while page := await app.store.events(after=after, limit=5000):
-        for event in page:
-            if event.send_id is None:
-                continue  # an account's event (a webhook endpoint disabled)
-            if event.state is State.QUEUED:
-                queued[event.send_id] = event.at
-            elif event.state is State.DELIVERED and event.send_id in queued:
-                latencies.append(event.at - queued[event.send_id])
+        latencies.extend(delivery_latencies(page, since, queued_later))
         after = page[-1].seq
     return latencies
+
+
+def api_recipients_for(messages: int) -> int:
+    """The API figure's recipients by default: as many as the run's
+    messages in whole distributions of 1,000, at least one distribution and
+    at most 100 (beyond that the rate no longer changes, the run only gets
+    longer)."""
+    return min(100_000, max(1000, -(-messages // 1000) * 1000))
 
 
 def sample_message() -> bytes:
@@ -334,8 +364,11 @@ async def _enqueue(config: Config, messages: int, domains: int) -> float:
             unsubscribe_url="https://survey.bench.test/u/{{ token }}",
         )
         start = time.perf_counter()
+        done = 0
         for batch in recipient_batches(messages, domains):
             await app.enqueue(dist, batch)
+            done += len(batch)
+            progress.show(f"enqueued {done:,} of {messages:,}")
         return time.perf_counter() - start
 
 
@@ -353,14 +386,56 @@ def _engine_process(config: Config, owner: str, ready: Any, go: Any, done: Any) 
             await engine.run(drain=True)
 
     service_loop.run(work())
-    done.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    done.put(own_peak_kb())
 
 
-def _deliver(config: Config, workers: int) -> tuple[float, list[float]]:
+def own_peak_kb() -> int:
+    """This process's peak resident set (KiB) since it started its program.
+    Not ru_maxrss where /proc is there: in a spawned process that is at
+    least the parent's resident set when it forked, which for the bench is
+    the process that enqueued everything."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        status = ""
+    peak = resident_mb(status, "VmHWM")
+    if peak is None:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak * 1024)
+
+
+def resident_mb(status: str, field: str = "VmRSS") -> float | None:
+    """The resident set (MB) in the text of a /proc/PID/status (pure):
+    ``VmRSS`` now, ``VmHWM`` its peak."""
+    for line in status.splitlines():
+        name, _, value = line.partition(":")
+        if name == field and value.split():
+            return int(value.split()[0]) / 1024
+    return None
+
+
+def _resident_mb(pid: int | None) -> float:
+    # Linux only; elsewhere the start-up figure is left out (0)
+    try:
+        return resident_mb(Path(f"/proc/{pid}/status").read_text()) or 0.0
+    except OSError:
+        return 0.0
+
+
+class Delivery(NamedTuple):
+    seconds: float
+    # each engine process's peak RSS (MB), and its RSS once started
+    peak_mb: list[float]
+    started_at: float
+    startup_mb: list[float]
+
+
+def _deliver(config: Config, workers: int) -> Delivery:
     """Seconds from the start signal until ``workers`` engine processes have
-    drained the queue, and the peak RSS (MB) of each. Start-up
-    (imports, keys, connections to the store) is not timed: it is not
-    throughput."""
+    drained the queue, the peak RSS (MB) of each and their RSS when ready,
+    and the wall-clock time of the start signal (where latencies begin).
+    Start-up (imports, keys, connections to the store) is not timed: it is
+    not throughput."""
     context = multiprocessing.get_context("spawn")
     go, done = context.Event(), context.Queue()
     ready = [context.Event() for _ in range(workers)]
@@ -377,6 +452,8 @@ def _deliver(config: Config, workers: int) -> tuple[float, list[float]]:
             while not event.wait(0.1):
                 if not process.is_alive():
                     raise MailerError(f"bench: an engine process exited ({process.exitcode})")
+        startup_mb = [_resident_mb(process.pid) for process in processes]
+        started_at = time.time()
         start = time.perf_counter()
         go.set()
         # each process reports once drained; read before joining, as a
@@ -386,6 +463,7 @@ def _deliver(config: Config, workers: int) -> tuple[float, list[float]]:
             try:
                 peaks.append(done.get(timeout=0.5))
             except queue.Empty:
+                progress.show(f"delivering, {time.perf_counter() - start:.0f} s")
                 failed = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
                 if failed:
                     raise MailerError(f"bench: engine processes exited with {failed}") from None
@@ -396,12 +474,15 @@ def _deliver(config: Config, workers: int) -> tuple[float, list[float]]:
         for process in processes:
             if process.is_alive():
                 process.kill()
-    return seconds, [peak / 1024 for peak in peaks]
+    return Delivery(seconds, [peak / 1024 for peak in peaks], started_at, startup_mb)
 
 
-async def _outcome(config: Config, messages: int, *, tls_policy: str | None = None) -> list[float]:
-    """Raises MailerError unless every message was delivered (and, with
-    ``tls_policy``, the first one under that policy)."""
+async def _outcome(
+    config: Config, messages: int, *, since: float, tls_policy: str | None = None
+) -> list[float]:
+    """The latencies from ``since`` (see _latencies). Raises MailerError
+    unless every message was delivered (and, with ``tls_policy``, the first
+    one under that policy)."""
     async with App(config) as app:
         counts = await app.store.counts()
         if counts.get(State.DELIVERED, 0) != messages:
@@ -411,7 +492,7 @@ async def _outcome(config: Config, messages: int, *, tls_policy: str | None = No
             applied = {a.tls_policy for a in await app.store.attempts(first.id)}
             if applied != {tls_policy}:
                 raise MailerError(f"bench: delivered under {applied}, not {tls_policy}")
-        return await _latencies(app)
+        return await _latencies(app, since)
 
 
 @contextlib.contextmanager
@@ -468,13 +549,13 @@ def _phase(
     enforced = phase.mta_sts.test_cafile is not None
     if enforced:
         service_loop.run(_prime_policies(phase, domains))
-    seconds, _ = _deliver(phase, workers)
+    delivery = _deliver(phase, workers)
     expected = "mta-sts enforce" if enforced else "encrypt"
     if phase.dnssec == "trust-ad":
         expected = "dane"
-    service_loop.run(_outcome(phase, messages, tls_policy=expected))
+    service_loop.run(_outcome(phase, messages, since=delivery.started_at, tls_policy=expected))
     service_loop.run(_check_tls_counts(phase))
-    return messages / seconds
+    return messages / delivery.seconds
 
 
 async def _check_tls_counts(config: Config) -> None:
@@ -546,6 +627,7 @@ def run_bench(
     ``tlsrpt`` it is measured with one message per connection, TLS report
     counting off and on."""
     with contextlib.ExitStack() as stack:
+        stack.callback(progress.clear)
         root = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         keystore = KeyStore(root / "keys")
         keystore.generate(OUR_DOMAIN, "bench")
@@ -581,8 +663,10 @@ def run_bench(
             },
         )
         enqueue_seconds = service_loop.run(_enqueue(config, messages, domains))
-        deliver_seconds, engine_rss_mb = _deliver(config, workers)
-        latencies = service_loop.run(_outcome(config, messages))
+        delivery = _deliver(config, workers)
+        deliver_seconds, engine_rss_mb = delivery.seconds, delivery.peak_mb
+        progress.show("reading the delivery events")
+        latencies = service_loop.run(_outcome(config, messages, since=delivery.started_at))
         # the sink writes its lines a few times a second
         engine_received = settled(received, messages)
         sts_rate = 0.0
@@ -605,6 +689,7 @@ def run_bench(
             # best of STS_ROUNDS of each kind is compared.
             sts_rates: list[float] = []
             for round_ in range(STS_ROUNDS):
+                progress.show(f"MTA-STS round {round_ + 1} of {STS_ROUNDS}")
                 dns.update(policy_zone(domains))
                 sts_rates.append(
                     _phase(
@@ -662,17 +747,21 @@ def run_bench(
             counting_rates = _counting_rates(
                 stack, config, root, postgres, messages, domains, workers
             )
+        progress.show(f"naive baseline (up to {baseline_messages:,} messages)")
         baseline_sent, baseline_rate = naive_baseline(
             port, baseline_messages, domains, baseline_seconds, keys
         )
         rate = messages / deliver_seconds
         sink_checked = min(messages, 1000)
+        progress.show("the sink's checks")
         sink_rate = sink_check_rate(dns, signer, root, sink_checked)
         hook_port = pick_port(("127.0.0.1",))
+        progress.show("webhooks")
         with receiver_process(hook_port) as hook_events:
             hooks = service_loop.run(webhook_rate(config, hook_port, "bench", hook_events))
         api_root = root / "api"
         api_root.mkdir()
+        progress.show(f"the API, {api_recipients:,} recipients")
         api_rate = service_loop.run(
             api_enqueue_rate(
                 api_root,
@@ -682,6 +771,7 @@ def run_bench(
                 database=stack.enter_context(bench_database(api_root, postgres)),
             )
         )
+        progress.show("bounce parsing and inbound")
         samples, parse_rate = bounces_parsed_per_second()
         inbound_root = root / "inbound"
         inbound_root.mkdir()
@@ -689,6 +779,7 @@ def run_bench(
         # short run short and a long one meaningful
         inbound_messages = min(max(messages, 100), 2000)
         inbound_rate = inbound_accepted_per_second(inbound_root, inbound_messages)
+        progress.show("the signing yardsticks")
         return BenchReport(
             messages=messages,
             domains=domains,
@@ -701,6 +792,7 @@ def run_bench(
             latency_p99_ms=round(percentile(latencies, 0.99) * 1000, 1),
             peak_rss_mb=round(max(engine_rss_mb), 1),
             peak_rss_mb_per_engine=tuple(round(mb, 1) for mb in engine_rss_mb),
+            startup_rss_mb_per_engine=tuple(round(mb, 1) for mb in delivery.startup_mb),
             sink_received=engine_received,
             baseline_messages=baseline_sent,
             baseline_messages_per_second=round(baseline_rate, 1),
@@ -737,4 +829,6 @@ def run_bench(
             webhook_events=hooks.events,
             webhook_events_received=hooks.received,
             webhook_events_per_second=round(hooks.per_second, 1),
+            baseline_cap_messages=baseline_messages,
+            baseline_cap_seconds=baseline_seconds,
         )

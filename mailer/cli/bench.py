@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import click
+from rich.console import Console
+from rich.table import Table
 
+import mailer
+from mailer.bench import history
 from mailer.bench.rtt import RTTReport, RTTRun, run_rtt_bench
-from mailer.bench.runner import run_bench
+from mailer.bench.runner import BenchReport, api_recipients_for, run_bench
 from mailer.cli.main import cli
+from mailer.errors import ValidationError
 
 
 @cli.command()
@@ -40,8 +48,8 @@ from mailer.cli.main import cli
 )
 @click.option(
     "--api-recipients",
-    default=20_000,
-    show_default=True,
+    default=None,
+    show_default="--messages in whole thousands, 1,000 to 100,000",
     type=click.IntRange(1000, 1_000_000),
     help="Recipients POSTed to the HTTP API in distributions of 1,000.",
 )
@@ -97,6 +105,22 @@ from mailer.cli.main import cli
     is_flag=True,
     help="Only the --rtt figures (the loopback ones take longest on a busy machine).",
 )
+@click.option(
+    "--history",
+    "history_runs",
+    type=click.IntRange(1, 1000),
+    default=None,
+    metavar="N",
+    help="Run nothing: print the last N runs of the history side by side.",
+)
+@click.option(
+    "--history-file",
+    envvar="MAILER_BENCH_HISTORY",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=history.DEFAULT_PATH,
+    show_default=True,
+    help="Where each run's figures are appended (JSON lines) and --history reads them.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def bench(
     messages: int,
@@ -113,12 +137,37 @@ def bench(
     rtt_messages: int,
     rtt_connections: int,
     rtt_only: bool,
+    history_runs: int | None,
+    history_file: Path,
     as_json: bool,
 ) -> None:
     """Deliver N messages on loopback and compare with a naive baseline;
-    with --rtt, also at that round-trip time."""
+    with --rtt, also at that round-trip time. Every run's figures are
+    appended to --history-file; --history N shows the last N."""
+    if history_runs is not None:
+        _echo_history(history.last(history_file, history_runs), as_json)
+        return
     if rtt_only and rtt_ms is None:
         raise click.UsageError("--rtt-only needs --rtt MS")
+    if api_recipients is None:
+        api_recipients = api_recipients_for(messages)
+    options: dict[str, Any] = {
+        "messages": messages,
+        "domains": domains,
+        "baseline": baseline_messages,
+        "store": store,
+        "api_recipients": api_recipients,
+        "workers": workers,
+        "mta_sts": mta_sts,
+        "dane": dane,
+        "tlsrpt": tlsrpt,
+        "rtt_ms": rtt_ms,
+        "rtt_messages": rtt_messages,
+        "rtt_connections": rtt_connections,
+        "rtt_only": rtt_only,
+    }
+    started = datetime.now(UTC)
+    machine = history.machine()
     rtt = (
         None
         if rtt_ms is None
@@ -129,6 +178,7 @@ def bench(
             click.echo(json.dumps({"rtt": rtt.as_dict()}))
         else:
             _echo_rtt(rtt)
+        _record(history_file, options, None, rtt, machine, started)
         return
     report = run_bench(
         messages,
@@ -141,6 +191,20 @@ def bench(
         dane=dane,
         tlsrpt=tlsrpt,
     )
+    # the figures first: a history that cannot be written loses no run
+    _echo_report(report, rtt, as_json=as_json, mta_sts=mta_sts, dane=dane, tlsrpt=tlsrpt)
+    _record(history_file, options, report.as_dict(), rtt, machine, started)
+
+
+def _echo_report(
+    report: BenchReport,
+    rtt: RTTReport | None,
+    *,
+    as_json: bool,
+    mta_sts: bool,
+    dane: bool = False,
+    tlsrpt: bool = False,
+) -> None:
     if as_json:
         click.echo(json.dumps({**report.as_dict(), **({"rtt": rtt.as_dict()} if rtt else {})}))
         return
@@ -152,8 +216,10 @@ def bench(
         f"(sink received {report.sink_received})"
     )
     click.echo(
-        f"latency:  enqueue→delivered p50 {report.latency_p50_ms:.0f} ms, "
-        f"p99 {report.latency_p99_ms:.0f} ms; enqueue took {report.enqueue_seconds:.2f} s"
+        f"latency:  start of delivery→delivered p50 {report.latency_p50_ms:.0f} ms, "
+        f"p99 {report.latency_p99_ms:.0f} ms (all {report.messages} enqueued first, "
+        f"so this is when each was delivered within the run); "
+        f"enqueue took {report.enqueue_seconds:.2f} s"
     )
     if mta_sts:
         click.echo(
@@ -179,13 +245,17 @@ def bench(
             f"= {report.tlsrpt_ratio:.3f} x (best of three each, alternating)"
         )
     each = ", ".join(f"{mb:.0f}" for mb in report.peak_rss_mb_per_engine)
+    at_start = ", ".join(f"{mb:.0f}" for mb in report.startup_rss_mb_per_engine if mb)
     click.echo(
         f"memory:   peak RSS per engine process {each} MB "
-        f"(largest {report.peak_rss_mb:.0f} MB, with {report.messages} queued at the start)"
+        f"(largest {report.peak_rss_mb:.0f} MB, with {report.messages} queued at the start"
+        f"{f'; {at_start} MB once started, before the first send' if at_start else ''})"
     )
     click.echo(
         f"baseline: smtplib, one connection + STARTTLS per message, dkimpy-signed: "
-        f"{report.baseline_messages} messages, {report.baseline_messages_per_second:.0f} msg/s"
+        f"{report.baseline_messages} messages, {report.baseline_messages_per_second:.0f} msg/s "
+        f"(capped at --baseline {report.baseline_cap_messages} messages or "
+        f"{report.baseline_cap_seconds:.0f} s, whichever comes first, whatever --messages is)"
     )
     click.echo(f"ratio:    {report.ratio:.1f}x the naive baseline")
     click.echo(
@@ -226,8 +296,9 @@ def _echo_rtt(report: RTTReport) -> None:
             f"({run.per_connection_per_second:.2f} per connection), "
             f"{run.of_bound:.0%} of the bound {run.bound_messages_per_second:.0f} msg/s; "
             f"a message on its connection p50 {run.message_p50_ms:.0f} ms, "
-            f"p99 {run.message_p99_ms:.0f} ms; enqueue→delivered p50 {run.latency_p50_ms:.0f} ms, "
-            f"p99 {run.latency_p99_ms:.0f} ms (all enqueued first; sink received "
+            f"p99 {run.message_p99_ms:.0f} ms; start of delivery→delivered p50 "
+            f"{run.latency_p50_ms:.0f} ms, p99 {run.latency_p99_ms:.0f} ms "
+            f"(all enqueued first; sink received "
             f"{run.sink_received})"
         )
 
@@ -239,3 +310,40 @@ def _echo_rtt(report: RTTReport) -> None:
     line("  PIPELINING:   ", report.pipelined)
     line("  without it:   ", report.baseline)
     click.echo(f"  per connection, PIPELINING is {report.speedup:.2f}x without it")
+
+
+def _record(
+    path: Path,
+    options: dict[str, Any],
+    figures: dict[str, Any] | None,
+    rtt: RTTReport | None,
+    machine: dict[str, Any],
+    started: datetime,
+) -> None:
+    line = history.entry(
+        options=options,
+        figures=figures,
+        rtt=None if rtt is None else rtt.as_dict(),
+        machine=machine,
+        commit=history.commit_of(Path(mailer.__file__).parent),
+        at=started,
+    )
+    try:
+        history.append(path, line)
+    except OSError as exc:
+        raise ValidationError("history-file", f"cannot append to {path}: {exc}") from exc
+
+
+def _echo_history(entries: list[history.Entry], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(entries, ensure_ascii=False))
+        return
+    if not entries:
+        click.echo("no bench runs recorded yet")
+        return
+    header, rows = history.table(entries)
+    table = Table(*header)
+    for row in rows:
+        table.add_row(*row)
+    # a figure with "!" changed for the worse against the run before it
+    Console(width=max(100, 26 + 24 * len(entries))).print(table)

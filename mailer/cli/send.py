@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mailer.app import App, Preview
 from mailer.cli.csvfile import CsvProblem, CsvRecipients, decode, read_recipients
@@ -74,20 +76,32 @@ def _precheck(dist: NewDistribution, csv_rows: CsvRecipients) -> list[CsvProblem
     return problems
 
 
-async def _send(config: Config, dist: NewDistribution, csv_rows: CsvRecipients) -> Sent:
+async def _send(
+    config: Config, dist: NewDistribution, csv_rows: CsvRecipients, console: Console
+) -> Sent:
+    """Enqueue the rows in batches, with a progress bar of the rows on
+    ``console`` when it is a terminal (nothing otherwise: the report on
+    stdout is what scripts read)."""
     sent = Sent(rejected=list(csv_rows.problems))
+    total = len(csv_rows.recipients)
+    columns = (TextColumn("enqueueing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    bar = Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
     async with App(config) as app:
-        for start in range(0, len(csv_rows.recipients), MAX_RECIPIENTS):
-            batch = csv_rows.recipients[start : start + MAX_RECIPIENTS]
-            lines = csv_rows.lines[start : start + MAX_RECIPIENTS]
-            try:
-                result = await app.enqueue(dist, batch)
-            except NoValidRecipient as exc:
-                sent.rejected += _on_lines(exc.rejected, lines)
-                continue
-            sent.distributions.append(result.distribution_id)
-            sent.accepted += len(result.send_ids)
-            sent.rejected += _on_lines(result.rejected, lines)
+        with bar:
+            task = bar.add_task("send", total=total)
+            for start in range(0, total, MAX_RECIPIENTS):
+                batch = csv_rows.recipients[start : start + MAX_RECIPIENTS]
+                lines = csv_rows.lines[start : start + MAX_RECIPIENTS]
+                try:
+                    result = await app.enqueue(dist, batch)
+                except NoValidRecipient as exc:
+                    sent.rejected += _on_lines(exc.rejected, lines)
+                    continue
+                finally:
+                    bar.advance(task, len(batch))
+                sent.distributions.append(result.distribution_id)
+                sent.accepted += len(result.send_ids)
+                sent.rejected += _on_lines(result.rejected, lines)
     sent.rejected.sort(key=lambda p: p.line)
     return sent
 
@@ -190,7 +204,7 @@ def send(
         if problems:
             _report(Sent(rejected=problems), csv_rows, used_encoding, as_json, enqueued=False)
             raise SystemExit(1)
-    sent = run(_send(ctx.config, dist, csv_rows))
+    sent = run(_send(ctx.config, dist, csv_rows, Console(stderr=True)))
     _report(sent, csv_rows, used_encoding, as_json, enqueued=True)
     if strict and sent.rejected:
         raise SystemExit(1)

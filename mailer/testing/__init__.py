@@ -1,8 +1,9 @@
 """The test kit for suites that send through mailer: a loopback DNS server
 serving test zones, throw-away certificates, and SMTP sinks (the plain
 recording :class:`Sink` and the checking :class:`DevSink` behind ``mailer
-sink``). The pytest plugin (``mailer.pytest_plugin``) builds its fixtures
-from these."""
+sink``), and the one test world (:mod:`mailer.testing.world`: domains,
+zone, keys, config, recipients). The pytest plugin (``mailer.pytest_plugin``)
+builds its fixtures from these."""
 
 from __future__ import annotations
 
