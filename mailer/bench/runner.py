@@ -38,6 +38,7 @@ from typing import Any
 from mailer import loop as service_loop
 from mailer.app import App
 from mailer.bench.api import api_enqueue_rate
+from mailer.bench.ceiling import CONNECTIONS, transport_ceiling
 from mailer.bench.feedback import bounces_parsed_per_second, inbound_accepted_per_second
 from mailer.bench.hooks import receiver_process, webhook_rate
 from mailer.config import Config, load_config
@@ -105,6 +106,11 @@ class BenchReport:
     # (0 when not measured), and that rate over the encrypt rate
     mta_sts_messages_per_second: float = 0.0
     mta_sts_ratio: float = 0.0
+    # plain aiosmtplib to the same sink, unsigned, no store (the transport
+    # ceiling, mailer.bench.ceiling), and the engine's rate over it
+    ceiling_connections: int = 0
+    ceiling_messages_per_second: float = 0.0
+    ceiling_ratio: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -445,6 +451,32 @@ def _phase(
     return messages / seconds
 
 
+def bench_config(root: Path, dns: DNSServer, port: int, database: str, workers: int) -> Config:
+    """The engine's settings in the bench: the sink on ``port``, the
+    loopback DNS, the keys under ``root``; the same connections and leases
+    in all, shared by the ``workers`` processes. With one process per core,
+    each signs on its own loop's thread: signing threads would only wait
+    for that process's GIL."""
+    return load_config(
+        environ={},
+        overrides={
+            "hostname": "bench.test",
+            "database": database,
+            "keys_dir": str(root / "keys"),
+            "dkim": {"domain": OUR_DOMAIN, "signing_threads": 0 if workers > 1 else 2},
+            "nameservers": [dns.address],
+            "smtp_port": port,
+            "limits": {
+                "default": {
+                    "connections": max(1, 8 // workers),
+                    "messages_per_connection": 1000,
+                }
+            },
+            "worker": {"max_in_flight": max(100, 2000 // workers), "poll_interval": 0.2},
+        },
+    )
+
+
 def run_bench(
     messages: int,
     *,
@@ -476,32 +508,17 @@ def run_bench(
         certs = stack.enter_context(TestCerts())
         cert = certs.issue([MX_HOST]) if mta_sts else None
         received = stack.enter_context(sink_process(port, root / "sink.log", cert))
-        # The same connections and leases in all, shared by the processes.
-        # With one process per core, each signs on its own loop's thread:
-        # signing threads would only wait for that process's GIL.
-        config = load_config(
-            environ={},
-            overrides={
-                "hostname": "bench.test",
-                "database": stack.enter_context(bench_database(root, postgres)),
-                "keys_dir": str(root / "keys"),
-                "dkim": {"domain": OUR_DOMAIN, "signing_threads": 0 if workers > 1 else 2},
-                "nameservers": [dns.address],
-                "smtp_port": port,
-                "limits": {
-                    "default": {
-                        "connections": max(1, 8 // workers),
-                        "messages_per_connection": 1000,
-                    }
-                },
-                "worker": {"max_in_flight": max(100, 2000 // workers), "poll_interval": 0.2},
-            },
+        config = bench_config(
+            root, dns, port, stack.enter_context(bench_database(root, postgres)), workers
         )
         enqueue_seconds = service_loop.run(_enqueue(config, messages, domains))
         deliver_seconds, engine_rss_mb = _deliver(config, workers)
         latencies = service_loop.run(_outcome(config, messages))
         # the sink writes its lines a few times a second
         engine_received = settled(received, messages)
+        ceiling = transport_ceiling(
+            port, sample_message(), messages, processes=workers, domains=domains
+        )
         sts_rate = 0.0
         if mta_sts:
             host = stack.enter_context(
@@ -613,6 +630,9 @@ def run_bench(
             sink_checks_per_second=round(sink_rate, 1),
             mta_sts_messages_per_second=round(sts_rate, 1),
             mta_sts_ratio=round(sts_rate / rate, 3),
+            ceiling_connections=CONNECTIONS,
+            ceiling_messages_per_second=round(ceiling, 1),
+            ceiling_ratio=round(rate / ceiling, 3),
             webhook_events=hooks.events,
             webhook_events_received=hooks.received,
             webhook_events_per_second=round(hooks.per_second, 1),
