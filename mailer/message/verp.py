@@ -70,6 +70,10 @@ def feedback_id(template: str, *, distribution: str, account: str, sender: str) 
     …) for a template with unknown fields."""
 
     def part(value: str) -> str:
+        # ids and names are nearly always printable without a colon: kept
+        # as they are without a Python step per character, once per message
+        if value.isprintable() and ":" not in value:
+            return value
         return "".join(c for c in value.replace(":", "-") if c.isprintable() and c not in "\r\n")
 
     try:
