@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mailer.bench.ceiling import CONNECTIONS, transport_ceiling
-from mailer.bench.postfix import INJECT_LENGTH, INJECT_SESSIONS, PostfixRelay
+from mailer.bench.postfix import INJECT_LENGTH, INJECT_SESSIONS, PostfixRelay, find_tools
 from mailer.bench.runner import (
     OUR_DOMAIN,
     _phase,
@@ -97,8 +97,10 @@ def run_comparison(
     """``rounds`` rounds of: ``messages`` through ``workers`` engine
     processes (SQLite store, DKIM RSA-2048, STARTTLS), the same number by
     the transport ceiling, and ``postfix_messages`` through Postfix +
-    OpenDKIM, all to one sink. Raises ConfigError when Postfix, smtp-source
-    or OpenDKIM is not installed, MailerError when a run fails."""
+    OpenDKIM, all to one sink. Raises MailerError when Postfix, smtp-source
+    or OpenDKIM is not installed (before anything starts) or a run fails."""
+    # before anything starts: a missing program fails at once
+    tools = find_tools()
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         keystore = KeyStore(root / "keys")
@@ -116,6 +118,7 @@ def run_comparison(
                 selector=info.selector,
                 key_pem=key.private_pem,
                 key_record=dns_record_value(info),
+                tools=tools,
             )
         )
         config = bench_config(root, dns, port, str(root / "unused.sqlite3"), workers)

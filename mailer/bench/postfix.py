@@ -17,7 +17,7 @@ flattering Postfix. Nothing leaves the machine.
 
 Debian's ``postfix`` (with ``smtp-source``), ``opendkim`` and
 ``opendkim-tools`` packages are needed; without them the bench fails
-with a ConfigError naming what is missing. It is not run in CI.
+with an error naming what is missing. It is not run in CI.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from mailer.errors import ConfigError, MailerError
+from mailer.errors import MailerError
 from mailer.message.signing import records_dnsfunc, verify
 from mailer.sink.runner import Sink, pick_port
 
@@ -53,6 +53,7 @@ INJECT_LENGTH = 4500
 SENDER = "postfix-bench@bench.test"
 PROBE_DOMAIN = "probe.bench.test"
 PACKAGES = "postfix opendkim opendkim-tools"
+SBIN = "/usr/sbin:/sbin"
 _LINE = re.compile(r"^(?P<at>\d+\.\d+) \S+ (?P<tls>\S+) from=<(?P<sender>[^>]*)>")
 
 
@@ -73,14 +74,20 @@ class PostfixRun:
         return self.messages / self.seconds
 
 
-def find_tools() -> Tools:
-    """The programs the comparison runs. Raises ConfigError naming the
-    missing one and the packages that bring it."""
+def find_tools(search: str | None = None) -> Tools:
+    """The programs the comparison runs, looked for on ``search`` (default:
+    ``PATH`` and the sbin directories Debian puts them in). Raises
+    MailerError naming the missing one and the packages that bring it."""
+    if search is None:
+        search = f"{os.environ.get('PATH', '')}:{SBIN}"
     found: dict[str, str] = {}
     for name in ("postfix", "smtp-source", "opendkim"):
-        path = shutil.which(name, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+        path = shutil.which(name, path=search)
         if path is None:
-            raise ConfigError("--postfix", f"{name} is not installed (Debian packages: {PACKAGES})")
+            raise MailerError(
+                f"bench --postfix needs {name}, which is not installed "
+                f"(Debian packages: {PACKAGES})"
+            )
         found[name] = path
     return Tools(found["postfix"], found["smtp-source"], found["opendkim"])
 
@@ -198,13 +205,20 @@ def _wait_listening(
 class PostfixRelay:
     """``with PostfixRelay(...) as relay``: the private Postfix and OpenDKIM,
     started and checked (a probe message signed and verified), stopped and
-    removed at the end. Raises ConfigError when a program is missing,
-    MailerError when they do not start or the probe is not signed."""
+    removed at the end. Raises MailerError when a program is missing, when
+    they do not start or when the probe is not signed."""
 
     def __init__(
-        self, sink_port: int, *, domain: str, selector: str, key_pem: bytes, key_record: str
+        self,
+        sink_port: int,
+        *,
+        domain: str,
+        selector: str,
+        key_pem: bytes,
+        key_record: str,
+        tools: Tools | None = None,
     ) -> None:
-        self.tools = find_tools()
+        self.tools = tools or find_tools()
         self._sink_port = sink_port
         self._domain = domain
         self._selector = selector

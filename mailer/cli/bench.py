@@ -132,7 +132,7 @@ def bench(
     if postfix:
         if store != "sqlite" or rtt_ms is not None or mta_sts:
             raise click.UsageError("--postfix runs alone, on the SQLite store")
-        # a missing program is a ConfigError, shown by the group as such
+        # a missing program is a MailerError, which the group shows as such
         comparison = run_comparison(
             messages,
             rounds=rounds,
