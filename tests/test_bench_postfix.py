@@ -107,5 +107,8 @@ def test_the_comparison_runs_engine_ceiling_and_postfix_side_by_side() -> None:
     assert only.engine > 0
     assert only.ceiling > 0
     assert only.postfix > 0
+    # the engine signs, composes and records: more CPU a message than plain sending
+    assert only.engine_cpu_ms > only.ceiling_cpu_ms > 0
+    assert report.cpu_of_ceiling == pytest.approx(only.ceiling_cpu_ms / only.engine_cpu_ms)
     assert report.of_ceiling == pytest.approx(only.engine / only.ceiling)
     assert report.over_postfix == pytest.approx(only.engine / only.postfix)

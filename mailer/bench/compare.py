@@ -28,6 +28,7 @@ from mailer.bench.runner import (
     zone,
 )
 from mailer.dev.dnsserver import DNSServer
+from mailer.errors import MailerError
 from mailer.message.keys import KeyStore, dns_record_value
 from mailer.sink.runner import pick_port
 
@@ -39,6 +40,11 @@ class Round:
     engine: float
     ceiling: float
     postfix: float
+    # CPU milliseconds per message of every process involved (the engine's
+    # or the ceiling's processes and the sink): what the rates would be
+    # set by on an idle machine, much less moved by other work on it
+    engine_cpu_ms: float = 0.0
+    ceiling_cpu_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,14 @@ class Comparison:
         return max(r.postfix for r in self.rounds)
 
     @property
+    def cpu_of_ceiling(self) -> float:
+        """The ceiling's CPU per message over the engine's, the least of
+        each: the engine's share of the ceiling by CPU alone."""
+        return min(r.ceiling_cpu_ms for r in self.rounds) / min(
+            r.engine_cpu_ms for r in self.rounds
+        )
+
+    @property
     def of_ceiling(self) -> float:
         """The best engine rate over the best ceiling."""
         return self.engine / self.ceiling
@@ -82,8 +96,33 @@ class Comparison:
             "ceiling": self.ceiling,
             "postfix": self.postfix,
             "of_ceiling": self.of_ceiling,
+            "cpu_of_ceiling": self.cpu_of_ceiling,
             "over_postfix": self.over_postfix,
         }
+
+
+def _child(module: str) -> int:
+    """The process id of this process's child running ``module``. Raises
+    MailerError when there is none."""
+    me = str(os.getpid())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        if stat[stat.rindex(")") + 2 :].split()[1] == me and module.encode() in command:
+            return int(entry.name)
+    raise MailerError(f"bench: no child process runs {module}")
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds the running process ``pid`` has used so far."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_comparison(
@@ -125,13 +164,38 @@ def run_comparison(
         data = sample_message()
         load_before = os.getloadavg()[0]
         done: list[Round] = []
+        sink = _child("mailer.sink.runner")
         for index in range(rounds):
+            # CPU from each start signal on (not the processes' start-up),
+            # and the sink's meanwhile
+            engine_cpu: list[float] = []
+            before = _cpu(sink)
             engine = _phase(
-                stack, config, root / f"engine{index}", None, messages, domains, workers
+                stack,
+                config,
+                root / f"engine{index}",
+                None,
+                messages,
+                domains,
+                workers,
+                cpu=engine_cpu,
             )
-            ceiling = transport_ceiling(port, data, messages, processes=workers, domains=domains)
+            engine_sink, before = _cpu(sink) - before, _cpu(sink)
+            ceiling_cpu: list[float] = []
+            ceiling = transport_ceiling(
+                port, data, messages, processes=workers, domains=domains, cpu=ceiling_cpu
+            )
+            ceiling_sink = _cpu(sink) - before
             postfix = relay.run(sink_log, postfix_messages, recipient="respondent@d0.bench.test")
-            done.append(Round(engine, ceiling, postfix.messages_per_second))
+            done.append(
+                Round(
+                    engine,
+                    ceiling,
+                    postfix.messages_per_second,
+                    engine_cpu_ms=(sum(engine_cpu) + engine_sink) * 1000 / messages,
+                    ceiling_cpu_ms=(sum(ceiling_cpu) + ceiling_sink) * 1000 / messages,
+                )
+            )
         return Comparison(
             messages=messages,
             postfix_messages=postfix_messages,

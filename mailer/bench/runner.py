@@ -326,15 +326,21 @@ def _engine_process(config: Config, owner: str, ready: Any, go: Any, done: Any) 
             service_loop.settle_heap()
             ready.set()
             await asyncio.get_running_loop().run_in_executor(None, go.wait)
+            started.append(time.process_time())
             await engine.run(drain=True)
 
+    started: list[float] = []
     service_loop.run(work())
-    done.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    # the peak RSS, and the CPU (all threads) from the start signal on
+    done.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.process_time() - started[0]))
 
 
-def _deliver(config: Config, workers: int) -> tuple[float, list[float]]:
+def _deliver(
+    config: Config, workers: int, *, cpu: list[float] | None = None
+) -> tuple[float, list[float]]:
     """Seconds from the start signal until ``workers`` engine processes have
-    drained the queue, and the peak RSS (MB) of each. Start-up
+    drained the queue, and the peak RSS (MB) of each; with ``cpu``, each
+    one's CPU seconds from the start signal are appended to it. Start-up
     (imports, keys, connections to the store) is not timed: it is not
     throughput."""
     context = multiprocessing.get_context("spawn")
@@ -360,7 +366,10 @@ def _deliver(config: Config, workers: int) -> tuple[float, list[float]]:
         peaks: list[int] = []
         while len(peaks) < workers:
             try:
-                peaks.append(done.get(timeout=0.5))
+                peak, busy = done.get(timeout=0.5)
+                peaks.append(peak)
+                if cpu is not None:
+                    cpu.append(busy)
             except queue.Empty:
                 failed = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
                 if failed:
@@ -432,9 +441,12 @@ def _phase(
     messages: int,
     domains: int,
     workers: int,
+    *,
+    cpu: list[float] | None = None,
 ) -> float:
     """Enqueue and deliver ``messages`` into a fresh store under ``root``
-    with ``config``; the delivery rate. With MTA-STS configured, checks
+    with ``config``; the delivery rate (and, with ``cpu``, each engine
+    process's CPU seconds appended to it). With MTA-STS configured, checks
     that the policy applied was enforce. Raises MailerError."""
     root.mkdir()
     phase = config.model_copy(
@@ -444,7 +456,7 @@ def _phase(
     enforced = phase.mta_sts.test_cafile is not None
     if enforced:
         service_loop.run(_prime_policies(phase, domains))
-    seconds, _ = _deliver(phase, workers)
+    seconds, _ = _deliver(phase, workers, cpu=cpu)
     service_loop.run(
         _outcome(phase, messages, tls_policy="mta-sts enforce" if enforced else "encrypt")
     )

@@ -244,12 +244,18 @@ def _echo_comparison(report: Comparison) -> None:
         click.echo(
             f"  round {index}: engine {run.engine:.0f} msg/s, ceiling {run.ceiling:.0f} msg/s "
             f"({run.engine / run.ceiling:.0%}), Postfix {run.postfix:.0f} msg/s "
-            f"({run.engine / run.postfix:.1f}x)"
+            f"({run.engine / run.postfix:.1f}x); CPU per message with the sink's: engine "
+            f"{run.engine_cpu_ms:.2f} ms, ceiling {run.ceiling_cpu_ms:.2f} ms"
         )
     click.echo(
         f"  best:    engine {report.engine:.0f} msg/s = {report.of_ceiling:.0%} of the ceiling "
         f"{report.ceiling:.0f} msg/s and {report.over_postfix:.1f}x Postfix + OpenDKIM "
         f"{report.postfix:.0f} msg/s"
+    )
+    click.echo(
+        f"  by CPU:  the engine is {report.cpu_of_ceiling:.0%} of the ceiling (least CPU per "
+        f"message of each, every process and the sink included: on an idle machine the rates "
+        f"would follow it)"
     )
 
 
