@@ -16,12 +16,14 @@ install: $(BIN)/.installed
 
 # OpenDKIM is the independent DKIM verifier of the test suite; Chromium is
 # the browser the page tests drive through Playwright (executable_path,
-# never Playwright's own browser download).
+# never Playwright's own browser download). Postfix (with smtp-source) is
+# what `mailer bench --postfix` compares the engine with.
 system-deps:
-	@command -v opendkim >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 || { \
+	@command -v opendkim >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 && \
+	  command -v smtp-source >/dev/null 2>&1 || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
-	    opendkim opendkim-tools chromium >/dev/null; }
+	    opendkim opendkim-tools chromium postfix >/dev/null; }
 
 run: install
 	$(BIN)/mailer serve --dev --sample

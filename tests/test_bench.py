@@ -53,8 +53,13 @@ def test_bench_delivers_everything_reports_measured_figures_and_records_them(
         "inbound_accepted_per_second",
         "sink_checks_per_second",
         "webhook_events_per_second",
+        "ceiling_messages_per_second",
     ):
         assert report[figure] > 0, figure
+    assert report["ceiling_connections"] == 32
+    assert report["ceiling_ratio"] == pytest.approx(
+        report["messages_per_second"] / report["ceiling_messages_per_second"], rel=0.01
+    )
     assert report["ratio"] == pytest.approx(
         report["messages_per_second"] / report["baseline_messages_per_second"], rel=0.01
     )

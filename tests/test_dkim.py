@@ -22,6 +22,7 @@ from mailer.message.signing import (
     DEFAULT_SIGNED_HEADERS,
     OVERSIGNED_HEADERS,
     Signer,
+    _select,
     naive_sign,
     records_dnsfunc,
     signed_header_names,
@@ -513,3 +514,29 @@ def test_keys_are_read_from_disk_once(tmp_path: Path) -> None:
     signer = Signer(store.load_all(), our_domain=OURS)
     (tmp_path / OURS / "solo.key").unlink()
     assert len(signatures(signer.sign(SIMPLE))) == 1
+
+
+_NAMES = st.sampled_from([b"from", b"to", b"subject", b"cc", b"x-a"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fields=st.lists(st.tuples(_NAMES, st.binary(max_size=3)), max_size=10),
+    include=st.lists(_NAMES, max_size=12),
+    upper=st.booleans(),
+)
+def test_header_selection_is_dkimpys(
+    fields: list[tuple[bytes, bytes]], include: list[bytes], upper: bool
+) -> None:
+    headers = [(name.upper() if upper else name, value) for name, value in fields]
+    assert _select(headers, include) == dkim.select_headers(headers, include)
+
+
+def test_a_message_with_repeated_fields_is_signed_as_dkimpy_signs(
+    keys: dict[str, list[SigningKey]],
+) -> None:
+    message = (
+        b"Received: one\r\nFrom: a@netigate.test\r\nTo: b@x.test\r\nSubject: first\r\n"
+        b"To: c@x.test\r\nSubject: second\r\nReceived: two\r\n\r\nbody\r\n"
+    )
+    assert_signed_as_dkimpy_signs(keys, message)

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailer.delivery.smtp import open_session
 from mailer.dev.certs import TestCerts
@@ -206,3 +208,8 @@ def test_a_repeated_field_reads_back_when_it_repeats() -> None:
     assert read_feedback_id(template, "01ab:acct-1:01ab", sender="mailer") == FeedbackIdentity(
         "01ab", "acct-1"
     )
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from("ab1-_:. \r\n\t\x00é€"), max_size=20))
+def test_feedback_id_parts_lose_colons_and_unprintables_and_nothing_else(value: str) -> None:
+    expected = "".join(c for c in value.replace(":", "-") if c.isprintable())
+    assert feedback_id("{account}", distribution="d", account=value, sender="s") == expected

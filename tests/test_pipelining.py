@@ -11,9 +11,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from aiosmtplib.protocol import SMTPProtocol
+from aiosmtplib.protocol import PERIOD_REGEX, SMTPProtocol, normalize_message_line_endings
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from mailer.delivery.pipeline import PRIVATE_NAMES, PipelinedReplies
+from mailer.delivery.pipeline import PRIVATE_NAMES, PipelinedReplies, message_payload
 from mailer.delivery.smtp import Session, TLSContexts, open_session
 from mailer.dev.certs import TestCerts
 from mailer.errors import SMTPReplyError
@@ -240,3 +242,24 @@ async def test_the_aiosmtplib_internals_the_reply_reader_uses_are_still_there() 
             assert (await replies.next()).code == 421
         assert "data_received" not in vars(protocol)
         transport.close()
+
+
+_LINE = st.sampled_from([b"", b".", b"..x", b"a.b", b"QUJD", b" x", b"\r", b"\n", b"=2E"])
+_END = st.sampled_from([b"\r\n", b"\r\n", b"\n", b"\r", b""])
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.tuples(_LINE, _END), max_size=12))
+def test_message_payload_is_what_aiosmtplibs_own_data_sends(
+    lines: list[tuple[bytes, bytes]],
+) -> None:
+    data = b"".join(line + end for line, end in lines)
+    expected = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(data)) + b".\r\n"
+    assert message_payload(data) == expected
+
+
+def test_a_composed_message_goes_on_the_wire_as_it_is() -> None:
+    data = b"From: a@b.test\r\nSubject: x\r\n\r\nQUJD\r\n.\r\n"
+    assert message_payload(data) == b"From: a@b.test\r\nSubject: x\r\n\r\nQUJD\r\n..\r\n.\r\n"
+    clean = b"From: a@b.test\r\n\r\nQUJD\r\n"
+    assert message_payload(clean) == clean + b".\r\n"

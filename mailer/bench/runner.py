@@ -45,6 +45,7 @@ from mailer import loop as service_loop
 from mailer.app import App
 from mailer.bench import progress
 from mailer.bench.api import api_enqueue_rate
+from mailer.bench.ceiling import CONNECTIONS, transport_ceiling
 from mailer.bench.feedback import bounces_parsed_per_second, inbound_accepted_per_second
 from mailer.bench.hooks import receiver_process, webhook_rate
 from mailer.config import Config, load_config
@@ -131,6 +132,11 @@ class BenchReport:
     # each engine process's RSS once started, before the first send (0
     # where /proc is not there): the peak above less this is the drain's
     startup_rss_mb_per_engine: tuple[float, ...] = ()
+    # plain aiosmtplib to the same sink, unsigned, no store (the transport
+    # ceiling, mailer.bench.ceiling), and the engine's rate over it
+    ceiling_connections: int = 0
+    ceiling_messages_per_second: float = 0.0
+    ceiling_ratio: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -383,10 +389,13 @@ def _engine_process(config: Config, owner: str, ready: Any, go: Any, done: Any) 
             service_loop.settle_heap()
             ready.set()
             await asyncio.get_running_loop().run_in_executor(None, go.wait)
+            started.append(time.process_time())
             await engine.run(drain=True)
 
+    started: list[float] = []
     service_loop.run(work())
-    done.put(own_peak_kb())
+    # the peak RSS, and the CPU (all threads) from the start signal on
+    done.put((own_peak_kb(), time.process_time() - started[0]))
 
 
 def own_peak_kb() -> int:
@@ -430,11 +439,12 @@ class Delivery(NamedTuple):
     startup_mb: list[float]
 
 
-def _deliver(config: Config, workers: int) -> Delivery:
+def _deliver(config: Config, workers: int, *, cpu: list[float] | None = None) -> Delivery:
     """Seconds from the start signal until ``workers`` engine processes have
     drained the queue, the peak RSS (MB) of each and their RSS when ready,
-    and the wall-clock time of the start signal (where latencies begin).
-    Start-up (imports, keys, connections to the store) is not timed: it is
+    and the wall-clock time of the start signal (where latencies begin);
+    with ``cpu``, each one's CPU seconds from the start signal are appended
+    to it. Start-up (imports, keys, connections to the store) is not timed: it is
     not throughput."""
     context = multiprocessing.get_context("spawn")
     go, done = context.Event(), context.Queue()
@@ -461,7 +471,10 @@ def _deliver(config: Config, workers: int) -> Delivery:
         peaks: list[int] = []
         while len(peaks) < workers:
             try:
-                peaks.append(done.get(timeout=0.5))
+                peak, busy = done.get(timeout=0.5)
+                peaks.append(peak)
+                if cpu is not None:
+                    cpu.append(busy)
             except queue.Empty:
                 progress.show(f"delivering, {time.perf_counter() - start:.0f} s")
                 failed = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
@@ -537,9 +550,12 @@ def _phase(
     messages: int,
     domains: int,
     workers: int,
+    *,
+    cpu: list[float] | None = None,
 ) -> float:
     """Enqueue and deliver ``messages`` into a fresh store under ``root``
-    with ``config``; the delivery rate. With MTA-STS configured, checks
+    with ``config``; the delivery rate (and, with ``cpu``, each engine
+    process's CPU seconds appended to it). With MTA-STS configured, checks
     that the policy applied was enforce. Raises MailerError."""
     root.mkdir()
     phase = config.model_copy(
@@ -549,7 +565,7 @@ def _phase(
     enforced = phase.mta_sts.test_cafile is not None
     if enforced:
         service_loop.run(_prime_policies(phase, domains))
-    delivery = _deliver(phase, workers)
+    delivery = _deliver(phase, workers, cpu=cpu)
     expected = "mta-sts enforce" if enforced else "encrypt"
     if phase.dnssec == "trust-ad":
         expected = "dane"
@@ -605,6 +621,32 @@ def _counting_rates(
     return max(rates[False]), max(rates[True])
 
 
+def bench_config(root: Path, dns: DNSServer, port: int, database: str, workers: int) -> Config:
+    """The engine's settings in the bench: the sink on ``port``, the
+    loopback DNS, the keys under ``root``; the same connections and leases
+    in all, shared by the ``workers`` processes. With one process per core,
+    each signs on its own loop's thread: signing threads would only wait
+    for that process's GIL."""
+    return load_config(
+        environ={},
+        overrides={
+            "hostname": "bench.test",
+            "database": database,
+            "keys_dir": str(root / "keys"),
+            "dkim": {"domain": OUR_DOMAIN, "signing_threads": 0 if workers > 1 else 2},
+            "nameservers": [dns.address],
+            "smtp_port": port,
+            "limits": {
+                "default": {
+                    "connections": max(1, 8 // workers),
+                    "messages_per_connection": 1000,
+                }
+            },
+            "worker": {"max_in_flight": max(100, 2000 // workers), "poll_interval": 0.2},
+        },
+    )
+
+
 def run_bench(
     messages: int,
     *,
@@ -641,26 +683,8 @@ def run_bench(
         certs = stack.enter_context(TestCerts())
         cert = certs.issue([MX_HOST]) if mta_sts or dane else None
         received = stack.enter_context(sink_process(port, root / "sink.log", cert))
-        # The same connections and leases in all, shared by the processes.
-        # With one process per core, each signs on its own loop's thread:
-        # signing threads would only wait for that process's GIL.
-        config = load_config(
-            environ={},
-            overrides={
-                "hostname": "bench.test",
-                "database": stack.enter_context(bench_database(root, postgres)),
-                "keys_dir": str(root / "keys"),
-                "dkim": {"domain": OUR_DOMAIN, "signing_threads": 0 if workers > 1 else 2},
-                "nameservers": [dns.address],
-                "smtp_port": port,
-                "limits": {
-                    "default": {
-                        "connections": max(1, 8 // workers),
-                        "messages_per_connection": 1000,
-                    }
-                },
-                "worker": {"max_in_flight": max(100, 2000 // workers), "poll_interval": 0.2},
-            },
+        config = bench_config(
+            root, dns, port, stack.enter_context(bench_database(root, postgres)), workers
         )
         enqueue_seconds = service_loop.run(_enqueue(config, messages, domains))
         delivery = _deliver(config, workers)
@@ -669,6 +693,9 @@ def run_bench(
         latencies = service_loop.run(_outcome(config, messages, since=delivery.started_at))
         # the sink writes its lines a few times a second
         engine_received = settled(received, messages)
+        ceiling = transport_ceiling(
+            port, sample_message(), messages, processes=workers, domains=domains
+        )
         sts_rate = 0.0
         if mta_sts:
             host = stack.enter_context(
@@ -826,6 +853,9 @@ def run_bench(
             tlsrpt_off_messages_per_second=round(counting_rates[0], 1),
             tlsrpt_on_messages_per_second=round(counting_rates[1], 1),
             tlsrpt_ratio=round(counting_rates[1] / counting_rates[0], 3) if tlsrpt else 0.0,
+            ceiling_connections=CONNECTIONS,
+            ceiling_messages_per_second=round(ceiling, 1),
+            ceiling_ratio=round(rate / ceiling, 3),
             webhook_events=hooks.events,
             webhook_events_received=hooks.received,
             webhook_events_per_second=round(hooks.per_second, 1),

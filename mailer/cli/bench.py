@@ -14,6 +14,7 @@ from rich.table import Table
 
 import mailer
 from mailer.bench import history
+from mailer.bench.compare import Comparison, run_comparison
 from mailer.bench.rtt import RTTReport, RTTRun, run_rtt_bench
 from mailer.bench.runner import BenchReport, api_recipients_for, run_bench
 from mailer.cli.main import cli
@@ -121,6 +122,26 @@ from mailer.errors import ValidationError
     show_default=True,
     help="Where each run's figures are appended (JSON lines) and --history reads them.",
 )
+@click.option(
+    "--postfix",
+    is_flag=True,
+    help="Instead of the usual figures: the engine, the transport ceiling and Postfix + "
+    "OpenDKIM (Debian's postfix, opendkim) relaying to the same sink, interleaved.",
+)
+@click.option(
+    "--rounds",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 20),
+    help="Interleaved rounds of each kind with --postfix; the best of each is compared.",
+)
+@click.option(
+    "--postfix-messages",
+    default=3000,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="Messages smtp-source injects into Postfix in each --postfix round.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def bench(
     messages: int,
@@ -139,6 +160,9 @@ def bench(
     rtt_only: bool,
     history_runs: int | None,
     history_file: Path,
+    postfix: bool,
+    rounds: int,
+    postfix_messages: int,
     as_json: bool,
 ) -> None:
     """Deliver N messages on loopback and compare with a naive baseline;
@@ -149,6 +173,22 @@ def bench(
         return
     if rtt_only and rtt_ms is None:
         raise click.UsageError("--rtt-only needs --rtt MS")
+    if postfix:
+        if store != "sqlite" or rtt_ms is not None or mta_sts:
+            raise click.UsageError("--postfix runs alone, on the SQLite store")
+        # a missing program is a MailerError, which the group shows as such
+        comparison = run_comparison(
+            messages,
+            rounds=rounds,
+            postfix_messages=postfix_messages,
+            workers=workers,
+            domains=domains,
+        )
+        if as_json:
+            click.echo(json.dumps(comparison.as_dict()))
+        else:
+            _echo_comparison(comparison)
+        return
     if api_recipients is None:
         api_recipients = api_recipients_for(messages)
     options: dict[str, Any] = {
@@ -214,6 +254,12 @@ def _echo_report(
         f"{'es' if report.workers > 1 else ''}) "
         f"in {report.deliver_seconds:.2f} s = {report.messages_per_second:.0f} msg/s "
         f"(sink received {report.sink_received})"
+    )
+    click.echo(
+        f"ceiling:  aiosmtplib to the same sink, unsigned, no store, "
+        f"{report.ceiling_connections} connections from {report.workers} process"
+        f"{'es' if report.workers > 1 else ''}: {report.ceiling_messages_per_second:.0f} msg/s; "
+        f"the engine is {report.ceiling_ratio:.0%} of it"
     )
     click.echo(
         f"latency:  start of delivery→delivered p50 {report.latency_p50_ms:.0f} ms, "
@@ -286,6 +332,34 @@ def _echo_report(
     )
     if rtt is not None:
         _echo_rtt(rtt)
+
+
+def _echo_comparison(report: Comparison) -> None:
+    click.echo(
+        f"compare:  {report.messages} messages by the engine ({report.workers} process"
+        f"{'es' if report.workers > 1 else ''}, SQLite, DKIM RSA-2048, STARTTLS) and by the "
+        f"transport ceiling (aiosmtplib, unsigned, no store, {report.ceiling_connections} "
+        f"connections); {report.postfix_messages} by Postfix + OpenDKIM (smtp-source -s "
+        f"{report.postfix_sessions} -l {report.postfix_length}); one sink, interleaved "
+        f"(load average {report.load_before:.1f} before, {report.load_after:.1f} after)"
+    )
+    for index, run in enumerate(report.rounds, 1):
+        click.echo(
+            f"  round {index}: engine {run.engine:.0f} msg/s, ceiling {run.ceiling:.0f} msg/s "
+            f"({run.engine / run.ceiling:.0%}), Postfix {run.postfix:.0f} msg/s "
+            f"({run.engine / run.postfix:.1f}x); CPU per message with the sink's: engine "
+            f"{run.engine_cpu_ms:.2f} ms, ceiling {run.ceiling_cpu_ms:.2f} ms"
+        )
+    click.echo(
+        f"  best:    engine {report.engine:.0f} msg/s = {report.of_ceiling:.0%} of the ceiling "
+        f"{report.ceiling:.0f} msg/s and {report.over_postfix:.1f}x Postfix + OpenDKIM "
+        f"{report.postfix:.0f} msg/s"
+    )
+    click.echo(
+        f"  by CPU:  the engine is {report.cpu_of_ceiling:.0%} of the ceiling (least CPU per "
+        f"message of each, every process and the sink included: on an idle machine the rates "
+        f"would follow it)"
+    )
 
 
 def _echo_rtt(report: RTTReport) -> None:

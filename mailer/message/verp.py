@@ -71,6 +71,10 @@ def read_return_path(address: str, *, secret: str, domains: frozenset[str]) -> T
 
 
 def _part(value: str) -> str:
+    # ids and names are nearly always printable without a colon: kept as
+    # they are without a Python step per character, once per message
+    if value.isprintable() and ":" not in value:
+        return value
     return "".join(c for c in value.replace(":", "-") if c.isprintable() and c not in "\r\n")
 
 
