@@ -277,6 +277,13 @@ async def test_a_day_of_testing_policy_sessions_from_two_workers_is_reported_by_
         assert signed
         assert b"tls-report-domain" in mail.data.split(b"\r\n\r\n")[0].lower()
 
+        # /metrics: one report sent, by both URIs
+        metrics = app.metrics.render().decode()
+        assert 'mailer_tls_reports_total{state="sent"} 1.0' in metrics
+        assert 'mailer_tls_report_deliveries_total{result="ok",scheme="https"} 1.0' in metrics
+        assert 'mailer_tls_report_deliveries_total{result="ok",scheme="mailto"} 1.0' in metrics
+        assert 'result="failed"' not in metrics
+
 
 async def test_a_report_no_uri_takes_is_due_again_later_and_a_domain_without_a_record_gets_none(
     tmp_path: Path,
@@ -321,5 +328,12 @@ async def test_a_report_no_uri_takes_is_due_again_later_and_a_domain_without_a_r
             later = app.tls_reporter(owner="r2", clock=lambda: now + 100)
             assert await later.run_once() == 1
             assert len(refusing.requests) == 2
+            metrics = app.metrics.render().decode()
+            assert 'mailer_tls_reports_total{state="no-record"} 1.0' in metrics
+            assert 'mailer_tls_reports_total{state="retry"} 2.0' in metrics
+            assert 'mailer_tls_report_deliveries_total{result="failed",scheme="https"} 2.0' in (
+                metrics
+            )
+            assert 'state="sent"' not in metrics
     finally:
         refusing.stop()

@@ -101,9 +101,7 @@ def apply_dane(base: AppliedPolicy, found: DaneLookup) -> AppliedPolicy:
     if found.status is DaneStatus.USABLE and found.tlsa is not None:
         return AppliedPolicy(Applied.DANE, TLSPolicy.ENCRYPT, tlsa=found.tlsa)
     if found.status is DaneStatus.UNUSABLE:
-        return replace(
-            base, dane=found.status, result=ResultType.TLSA_INVALID, unusable=found.tlsa
-        )
+        return replace(base, dane=found.status, result=ResultType.TLSA_INVALID, unusable=found.tlsa)
     if found.status is DaneStatus.INSECURE:
         return replace(base, dane=found.status)
     return base

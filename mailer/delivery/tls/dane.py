@@ -113,8 +113,7 @@ def presentation(tlsa: TLSASet) -> tuple[str, ...]:
     owner = tlsa.name.rstrip(".") + "."
     return tuple(
         sorted(
-            f"{owner} IN TLSA {r.usage} {r.selector} {r.mtype} {r.data.hex()}"
-            for r in tlsa.rrset
+            f"{owner} IN TLSA {r.usage} {r.selector} {r.mtype} {r.data.hex()}" for r in tlsa.rrset
         )
     )
 
