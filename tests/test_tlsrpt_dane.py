@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -104,7 +105,8 @@ def test_an_unusable_rrset_is_a_tlsa_invalid_failure_of_the_tlsa_policy() -> Non
         apply_policy(TLSPolicy.ENCRYPT, STS_ENFORCE),
     ):
         applied = apply_dane(base, DaneLookup(DaneStatus.UNUSABLE, tlsa))
-        assert applied.tlsa is None and applied.unusable is tlsa
+        assert applied.tlsa is None
+        assert applied.unusable is tlsa
         assert applied.result is ResultType.TLSA_INVALID
         c = counter()
         failure(c, applied, applied.result, "127.0.0.2")
@@ -242,12 +244,9 @@ async def test_a_failed_lookup_with_no_host_left_is_counted_and_defers(
         dns_server.fail(f"_{smtp_port}._tcp.{host}", rdtype="TLSA")
     c = counter()
     conn = dane_connector(dns_server, smtp_port, certs, c)
-    try:
+    with pytest.raises(RouteFailure) as failed:
         await conn.connect("dest.test", TLSPolicy.ENCRYPT, SOURCE)
-    except RouteFailure as exc:
-        assert exc.result is ResultType.DNSSEC_INVALID
-    else:
-        raise AssertionError("connected without a usable host")
+    assert failed.value.result is ResultType.DNSSEC_INVALID
     counts = c.drain()
     assert {(x.policy_type, x.result_type, x.receiving_mx, x.count) for x in counts} == {
         ("tlsa", "dnssec-invalid", "mx1.dest.test", 1),

@@ -25,7 +25,6 @@ from typing import Any
 
 import jsonschema
 import pytest
-
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
