@@ -330,7 +330,14 @@ class App:
             timeout=cfg.tlsrpt.timeout,
         )
         return Reporter(
-            cfg, self.store.tlsrpt, self.resolver, connector, signer, owner=owner, clock=clock
+            cfg,
+            self.store.tlsrpt,
+            self.resolver,
+            connector,
+            signer,
+            owner=owner,
+            clock=clock,
+            metrics=self.metrics,
         )
 
     def dispatcher(self, *, owner: str) -> Dispatcher:

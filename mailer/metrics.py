@@ -103,7 +103,8 @@ class Metrics:
         self.tls_policy_attempts = Counter(
             "mailer_tls_policy_attempts",
             "Delivery attempts by the TLS policy they were made under (encrypt, verify, "
-            "mta-sts enforce, mta-sts testing) and the reason of their result.",
+            "mta-sts enforce, mta-sts testing, dane; what DANE found where it did not "
+            "apply follows in brackets) and the reason of their result.",
             ["policy", "reason"],
             registry=self.registry,
         )
@@ -119,6 +120,19 @@ class Metrics:
             "MTA-STS policies that could not be fetched or parsed, by recipient domain and "
             "the field or step at fault.",
             ["destination", "field"],
+            registry=self.registry,
+        )
+        self.tls_reports = Counter(
+            "mailer_tls_reports",
+            "Daily TLS reports (RFC 8460) this process finished, by state (sent, no-record, "
+            "failed) or left due again (retry).",
+            ["state"],
+            registry=self.registry,
+        )
+        self.tls_report_deliveries = Counter(
+            "mailer_tls_report_deliveries",
+            "TLS reports handed to one rua URI, by scheme (https, mailto) and result (ok, failed).",
+            ["scheme", "result"],
             registry=self.registry,
         )
         self.delivery_latency = Histogram(
@@ -185,6 +199,15 @@ class Metrics:
         if attempt.reason in TLS_REASONS:
             destination = destination_label(send.domain, self.destinations)
             self.tls_failures.labels(destination=destination, reason=attempt.reason.value).inc()
+
+    def tls_report(self, state: str) -> None:
+        """One TLS report this process finished (sent, no-record, failed)
+        or left due again (retry). Raises nothing."""
+        self.tls_reports.labels(state=state).inc()
+
+    def tls_report_delivery(self, scheme: str, *, ok: bool) -> None:
+        """One TLS report handed to one ``rua`` URI. Raises nothing."""
+        self.tls_report_deliveries.labels(scheme=scheme, result="ok" if ok else "failed").inc()
 
     def mta_sts_testing_failure(self, domain: str, reason: Reason) -> None:
         self.mta_sts_testing_failures.labels(destination=domain, reason=reason.value).inc()

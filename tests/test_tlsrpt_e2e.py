@@ -1,12 +1,13 @@
 """TLS reporting (RFC 8460) end to end, all on loopback: a day of mail to
-a domain with an MTA-STS testing policy, sent by two workers (two apps on
-one store), some sessions meeting the policy and some failing it; the next
+a domain with an MTA-STS testing policy whose first MX later publishes DANE
+TLSA records, sent by several workers (one app each on one store), some
+sessions meeting the policy that applied and some failing it; the next
 day's report built from the store, validated against the RFC 8460 §4
 schema, POSTed to an https receiver and mailed to a sink whose certificate
 nobody trusts (``TLS-Required: No``).
 
-To add a policy source (DANE), add a ``Phase`` to ``PHASES`` with its sink
-certificate, its DNS records and the counts it must add to the report."""
+To add a policy source, add a ``Phase`` to ``PHASES`` with its sink
+certificate, its DNS records and the sessions each of its messages makes."""
 
 from __future__ import annotations
 
@@ -24,9 +25,12 @@ from typing import Any
 
 import jsonschema
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from mailer.app import App
-from mailer.dev.certs import TestCerts
+from mailer.delivery.tls.dane import association
+from mailer.dev.certs import CertFiles, TestCerts
 from mailer.dev.dnsserver import DNSServer
 from mailer.dev.policyhost import PolicyHost, Reply, policy_text
 from mailer.enqueue import RecipientInput
@@ -44,21 +48,30 @@ DAY = 86400.0
 @dataclasses.dataclass(frozen=True)
 class Phase:
     """One worker's share of the day: its sink's certificate name, how many
-    messages it sends, and what each of its sessions counts as."""
+    messages it sends, and the sessions each message makes: (policy type,
+    result type; None for a session that met the policy). ``dane``: the
+    DNS answers are DNSSEC-secure and mx1 publishes a DANE-EE record of
+    ``"published"`` key while its sink shows the ``"published"`` or
+    ``"another"`` key; mx2 publishes no TLSA records."""
 
     worker: str
     cert_name: str
     messages: int
-    policy_type: str
-    result_type: str | None  # None: a successful session
+    sessions: tuple[tuple[str, str | None], ...]
+    dane: str | None = None
 
 
 PHASES = (
     # the MX shows a certificate for its own name: each session meets the policy
-    Phase("w1", "mx1.dest.test", 3, "sts", None),
+    Phase("w1", "mx1.dest.test", 3, (("sts", None),)),
     # the MX shows another name's certificate: testing counts the failure,
     # the mail still goes
-    Phase("w2", "somebody-else.test", 2, "sts", "certificate-host-mismatch"),
+    Phase("w2", "somebody-else.test", 2, (("sts", "certificate-host-mismatch"),)),
+    # mx1's key matches its TLSA record: DANE goes before the testing policy
+    Phase("w3", "mx1.dest.test", 3, (("tlsa", None),), dane="published"),
+    # mx1 shows a key its record does not name: refused (tlsa-invalid), and
+    # the mail goes to mx2, which has no TLSA records and meets the policy
+    Phase("w4", "mx1.dest.test", 2, (("tlsa", "tlsa-invalid"), ("sts", None)), dane="another"),
 )
 
 
@@ -110,14 +123,20 @@ def expected_policies(phases: tuple[Phase, ...]) -> dict[str, dict[str, Any]]:
     """policy type → successes, failures and failures by result type."""
     out: dict[str, dict[str, Any]] = {}
     for phase in phases:
-        entry = out.setdefault(phase.policy_type, {"ok": 0, "failed": 0, "by_result": {}})
-        if phase.result_type is None:
-            entry["ok"] += phase.messages
-        else:
-            entry["failed"] += phase.messages
-            by = entry["by_result"]
-            by[phase.result_type] = by.get(phase.result_type, 0) + phase.messages
+        for policy_type, result_type in phase.sessions:
+            entry = out.setdefault(policy_type, {"ok": 0, "failed": 0, "by_result": {}})
+            if result_type is None:
+                entry["ok"] += phase.messages
+            else:
+                entry["failed"] += phase.messages
+                by = entry["by_result"]
+                by[result_type] = by.get(result_type, 0) + phase.messages
     return out
+
+
+def der(files: CertFiles) -> bytes:
+    [leaf, *_] = x509.load_pem_x509_certificates(files[0].read_bytes())
+    return leaf.public_bytes(Encoding.DER)
 
 
 async def test_a_day_of_testing_policy_sessions_from_two_workers_is_reported_by_https_and_mail(
@@ -151,14 +170,29 @@ async def test_a_day_of_testing_policy_sessions_from_two_workers_is_reported_by_
         # one message per session: the sessions, and so the counts, are known
         limits={"default": {"connections": 1, "messages_per_connection": 1}},
         tlsrpt={"allow": ["127.0.0.0/8"], "cafile": str(certs.ca_path)},
+        # DANE where the answers are secure (the DANE phases)
+        dnssec="trust-ad",
     )
-    # two workers, one after the other, each with its own app on the store
+    keys = {"published": certs.issue(["mx1.dest.test"]), "another": certs.issue(["mx1.dest.test"])}
+    tlsa_name = f"_{smtp_port}._tcp.mx1.dest.test"
+    tlsa_record = f"3 1 1 {association(der(keys['published']), 1, 1).hex()}"
+    # the workers, one after the other, each with its own app on the store
     for phase in PHASES:
-        sink = make_sink("127.0.0.2", hostname=phase.cert_name)
+        if phase.dane is not None:
+            dns_server.secure()
+            dns_server.set(tlsa_name, "TLSA", [tlsa_record])
+            sink = make_sink("127.0.0.2", tls_cert=keys[phase.dane])
+        else:
+            sink = make_sink("127.0.0.2", hostname=phase.cert_name)
+        spare = make_sink("127.0.0.3", hostname="mx2.dest.test")
         async with App(config) as app:
             await send_day(app, phase)
         sink.stop()
-        assert len(sink.messages) == phase.messages
+        spare.stop()
+        # a message that made a second session went on to mx2
+        to_mx2 = phase.messages if len(phase.sessions) > 1 else 0
+        assert len(sink.messages) == phase.messages - to_mx2
+        assert len(spare.messages) == to_mx2
 
     tomorrow = time.time() + DAY
     async with App(config) as app:
@@ -210,6 +244,11 @@ async def test_a_day_of_testing_policy_sessions_from_two_workers_is_reported_by_
         assert sts["policy-domain"] == "dest.test"
         assert sts["mx-host"] == ["*.dest.test"]
         assert "mode: testing" in sts["policy-string"]
+        # the TLSA policy: mx1's RRset in presentation format, no mx-host
+        tlsa = got["tlsa"]["policy"]
+        assert tlsa["policy-domain"] == "dest.test"
+        assert tlsa["policy-string"] == [f"{tlsa_name}. IN TLSA {tlsa_record}"]
+        assert "mx-host" not in tlsa
         assert report["report-id"] == reporter.report_id(job)
 
         # by mail, to the MX whose certificate nobody trusts
@@ -236,6 +275,13 @@ async def test_a_day_of_testing_policy_sessions_from_two_workers_is_reported_by_
         signed = [c for c in checks if c.domain == "mailer.test"]
         assert signed
         assert b"tls-report-domain" in mail.data.split(b"\r\n\r\n")[0].lower()
+
+        # /metrics: one report sent, by both URIs
+        metrics = app.metrics.render().decode()
+        assert 'mailer_tls_reports_total{state="sent"} 1.0' in metrics
+        assert 'mailer_tls_report_deliveries_total{result="ok",scheme="https"} 1.0' in metrics
+        assert 'mailer_tls_report_deliveries_total{result="ok",scheme="mailto"} 1.0' in metrics
+        assert 'result="failed"' not in metrics
 
 
 async def test_a_report_no_uri_takes_is_due_again_later_and_a_domain_without_a_record_gets_none(
@@ -281,5 +327,12 @@ async def test_a_report_no_uri_takes_is_due_again_later_and_a_domain_without_a_r
             later = app.tls_reporter(owner="r2", clock=lambda: now + 100)
             assert await later.run_once() == 1
             assert len(refusing.requests) == 2
+            metrics = app.metrics.render().decode()
+            assert 'mailer_tls_reports_total{state="no-record"} 1.0' in metrics
+            assert 'mailer_tls_reports_total{state="retry"} 2.0' in metrics
+            assert 'mailer_tls_report_deliveries_total{result="failed",scheme="https"} 2.0' in (
+                metrics
+            )
+            assert 'state="sent"' not in metrics
     finally:
         refusing.stop()

@@ -206,7 +206,23 @@ class Connector:
                 failures.append(
                     HostFailure(host, None, Reason.DNS, text, result=ResultType.DNSSEC_INVALID)
                 )
+                # RFC 8460 §4.3.2.1: no valid records from the resolver
+                # (SERVFAIL, or bogus data) is a DANE policy failure
+                if self.tls_counter is not None:
+                    self.tls_counter.failure(
+                        domain,
+                        applied,
+                        ResultType.DNSSEC_INVALID,
+                        sending_ip=sending_ip,
+                        receiving_mx=host,
+                        receiving_ip=None,
+                        reason_code=Reason.DNS.value,
+                    )
                 continue
+            if host_policy.tlsa is not None:
+                # DANE decides this host: what the testing policy thinks of
+                # it is no failure of the DANE policy it is reported under
+                found = None
             for address in addresses.addresses:
                 problems: list[TLSFailed] = []
                 try:

@@ -40,6 +40,7 @@ from mailer.delivery.tls.report import (
 from mailer.dns import Resolver
 from mailer.errors import DNSError, MailerError, ValidationError
 from mailer.message.signing import Signer
+from mailer.metrics import Metrics
 from mailer.store.tlsrpt import ReportJob, ReportState, TLSReportStore
 from mailer.tlsrpt.mail import ReportMail, compose
 from mailer.webhooks import policy as webhook_policy
@@ -98,8 +99,10 @@ class Reporter:
         *,
         owner: str,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics
         self.cfg = config.tlsrpt
         self.store = store
         self.resolver = resolver
@@ -185,6 +188,11 @@ class Reporter:
                 await self._deliver(uri, job, report_id, body)
             except MailerError as exc:
                 errors.append(f"{uri.scheme}:{uri.target}: {exc}")
+                if self.metrics is not None:
+                    self.metrics.tls_report_delivery(uri.scheme, ok=False)
+            else:
+                if self.metrics is not None:
+                    self.metrics.tls_report_delivery(uri.scheme, ok=True)
         taken = len(record.rua) - len(errors)
         if taken:
             await self._finish(job, "sent", "; ".join(errors) or None)
@@ -256,6 +264,10 @@ class Reporter:
         await self.store.finish_report(
             self.owner, job.id, "due", now=self.clock(), next_at=self.clock() + delay, detail=detail
         )
+        if self.metrics is not None:
+            self.metrics.tls_report("retry")
 
     async def _finish(self, job: ReportJob, state: ReportState, detail: str | None) -> None:
         await self.store.finish_report(self.owner, job.id, state, now=self.clock(), detail=detail)
+        if self.metrics is not None:
+            self.metrics.tls_report(state)

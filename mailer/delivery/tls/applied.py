@@ -43,6 +43,9 @@ class AppliedPolicy:
     tlsa: TLSASet | None = None
     # why DANE did not apply to a host where it was looked for
     dane: DaneStatus | None = None
+    # a secure TLSA RRset with no usable record: not matched against, but
+    # the policy TLS reports name (type ``tlsa``, ``tlsa-invalid``)
+    unusable: TLSASet | None = None
     # the RFC 8460 result type of a session under this policy that was
     # not authenticated as published (usable by TLS reporting)
     result: ResultType | None = None
@@ -98,7 +101,7 @@ def apply_dane(base: AppliedPolicy, found: DaneLookup) -> AppliedPolicy:
     if found.status is DaneStatus.USABLE and found.tlsa is not None:
         return AppliedPolicy(Applied.DANE, TLSPolicy.ENCRYPT, tlsa=found.tlsa)
     if found.status is DaneStatus.UNUSABLE:
-        return replace(base, dane=found.status, result=ResultType.TLSA_INVALID)
+        return replace(base, dane=found.status, result=ResultType.TLSA_INVALID, unusable=found.tlsa)
     if found.status is DaneStatus.INSECURE:
         return replace(base, dane=found.status)
     return base

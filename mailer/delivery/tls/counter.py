@@ -10,8 +10,9 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from mailer.delivery.tls.applied import AppliedPolicy
+from mailer.delivery.tls.dane import presentation
 from mailer.delivery.tls.policy import STSPolicy
-from mailer.delivery.tls.results import PolicyType, ResultType, policy_type
+from mailer.delivery.tls.results import DANE_RESULTS, PolicyType, ResultType, policy_type
 from mailer.store.tlsrpt import TLSCount
 
 __all__ = ["TLSCounter", "policy_lines", "utc_day"]
@@ -44,21 +45,27 @@ class TLSCounter:
     def __len__(self) -> int:
         return len(self._counts)
 
-    def _base(self, domain: str, applied: AppliedPolicy) -> TLSCount | None:
+    def _base(
+        self, domain: str, applied: AppliedPolicy, result: ResultType | None = None
+    ) -> TLSCount | None:
         day = utc_day(self._clock())
+        if applied.tlsa is not None:
+            # DANE applied (RFC 8460 §4.4: the TLSA RRset as the policy)
+            records = presentation(applied.tlsa)
+            return TLSCount(day, domain, PolicyType.TLSA.value, records)
+        if result in DANE_RESULTS:
+            # the DANE policy failed before it could apply: an RRset with no
+            # usable record (tlsa-invalid, named by its records) or a TLSA
+            # lookup that failed (dnssec-invalid, no records to name)
+            unusable = applied.unusable
+            records = presentation(unusable) if unusable is not None else ()
+            return TLSCount(day, domain, PolicyType.TLSA.value, records)
         published = applied.published
         if published is not None:
             # the domain's MTA-STS policy, also where configuration checks
             # more strictly than it asks (``verify`` under ``testing``)
             lines = policy_lines(published)
             return TLSCount(day, domain, PolicyType.STS.value, lines, published.mx)
-        if applied.tlsa is not None:
-            # RFC 8460 §4.4: a TLSA policy is named by its records, as text
-            records = tuple(
-                f"{applied.tlsa.name}. IN TLSA {r.usage} {r.selector} {r.mtype} {r.data.hex()}"
-                for r in applied.tlsa.records
-            )
-            return TLSCount(day, domain, PolicyType.TLSA.value, records)
         kind = policy_type(applied.name.value)
         if kind is None:
             return None
@@ -86,7 +93,7 @@ class TLSCounter:
     ) -> None:
         """A session that failed the policy (under ``testing``: that would
         have failed it)."""
-        base = self._base(domain, applied)
+        base = self._base(domain, applied, result)
         if base is None:
             return
         self._add(

@@ -38,6 +38,7 @@ __all__ = [
     "Usage",
     "association",
     "check",
+    "presentation",
     "tlsa_name",
     "usable",
 ]
@@ -86,20 +87,35 @@ def usable(record: TLSA, *, chain: bool = PEER_CHAIN) -> bool:
 class TLSASet:
     """The usable records of a DNSSEC-secure TLSA RRset; ``published`` is
     how many records the RRset held (all unusable when ``records`` is
-    empty)."""
+    empty) and ``rrset`` the RRset itself, as TLS reports name it."""
 
     name: str
     records: tuple[TLSA, ...]
     published: int
+    rrset: tuple[TLSA, ...] = ()
 
     @classmethod
     def of(cls, name: str, records: Sequence[TLSA], *, chain: bool = PEER_CHAIN) -> TLSASet:
         kept = tuple(r for r in records if usable(r, chain=chain))
-        return cls(name, kept, len(records))
+        return cls(name, kept, len(records), tuple(records))
 
     @property
     def usable(self) -> bool:
         return bool(self.records)
+
+
+def presentation(tlsa: TLSASet) -> tuple[str, ...]:
+    """The RRset in presentation format (RFC 6698 §2.3), one record a
+    string, as RFC 8460 §4.4 wants a TLSA ``policy-string``: every record
+    published, usable or not (the receiving domain debugs what it
+    published, not what this client could use), in sorted order so that one
+    RRset is one policy whatever order the resolver answered in."""
+    owner = tlsa.name.rstrip(".") + "."
+    return tuple(
+        sorted(
+            f"{owner} IN TLSA {r.usage} {r.selector} {r.mtype} {r.data.hex()}" for r in tlsa.rrset
+        )
+    )
 
 
 def association(der: bytes, selector: int, mtype: int) -> bytes:

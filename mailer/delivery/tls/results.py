@@ -14,6 +14,7 @@ from enum import StrEnum
 from mailer.reasons import Reason
 
 __all__ = [
+    "DANE_RESULTS",
     "POLICY_TYPES",
     "RESULT_TYPES",
     "PolicyType",
@@ -54,6 +55,12 @@ class ResultType(StrEnum):
     STS_POLICY_INVALID = "sts-policy-invalid"
     STS_WEBPKI_INVALID = "sts-webpki-invalid"
 
+
+#: Result types that are failures of the DANE policy itself (§4.3.2.1):
+#: counted under policy type ``tlsa`` whatever else applied to the host.
+DANE_RESULTS: frozenset[ResultType] = frozenset(
+    {ResultType.TLSA_INVALID, ResultType.DNSSEC_INVALID, ResultType.DANE_REQUIRED}
+)
 
 #: The applied policy's name (attempts.tls_policy) → the report's policy type.
 #: A configured level with nothing published is "no-policy-found": the
