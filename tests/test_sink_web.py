@@ -158,11 +158,11 @@ def test_the_no_starttls_switch_stops_offering_it_on_new_connections(
 def test_the_drop_switch_closes_without_a_reply_until_switched_off(
     inbox: TestClient, mailer_sink: DevSink
 ) -> None:
-    _flip(inbox, "drop", "on")
+    _flip(inbox, "drop-after-data", "on")
     for _ in range(2):
         with pytest.raises(smtplib.SMTPServerDisconnected):
             _send(mailer_sink)
-    _flip(inbox, "drop", "off")
+    _flip(inbox, "drop-after-data", "off")
     assert _send(mailer_sink) == {}
     assert len(mailer_sink.dropped) == 2
 
