@@ -13,7 +13,7 @@ from mailer.cli.sink import options_from_flags
 from mailer.errors import ValidationError
 from mailer.sink import FAULTS, Faults
 from mailer.sink.faults import fault_changes
-from mailer.sink.web.faults import Switch
+from mailer.sink.web.faults import DESCRIPTIONS, Switch
 
 
 @pytest.mark.parametrize(
@@ -92,3 +92,7 @@ def test_the_inbox_switches_are_named_as_the_faults_they_turn() -> None:
     names = {fault.name for fault in FAULTS}
     scripted = {Switch.DEFER, Switch.REJECT}
     assert {s.value for s in Switch if s not in scripted} <= names
+
+
+def test_the_drop_switch_says_it_drops_every_message_not_n() -> None:
+    assert DESCRIPTIONS[Switch.DROP_AFTER_DATA].startswith("every message")

@@ -33,10 +33,11 @@ class Switch(StrEnum):
 _SCRIPTED = {Switch.DEFER: DEFER_REPLY, Switch.REJECT: REJECT_REPLY}
 _HELP = {fault.name: fault.help for fault in FAULTS}
 DESCRIPTIONS = {
+    **{switch: _HELP[switch.value] for switch in Switch if switch.value in _HELP},
     Switch.DEFER: f"every recipient gets {DEFER_REPLY[:9]}: the sender should retry later",
     Switch.REJECT: f"every recipient gets {REJECT_REPLY[:9]}: the sender should bounce",
+    # on here means every message, not a count
     Switch.DROP_AFTER_DATA: "every message is read, then the connection closes without a reply",
-    **{switch: _HELP[switch.value] for switch in Switch if switch.value in _HELP},
 }
 # every switch but the scripted replies is a fault of the vocabulary
 assert {s.value for s in Switch if s not in _SCRIPTED} <= _HELP.keys()
