@@ -4,6 +4,8 @@ it which recorder its SMTP server reads."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from mailer.errors import ValidationError
 from mailer.sink.faults import Faults
 from mailer.sink.smtpd import STAGES, Recorder, check_reply
@@ -11,13 +13,16 @@ from mailer.sink.smtpd import STAGES, Recorder, check_reply
 __all__ = ["FaultControl"]
 
 
-class FaultControl:
+class FaultControl(ABC):
     """Faults of the running sink, changeable at any time; they apply to
     the deliveries that come next (STARTTLS and PIPELINING to connections
     opened next)."""
 
+    @abstractmethod
     def _fault_recorder(self) -> Recorder:
-        raise NotImplementedError
+        """The recorder the sink's SMTP server reads its faults from.
+
+        Raises RuntimeError when there is none yet (a sink not started)."""
 
     @property
     def faults(self) -> Faults:
