@@ -110,7 +110,7 @@ def mailer_sink(
 ) -> Iterator[DevSink]:
     """A running checking sink on 127.0.0.1 (any free port), STARTTLS
     offered, a Maildir under ``tmp_path``; ``.messages``, ``.wait_for(n)``,
-    ``.script(pattern, reply)``, ``.greylist()``, ``.refusals`` …"""
+    ``.script(pattern, reply)``, ``.set_faults(greylist=True)``, ``.refusals`` …"""
     options = SinkOptions(
         host=_SINK_HOST, hostname=world.MX_HOST, maildir=tmp_path / "mailer-sink" / "Maildir"
     )

@@ -186,7 +186,7 @@ async def test_unknown_user_bounces_and_is_suppressed_for_later_sends(app, make_
 
 async def test_connection_dropped_mid_data_is_retried(app, make_sink) -> None:
     mx1 = make_sink("127.0.0.2")
-    mx1.drop_after_data(1)
+    mx1.set_faults(drop_after_data=1)
     result = await app.enqueue(SURVEY, numbered(1))
     await run_until_settled(app)
     send = await app.store.send(result.send_ids[0])

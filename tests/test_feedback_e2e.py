@@ -23,7 +23,7 @@ from mailer.feedback.samples import SAMPLES
 from mailer.feedback.service import matcher_for
 from mailer.message.verp import make_return_path
 from mailer.reasons import Reason, State
-from mailer.sink import DevSink, SinkOptions
+from mailer.sink import DevSink, Faults, SinkOptions
 from mailer.sink.runner import pick_port
 from mailer.store.models import NewDistribution
 
@@ -64,7 +64,7 @@ def mailer_sink(
         maildir=tmp_path / "sink" / "Maildir",
         bounce_after=1.0,
         feedback_to=("127.0.0.1", inbound_port),
-        seed=1,
+        faults=Faults(seed=1),
     )
     with DevSink(
         options,

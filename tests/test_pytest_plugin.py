@@ -93,7 +93,7 @@ async def test_unpublished_key_verifies_from_the_key_store(
 async def test_greylisting_sink_defers_then_delivers(
     mailer_app: App, mailer_sink: DevSink, mailer_deliver: Any
 ) -> None:
-    mailer_sink.greylist()
+    mailer_sink.set_faults(greylist=True)
     result = await mailer_app.enqueue(survey(), people("anna"))
     assert await mailer_deliver() == {State.DELIVERED: 1}
     attempts = await mailer_app.store.attempts(result.send_ids[0])

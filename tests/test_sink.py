@@ -157,7 +157,7 @@ def test_scripted_421_closes_the_connection(certs: TestCerts) -> None:
 
 def test_drop_after_data_reads_the_message_and_never_answers(certs: TestCerts) -> None:
     with Sink(certs=certs) as sink:
-        sink.drop_after_data(1)
+        sink.set_faults(drop_after_data=1)
         with pytest.raises(smtplib.SMTPServerDisconnected):
             send(sink, certs)
         send(sink, certs)

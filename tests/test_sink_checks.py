@@ -19,7 +19,7 @@ from mailer.dns import Resolver
 from mailer.errors import ValidationError
 from mailer.message.keys import KeyStore
 from mailer.message.signing import SignatureCheck, Signer
-from mailer.sink import DevSink, KeySource, SinkOptions, parse_reply_rule
+from mailer.sink import DevSink, Faults, KeySource, SinkOptions, parse_reply_rule
 from mailer.sink.checks import (
     check_date,
     check_from,
@@ -335,11 +335,8 @@ def test_malformed_reply_rules_are_refused(text: str) -> None:
 @pytest.mark.parametrize(
     ("kw", "field"),
     [
-        ({"tempfail_rate": 1.5}, "tempfail-rate"),
-        ({"starttls": False, "bad_cert": BadCert.EXPIRED}, "no-starttls"),
+        ({"faults": Faults(no_starttls=True), "bad_cert": BadCert.EXPIRED}, "no-starttls"),
         ({"cert": (Path("a"), Path("b")), "bad_cert": BadCert.EXPIRED}, "bad-cert"),
-        ({"slow_banner": -1.0}, "slow-banner"),
-        ({"drop_after_data": -1}, "drop-after-data"),
     ],
 )
 def test_contradicting_or_out_of_range_options_name_the_flag(kw: dict, field: str) -> None:

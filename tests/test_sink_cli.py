@@ -28,7 +28,7 @@ from mailer.dev.dnsserver import DNSServer
 from mailer.enqueue import RecipientInput
 from mailer.errors import ValidationError
 from mailer.reasons import State
-from mailer.sink import BadCert, ReplyRule, SinkOptions
+from mailer.sink import BadCert, Faults, ReplyRule, SinkOptions
 from mailer.sink.runner import pick_port
 from tests.conftest import CUSTOMER_DOMAIN, OUR_DOMAIN, SURVEY, make_config, run_until_settled
 
@@ -60,11 +60,9 @@ def test_flags_become_options() -> None:
             ReplyRule("gone@*", "550 5.1.1 no such user"),
             ReplyRule("*@spam.test", "554 5.7.1 spam", "data"),
         ),
-        tempfail_rate=0.25,
-        seed=3,
-        greylist=True,
-        drop_after_data=2,
-        slow_banner=1.0,
+        faults=Faults(
+            tempfail_rate=0.25, seed=3, greylist=True, drop_after_data=2, slow_banner=1.0
+        ),
         bad_cert=BadCert.WRONG_NAME,
     )
     assert describe_faults(options) == [
@@ -100,6 +98,8 @@ def test_bad_flags_name_the_flag(flags: dict[str, Any], field: str) -> None:
         (["--no-starttls", "--bad-cert", "expired"], "--no-starttls"),
         (["--http", "nowhere"], "--http"),
         (["--tempfail-rate", "2"], "--tempfail-rate"),
+        (["--slow-banner", "-1"], "--slow-banner"),
+        (["--drop-after-data", "-1"], "--drop-after-data"),
     ],
 )
 def test_command_refuses_bad_flags_before_starting(args: list[str], flag: str) -> None:

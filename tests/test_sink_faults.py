@@ -16,13 +16,14 @@ from mailer.config import Config
 from mailer.dev.certs import TestCerts
 from mailer.dev.dnsserver import DNSServer
 from mailer.reasons import Reason, State
-from mailer.sink import DevSink, SinkOptions, parse_reply_rule
+from mailer.sink import FAULTS, DevSink, Faults, SinkOptions, parse_reply_rule
 from mailer.sink.options import BadCert
 from mailer.store.models import SendFilter
 from tests.conftest import SURVEY, make_config, run_until_settled
 from tests.kit import people
 
 StartSink = Callable[..., DevSink]
+FAULT_NAMES = {fault.attr for fault in FAULTS}
 
 
 @pytest.fixture
@@ -30,7 +31,11 @@ def start_sink(dns_server: DNSServer, certs: TestCerts) -> Iterator[StartSink]:
     started: list[DevSink] = []
 
     def start(**options: Any) -> DevSink:
-        sink = DevSink(SinkOptions(**options), nameservers=[dns_server.address], certs=certs)
+        # the faults by their names, the rest as SinkOptions
+        faults = Faults(**{k: options.pop(k) for k in FAULT_NAMES & options.keys()})
+        sink = DevSink(
+            SinkOptions(faults=faults, **options), nameservers=[dns_server.address], certs=certs
+        )
         started.append(sink.start())
         return sink
 
@@ -91,7 +96,7 @@ async def test_greylisting_defers_each_first_attempt_then_delivers(
 async def test_no_starttls_means_nothing_is_sent_and_the_send_expires(
     start_sink: StartSink, config_for: Callable[..., Config]
 ) -> None:
-    sink = start_sink(starttls=False)
+    sink = start_sink(no_starttls=True)
     async with App(config_for(sink, retry={"max_age": 1.0})) as app:
         await app.enqueue(SURVEY, people("anna"))
         await run_until_settled(app)
@@ -227,7 +232,7 @@ async def test_slow_server_beyond_the_smtp_timeout_defers_then_delivers_when_qui
         await (await app.engine()).run(drain=True)
         send = await app.store.send(result.send_ids[0])
         assert (send.state, send.reason) == (State.DEFERRED, Reason.CONNECTION)
-        sink.delay()  # the server is quick again
+        sink.set_faults(slow_banner=0, slow_replies=0)  # the server is quick again
         await run_until_settled(app)
         assert await outcome(app) == {"anna": (State.DELIVERED, Reason.DELIVERED)}
     assert len(await sink.await_messages(1)) == 1

@@ -20,7 +20,7 @@ from mailer.dev.dnsserver import DNSServer
 from mailer.dns import Resolver
 from mailer.errors import DNSTemporaryError, ValidationError
 from mailer.loop import ServerThread
-from mailer.sink import DevSink, SinkOptions, parse_reply_rule
+from mailer.sink import DevSink, Faults, SinkOptions, parse_reply_rule
 from mailer.sink.checks import HeaderCache, parse_message, run_checks
 from mailer.sink.maildir import MaildirStore
 from mailer.sink.options import ReplyRule
@@ -188,7 +188,7 @@ def test_the_devsink_checks_on_its_server_thread() -> None:
 
 def test_a_sink_without_checks_records_each_message_unchecked() -> None:
     lines: list[str] = []
-    options = SinkOptions(check=False, pipelining=False)
+    options = SinkOptions(check=False, faults=Faults(no_pipelining=True))
     with DevSink(
         options, nameservers=None, on_message=lambda m: lines.append(format_received(m))
     ) as sink:

@@ -14,8 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 from publicsuffixlist import PublicSuffixList
 
+from mailer.dev.certs import TestCerts
 from mailer.errors import ValidationError
+from mailer.sink import Faults
 from mailer.sink.auth import SpfVerdict, aligned, dmarc_verdict, parse_dmarc_policy
+from mailer.sink.runner import Sink
 from mailer.sink.server import DevSink
 from mailer.sink.verify import DkimResult, KeySource
 from mailer.sink.web import create_app
@@ -158,11 +161,11 @@ def test_the_no_starttls_switch_stops_offering_it_on_new_connections(
 def test_the_drop_switch_closes_without_a_reply_until_switched_off(
     inbox: TestClient, mailer_sink: DevSink
 ) -> None:
-    _flip(inbox, "drop", "on")
+    _flip(inbox, "drop-after-data", "on")
     for _ in range(2):
         with pytest.raises(smtplib.SMTPServerDisconnected):
             _send(mailer_sink)
-    _flip(inbox, "drop", "off")
+    _flip(inbox, "drop-after-data", "off")
     assert _send(mailer_sink) == {}
     assert len(mailer_sink.dropped) == 2
 
@@ -258,3 +261,64 @@ async def test_change_notices_in_a_burst_come_as_one() -> None:
     changes.close()
     with pytest.raises(StopAsyncIteration):
         await anext(stream)
+
+
+def test_the_json_api_changes_faults_by_their_flag_names(
+    inbox: TestClient, mailer_sink: DevSink
+) -> None:
+    assert inbox.get("/faults").json()["tempfail-rate"] == 0.0
+    response = inbox.patch("/faults", json={"tempfail-rate": 1, "seed": 5})
+    assert response.status_code == 200
+    assert (response.json()["tempfail-rate"], response.json()["seed"]) == (1, 5)
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+        _send(mailer_sink)
+    assert refused.value.recipients["someone@inbox.test"][0] == 451
+    assert inbox.delete("/faults").status_code == 204
+    assert mailer_sink.faults.tempfail_rate == 0.0
+    assert _send(mailer_sink) == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"tempfail-rate": 2}, "tempfail-rate"),
+        ({"greylist": True, "slow-banner": -1}, "slow-banner"),
+        ({"delay": 1}, "delay"),
+        (["greylist"], "body"),
+    ],
+)
+def test_a_bad_json_fault_names_the_field_and_changes_nothing(
+    inbox: TestClient, mailer_sink: DevSink, body: object, field: str
+) -> None:
+    response = inbox.patch("/faults", json=body)
+    assert response.status_code == 422
+    assert response.json()["detail"]["field"] == field
+    assert mailer_sink.faults == Faults()
+
+
+def test_the_greylist_and_no_pipelining_switches_are_the_faults_of_the_same_name(
+    inbox: TestClient, mailer_sink: DevSink
+) -> None:
+    _flip(inbox, "greylist", "on")
+    _flip(inbox, "no-pipelining", "on")
+    assert mailer_sink.faults == Faults(greylist=True, no_pipelining=True)
+    assert 'data-switch="greylist">greylist: on' in inbox.get("/").text
+    with smtplib.SMTP(mailer_sink.host, mailer_sink.port) as client:
+        client.ehlo()
+        assert not client.has_extn("pipelining")
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        _send(mailer_sink)
+    assert _send(mailer_sink) == {}  # the second attempt of the pair passes
+    _flip(inbox, "no-pipelining", "off")
+    with smtplib.SMTP(mailer_sink.host, mailer_sink.port) as client:
+        client.ehlo()
+        assert client.has_extn("pipelining")
+
+
+def test_a_sink_without_starttls_cannot_be_switched_to_offer_it(certs: TestCerts) -> None:
+    with Sink(starttls=False, certs=certs) as sink:
+        assert sink.faults.no_starttls
+        with pytest.raises(ValidationError) as caught:
+            sink.set_faults(no_starttls=False, greylist=True)
+        assert caught.value.field == "no-starttls"
+        assert not sink.faults.greylist

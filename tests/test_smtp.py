@@ -166,7 +166,7 @@ async def test_a_server_stalling_mid_transaction_is_connect_failed_and_the_sessi
     session = await open_session(
         MX, sink.host, sink.port, helo="client.test", contexts=contexts, timeout=0.3
     )
-    sink.delay(replies=5.0)
+    sink.set_faults(slow_replies=5.0)
     with pytest.raises(ConnectFailed, match="timed out"):
         await asyncio.wait_for(session.send("a@sender.test", "b@dest.test", MESSAGE), 4.0)
     assert not session.usable
@@ -181,7 +181,7 @@ async def test_each_step_of_a_transaction_has_the_whole_timeout(
     session = await open_session(
         MX, sink.host, sink.port, helo="client.test", contexts=contexts, timeout=1.0
     )
-    sink.delay(replies=0.6)
+    sink.set_faults(slow_replies=0.6)
     async with session:
         reply = await session.send("a@sender.test", "b@dest.test", MESSAGE)
     assert reply.code == 250
@@ -196,7 +196,7 @@ async def test_a_refusal_stays_a_refusal_when_the_rset_after_it_is_slow(
     session = await open_session(
         MX, sink.host, sink.port, helo="client.test", contexts=contexts, timeout=1.0
     )
-    sink.delay(replies=0.6)
+    sink.set_faults(slow_replies=0.6)
     async with session:
         with pytest.raises(SMTPReplyError) as caught:
             await session.send("a@sender.test", "gone@dest.test", MESSAGE)
@@ -269,7 +269,7 @@ async def test_rejection_after_data_is_classified_and_session_stays_usable(
 async def test_connection_dropped_after_data_is_connect_failed_and_retryable(
     sink: Sink, contexts: TLSContexts
 ) -> None:
-    sink.drop_after_data()
+    sink.set_faults(drop_after_data=1)
     session = await connect(sink, contexts)
     with pytest.raises(ConnectFailed) as caught:
         await session.send("a@sender.test", "b@dest.test", MESSAGE)

@@ -42,7 +42,7 @@ async def test_pool_spreads_connections_by_each_entry_limit(
 ) -> None:
     mx1 = make_sink("127.0.0.2")
     # slow replies keep every connection busy while the queue lasts
-    mx1.delay(replies=0.02)
+    mx1.set_faults(slow_replies=0.02)
     config = make_config(
         tmp_path,
         dns_server,

@@ -40,6 +40,7 @@ from mailer.feedback.processor import describe
 from mailer.feedback.service import FeedbackService
 from mailer.message.keys import KeyStore, dns_name, dns_record_value
 from mailer.sink import DevSink, SinkOptions, format_line
+from mailer.sink.faults import Faults
 from mailer.sink.options import parse_listen
 from mailer.sink.runner import pick_port
 from mailer.sink.web import create_app as create_inbox
@@ -187,7 +188,7 @@ def _dev_setup(
                 maildir=dev_dir / "Maildir",
                 bounce_after=_DEV_BOUNCE,
                 complain=_DEV_COMPLAIN,
-                seed=_DEV_SEED,
+                faults=Faults(seed=_DEV_SEED),
                 feedback_to=(inbound_host, inbound_port),
                 feedback_domains=frozenset({config.bounce_domain}),
             ),

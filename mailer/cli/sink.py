@@ -10,7 +10,7 @@ import json
 import socket
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,6 +20,7 @@ import uvicorn
 from mailer.cli.main import Context, cli, on_stop_signals, pass_ctx, run
 from mailer.errors import ValidationError
 from mailer.hostport import parse_host_port
+from mailer.sink.faults import FAULTS, Faults
 from mailer.sink.options import (
     DEFAULT_BACKLOG,
     DEFAULT_HOSTNAME,
@@ -53,22 +54,16 @@ def options_from_flags(
     key: Path | None = None,
     hostname: str = DEFAULT_HOSTNAME,
     replies: Sequence[str] = (),
-    tempfail_rate: float = 0.0,
-    seed: int | None = None,
-    greylist: bool = False,
-    drop_after_data: int = 0,
-    slow_banner: float = 0.0,
-    slow_replies: float = 0.0,
-    no_starttls: bool = False,
     bad_cert: str | None = None,
     bounce_after: float = 0.0,
     complain: float = 0.0,
     feedback_to: str | None = None,
     backlog: int = DEFAULT_BACKLOG,
     no_checks: bool = False,
-    no_pipelining: bool = False,
+    **faults: Any,
 ) -> SinkOptions:
-    """The sink's options from its command-line flags (pure).
+    """The sink's options from its command-line flags (pure); ``faults``
+    by the names of :data:`mailer.sink.faults.FAULTS` (``tempfail_rate=``).
 
     Raises ValidationError naming the flag that is malformed or contradicts
     another.
@@ -82,29 +77,40 @@ def options_from_flags(
         hostname=hostname,
         maildir=None if no_checks else maildir,
         cert=(cert, key) if cert is not None and key is not None else None,
-        starttls=not no_starttls,
         bad_cert=BadCert(bad_cert) if bad_cert else None,
         replies=tuple(parse_reply_rule(rule) for rule in replies),
-        tempfail_rate=tempfail_rate,
-        seed=seed,
-        greylist=greylist,
-        drop_after_data=drop_after_data,
-        slow_banner=slow_banner,
-        slow_replies=slow_replies,
+        faults=Faults().replace(**faults),
         bounce_after=bounce_after,
         complain=complain,
         feedback_to=parse_host_port(feedback_to, "feedback-to") if feedback_to else None,
         backlog=backlog,
         check=not no_checks,
-        pipelining=not no_pipelining,
     )
+
+
+def fault_options(command: Callable[..., None]) -> Callable[..., None]:
+    """One option per fault of the vocabulary, named as it is: a switch for
+    each true/false fault, a value for the others (checked by ``Faults``)."""
+    defaults = Faults()
+    for fault in reversed(FAULTS):
+        flag = f"--{fault.name}"
+        if fault.kind is bool:
+            command = click.option(flag, is_flag=True, help=fault.help)(command)
+        else:
+            command = click.option(
+                flag,
+                type=fault.kind,
+                default=getattr(defaults, fault.attr),
+                metavar=fault.metavar,
+                help=fault.help,
+            )(command)
+    return command
 
 
 def describe_faults(options: SinkOptions) -> list[str]:
     """The fault rehearsals that are on, in words (pure)."""
     faults = [f"reply {r.stage}:{r.pattern} → {r.reply}" for r in options.replies]
-    if options.greylist:
-        faults.append("greylist")
+    faults += options.faults.describe()
     if options.bounce_after or options.complain:
         assert options.feedback_to is not None
         host, port = options.feedback_to
@@ -112,21 +118,8 @@ def describe_faults(options: SinkOptions) -> list[str]:
             f"returns {options.bounce_after:g} as DSN, {options.complain:g} as complaint "
             f"to {host}:{port}"
         )
-    if options.tempfail_rate:
-        seed = "" if options.seed is None else f" (seed {options.seed})"
-        faults.append(f"tempfail {options.tempfail_rate:g}{seed}")
-    if options.drop_after_data:
-        faults.append(f"drop after DATA ×{options.drop_after_data}")
-    if options.slow_banner:
-        faults.append(f"banner after {options.slow_banner:g}s")
-    if options.slow_replies:
-        faults.append(f"replies after {options.slow_replies:g}s")
-    if not options.starttls:
-        faults.append("no STARTTLS")
     if options.bad_cert is not None:
         faults.append(f"{options.bad_cert} certificate")
-    if not options.pipelining:
-        faults.append("no PIPELINING")
     return faults
 
 
@@ -293,37 +286,7 @@ async def _started(api: _ApiServer, task: asyncio.Task[None]) -> None:
     metavar="'PATTERN=CODE ENH TEXT'",
     help="Answer matching recipients so (repeatable; prefix data: to answer after DATA).",
 )
-@click.option(
-    "--tempfail-rate",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    metavar="R",
-    help="Refuse this share of recipients with 451 4.3.0.",
-)
-@click.option("--seed", type=int, default=None, help="Makes --tempfail-rate repeatable.")
-@click.option("--greylist", is_flag=True, help="First try per sender/recipient: 451 4.7.1.")
-@click.option(
-    "--drop-after-data",
-    type=click.IntRange(min=0),
-    default=0,
-    metavar="N",
-    help="Read the next N messages, then close the connection without replying.",
-)
-@click.option(
-    "--slow-banner",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    metavar="SECONDS",
-    help="Wait before the 220 greeting.",
-)
-@click.option(
-    "--slow-replies",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    metavar="SECONDS",
-    help="Wait before every reply.",
-)
-@click.option("--no-starttls", is_flag=True, help="Do not offer STARTTLS.")
+@fault_options
 @click.option(
     "--backlog",
     type=click.IntRange(min=1),
@@ -337,7 +300,6 @@ async def _started(api: _ApiServer, task: asyncio.Task[None]) -> None:
     help="Only record: no DKIM, checks, Maildir nor feedback; a short line per message "
     "(the sink of load tests).",
 )
-@click.option("--no-pipelining", is_flag=True, help="Do not offer PIPELINING (RFC 2920).")
 @click.option("--quiet", is_flag=True, help="No line per message.")
 @click.option(
     "--bad-cert",
@@ -368,6 +330,7 @@ async def _started(api: _ApiServer, task: asyncio.Task[None]) -> None:
 @pass_ctx
 def sink(
     ctx: Context,
+    /,
     listen: str,
     maildir: Path,
     cert: Path | None,
@@ -376,21 +339,14 @@ def sink(
     as_json: bool,
     http: str | None,
     replies: tuple[str, ...],
-    tempfail_rate: float,
-    seed: int | None,
-    greylist: bool,
-    drop_after_data: int,
-    slow_banner: float,
-    slow_replies: float,
-    no_starttls: bool,
     bad_cert: str | None,
     bounce_after: float,
     complain: float,
     feedback_to: str | None,
     backlog: int,
     no_checks: bool,
-    no_pipelining: bool,
     quiet: bool,
+    **faults: Any,
 ) -> None:
     """A local SMTP sink that tells what a receiver would see.
 
@@ -407,20 +363,13 @@ def sink(
             key=key,
             hostname=hostname,
             replies=replies,
-            tempfail_rate=tempfail_rate,
-            seed=seed,
-            greylist=greylist,
-            drop_after_data=drop_after_data,
-            slow_banner=slow_banner,
-            slow_replies=slow_replies,
-            no_starttls=no_starttls,
             bad_cert=bad_cert,
             bounce_after=bounce_after,
             complain=complain,
             feedback_to=feedback_to or ctx.config.inbound.listen,
             backlog=backlog,
             no_checks=no_checks,
-            no_pipelining=no_pipelining,
+            **faults,
         )
         api_address = parse_listen(http, "http") if http else None
     except ValidationError as exc:

@@ -5,6 +5,9 @@ GET    /messages/{id}   one message: the same, plus raw text, headers, text and 
 DELETE /messages/{id}   forget one message (memory and Maildir)
 DELETE /messages        forget every message (memory and Maildir)
 GET    /refusals        the replies the sink refused on purpose
+GET    /faults          the fault values now, by name (mailer.sink.faults)
+PATCH  /faults          change some: {"tempfail-rate": 0.3, "seed": 7}; 422 names a bad one
+DELETE /faults          every fault and scripted reply off
 
 Served with the inbox pages by :func:`mailer.sink.web.create_app`.
 """
@@ -14,8 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, Body, HTTPException, Response
 
+from mailer.errors import ValidationError
+from mailer.sink.faults import fault_changes
 from mailer.sink.report import detail_json, message_json, refusal_json
 from mailer.sink.server import DevSink
 
@@ -56,5 +61,24 @@ def api_router(sink: DevSink, changed: Callable[[str], None]) -> APIRouter:
     def list_refusals() -> dict[str, Any]:
         refusals = [refusal_json(refusal) for refusal in sink.refusals]
         return {"count": len(refusals), "refusals": refusals}
+
+    @api.get("/faults", tags=["faults"])
+    def get_faults() -> dict[str, Any]:
+        return sink.faults.to_json()
+
+    @api.patch("/faults", tags=["faults"])
+    def patch_faults(body: Any = Body(...)) -> dict[str, Any]:  # noqa: B008
+        try:
+            faults = sink.set_faults(**fault_changes(body))
+        except ValidationError as exc:
+            raise HTTPException(
+                status_code=422, detail={"field": exc.field, "reason": exc.reason}
+            ) from exc
+        return faults.to_json()
+
+    @api.delete("/faults", status_code=204, tags=["faults"])
+    def clear_faults() -> Response:
+        sink.clear_faults()
+        return Response(status_code=204)
 
     return api

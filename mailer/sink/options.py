@@ -5,12 +5,13 @@ command-line flags by the pure functions here."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
 from mailer.errors import ValidationError
 from mailer.hostport import parse_host_port
+from mailer.sink.faults import Faults
 from mailer.sink.smtpd import STAGES, check_reply
 
 __all__ = [
@@ -110,15 +111,11 @@ class SinkOptions:
     hostname: str = DEFAULT_HOSTNAME
     maildir: Path | None = None
     cert: tuple[Path, Path] | None = None
-    starttls: bool = True
     bad_cert: BadCert | None = None
     replies: tuple[ReplyRule, ...] = ()
-    tempfail_rate: float = 0.0
-    seed: int | None = None
-    greylist: bool = False
-    drop_after_data: int = 0
-    slow_banner: float = 0.0
-    slow_replies: float = 0.0
+    # the faults it starts with (mailer.sink.faults: the one vocabulary);
+    # faults.seed also makes bounce_after and complain repeatable
+    faults: Faults = field(default_factory=Faults)
     keep: int = DEFAULT_KEEP
     # after-the-250 rehearsal: this share of messages comes back as a DSN,
     # this share as an ARF complaint, sent to the inbound listener at
@@ -134,19 +131,20 @@ class SinkOptions:
     # False: messages are only recorded (no DKIM, checks nor Maildir), as
     # fast as the SMTP side takes them: the sink of load tests
     check: bool = True
-    pipelining: bool = True
+
+    @property
+    def starttls(self) -> bool:
+        return not self.faults.no_starttls
+
+    @property
+    def pipelining(self) -> bool:
+        return not self.faults.no_pipelining
 
     def __post_init__(self) -> None:
         """Raises ValidationError naming the flag that is out of range or
         contradicts another."""
         if not 0 <= self.port < 65536:
             raise ValidationError("listen", f"port {self.port} is out of range")
-        if not 0.0 <= self.tempfail_rate <= 1.0:
-            raise ValidationError("tempfail-rate", f"{self.tempfail_rate} is not between 0 and 1")
-        if self.drop_after_data < 0:
-            raise ValidationError("drop-after-data", "must not be negative")
-        if self.slow_banner < 0 or self.slow_replies < 0:
-            raise ValidationError("slow-banner", "delays must not be negative")
         if self.keep < 1:
             raise ValidationError("keep", "must be at least 1")
         for flag, rate in (("bounce-after", self.bounce_after), ("complain", self.complain)):

@@ -17,7 +17,6 @@ more CPU per message (docs/performance.md).
 from __future__ import annotations
 
 import asyncio
-import random
 import socket
 import ssl
 from collections.abc import Iterable
@@ -26,16 +25,16 @@ from types import TracebackType
 from mailer import loop as service_loop
 from mailer.dev.certs import CertFiles, TestCerts
 from mailer.loop import ServerThread
+from mailer.sink.control import FaultControl
+from mailer.sink.faults import Faults
 from mailer.sink.record import SinkMessage
 from mailer.sink.smtpd import (
-    STAGES,
     MessageHook,
     Recorder,
     Refusal,
     RefusalHook,
     Server,
     Transaction,
-    check_reply,
 )
 
 __all__ = [
@@ -59,8 +58,9 @@ def _default_tls(hostname: str, host: str, certs: TestCerts) -> ssl.SSLContext:
     return TestCerts.server_context(certs.issue(certificate_names(hostname, host)))
 
 
-class Sink:
-    """A recording SMTP server on a background thread.
+class Sink(FaultControl):
+    """A recording SMTP server on a background thread, with the faults of
+    :class:`~mailer.sink.control.FaultControl` (``set_faults``, ``script``).
 
     ``certs`` supplies the certificate (issued for ``hostname``,
     "localhost" and the listening address); ``tls_cert`` overrides it with
@@ -68,7 +68,9 @@ class Sink:
     messages (long benchmarks). ``on_message`` and ``on_refusal`` are called
     on the sink's own thread for each accepted message and each reply the
     sink refused on purpose (scripts, greylisting, temporary failures); they
-    must return quickly.
+    must return quickly. ``faults`` are the faults it starts with
+    (``starttls=False`` and ``pipelining=False`` are the same as
+    ``no_starttls`` and ``no_pipelining`` there).
     """
 
     def __init__(
@@ -84,16 +86,22 @@ class Sink:
         on_message: MessageHook | None = None,
         on_refusal: RefusalHook | None = None,
         pipelining: bool = True,
+        faults: Faults | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.hostname = hostname
-        self._starttls = starttls
-        self._pipelining = pipelining
+        faults = (faults or Faults()).replace(
+            no_starttls=not starttls or (faults is not None and faults.no_starttls),
+            no_pipelining=not pipelining or (faults is not None and faults.no_pipelining),
+        )
+        self._starttls = not faults.no_starttls
         self._owned_certs: TestCerts | None = None
         self.certs = certs
         self._tls_cert = tls_cert
         self._recorder = Recorder(keep)
+        self._recorder.can_starttls = self._starttls
+        self._recorder.set_faults(faults)
         self._on_message = on_message
         self._on_refusal = on_refusal
         self._server: ServerThread | None = None
@@ -103,9 +111,12 @@ class Sink:
         with self._recorder.changed:
             return list(self._recorder.messages)
 
+    def _fault_recorder(self) -> Recorder:
+        return self._recorder
+
     @property
     def dropped(self) -> list[SinkMessage]:
-        """Messages read by a DATA that :meth:`drop_after_data` cut off."""
+        """Messages read by a DATA that the ``drop_after_data`` fault cut off."""
         with self._recorder.changed:
             return list(self._recorder.dropped)
 
@@ -124,85 +135,6 @@ class Sink:
     def connections(self) -> int:
         with self._recorder.changed:
             return self._recorder.connections
-
-    def script(
-        self, pattern: str, reply: str, *, times: int | None = None, stage: str = "rcpt"
-    ) -> None:
-        """Answer recipients matching ``pattern`` (fnmatch, case-insensitive)
-        with ``reply`` at ``stage`` ("rcpt", "data-command" for the DATA
-        command itself, or "data" after the message),
-        ``times`` times or forever. A 421 reply also closes the connection.
-
-        Raises ValueError for a malformed reply or unknown stage.
-        """
-        check_reply(reply)
-        if stage not in STAGES:
-            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
-        if times is not None and times < 1:
-            raise ValueError("times must be positive or None")
-        self._recorder.add_script(pattern, reply, times, stage)
-
-    def unscript(self, pattern: str, reply: str, *, stage: str = "rcpt") -> None:
-        """Forget the scripted ``reply`` for ``pattern`` at ``stage``."""
-        self._recorder.remove_script(pattern, reply, stage)
-
-    def offer_starttls(self, enabled: bool = True) -> None:
-        """Offer STARTTLS on new connections (when the sink has a
-        certificate) or not; open connections keep what they were offered."""
-        with self._recorder.changed:
-            self._recorder.faults.no_starttls = not enabled
-
-    def cancel_drops(self) -> None:
-        """Forget the drops :meth:`drop_after_data` asked for."""
-        with self._recorder.changed:
-            self._recorder.drops = 0
-
-    def clear_scripts(self) -> None:
-        """Forget scripted replies and pending drops."""
-        with self._recorder.changed:
-            self._recorder.scripts.clear()
-            self._recorder.drops = 0
-
-    def greylist(self, enabled: bool = True) -> None:
-        """Refuse the first RCPT of every (sender, recipient) pair with
-        451 4.7.1; later attempts of the pair pass. Scripts come first."""
-        with self._recorder.changed:
-            self._recorder.faults.greylist = enabled
-
-    def tempfail(self, rate: float, *, seed: int | None = None) -> None:
-        """Refuse that fraction of RCPTs (after scripts and greylisting) with
-        451 4.3.0; ``seed`` makes the sequence of refusals repeatable.
-
-        Raises ValueError unless 0 <= rate <= 1.
-        """
-        if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"rate must be between 0 and 1, got {rate}")
-        with self._recorder.changed:
-            self._recorder.faults.tempfail_rate = rate
-            self._recorder.faults.rng = random.Random(seed)
-
-    def delay(self, *, banner: float = 0.0, replies: float = 0.0) -> None:
-        """Wait ``banner`` seconds before the 220 greeting and ``replies``
-        seconds before every later reply (on new and open connections).
-
-        Raises ValueError for a negative delay.
-        """
-        if banner < 0 or replies < 0:
-            raise ValueError("delays must not be negative")
-        with self._recorder.changed:
-            self._recorder.faults.banner_delay = banner
-            self._recorder.faults.reply_delay = replies
-
-    def clear_faults(self) -> None:
-        """Scripts, drops, greylisting (and its memory), the temporary
-        failure rate and delays all off."""
-        self.clear_scripts()
-        self._recorder.reset_faults()
-
-    def drop_after_data(self, count: int = 1) -> None:
-        """Read the next ``count`` messages, then close without replying."""
-        with self._recorder.changed:
-            self._recorder.drops += count
 
     def clear(self) -> None:
         """Forget recorded messages, transactions, refusals and the
@@ -250,7 +182,6 @@ class Sink:
             hostname=self.hostname,
             on_message=self._on_message,
             on_refusal=self._on_refusal,
-            pipelining=self._pipelining,
         )
         thread = ServerThread(
             f"sink-{self.host}", server.listen, server.close, new_loop=service_loop.loop_factory()

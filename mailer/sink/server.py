@@ -31,13 +31,14 @@ from mailer.errors import ValidationError
 from mailer.loop import ServerThread
 from mailer.sink.auth import Authenticator, DmarcVerdict, SpfVerdict
 from mailer.sink.checks import HeaderCache, HeaderCheck, parse_message, run_checks
+from mailer.sink.control import FaultControl
 from mailer.sink.maildir import MaildirStore
 from mailer.sink.options import BadCert, SinkOptions
 from mailer.sink.record import SinkMessage
 from mailer.sink.rehearsal import Rehearsal
 from mailer.sink.report import trace_headers
 from mailer.sink.runner import Sink, certificate_names
-from mailer.sink.smtpd import Refusal, Transaction
+from mailer.sink.smtpd import Recorder, Refusal, Transaction
 from mailer.sink.verify import DkimResult, TxtRecords, Verifier
 
 __all__ = ["DevSink"]
@@ -49,9 +50,10 @@ _DRAIN_ON_STOP = 10.0
 _STORE_BATCH = 64
 
 
-class DevSink:
+class DevSink(FaultControl):
     """A running developer sink (``start()``/``stop()``, or ``with`` /
-    ``async with``).
+    ``async with``), its faults changeable while it runs
+    (:class:`~mailer.sink.control.FaultControl`).
 
     ``nameservers`` are where DKIM keys are looked up (``host:port``; an
     empty sequence means the system resolver, None means no DNS at all);
@@ -112,7 +114,7 @@ class DevSink:
                 bounce_rate=opts.bounce_after,
                 complain_rate=opts.complain,
                 hostname=opts.hostname,
-                seed=opts.seed,
+                seed=opts.faults.seed,
                 domains=opts.feedback_domains,
             )
 
@@ -252,41 +254,10 @@ class DevSink:
     def maildir(self) -> Path | None:
         return self.options.maildir
 
-    # -- faults (the same as the flags, changeable while running) ---------------
+    # -- faults: FaultControl over the SMTP server's recorder -------------------
 
-    def script(
-        self, pattern: str, reply: str, *, times: int | None = None, stage: str = "rcpt"
-    ) -> None:
-        """See :meth:`mailer.sink.runner.Sink.script`. Raises ValueError."""
-        self._kit().script(pattern, reply, times=times, stage=stage)
-
-    def greylist(self, enabled: bool = True) -> None:
-        self._kit().greylist(enabled)
-
-    def tempfail(self, rate: float, *, seed: int | None = None) -> None:
-        """Raises ValueError unless 0 <= rate <= 1."""
-        self._kit().tempfail(rate, seed=seed)
-
-    def drop_after_data(self, count: int = 1) -> None:
-        self._kit().drop_after_data(count)
-
-    def delay(self, *, banner: float = 0.0, replies: float = 0.0) -> None:
-        """Raises ValueError for a negative delay."""
-        self._kit().delay(banner=banner, replies=replies)
-
-    def clear_faults(self) -> None:
-        self._kit().clear_faults()
-
-    def unscript(self, pattern: str, reply: str, *, stage: str = "rcpt") -> None:
-        self._kit().unscript(pattern, reply, stage=stage)
-
-    def offer_starttls(self, enabled: bool = True) -> None:
-        """STARTTLS on new connections or not (only a sink started with it
-        can offer it)."""
-        self._kit().offer_starttls(enabled)
-
-    def cancel_drops(self) -> None:
-        self._kit().cancel_drops()
+    def _fault_recorder(self) -> Recorder:
+        return self._kit()._fault_recorder()
 
     def _kit(self) -> Sink:
         if self._smtp is None:
@@ -322,8 +293,10 @@ class DevSink:
             keep=False,
             on_message=self._accepted if opts.check else self._recorded,
             on_refusal=self._on_refusal,
-            pipelining=opts.pipelining,
+            faults=opts.faults,
         )
+        for rule in opts.replies:
+            smtp.script(rule.pattern, rule.reply, stage=rule.stage)
         try:
             smtp.start()
         except BaseException:
@@ -331,14 +304,6 @@ class DevSink:
             self._close_certs()
             raise
         self._smtp = smtp
-        for rule in opts.replies:
-            smtp.script(rule.pattern, rule.reply, stage=rule.stage)
-        smtp.greylist(opts.greylist)
-        if opts.tempfail_rate:
-            smtp.tempfail(opts.tempfail_rate, seed=opts.seed)
-        if opts.drop_after_data:
-            smtp.drop_after_data(opts.drop_after_data)
-        smtp.delay(banner=opts.slow_banner, replies=opts.slow_replies)
         return self
 
     def _certs(self) -> TestCerts:

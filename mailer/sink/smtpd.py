@@ -10,6 +10,7 @@ only state touched from other threads, always under its condition's lock.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fnmatch
 import random
 import re
@@ -17,12 +18,13 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, AnyStr, cast
 
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, TLSSetupException
 from aiosmtpd.smtp import Session as ServerSession
 
+from mailer.sink.faults import Faults
 from mailer.sink.record import SinkMessage
 
 __all__ = [
@@ -94,17 +96,6 @@ class _Script:
     stage: str
 
 
-@dataclass(slots=True)
-class _Faults:
-    greylist: bool = False
-    greylisted: set[tuple[str, str]] = field(default_factory=set)
-    tempfail_rate: float = 0.0
-    rng: random.Random = field(default_factory=random.Random)
-    banner_delay: float = 0.0
-    reply_delay: float = 0.0
-    no_starttls: bool = False
-
-
 class Recorder:
     """State shared between the sink's loop thread and its callers."""
 
@@ -117,12 +108,24 @@ class Recorder:
         self.refusals: list[Refusal] = []
         self.connections = 0
         self.scripts: list[_Script] = []
-        self.drops = 0
-        self.faults = _Faults()
+        self.faults = Faults()
+        # what the faults remember between deliveries: the pairs greylisted
+        # so far and the draws of the temporary-failure rate
+        self.greylisted: set[tuple[str, str]] = set()
+        self.rng = random.Random()
+        # False when the server has no certificate: STARTTLS cannot be offered
+        self.can_starttls = True
 
-    def reset_faults(self) -> None:
+    def set_faults(self, faults: Faults) -> None:
+        """Apply ``faults`` (validated already) from now on; a new seed or
+        rate starts a new sequence of draws, greylisting turned off forgets
+        the pairs it saw."""
         with self.changed:
-            self.faults = _Faults()
+            old, self.faults = self.faults, faults
+            if (old.tempfail_rate, old.seed) != (faults.tempfail_rate, faults.seed):
+                self.rng = random.Random(faults.seed)
+            if not faults.greylist:
+                self.greylisted.clear()
 
     def add_script(self, pattern: str, reply: str, times: int | None, stage: str) -> None:
         with self.changed:
@@ -155,21 +158,22 @@ class Recorder:
             faults = self.faults
             if faults.greylist:
                 key = (mail_from.lower(), recipient.lower())
-                if key not in faults.greylisted:
-                    faults.greylisted.add(key)
+                if key not in self.greylisted:
+                    self.greylisted.add(key)
                     return GREYLIST_REPLY, "greylist"
-            if faults.tempfail_rate > 0 and faults.rng.random() < faults.tempfail_rate:
+            if faults.tempfail_rate > 0 and self.rng.random() < faults.tempfail_rate:
                 return TEMPFAIL_REPLY, "tempfail"
         return None
 
     def delays(self) -> tuple[float, float]:
         with self.changed:
-            return self.faults.banner_delay, self.faults.reply_delay
+            return self.faults.slow_banner, self.faults.slow_replies
 
     def take_drop(self) -> bool:
         with self.changed:
-            if self.drops > 0:
-                self.drops -= 1
+            left = self.faults.drop_after_data
+            if left > 0:
+                self.faults = dataclasses.replace(self.faults, drop_after_data=left - 1)
                 return True
             return False
 
@@ -193,12 +197,10 @@ class _Handler:
         recorder: Recorder,
         on_message: MessageHook | None,
         on_refusal: RefusalHook | None,
-        pipelining: bool = True,
     ) -> None:
         self._recorder = recorder
         self._on_message = on_message
         self._on_refusal = on_refusal
-        self._pipelining = pipelining
 
     async def handle_EHLO(
         self,
@@ -211,7 +213,9 @@ class _Handler:
         # aiosmtpd reads one command line at a time and answers in order,
         # which is all RFC 2920 asks of a server; it just does not say so.
         session.host_name = hostname
-        if self._pipelining:
+        with self._recorder.changed:
+            pipelining = not self._recorder.faults.no_pipelining
+        if pipelining:
             responses.insert(len(responses) - 1, "250-PIPELINING")
         return responses
 
@@ -525,14 +529,13 @@ class Server:
         hostname: str,
         on_message: MessageHook | None = None,
         on_refusal: RefusalHook | None = None,
-        pipelining: bool = True,
     ) -> None:
         self.host = host
         self.port = port
         self._recorder = recorder
         self.tls = tls
         self._hostname = hostname
-        self._handler = _Handler(recorder, on_message, on_refusal, pipelining)
+        self._handler = _Handler(recorder, on_message, on_refusal)
         self._open: set[asyncio.Transport] = set()
         self._server: asyncio.Server | None = None
 
@@ -540,7 +543,8 @@ class Server:
         with self._recorder.changed:
             self._recorder.connections += 1
             # a switch of the running sink: new connections are not offered it
-            tls = None if self._recorder.faults.no_starttls else self.tls
+            faults = self._recorder.faults
+            tls = None if faults.no_starttls else self.tls
         return _SinkSMTP(
             self._handler,
             self._recorder,

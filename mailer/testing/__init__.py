@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from mailer.dev.certs import CertFiles, TestCerts
 from mailer.dev.dnsserver import DNSServer
+from mailer.sink.faults import Faults
 from mailer.sink.options import SinkOptions
 from mailer.sink.record import SinkMessage
 from mailer.sink.runner import Sink, pick_port
@@ -18,6 +19,7 @@ __all__ = [
     "CertFiles",
     "DNSServer",
     "DevSink",
+    "Faults",
     "Sink",
     "SinkMessage",
     "SinkOptions",

@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from fastapi.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from mailer.errors import ValidationError
 from mailer.sink.api import api_router
 from mailer.sink.record import SinkMessage
 from mailer.sink.server import DevSink
@@ -214,7 +215,10 @@ def create_app(sink: DevSink, *, changes: Changes | None = None) -> FastAPI:
         state = form.get("state")
         if state not in ("on", "off"):
             raise HTTPException(422, "state: must be 'on' or 'off'")
-        await asyncio.to_thread(switches.set, switch, state == "on")
+        try:
+            await asyncio.to_thread(switches.set, switch, state == "on")
+        except ValidationError as exc:
+            raise HTTPException(422, f"{exc.field}: {exc.reason}") from exc
         return RedirectResponse("/#faults", status_code=303)
 
     app.add_middleware(SecurityHeaders)

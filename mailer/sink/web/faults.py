@@ -1,5 +1,7 @@
 """The fault switches of the inbox page: each turns a rehearsal of the
-running sink on or off for the deliveries that come next."""
+running sink on or off for the deliveries that come next. Besides the two
+scripted replies (defer, reject) they are the faults of the one vocabulary
+(:mod:`mailer.sink.faults`) under the same names."""
 
 from __future__ import annotations
 
@@ -7,30 +9,38 @@ import threading
 from dataclasses import dataclass
 from enum import StrEnum
 
+from mailer.sink.faults import FAULTS
 from mailer.sink.server import DevSink
 
 __all__ = ["DEFER_REPLY", "REJECT_REPLY", "FaultSwitches", "Switch", "SwitchState"]
 
 DEFER_REPLY = "451 4.3.0 deferred by the inbox's fault switch (rehearsal)"
 REJECT_REPLY = "550 5.7.1 rejected by the inbox's fault switch (rehearsal)"
-# "drop" stays on until switched off: the sink drops this many messages
-# at most, more than any rehearsal sends.
+# "drop-after-data" stays on until switched off: the sink drops this many
+# messages at most, more than any rehearsal sends.
 _DROP_ALL = 1 << 30
 
 
 class Switch(StrEnum):
     DEFER = "defer"
     REJECT = "reject"
-    DROP = "drop"
+    DROP_AFTER_DATA = "drop-after-data"
+    GREYLIST = "greylist"
     NO_STARTTLS = "no-starttls"
+    NO_PIPELINING = "no-pipelining"
 
 
+_SCRIPTED = {Switch.DEFER: DEFER_REPLY, Switch.REJECT: REJECT_REPLY}
+_HELP = {fault.name: fault.help for fault in FAULTS}
 DESCRIPTIONS = {
+    **{switch: _HELP[switch.value] for switch in Switch if switch.value in _HELP},
     Switch.DEFER: f"every recipient gets {DEFER_REPLY[:9]}: the sender should retry later",
     Switch.REJECT: f"every recipient gets {REJECT_REPLY[:9]}: the sender should bounce",
-    Switch.DROP: "the message is read, then the connection closes without a reply",
-    Switch.NO_STARTTLS: "new connections are not offered STARTTLS: nothing may be sent",
+    # on here means every message, not a count
+    Switch.DROP_AFTER_DATA: "every message is read, then the connection closes without a reply",
 }
+# every switch but the scripted replies is a fault of the vocabulary
+assert {s.value for s in Switch if s not in _SCRIPTED} <= _HELP.keys()
 
 
 @dataclass(frozen=True)
@@ -41,38 +51,47 @@ class SwitchState:
 
 
 class FaultSwitches:
-    """The switches over one running sink. All start off; rehearsals given
-    on the command line stay as they are."""
+    """The switches over one running sink. The scripted ones start off;
+    the others show the sink's fault as it is (the command line's too)."""
 
     def __init__(self, sink: DevSink) -> None:
         self._sink = sink
-        self._on: set[Switch] = set()
+        self._scripted: set[Switch] = set()
         self._lock = threading.Lock()
 
     def set(self, switch: Switch, on: bool) -> None:
-        """Turn ``switch`` on or off (again: no change)."""
+        """Turn ``switch`` on or off (again: no change).
+
+        Raises ValidationError when the sink cannot (no-starttls off on a
+        sink started without a certificate).
+        """
         with self._lock:
-            if (switch in self._on) == on:
-                return
             sink = self._sink
-            if switch in (Switch.DEFER, Switch.REJECT):
-                reply = DEFER_REPLY if switch is Switch.DEFER else REJECT_REPLY
+            reply = _SCRIPTED.get(switch)
+            if reply is not None:
+                if (switch in self._scripted) == on:
+                    return
                 if on:
                     sink.script("*", reply)
+                    self._scripted.add(switch)
                 else:
                     sink.unscript("*", reply)
-            elif switch is Switch.DROP:
-                if on:
-                    sink.drop_after_data(_DROP_ALL)
-                else:
-                    sink.cancel_drops()
+                    self._scripted.discard(switch)
+            elif switch is Switch.DROP_AFTER_DATA:
+                sink.set_faults(drop_after_data=_DROP_ALL if on else 0)
             else:
-                sink.offer_starttls(not on)
-            if on:
-                self._on.add(switch)
-            else:
-                self._on.discard(switch)
+                sink.set_faults(**{switch.value.replace("-", "_"): on})
 
     def states(self) -> list[SwitchState]:
+        faults = self._sink.faults
         with self._lock:
-            return [SwitchState(s, s in self._on, DESCRIPTIONS[s]) for s in Switch]
+            return [
+                SwitchState(
+                    switch,
+                    switch in self._scripted
+                    if switch in _SCRIPTED
+                    else bool(getattr(faults, switch.value.replace("-", "_"))),
+                    DESCRIPTIONS[switch],
+                )
+                for switch in Switch
+            ]
