@@ -12,7 +12,6 @@ at all). The actions (:mod:`mailer.ui.actions`) call the same
 
 from __future__ import annotations
 
-import datetime
 import secrets
 import time
 from collections.abc import Sequence
@@ -20,12 +19,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import jinja2
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import FormData
-from starlette.templating import Jinja2Templates
 
 from mailer.accounts import Principal, authenticate, digest
 from mailer.app import App
@@ -45,30 +42,13 @@ from mailer.ui.session import (
     same_token,
 )
 from mailer.web import PAGE_CSP, SecurityHeaders
+from mailer.web.templating import page_templates
 
 __all__ = ["Console", "create_console"]
 
 _HERE = Path(__file__).parent
 PAGE_SIZES = (25, 50, 100, 500)
 CHART_MINUTES = 60
-
-
-def _when(epoch: float | None) -> str:
-    if epoch is None:
-        return "-"
-    moment = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _templates() -> Jinja2Templates:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(_HERE / "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    env.filters["when"] = _when
-    env.filters["query"] = lambda pairs: urlencode(pairs)
-    return Jinja2Templates(env=env)
 
 
 class LoginRequired(Exception):
@@ -88,7 +68,7 @@ class Console:
         self.sessions = Sessions(secret)
         self.keys = tuple(key.encode("utf-8") for key in keys)
         self.configured = tuple(digest(key) for key in keys)
-        self.templates = _templates()
+        self.templates = page_templates(_HERE / "templates", query=lambda pairs: urlencode(pairs))
 
     async def operator(self, request: Request) -> tuple[Principal, str]:
         """Who the request acts for and its CSRF token; raises

@@ -13,16 +13,13 @@ says they come from another site.
 from __future__ import annotations
 
 import asyncio
-import datetime
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-import jinja2
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.templating import Jinja2Templates
 
 from mailer.errors import ValidationError
 from mailer.sink.api import api_router
@@ -32,6 +29,7 @@ from mailer.sink.web.faults import FaultSwitches, Switch
 from mailer.sink.web.live import Changes
 from mailer.sink.web.view import attachment_bytes, newest_first, view
 from mailer.web import SecurityHeaders, csp_header, install_docs, static_files
+from mailer.web.templating import page_templates
 
 __all__ = ["PREVIEW_CSP", "create_app", "preview_csp"]
 
@@ -59,21 +57,6 @@ PREVIEW_CSP = preview_csp(False)
 # Rows on the page at most (the sink keeps up to 10,000 messages; search
 # reaches them all).
 LIST_LIMIT = 500
-
-
-def _when(epoch: float) -> str:
-    moment = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _templates() -> Jinja2Templates:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(_HERE / "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    env.filters["when"] = _when
-    return Jinja2Templates(env=env)
 
 
 def _same_site(request: Request) -> None:
@@ -109,7 +92,7 @@ def create_app(sink: DevSink, *, changes: Changes | None = None) -> FastAPI:
     changes = changes or Changes()
     sink.listen(lambda message: changes.publish("message"))
     switches = FaultSwitches(sink)
-    templates = _templates()
+    templates = page_templates(_HERE / "templates")
     app = FastAPI(
         title="mailer sink",
         description="The developer sink's inbox and JSON API.",
