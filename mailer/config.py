@@ -41,7 +41,7 @@ from pydantic import (
     ValidationError as PydanticValidationError,
 )
 
-from mailer.errors import ConfigError, ValidationError
+from mailer.errors import ConfigError, ValidationError, shown
 from mailer.hostport import parse_host_port
 
 ENV_PREFIX = "MAILER_"
@@ -339,7 +339,7 @@ class MetricsConfig(_Frozen):
         cleaned = tuple(d.strip().rstrip(".").lower() for d in value)
         for domain in cleaned:
             if not domain or " " in domain or domain == "other":
-                raise ValueError(f"{domain!r} is not a domain name")
+                raise ValueError(f"{shown(domain)} is not a domain name")
         return cleaned
 
 

@@ -28,6 +28,21 @@ from __future__ import annotations
 from mailer.reasons import Reason
 
 
+def shown(value: str) -> str:
+    """A value the user gave, as an error message names it: in double
+    quotes and as typed. Only what cannot be printed (CR, LF, other control
+    and invisible characters) is escaped; a backslash or quote stays one
+    character, where ``repr`` would double it (and a name that was escaped
+    once already, as DNS text, would come out escaped twice)."""
+    return (
+        '"'
+        + "".join(
+            c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in value
+        )
+        + '"'
+    )
+
+
 class MailerError(Exception):
     """Root of every error the service raises on purpose."""
 

@@ -19,7 +19,7 @@ from mailer.cli.spf import spf_identity
 from mailer.config import load_config
 from mailer.dev.dnsserver import DNSServer
 from mailer.enqueue import RecipientInput, check_distribution, check_recipients
-from mailer.errors import ConfigError, ValidationError
+from mailer.errors import ConfigError, ValidationError, shown
 from mailer.message.addresses import parse_address
 from mailer.store.models import NewDistribution
 from mailer.store.rules import hold_value
@@ -269,3 +269,24 @@ def test_spf_command_names_the_field_and_asks_no_dns_for_a_bad_sender(
     assert result.exit_code == 1
     assert "sender" in result.output
     assert "not a domain name" in result.output
+
+
+def test_errors_name_a_value_as_typed_escaping_only_what_cannot_be_printed() -> None:
+    assert shown("a\\b.com") == '"a\\b.com"'
+    assert shown('ex"ample') == '"ex"ample"'
+    assert shown("exa\u200bmple.com\r\n") == '"exa\\u200bmple.com\\r\\n"'
+
+
+@pytest.mark.parametrize("name", ["bad name!", "a\\b.com", "münchen.de\\x"])
+def test_a_name_that_is_no_domain_is_named_once_not_escaped_twice(
+    tmp_path: Path, name: str
+) -> None:
+    # check-domain turned the name into DNS text (a space is "\032") and an
+    # error then quoted that with repr, doubling every backslash
+    config = config_at(tmp_path, tmp_path / "db.sqlite3")
+    for args in (["check-domain", name], ["hold", name]):
+        code, out = mailer(config, *args)
+        assert code != 0, (args, out)
+        assert f'"{name}" is not a domain name' in out, (args, out)
+        assert "\\\\" not in out, (args, out)
+        assert "\\032" not in out, (args, out)

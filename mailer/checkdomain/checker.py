@@ -16,7 +16,7 @@ from mailer.checkdomain.tls import find_tls, judge_tls
 from mailer.checkdomain.tls_probe import PROBE_TIMEOUT
 from mailer.config import Config
 from mailer.dns import Resolver, normalise_name
-from mailer.errors import DNSPermanentError, ValidationError
+from mailer.errors import DNSPermanentError, ValidationError, shown
 from mailer.message.keys import KeyStore, normalise_domain
 
 __all__ = ["DomainChecker", "check_domain"]
@@ -27,8 +27,12 @@ def _domain(value: str) -> str:
     try:
         ascii_name = normalise_name(value.strip())
     except DNSPermanentError as exc:
-        raise ValidationError("domain", f"{value!r}: {exc.reason}") from exc
-    return normalise_domain(ascii_name)
+        raise ValidationError("domain", f"{shown(value.strip())}: {exc.reason}") from exc
+    try:
+        return normalise_domain(ascii_name)
+    except ValidationError:
+        # named as typed, not in the escaped text form DNS gave back
+        raise ValidationError("domain", f"{shown(value.strip())} is not a domain name") from None
 
 
 def nonexistent(name: str) -> Check:

@@ -10,7 +10,7 @@ import click
 from mailer.cli.main import Context, cli, pass_ctx, run
 from mailer.config import Config
 from mailer.dns import Resolver, normalise_name
-from mailer.errors import DNSPermanentError, ValidationError
+from mailer.errors import DNSPermanentError, ValidationError, shown
 from mailer.identity.check_host import SPFOutcome, SPFResult, check_host
 
 # labels of letters, digits, '-' and '_' (SPF domains may hold underscores)
@@ -31,9 +31,9 @@ def spf_identity(sender: str, helo: str | None) -> tuple[str, str, str | None]:
         try:
             ascii_name = normalise_name(name)
         except DNSPermanentError as exc:
-            raise ValidationError(field, f"{name!r} is not a domain name") from exc
+            raise ValidationError(field, f"{shown(name)} is not a domain name") from exc
         if not _NAME.fullmatch(ascii_name):
-            raise ValidationError(field, f"{name!r} is not a domain name")
+            raise ValidationError(field, f"{shown(name)} is not a domain name")
         return ascii_name
 
     if helo is not None:

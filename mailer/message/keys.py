@@ -27,7 +27,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from mailer.errors import KeyMaterialError, ValidationError
+from mailer.errors import KeyMaterialError, ValidationError, shown
 
 Algorithm = Literal["rsa", "ed25519"]
 PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
@@ -58,9 +58,9 @@ def normalise_domain(value: str, field: str = "domain") -> str:
     if domain.endswith("."):
         domain = domain[:-1]
     if not domain.isascii():
-        raise ValidationError(field, f"{value!r} is not ASCII; use the A-label (xn--) form")
+        raise ValidationError(field, f"{shown(value)} is not ASCII; use the A-label (xn--) form")
     if len(domain) > 253 or not _DOMAIN_RE.fullmatch(domain):
-        raise ValidationError(field, f"{value!r} is not a domain name")
+        raise ValidationError(field, f"{shown(value)} is not a domain name")
     return domain
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from mailer.errors import ValidationError
+from mailer.errors import ValidationError, shown
 from mailer.reasons import Reason, State
 from mailer.store.models import (
     HOLD_KINDS,
@@ -231,16 +231,16 @@ def hold_value(kind: str, value: str) -> str:
         # "exa<U+200B>mple.com" would come out as another name than typed
         noun = "domain name" if kind == "domain" else "distribution id"
         raise ValidationError(
-            kind, f"{value!r} is not a {noun}: {hidden} is a space or an invisible character"
+            kind, f"{shown(value)} is not a {noun}: {hidden} is a space or an invisible character"
         )
     if kind == "domain":
         try:
             ascii_name = value.rstrip(".").encode("idna").decode("ascii").lower()
         except UnicodeError as exc:
-            raise ValidationError("domain", f"{value!r} is not a domain name") from exc
+            raise ValidationError("domain", f"{shown(value)} is not a domain name") from exc
         if len(ascii_name) > 253 or not _HOST_NAME.fullmatch(ascii_name):
             raise ValidationError(
-                "domain", f"{value!r} is not a domain name (letters, digits, '-' and dots)"
+                "domain", f"{shown(value)} is not a domain name (letters, digits, '-' and dots)"
             )
         value = ascii_name
     return value
