@@ -386,3 +386,25 @@ async def test_an_account_held_from_the_cli_shows_on_the_holds_page_and_releases
     )
     assert "released account acme: 1 send(s) queued" in reply.text
     assert (await world.app.store.counts()).get(State.QUEUED) == 1
+
+
+async def test_the_overview_counts_sends_per_destination_domain_and_state(world: World) -> None:
+    client = Client(world.app)
+    survey = NewDistribution(
+        account="acme",
+        sender_address="hr@acme.test",
+        sender_name="ACME",
+        subject="Umfrage",
+        html=None,
+        text="Hallo",
+    )
+    people = [RecipientInput(f"u{i}@dest.test") for i in range(3)]
+    await client.enqueue(survey, [*people, RecipientInput("x@other.test")])
+    await world.app.store.hold("domain", "other.test", now=time.time())
+    await login(world.http)
+    page = (await world.http.get("/ui/")).text
+    section = page[page.index('id="destinations"') :]
+    # the busiest domain first, each state linking to the queue it counts
+    assert section.index("dest.test") < section.index("other.test")
+    assert 'href="/ui/queue?state=queued&amp;domain=dest.test">queued 3</a>' in section
+    assert 'href="/ui/queue?domain=other.test"' in section

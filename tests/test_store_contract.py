@@ -738,6 +738,17 @@ async def test_stats_counts_reasons_destinations_throughput_and_holds(store) -> 
     assert (last.delivered, last.bounced, last.failed, last.deferred) == (1, 2, 1, 2)
     assert stats.throughput[0].delivered == 0
     assert [(h.kind, h.value) for h in stats.holds] == [("domain", "other.test")]
+    # every destination domain, busiest first, per state in the vocabulary's order
+    assert [(d.domain, d.total, d.states) for d in stats.domains] == [
+        (
+            "dest.test",
+            4,
+            ((State.DELIVERED, 1), (State.BOUNCED, 2), (State.FAILED, 1)),
+        ),
+        ("slow.test", 2, ((State.DEFERRED, 2),)),
+    ]
+    top = await store.stats(now=6030.0, minutes=3, top=1)
+    assert [d.domain for d in top.domains] == ["dest.test"]
 
 
 async def test_suppress_many_writes_every_entry(store) -> None:

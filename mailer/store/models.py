@@ -326,6 +326,16 @@ class DestinationCount:
 
 
 @dataclass(frozen=True)
+class DomainStates:
+    """One destination domain's sends, counted per state (states with none
+    left out)."""
+
+    domain: str
+    total: int
+    states: tuple[tuple[State, int], ...]
+
+
+@dataclass(frozen=True)
 class Throughput:
     """Events of one wall-clock minute (``minute``: its start, epoch s)."""
 
@@ -344,6 +354,8 @@ class Stats:
     deferring: tuple[DestinationCount, ...]
     throughput: tuple[Throughput, ...]
     holds: tuple[Hold, ...]
+    # the destination domains with the most sends, each per state
+    domains: tuple[DomainStates, ...] = ()
 
 
 # After the 250: returned messages and what they did -----------------------

@@ -18,6 +18,7 @@ from mailer.reasons import Reason, State
 from mailer.store.models import (
     HOLD_KINDS,
     DestinationCount,
+    DomainStates,
     Hold,
     Outcome,
     ReasonCount,
@@ -318,13 +319,15 @@ def stats_of(
     reasons: Iterable[Row],
     deferring: Iterable[Row],
     throughput: Iterable[Row],
+    domains: Iterable[Row] = (),
     holds: Iterable[Hold],
     now: float,
     minutes: int,
 ) -> Stats:
     """The statistics from the rows of COUNT_STATES (as state → count),
-    FAILURE_REASONS, DEFERRING and THROUGHPUT, and the holds; every minute
-    of the window is present, quiet ones with zeros."""
+    FAILURE_REASONS, DEFERRING, THROUGHPUT and DOMAIN_STATES, and the
+    holds; every minute of the window is present, quiet ones with zeros;
+    domains with the most sends first."""
     first, last = _minutes(now, minutes)
     per_minute: dict[int, dict[str, int]] = {m: {} for m in range(first, last + 1)}
     for r in throughput:
@@ -335,7 +338,25 @@ def stats_of(
         tuple(DestinationCount(r["domain"], Reason(r["reason"]), r["n"]) for r in deferring),
         tuple(Throughput(minute=float(m * 60), **per_minute[m]) for m in sorted(per_minute)),
         tuple(holds),
+        domain_states(domains),
     )
+
+
+def domain_states(rows: Iterable[Row]) -> tuple[DomainStates, ...]:
+    """DOMAIN_STATES rows (domain, state, n) per domain, the busiest first,
+    states in the order of the vocabulary (pure)."""
+    per: dict[str, dict[State, int]] = {}
+    for r in rows:
+        per.setdefault(r["domain"], {})[State(r["state"])] = r["n"]
+    found = [
+        DomainStates(
+            domain,
+            sum(states.values()),
+            tuple((s, states[s]) for s in State if s in states),
+        )
+        for domain, states in per.items()
+    ]
+    return tuple(sorted(found, key=lambda d: (-d.total, d.domain)))
 
 
 def window(now: float, minutes: int) -> tuple[float, float]:

@@ -239,6 +239,7 @@ async def stats(conn: Conn, *, now: float, minutes: int, top: int) -> Stats:
         counts={r["state"]: r["n"] for r in await fetch(q.COUNT_STATES)},
         reasons=await fetch(q.FAILURE_REASONS, (top,)),
         deferring=await fetch(q.DEFERRING, (top,)),
+        domains=await fetch(q.DOMAIN_STATES, (top,)),
         throughput=await fetch(q.THROUGHPUT, window(now, minutes)),
         holds=[typed.hold(r) for r in await fetch(q.SELECT_HOLDS)],
         now=now,

@@ -530,6 +530,15 @@ DEFERRING = """
 SELECT domain, reason, count(*) AS n FROM sends WHERE state = 'deferred'
 GROUP BY domain, reason ORDER BY n DESC, domain, reason LIMIT ?
 """
+# Params: top. The domains with the most sends (the sends_domain index
+# answers it), each counted per state.
+DOMAIN_STATES = """
+SELECT domain, state, count(*) AS n FROM sends
+WHERE domain IN (
+    SELECT domain FROM sends GROUP BY domain ORDER BY count(*) DESC, domain LIMIT ?
+)
+GROUP BY domain, state
+"""
 # Params: from, to. Minutes are wall-clock minutes (epoch seconds / 60).
 THROUGHPUT = """
 SELECT CAST(at / 60 AS INTEGER) AS minute, state, count(*) AS n FROM events

@@ -655,6 +655,7 @@ class SQLiteStore:
                 counts={r[0]: r[1] for r in conn.execute(sql.COUNT_STATES)},
                 reasons=conn.execute(sql.FAILURE_REASONS, (top,)).fetchall(),
                 deferring=conn.execute(sql.DEFERRING, (top,)).fetchall(),
+                domains=conn.execute(sql.DOMAIN_STATES, (top,)).fetchall(),
                 throughput=conn.execute(sql.THROUGHPUT, rules.window(now, minutes)).fetchall(),
                 holds=[typed.hold(r) for r in conn.execute(sql.SELECT_HOLDS)],
                 now=now,
