@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -39,6 +40,7 @@ def test_bench_delivers_everything_reports_measured_figures_and_records_them(
     assert report["bounce_samples"] >= 15
     assert report["inbound_messages"] == 100
     assert report["sink_checked_messages"] == 60
+    assert report["sink_check_processes"] == os.cpu_count()
     # at least queued, sending and delivered for each message, all received
     assert report["webhook_events"] >= 180
     assert report["webhook_events_received"] == report["webhook_events"]
@@ -52,6 +54,7 @@ def test_bench_delivers_everything_reports_measured_figures_and_records_them(
         "bounces_parsed_per_second",
         "inbound_accepted_per_second",
         "sink_checks_per_second",
+        "sink_checks_in_process_per_second",
         "webhook_events_per_second",
         "ceiling_messages_per_second",
     ):
@@ -200,6 +203,8 @@ def test_bench_with_tlsrpt_reports_counting_off_and_on_side_by_side() -> None:
         report["tlsrpt_on_messages_per_second"] / report["tlsrpt_off_messages_per_second"],
         rel=0.01,
     )
+
+
 def test_an_engine_process_peak_is_its_own_not_its_parents() -> None:
     # a parent holding 300 MB when it starts the process, as the bench's
     # holds what it enqueued: ru_maxrss of the child would say >= 300 MB

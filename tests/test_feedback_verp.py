@@ -161,9 +161,7 @@ TEMPLATE = "{distribution}:{account}:survey:{sender}"
 
 def test_a_feedback_id_reads_back_as_its_distribution_and_account() -> None:
     value = feedback_id(TEMPLATE, distribution="01ab", account="acct-1", sender="mailer")
-    assert read_feedback_id(TEMPLATE, value, sender="mailer") == FeedbackIdentity(
-        "01ab", "acct-1"
-    )
+    assert read_feedback_id(TEMPLATE, value, sender="mailer") == FeedbackIdentity("01ab", "acct-1")
     # the whitespace around a header quoted as text is not part of it
     assert read_feedback_id(TEMPLATE, " 01ab:acct-1:survey:mailer\r\n", sender="mailer") == (
         FeedbackIdentity("01ab", "acct-1")
@@ -208,6 +206,8 @@ def test_a_repeated_field_reads_back_when_it_repeats() -> None:
     assert read_feedback_id(template, "01ab:acct-1:01ab", sender="mailer") == FeedbackIdentity(
         "01ab", "acct-1"
     )
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet=st.sampled_from("ab1-_:. \r\n\t\x00é€"), max_size=20))
 def test_feedback_id_parts_lose_colons_and_unprintables_and_nothing_else(value: str) -> None:

@@ -175,6 +175,7 @@ ROWS = (
     Row("bounces parsed/s", lambda e: _figure(e, "bounces_parsed_per_second")),
     Row("inbound msg/s", lambda e: _figure(e, "inbound_accepted_per_second")),
     Row("sink checks msg/s", lambda e: _figure(e, "sink_checks_per_second")),
+    Row("sink checks alone msg/s", lambda e: _figure(e, "sink_checks_in_process_per_second")),
     Row("webhook events/s", lambda e: _figure(e, "webhook_events_per_second")),
     Row("MTA-STS msg/s", lambda e: _figure(e, "mta_sts_messages_per_second") or None),
     Row("RTT PIPELINING msg/s", lambda e: _rtt(e, "pipelined", "messages_per_second")),

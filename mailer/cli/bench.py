@@ -323,7 +323,9 @@ def _echo_report(
     )
     click.echo(
         f"sink:     {report.sink_checked_messages} messages through `mailer sink`'s full checks "
-        f"(DKIM verify, header checks, Maildir): {report.sink_checks_per_second:.0f} msg/s"
+        f"(DKIM verify, header checks, Maildir): {report.sink_checks_per_second:.0f} msg/s "
+        f"with {report.sink_check_processes} checking processes, "
+        f"{report.sink_checks_in_process_per_second:.0f} msg/s checking in its own"
     )
     click.echo(
         f"webhooks: {report.webhook_events} events of the run pushed signed, in batches, "

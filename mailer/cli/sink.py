@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import sys
 import threading
@@ -24,6 +25,7 @@ from mailer.sink.faults import FAULTS, Faults
 from mailer.sink.options import (
     DEFAULT_BACKLOG,
     DEFAULT_HOSTNAME,
+    MAX_CHECK_PROCESSES,
     BadCert,
     SinkOptions,
     parse_listen,
@@ -60,6 +62,7 @@ def options_from_flags(
     feedback_to: str | None = None,
     backlog: int = DEFAULT_BACKLOG,
     no_checks: bool = False,
+    check_processes: int = 0,
     **faults: Any,
 ) -> SinkOptions:
     """The sink's options from its command-line flags (pure); ``faults``
@@ -85,6 +88,7 @@ def options_from_flags(
         feedback_to=parse_host_port(feedback_to, "feedback-to") if feedback_to else None,
         backlog=backlog,
         check=not no_checks,
+        check_processes=0 if no_checks else check_processes,
     )
 
 
@@ -300,6 +304,14 @@ async def _started(api: _ApiServer, task: asyncio.Task[None]) -> None:
     help="Only record: no DKIM, checks, Maildir nor feedback; a short line per message "
     "(the sink of load tests).",
 )
+@click.option(
+    "--check-processes",
+    type=click.IntRange(0, MAX_CHECK_PROCESSES),
+    default=None,
+    metavar="N",
+    help="Worker processes checking messages side by side; 0 checks in the sink's own "
+    "process.  [default: the number of CPUs]",
+)
 @click.option("--quiet", is_flag=True, help="No line per message.")
 @click.option(
     "--bad-cert",
@@ -345,6 +357,7 @@ def sink(
     feedback_to: str | None,
     backlog: int,
     no_checks: bool,
+    check_processes: int | None,
     quiet: bool,
     **faults: Any,
 ) -> None:
@@ -369,6 +382,7 @@ def sink(
             feedback_to=feedback_to or ctx.config.inbound.listen,
             backlog=backlog,
             no_checks=no_checks,
+            check_processes=(os.cpu_count() or 1) if check_processes is None else check_processes,
             **faults,
         )
         api_address = parse_listen(http, "http") if http else None

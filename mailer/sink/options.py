@@ -16,6 +16,7 @@ from mailer.sink.smtpd import STAGES, check_reply
 
 __all__ = [
     "DEFAULT_HOSTNAME",
+    "MAX_CHECK_PROCESSES",
     "BadCert",
     "ReplyRule",
     "SinkOptions",
@@ -28,6 +29,7 @@ DEFAULT_HOSTNAME = "mx.sink.test"
 # Maildir keeps everything.
 DEFAULT_KEEP = 10_000
 DEFAULT_BACKLOG = 1_000
+MAX_CHECK_PROCESSES = 64
 
 # PATTERN=CODE [ENH] [TEXT], with an optional stage prefix ("rcpt:",
 # "data-command:" or "data:", the stages of the sink's scripts).
@@ -131,6 +133,9 @@ class SinkOptions:
     # False: messages are only recorded (no DKIM, checks nor Maildir), as
     # fast as the SMTP side takes them: the sink of load tests
     check: bool = True
+    # worker processes that check messages side by side (0: the sink's own
+    # checking thread does, one message after another)
+    check_processes: int = 0
 
     @property
     def starttls(self) -> bool:
@@ -156,6 +161,8 @@ class SinkOptions:
             raise ValidationError("feedback-to", "the inbound listener to send to is needed")
         if self.backlog < 1:
             raise ValidationError("backlog", "must be at least 1")
+        if not 0 <= self.check_processes <= MAX_CHECK_PROCESSES:
+            raise ValidationError("check-processes", f"must be between 0 and {MAX_CHECK_PROCESSES}")
         if not self.starttls and (self.cert is not None or self.bad_cert is not None):
             raise ValidationError("no-starttls", "a certificate makes no sense without STARTTLS")
         if self.cert is not None and self.bad_cert is not None:

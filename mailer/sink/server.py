@@ -4,17 +4,20 @@ that ordinary mail tools read, and the fault rehearsal of `mailer sink`.
 
 Threads: the SMTP server runs on the test kit's loop thread and only hands
 each accepted message over; a second server thread with its own loop
-(:class:`mailer.loop.ServerThread`) does the DKIM key lookups, the
-verification and the header checks (CPU work), one message after another,
-so the SMTP side keeps accepting meanwhile; a third writes the Maildir
-(mostly an fsync, which leaves the interpreter free for the next check)
-in the same order.
+(:class:`mailer.loop.ServerThread`) has each message checked (the DKIM key
+lookups, the verification and the header checks: CPU work, done there or,
+with ``options.check_processes``, in that many worker processes side by
+side), so the SMTP side keeps accepting meanwhile; a third writes the
+Maildir (mostly an fsync, which leaves the interpreter free for the next
+check). Messages are stored and listed in the order they arrived, however
+their checks interleave.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import concurrent.futures.process
 import dataclasses
 import logging
 import threading
@@ -26,12 +29,9 @@ from types import TracebackType
 
 from mailer.config import Config
 from mailer.dev.certs import CertFiles, TestCerts
-from mailer.dns import Resolver
-from mailer.errors import ValidationError
 from mailer.loop import ServerThread
-from mailer.sink.auth import Authenticator, DmarcVerdict, SpfVerdict
-from mailer.sink.checks import HeaderCache, HeaderCheck, parse_message, run_checks
 from mailer.sink.control import FaultControl
+from mailer.sink.examine import CheckSetup, Examiner, ExaminerPool, Findings
 from mailer.sink.maildir import MaildirStore
 from mailer.sink.options import BadCert, SinkOptions
 from mailer.sink.record import SinkMessage
@@ -39,7 +39,6 @@ from mailer.sink.rehearsal import Rehearsal
 from mailer.sink.report import trace_headers
 from mailer.sink.runner import Sink, certificate_names
 from mailer.sink.smtpd import Recorder, Refusal, Transaction
-from mailer.sink.verify import DkimResult, TxtRecords, Verifier
 
 __all__ = ["DevSink"]
 
@@ -83,10 +82,15 @@ class DevSink(FaultControl):
         sender_ip: str | None = None,
     ) -> None:
         self.options = options or SinkOptions()
-        resolver = None if nameservers is None else Resolver(nameservers, timeout=dns_timeout)
-        records = None if resolver is None else TxtRecords(resolver)
-        self._verifier = Verifier(records, keys_dir)
-        self._auth = Authenticator(resolver, sender_ip, records)
+        self._setup = CheckSetup(
+            nameservers=None if nameservers is None else tuple(nameservers),
+            keys_dir=keys_dir,
+            dns_timeout=dns_timeout,
+            sender_ip=sender_ip,
+        )
+        # checks in this process: without a pool, or when the pool broke
+        self._examiner = Examiner(self._setup)
+        self._pool: ExaminerPool | None = None
         self.certs = certs
         self._owned_certs: TestCerts | None = None
         self._listeners = [] if on_message is None else [on_message]
@@ -99,10 +103,9 @@ class DevSink(FaultControl):
         self._smtp: Sink | None = None
         self._checker: ServerThread | None = None
         self._writer: concurrent.futures.ThreadPoolExecutor | None = None
-        self._serial: asyncio.Lock | None = None
-        # header values repeat from message to message (the parts of one
-        # template, the sender): each is parsed once per sink
-        self._headers = HeaderCache()
+        # done once the message accepted last has been queued for the
+        # Maildir (or listed): the next one waits for it (checker loop only)
+        self._turn: asyncio.Future[None] | None = None
         # checked messages waiting for the Maildir writer (checker loop only)
         self._to_store: list[tuple[SinkMessage, asyncio.Future[SinkMessage]]] = []
         self._storing: asyncio.Task[None] | None = None
@@ -278,7 +281,10 @@ class DevSink(FaultControl):
         if opts.maildir is not None:
             self._maildir = MaildirStore(opts.maildir)
         if opts.check:
-            self._serial = asyncio.Lock()  # used on the checker's loop only
+            if opts.check_processes:
+                self._pool = ExaminerPool(self._setup, opts.check_processes)
+                self._pool.start()
+            self._turn = None
             self._checker = ServerThread("sink-checks", _nothing, _cancel_all)
             self._checker.start()
         if self._maildir is not None:
@@ -342,10 +348,19 @@ class DevSink(FaultControl):
         self._stop_checker()
         self._close_certs()
 
+    @property
+    def check_pids(self) -> tuple[int, ...]:
+        """The processes checking messages besides this one (none without
+        ``options.check_processes``, or once the pool broke)."""
+        return tuple(self._pool.pids) if self._pool is not None else ()
+
     def _stop_checker(self) -> None:
         if self._checker is not None:
             self._checker.stop()
             self._checker = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         if self._writer is not None:
             self._writer.shutdown(wait=True)
             self._writer = None
@@ -404,14 +419,28 @@ class DevSink(FaultControl):
         return None
 
     async def _check(self, received: SinkMessage) -> None:
-        assert self._serial is not None
+        # messages are checked side by side but stored and listed in
+        # arrival order: each waits for the one before it to be queued
+        before = self._turn
+        turn = self._turn = asyncio.get_running_loop().create_future()
         try:
-            async with self._serial:  # FIFO: messages are checked in arrival order
-                checked = await self._examine(received)
+            findings = await self._examine(received)
+            checked = dataclasses.replace(
+                received,
+                dkim=findings.dkim,
+                checks=findings.checks,
+                spf=findings.spf,
+                dmarc=findings.dmarc,
+            )
+            if before is not None:
+                await before
             if self._writer is None:
+                turn.set_result(None)
                 message = dataclasses.replace(checked, id=uuid.uuid4().hex)
             else:
-                message = await self._stored(checked)
+                stored = self._stored(checked)
+                turn.set_result(None)
+                message = await stored
             with self._changed:
                 self._messages.append(message)
                 listeners = self._listeners
@@ -420,40 +449,39 @@ class DevSink(FaultControl):
             if self.rehearsal is not None:
                 self.rehearsal.consider(message)
         finally:
+            if not turn.done():
+                turn.set_result(None)
             with self._changed:
                 self._checked += 1
                 self._changed.notify_all()
 
-    async def _examine(self, received: SinkMessage) -> SinkMessage:
-        """``received`` with what the checks found (parsed once for all)."""
-        dkim: tuple[DkimResult, ...] = ()
-        checks: tuple[HeaderCheck, ...]
-        spf: SpfVerdict | None = None
-        dmarc: DmarcVerdict | None = None
-        try:
-            dkim = tuple(await self._verifier.verify(received.data))
-            parsed = parse_message(received.data, self._headers)
-            checks = run_checks(parsed)
-            spf = await self._auth.spf(received.mail_from)
-            dmarc = await self._auth.dmarc(parsed, dkim, spf)
-        except ValidationError as exc:
-            checks = (HeaderCheck("message", False, exc.reason),)
-        except Exception as exc:  # a bug here must not lose the message
-            log.exception("checking a message from %s failed", received.mail_from)
-            checks = (HeaderCheck("message", False, f"checking failed: {exc!r}"),)
-        return dataclasses.replace(received, dkim=dkim, checks=checks, spf=spf, dmarc=dmarc)
+    async def _examine(self, received: SinkMessage) -> Findings:
+        """What the checks found, from the pool when there is one. A pool
+        whose worker died is given up for this process's examiner: the
+        message in hand, and every one after it, is still checked."""
+        pool = self._pool
+        if pool is not None:
+            try:
+                return await pool.examine(received.data, received.mail_from)
+            except concurrent.futures.process.BrokenProcessPool as exc:
+                if self._pool is pool:
+                    log.error("a checking process died (%s); checking in the sink's own", exc)
+                    self._pool = None
+                    # its other processes end once what they hold is done
+                    threading.Thread(target=pool.close, name="sink-pool-close").start()
+        return await self._examiner.examine(received.data, received.mail_from)
 
-    async def _stored(self, message: SinkMessage) -> SinkMessage:
+    def _stored(self, message: SinkMessage) -> asyncio.Future[SinkMessage]:
         """``message`` once it is in the Maildir, with its key as id.
 
-        One writer thread stores what the checker has finished meanwhile
-        as one batch, while the next messages are checked; messages come
-        back (and are listed) in arrival order."""
+        Queued at once (in the order this is called); one writer thread
+        stores what the checker has finished meanwhile as one batch, while
+        the next messages are checked; the futures complete in that order."""
         future: asyncio.Future[SinkMessage] = asyncio.get_running_loop().create_future()
         self._to_store.append((message, future))
         if self._storing is None:
             self._storing = asyncio.create_task(self._store_batches())
-        return await future
+        return future
 
     async def _store_batches(self) -> None:
         loop = asyncio.get_running_loop()
