@@ -297,6 +297,22 @@ async def test_a_replay_over_http_requeues_the_accounts_bounced_send(world: Worl
     assert (await world.app.store.send(world.sends[0])).state is State.QUEUED
 
 
+async def test_a_replay_note_with_a_line_break_is_refused_over_http_as_in_the_cli(
+    world: World,
+) -> None:
+    refused = await world.http.post(
+        "/v1/replays", json={"note": "retry\r\nX-Injected: 1"}, headers=world.auth("acme")
+    )
+    assert refused.status_code == 422, refused.text
+    assert "note" in refused.text
+    # and nothing was requeued
+    assert (await world.app.store.send(world.sends[0])).state is State.BOUNCED
+    done = await world.http.post(
+        "/v1/replays", json={"note": "mailbox fixed"}, headers=world.auth("acme")
+    )
+    assert done.json()["requeued"] == 1, done.text
+
+
 def run_cli(path: Path, *args: str) -> str:
     result = CliRunner().invoke(cli, ["--config", str(path), *args])
     assert result.exit_code == 0, result.output

@@ -343,34 +343,22 @@ async def _replay(
     include_suppressed: bool,
     note: str | None = None,
 ) -> ReplayOut:
-    store = client.app.store
+    """The operator's replay (:meth:`mailer.client.Client.replay`), the
+    same as the CLI's and the console's: it refuses the same filters and
+    notes. Raises ValidationError."""
     replay_filter(flt)  # refuses states other than bounced and failed
-    plan = await store.replay_plan(flt)
-    out = ReplayOut(
-        dry_run=dry_run,
-        matching=plan.matching,
-        replayable=plan.replayable(include_suppressed),
-        requeued=0,
-        skipped=0,
-        unsuppressed=0,
-        held=0,
-    )
     if dry_run:
-        return out
-    after: str | None = None
-    while True:
-        done = await store.replay(
-            flt,
-            now=client.clock(),
-            note=note,
-            include_suppressed=include_suppressed,
-            after=after,
-            limit=REPLAY_BATCH,
+        report, _ = await client.replay_preview(flt, include_suppressed=include_suppressed)
+    else:
+        report = await client.replay(
+            flt, note=note, include_suppressed=include_suppressed, batch=REPLAY_BATCH
         )
-        out.requeued += done.requeued
-        out.skipped += done.skipped
-        out.unsuppressed += done.unsuppressed
-        out.held += done.held
-        after = done.last_id
-        if after is None:
-            return out
+    return ReplayOut(
+        dry_run=dry_run,
+        matching=report.matching,
+        replayable=report.replayable,
+        requeued=report.requeued,
+        skipped=report.skipped,
+        unsuppressed=report.unsuppressed,
+        held=report.held,
+    )
