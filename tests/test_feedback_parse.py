@@ -582,3 +582,26 @@ def test_the_recipient_of_a_report_is_the_one_address_it_names() -> None:
     assert recipient_of(one) == "a@x.test"
     two = Report(Kind.BOUNCE, "rfc3464", recipients=(block("a@x.test"), block("b@x.test")))
     assert recipient_of(two) is None
+
+
+@pytest.mark.parametrize("local", ["anna", "anna+survey", "a.n$n*a?"])
+def test_a_gmail_bounce_without_a_response_section_reads_the_reason_for_any_address(
+    local: str,
+) -> None:
+    # the sentence after the address is the reason; an address is text, not
+    # a pattern ("+" and "." are common in local parts)
+    text = (
+        "** Address not found **\n\n"
+        f"Your message wasn't delivered to {local}@dest.test because the address "
+        "couldn't be found, or is unable to receive mail.\n\nLearn more.\n"
+    )
+    [gmail] = [d for d in DETECTORS if d.name == "gmail"]
+    found = gmail.detect(text)
+    assert found is not None
+    [result] = found
+    assert result.address == f"{local}@dest.test"
+    assert (result.status, result.reason, result.suppress) == (
+        "5.1.1",
+        Reason.MAILBOX_UNKNOWN,
+        True,
+    )

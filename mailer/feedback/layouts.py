@@ -369,7 +369,7 @@ def _gmail(text: str) -> list[tuple[str, str]]:
         r"^\s*-+ Original message",
     ).strip()
     # the reply is the first paragraph after the heading
-    said = said.split("\n\n")[0] if said else _between(text, address, r"\n\s*\n")
+    said = said.split("\n\n")[0] if said else _between(text, re.escape(address), r"\n\s*\n")
     return [(address, said.strip())]
 
 
