@@ -170,6 +170,33 @@ def test_rates_per_account_in_stats_and_bounces_accounts(tmp_path: Path) -> None
     assert "25.00%" in shown.output
 
 
+def test_a_paused_account_without_sends_in_the_window_is_listed_as_the_api_lists_it(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    database = tmp_path / "m.sqlite3"
+
+    async def paused() -> None:
+        # queued, held by the pause, nothing finished: no sends in the window
+        async with SQLiteStore(database) as store:
+            await store.enqueue(DIST, [NewSend("x@dest.test")], hostname="h", now=NOW)
+            await store.pause_account("acct", now=NOW, detail="complaint rate")
+
+    asyncio.run(paused())
+    env = {"MAILER_DATABASE": str(database)}
+    listed = CliRunner().invoke(cli, ["bounces", "accounts", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    [acct] = json.loads(listed.output)
+    assert (acct["account"], acct["sends"], acct["paused"]) == ("acct", 0, True)
+    text = CliRunner().invoke(cli, ["bounces", "accounts"], env=env)
+    assert "acct: 0 sends" in text.output
+    assert "PAUSED" in text.output
+    shown = CliRunner().invoke(cli, ["stats"], env=env, terminal_width=120)
+    assert shown.exit_code == 0, shown.output
+    assert "paused" in shown.output
+
+
 async def test_a_sweep_exports_aggregate_rates_and_paused_accounts_without_account_labels(
     store,
 ) -> None:

@@ -22,8 +22,7 @@ from mailer.cli.queue import console, when
 from mailer.config import Config
 from mailer.errors import ValidationError
 from mailer.feedback import parse_message
-from mailer.feedback.breaker import DAY, Judgement
-from mailer.feedback.circuit import Breaker
+from mailer.feedback.circuit import Breaker, Standing
 from mailer.feedback.processor import Processor
 from mailer.feedback.service import FeedbackService, matcher_for
 from mailer.sink.options import parse_listen
@@ -209,14 +208,10 @@ def import_bounces(ctx: Context, source: Path) -> None:
     click.echo(f"{stored} imported, {processed} processed; {unmatched} unmatched in all")
 
 
-async def _accounts(config: Config) -> list[tuple[str, Judgement, bool]]:
-    async with App(config) as app:
-        breaker = Breaker(app.store, config.feedback.breaker)
-        since = time.time() - config.feedback.breaker.window_days * DAY
-        return [
-            (account, *await breaker.judgement(account))
-            for account in await app.store.active_accounts(since=since)
-        ]
+async def _accounts(config: Config) -> list[Standing]:
+    async with App(config, existing=True) as app:
+        # as GET /v1/stats gives them: the paused accounts too
+        return await Breaker(app.store, config.feedback.breaker).standings()
 
 
 @bounces.command("accounts")
@@ -229,8 +224,9 @@ def accounts(ctx: Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(accounts_json(found), indent=2))
         return
-    for account, j, paused in found:
+    for s in found:
+        j = s.judgement
         click.echo(
-            f"{account}: {j.sends} sends, hard bounces {j.bounce_rate:.2%}, "
-            f"complaints {j.complaint_rate:.2%}{'  PAUSED' if paused else ''}"
+            f"{s.account}: {j.sends} sends, hard bounces {j.bounce_rate:.2%}, "
+            f"complaints {j.complaint_rate:.2%}{'  PAUSED' if s.paused else ''}"
         )

@@ -26,8 +26,7 @@ from mailer.cli.queue import (
 )
 from mailer.client import Client, ReplayReport
 from mailer.config import Config
-from mailer.feedback.breaker import DAY, Judgement
-from mailer.feedback.circuit import Breaker
+from mailer.feedback.circuit import Breaker, Standing
 from mailer.reasons import State
 from mailer.store.models import Hold, HoldKind, Send, SendFilter, Stats
 from mailer.store.rules import REPLAYABLE_REASONS, REPLAYABLE_STATES, FilterArgs, hold_value
@@ -276,34 +275,28 @@ def release(
 # stats -------------------------------------------------------------------------
 
 
-async def _stats(
-    config: Config, minutes: int, top: int
-) -> tuple[Stats, list[tuple[str, Judgement, bool]]]:
+async def _stats(config: Config, minutes: int, top: int) -> tuple[Stats, list[Standing]]:
     async with App(config, existing=True) as app:
-        now = time.time()
-        result = await app.store.stats(now=now, minutes=minutes, top=top)
-        breaker = Breaker(app.store, config.feedback.breaker)
-        since = now - config.feedback.breaker.window_days * DAY
-        accounts = [
-            (account, *await breaker.judgement(account))
-            for account in await app.store.active_accounts(since=since)
-        ]
+        result = await app.store.stats(now=time.time(), minutes=minutes, top=top)
+        # as GET /v1/stats gives them: the paused accounts too
+        accounts = await Breaker(app.store, config.feedback.breaker).standings()
         return result, accounts
 
 
-def accounts_json(accounts: list[tuple[str, Judgement, bool]]) -> list[dict[str, Any]]:
-    """The circuit breaker's view per account (``mailer stats --json``)."""
+def accounts_json(accounts: list[Standing]) -> list[dict[str, Any]]:
+    """The circuit breaker's view per account (``mailer bounces accounts
+    --json``)."""
     return [
         {
-            "account": account,
-            "sends": j.sends,
-            "hard_bounces": j.hard_bounces,
-            "complaints": j.complaints,
-            "hard_bounce_rate": round(j.bounce_rate, 6),
-            "complaint_rate": round(j.complaint_rate, 6),
-            "paused": paused,
+            "account": s.account,
+            "sends": s.judgement.sends,
+            "hard_bounces": s.judgement.hard_bounces,
+            "complaints": s.judgement.complaints,
+            "hard_bounce_rate": round(s.judgement.bounce_rate, 6),
+            "complaint_rate": round(s.judgement.complaint_rate, 6),
+            "paused": s.paused,
         }
-        for account, j, paused in accounts
+        for s in accounts
     ]
 
 
@@ -386,12 +379,12 @@ def stats(ctx: Context, minutes: int, top: int, as_json: bool) -> None:
         "complaint rate",
         "state",
     )
-    for account, j, paused in accounts:
+    for s in accounts:
         table.add_row(
-            account,
-            str(j.sends),
-            f"{j.bounce_rate:.2%}",
-            f"{j.complaint_rate:.2%}",
-            "paused" if paused else "",
+            s.account,
+            str(s.judgement.sends),
+            f"{s.judgement.bounce_rate:.2%}",
+            f"{s.judgement.complaint_rate:.2%}",
+            "paused" if s.paused else "",
         )
     console().print(table if accounts else "no account sent in the breaker's window")
