@@ -145,11 +145,12 @@ class ExaminerPool:
     """:class:`Examiner` in ``processes`` worker processes (started by
     :meth:`start`, spawned rather than forked: the sink runs threads).
     :meth:`examine` may be awaited for many messages at once, from one
-    event loop. Each process has at most two batches to check at a time;
-    messages that come meanwhile wait and go as the next batch, so under
-    load a call to a process carries many messages (a call costs about as
-    much of the sink's own process as a check does of a worker's) and,
-    when messages are few, each goes at once.
+    event loop. Each process has one batch to check at a time; messages
+    that come meanwhile wait and go as the next batch, so under load a
+    call to a process carries many messages (a call costs the sink's own
+    process about as much as a check costs a worker) and, when messages
+    are few, each goes at once. (Two batches per process, to keep each
+    busy between calls, were slower: docs/performance.md.)
 
     Raises ValueError for fewer than one process.
     """
@@ -211,7 +212,7 @@ class ExaminerPool:
         return await future
 
     def _dispatch(self) -> None:
-        while self._waiting and self._in_flight < 2 * self.processes:
+        while self._waiting and self._in_flight < self.processes:
             batch = self._waiting[:_BATCH]
             del self._waiting[:_BATCH]
             try:
