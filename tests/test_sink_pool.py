@@ -10,6 +10,9 @@ import os
 import signal
 import smtplib
 import ssl
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -169,3 +172,44 @@ def test_the_number_of_checking_processes_is_bounded(processes: int) -> None:
 def test_a_pool_needs_a_process() -> None:
     with pytest.raises(ValueError, match="at least one"):
         ExaminerPool(CheckSetup(), 0)
+
+
+POOL_OWNER = """
+import sys, time
+from mailer.sink.examine import CheckSetup, ExaminerPool
+
+if __name__ == "__main__":
+    pool = ExaminerPool(CheckSetup(), 1)
+    pool.start()
+    print(*pool.pids, flush=True)
+    time.sleep(60)
+"""
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def test_checking_processes_leave_when_the_sink_is_killed_outright(tmp_path: Path) -> None:
+    script = tmp_path / "owner.py"
+    script.write_text(POOL_OWNER)
+    owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        [pid] = map(int, owner.stdout.readline().split())
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and running(pid):
+            time.sleep(0.1)
+        assert not running(pid), "the checking process outlived its sink"
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+        if owner.stdout is not None:
+            owner.stdout.close()

@@ -19,6 +19,8 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,8 @@ log = logging.getLogger(__name__)
 # how long a worker process may take to start (spawn, imports) before the
 # pool is given up as unusable
 _START_TIMEOUT = 60.0
+# how often a worker looks whether the sink that started it is still there
+_PARENT_POLL = 1.0
 # messages in one call to a worker process, at most
 _BATCH = 32
 
@@ -117,9 +121,19 @@ def _start_worker(setup: CheckSetup, everyone: Any) -> None:
     the last accepted message is checked)."""
     global _worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a sink killed outright (kill -9) cannot stop its pool: each worker
+    # leaves once its parent is gone instead of waiting for work forever
+    parent = os.getppid()
+    threading.Thread(target=_orphaned, args=(parent,), name="parent-watch", daemon=True).start()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     _worker = (Examiner(setup), loop, everyone)
+
+
+def _orphaned(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(_PARENT_POLL)
+    os._exit(0)
 
 
 def _examine_in_worker(messages: list[tuple[bytes, str]]) -> list[Findings]:
