@@ -25,7 +25,7 @@ from mailer.errors import ValidationError
 from mailer.message.keys import KeyStore
 from mailer.message.signing import Signer
 from mailer.sink import DevSink, SinkOptions
-from mailer.sink.examine import CheckSetup, ExaminerPool
+from mailer.sink.examine import CheckSetup, ExaminerPool, Findings
 from mailer.sink.record import SinkMessage
 from tests.conftest import CUSTOMER_DOMAIN, OUR_DOMAIN
 from tests.test_sink_backlog import slow_to_check
@@ -147,6 +147,22 @@ def test_a_checking_process_that_dies_loses_no_message(
     assert len(mailbox.Maildir(tmp_path / "Maildir", create=False)) == 4
 
 
+def test_a_failure_handing_a_message_over_checks_it_in_the_sink_itself(
+    dns_server: DNSServer, certs: TestCerts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(self: ExaminerPool, data: bytes, mail_from: str) -> Findings:
+        raise RuntimeError("lost in the hand-over")
+
+    options = SinkOptions(check_processes=1)
+    with DevSink(options, nameservers=[dns_server.address], certs=certs) as sink:
+        monkeypatch.setattr(ExaminerPool, "examine", broken)
+        with client(sink) as smtp:
+            smtp.sendmail("bounce@mailer.test", ["anna@dest.test"], GOOD)
+        [message] = sink.wait_for(1)
+    # checked all the same: the header checks ran
+    assert {check.name for check in message.checks} >= {"date", "message-id"}
+
+
 def test_stopping_checks_and_stores_what_the_pool_still_holds(
     tmp_path: Path, dns_server: DNSServer, certs: TestCerts
 ) -> None:
@@ -176,7 +192,7 @@ def test_a_pool_needs_a_process() -> None:
 
 POOL_OWNER = """
 import sys, time
-from mailer.sink.examine import CheckSetup, ExaminerPool
+from mailer.sink.examine import CheckSetup, ExaminerPool, Findings
 
 if __name__ == "__main__":
     pool = ExaminerPool(CheckSetup(), 1)

@@ -469,6 +469,8 @@ class DevSink(FaultControl):
                     self._pool = None
                     # its other processes end once what they hold is done
                     threading.Thread(target=pool.close, name="sink-pool-close").start()
+            except Exception:  # a bug in the hand-over must not lose the message
+                log.exception("checking a message in a worker process failed; checking it here")
         return await self._examiner.examine(received.data, received.mail_from)
 
     def _stored(self, message: SinkMessage) -> asyncio.Future[SinkMessage]:
