@@ -103,16 +103,21 @@ async def test_the_sweep_pauses_an_account_that_bounced_at_smtp_time(store) -> N
     assert paused == ["acct"]
 
 
-def test_release_account_from_the_command_line(tmp_path: Path) -> None:
-    database = tmp_path / "m.sqlite3"
+def paused_account(database: Path) -> dict[str, str]:
+    """A store whose account ``acct`` is paused with one send queued and
+    held (none finished); the environment that points the CLI at it."""
 
-    async def paused() -> None:
+    async def pause() -> None:
         async with SQLiteStore(database) as store:
             await store.enqueue(DIST, [NewSend("x@dest.test")], hostname="h", now=NOW)
             await store.pause_account("acct", now=NOW, detail="complaint rate")
 
-    asyncio.run(paused())
-    env = {"MAILER_DATABASE": str(database)}
+    asyncio.run(pause())
+    return {"MAILER_DATABASE": str(database)}
+
+
+def test_release_account_from_the_command_line(tmp_path: Path) -> None:
+    env = paused_account(tmp_path / "m.sqlite3")
     result = CliRunner().invoke(cli, ["release", "--account", "acct"], env=env)
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "released account acct: 1 send(s) queued"
@@ -175,16 +180,8 @@ def test_a_paused_account_without_sends_in_the_window_is_listed_as_the_api_lists
 ) -> None:
     import json
 
-    database = tmp_path / "m.sqlite3"
-
-    async def paused() -> None:
-        # queued, held by the pause, nothing finished: no sends in the window
-        async with SQLiteStore(database) as store:
-            await store.enqueue(DIST, [NewSend("x@dest.test")], hostname="h", now=NOW)
-            await store.pause_account("acct", now=NOW, detail="complaint rate")
-
-    asyncio.run(paused())
-    env = {"MAILER_DATABASE": str(database)}
+    # nothing finished: no sends in the window
+    env = paused_account(tmp_path / "m.sqlite3")
     listed = CliRunner().invoke(cli, ["bounces", "accounts", "--json"], env=env)
     assert listed.exit_code == 0, listed.output
     [acct] = json.loads(listed.output)
