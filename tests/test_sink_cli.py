@@ -185,6 +185,8 @@ async def test_sink_command_receives_engine_mail_and_serves_it_over_http(
         f"127.0.0.1:{http_port}",
         True,
     )
+    # checking in worker processes, one per CPU, unless told otherwise
+    assert ready["checking_processes"] == os.cpu_count()
     config = make_config(
         tmp_path, dns_server, port, keys_dir, relay=f"127.0.0.1:{port}", api=SERVICE_LINKS
     )

@@ -168,6 +168,8 @@ class _Printer:
             f"listening on {sink.address} starttls={'yes' if opts.starttls else 'no'}"
             f" maildir={opts.maildir or '-'} http={http or '-'}"
         )
+        if opts.check:
+            text += f" checking-processes={len(sink.check_pids)}"
         if sink.ca_path is not None and opts.starttls:
             text += f" ca={sink.ca_path}"
         if faults:
@@ -182,6 +184,7 @@ class _Printer:
                 "http": http,
                 "ca": None if sink.ca_path is None else str(sink.ca_path),
                 "faults": faults,
+                "checking_processes": len(sink.check_pids) if opts.check else None,
             },
         )
 
