@@ -13,11 +13,13 @@ import pytest
 from click.testing import CliRunner
 
 from mailer.app import App
+from mailer.bench.hooks import receiver_process, webhook_rate
 from mailer.bench.runner import _enqueue, own_peak_kb
 from mailer.cli import cli
 from mailer.config import Config
 from mailer.enqueue import MAX_RECIPIENTS
 from mailer.reasons import State
+from mailer.sink.runner import pick_port
 
 
 def test_bench_delivers_everything_reports_measured_figures_and_records_them(
@@ -90,6 +92,15 @@ async def test_bench_enqueues_more_than_one_request_takes_in_batches(config: Con
     await _enqueue(config, MAX_RECIPIENTS + 50, 4)
     async with App(config) as app:
         assert await app.store.counts() == {State.QUEUED: MAX_RECIPIENTS + 50}
+
+
+async def test_the_webhook_figure_pushes_the_last_events_of_a_large_run(config: Config) -> None:
+    await _enqueue(config, 30, 4)  # a "queued" event each
+    port = pick_port(["127.0.0.1"])
+    with receiver_process(port) as received:
+        hooks = await webhook_rate(config, port, "bench", received, at_most=12)
+    assert (hooks.events, hooks.received) == (12, 12)
+    assert hooks.per_second > 0
 
 
 def test_bench_rtt_runs_with_and_without_pipelining_against_the_bound(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from rich.table import Table
 import mailer
 from mailer.bench import history
 from mailer.bench.compare import Comparison, run_comparison
+from mailer.bench.hooks import EVENTS_AT_MOST
 from mailer.bench.rtt import RTTReport, RTTRun, run_rtt_bench
 from mailer.bench.runner import BenchReport, api_recipients_for, run_bench
 from mailer.cli.main import cli
@@ -328,7 +329,8 @@ def _echo_report(
         f"{report.sink_checks_in_process_per_second:.0f} msg/s checking in its own"
     )
     click.echo(
-        f"webhooks: {report.webhook_events} events of the run pushed signed, in batches, "
+        f"webhooks: {report.webhook_events} events of the run (its last {EVENTS_AT_MOST:,} at "
+        f"most) pushed signed, in batches, "
         f"to a loopback receiver: {report.webhook_events_per_second:.0f} events/s "
         f"(receiver counted {report.webhook_events_received})"
     )
