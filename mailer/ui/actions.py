@@ -7,6 +7,7 @@ the same events; a bad field is named and nothing is changed."""
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -128,64 +129,70 @@ def install_actions(ui: FastAPI, console: Console) -> None:
                 return kind
         raise ValidationError("kind", f"a hold is on a domain or a distribution, not {value!r}")
 
+    async def acted(
+        request: Request,
+        csrf: str,
+        action: Callable[[], Awaitable[str]],
+        *,
+        missing: str,
+        fields: dict[str, str] | None = None,
+    ) -> HTMLResponse:
+        """The holds page after ``action``, which returns what it did: a
+        refused value is a 422 naming its field, a missing target a 404
+        under ``missing``; either shows ``fields`` again."""
+        shown = fields or {}
+        try:
+            notice = await action()
+        except ValidationError as exc:
+            return await holds_page(
+                request, csrf, status=422, errors={exc.field: exc.reason}, fields=shown
+            )
+        except NotFound as exc:
+            return await holds_page(
+                request, csrf, status=404, errors={missing: str(exc)}, fields=shown
+            )
+        return await holds_page(request, csrf, notice=notice)
+
     @ui.post("/holds", include_in_schema=False)
     async def hold(request: Request) -> HTMLResponse:
         form, csrf = await console.form(request)
         fields = _single(form)
-        try:
+
+        async def action() -> str:
             kind = kind_of(fields.get("kind", ""))
             value = one_line(kind, fields.get("value", ""))
             hold_value(kind, value)  # names the field (domain / distribution)
-            note = optional(fields, "note")
-            held, moved = await client.hold(kind, value, note=note)
-        except ValidationError as exc:
-            return await holds_page(
-                request, csrf, status=422, errors={exc.field: exc.reason}, fields=fields
-            )
-        except NotFound as exc:
-            return await holds_page(
-                request, csrf, status=404, errors={"distribution": str(exc)}, fields=fields
-            )
-        return await holds_page(
-            request, csrf, notice=f"held {kind} {held}: {moved} waiting send(s) now held"
-        )
+            held, moved = await client.hold(kind, value, note=optional(fields, "note"))
+            return f"held {kind} {held}: {moved} waiting send(s) now held"
+
+        return await acted(request, csrf, action, missing="distribution", fields=fields)
 
     @ui.post("/holds/release", include_in_schema=False)
     async def release(request: Request) -> HTMLResponse:
         form, csrf = await console.form(request)
         fields = _single(form)
-        try:
+
+        async def action() -> str:
             kind = kind_of(fields.get("kind", ""))
             value = one_line(kind, fields.get("value", ""))
             queued = await client.release(kind, value)
-        except ValidationError as exc:
-            return await holds_page(request, csrf, status=422, errors={exc.field: exc.reason})
-        except NotFound as exc:
-            return await holds_page(request, csrf, status=404, errors={"release": str(exc)})
-        return await holds_page(
-            request, csrf, notice=f"released {kind} {value}: {queued} send(s) queued"
-        )
+            return f"released {kind} {value}: {queued} send(s) queued"
+
+        return await acted(request, csrf, action, missing="release")
 
     @ui.post("/accounts/hold", include_in_schema=False)
     async def hold_account(request: Request) -> HTMLResponse:
         form, csrf = await console.form(request)
         fields = _single(form)
-        try:
+
+        async def action() -> str:
             account = one_line("account", fields.get("account", ""))
             if not account:
                 raise ValidationError("account", "name the account to hold")
             moved = await client.hold_account(account, note=optional(fields, "account_note"))
-        except ValidationError as exc:
-            return await holds_page(
-                request, csrf, status=422, errors={exc.field: exc.reason}, fields=fields
-            )
-        except NotFound as exc:
-            return await holds_page(
-                request, csrf, status=404, errors={"account": str(exc)}, fields=fields
-            )
-        return await holds_page(
-            request, csrf, notice=f"held account {account}: {moved} waiting send(s) now held"
-        )
+            return f"held account {account}: {moved} waiting send(s) now held"
+
+        return await acted(request, csrf, action, missing="account", fields=fields)
 
     @ui.post("/accounts/release", include_in_schema=False)
     async def release_account(request: Request) -> HTMLResponse:
@@ -203,24 +210,15 @@ def install_actions(ui: FastAPI, console: Console) -> None:
     async def cancel(request: Request) -> HTMLResponse:
         form, csrf = await console.form(request)
         fields = _single(form)
-        try:
+
+        async def action() -> str:
             distribution = one_line("cancel_distribution", fields.get("cancel_distribution", ""))
             if not distribution:
                 raise ValidationError("cancel_distribution", "name the distribution to cancel")
             done = await client.cancel(distribution)
-        except ValidationError as exc:
-            return await holds_page(
-                request, csrf, status=422, errors={exc.field: exc.reason}, fields=fields
-            )
-        except NotFound as exc:
-            return await holds_page(
-                request, csrf, status=404, errors={"cancel_distribution": str(exc)}, fields=fields
-            )
-        return await holds_page(
-            request,
-            csrf,
-            notice=f"cancelled {done.cancelled} send(s) of distribution {distribution}",
-        )
+            return f"cancelled {done.cancelled} send(s) of distribution {distribution}"
+
+        return await acted(request, csrf, action, missing="cancel_distribution", fields=fields)
 
     # suppressions ------------------------------------------------------------
 
