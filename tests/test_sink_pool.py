@@ -5,6 +5,8 @@ interleave, and nothing lost when a checking process dies."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import mailbox
 import os
 import signal
@@ -14,8 +16,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -145,6 +149,31 @@ def test_a_checking_process_that_dies_loses_no_message(
     assert all(m.checks for m in messages)
     assert messages[0].dkim[0].result == "temperror"
     assert len(mailbox.Maildir(tmp_path / "Maildir", create=False)) == 4
+
+
+async def test_a_call_left_unanswered_when_its_process_dies_fails_all_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the executor can leave a call handed over in the instant a process dies
+    # unanswered for good (its own check and the hand-over race); the pool
+    # sees the process gone and fails the call, and every later one
+    pool = ExaminerPool(CheckSetup(), 1)
+    pool.start()
+    try:
+        unanswered: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with monkeypatch.context() as patched:
+            patched.setattr(
+                concurrent.futures.ProcessPoolExecutor, "submit", lambda *_a, **_k: unanswered
+            )
+            [pid] = pool.pids
+            os.kill(pid, signal.SIGKILL)
+            with pytest.raises(BrokenProcessPool, match="died"):
+                await asyncio.wait_for(pool.examine(GOOD, "bounce@mailer.test"), 10)
+        assert not unanswered.done()
+        with pytest.raises(BrokenProcessPool, match="died"):
+            await pool.examine(GOOD, "bounce@mailer.test")
+    finally:
+        pool.close()
 
 
 def test_a_failure_handing_a_message_over_checks_it_in_the_sink_itself(

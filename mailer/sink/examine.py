@@ -43,6 +43,8 @@ _START_TIMEOUT = 60.0
 _PARENT_POLL = 1.0
 # messages in one call to a worker process, at most
 _BATCH = 32
+# how often, while calls are out, the pool looks whether its processes live
+_WATCH_EVERY = 0.5
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,10 @@ class Findings:
     checks: tuple[HeaderCheck, ...] = ()
     spf: SpfVerdict | None = None
     dmarc: DmarcVerdict | None = None
+
+
+# messages handed to the pool together, each with the future its findings go to
+_Batch = list[tuple[bytes, str, asyncio.Future[Findings]]]
 
 
 class Examiner:
@@ -176,8 +182,11 @@ class ExaminerPool:
         self._setup = setup
         self._executor: concurrent.futures.ProcessPoolExecutor | None = None
         self._pids: tuple[int, ...] = ()
-        self._waiting: list[tuple[bytes, str, asyncio.Future[Findings]]] = []
-        self._in_flight = 0
+        self._waiting: _Batch = []
+        # the batches handed to a process and not answered yet
+        self._out: list[_Batch] = []
+        self._watch: asyncio.Task[None] | None = None
+        self._broken: concurrent.futures.process.BrokenProcessPool | None = None
 
     def start(self) -> None:
         """Start every worker process and wait until each can check.
@@ -218,6 +227,8 @@ class ExaminerPool:
         died (the pool is unusable from then on), RuntimeError when the
         pool is not started or closed.
         """
+        if self._broken is not None:
+            raise self._broken
         if self._executor is None:
             raise RuntimeError("the examiner pool is not running")
         future: asyncio.Future[Findings] = asyncio.get_running_loop().create_future()
@@ -226,37 +237,61 @@ class ExaminerPool:
         return await future
 
     def _dispatch(self) -> None:
-        while self._waiting and self._in_flight < self.processes:
+        while self._waiting and len(self._out) < self.processes:
             batch = self._waiting[:_BATCH]
             del self._waiting[:_BATCH]
             try:
+                if self._broken is not None:
+                    raise self._broken
                 if self._executor is None:
                     raise RuntimeError("the examiner pool is not running")
                 call = self._executor.submit(_examine_in_worker, [(d, m) for d, m, _ in batch])
             except (RuntimeError, concurrent.futures.process.BrokenProcessPool) as exc:
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                _fail(batch, exc)
                 continue
-            self._in_flight += 1
+            self._out.append(batch)
             asyncio.wrap_future(call).add_done_callback(functools.partial(self._done, batch))
+            if self._watch is None:
+                self._watch = asyncio.get_running_loop().create_task(self._watching())
 
-    def _done(
-        self,
-        batch: list[tuple[bytes, str, asyncio.Future[Findings]]],
-        call: asyncio.Future[list[Findings]],
-    ) -> None:
-        self._in_flight -= 1
+    def _done(self, batch: _Batch, call: asyncio.Future[list[Findings]]) -> None:
+        if batch not in self._out:  # failed already: a process died
+            return
+        self._out.remove(batch)
         error = call.exception() if not call.cancelled() else RuntimeError("cancelled")
         if error is not None:
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
+            _fail(batch, error)
         else:
             for (_, _, future), findings in zip(batch, call.result(), strict=True):
                 if not future.done():
                     future.set_result(findings)
         self._dispatch()
+
+    async def _watching(self) -> None:
+        """While calls are out: fail them all, and the pool, once one of
+        its processes is gone. The executor does so itself, but not always:
+        a call handed over in the instant a process dies can be left
+        unanswered for good, and the sink would wait for it forever."""
+        try:
+            while self._out:
+                await asyncio.sleep(_WATCH_EVERY)
+                if self._out and not self._all_alive():
+                    self._break("a checking process died while checking")
+        finally:
+            self._watch = None
+
+    def _all_alive(self) -> bool:
+        # active_children also reaps the processes that ended, so a dead
+        # one is missing from it rather than listed as a zombie
+        living = {process.pid for process in multiprocessing.active_children()}
+        return all(pid in living for pid in self._pids)
+
+    def _break(self, reason: str) -> None:
+        broken = self._broken = concurrent.futures.process.BrokenProcessPool(reason)
+        out, self._out = self._out, []
+        waiting, self._waiting = self._waiting, []
+        for batch in [*out, waiting]:
+            _fail(batch, broken)
 
     def close(self) -> None:
         """Stop the worker processes (what they are checking is finished
@@ -265,3 +300,9 @@ class ExaminerPool:
             self._executor.shutdown(wait=True, cancel_futures=False)
             self._executor = None
             self._pids = ()
+
+
+def _fail(batch: _Batch, error: BaseException) -> None:
+    for _, _, future in batch:
+        if not future.done():
+            future.set_exception(error)

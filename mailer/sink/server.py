@@ -468,7 +468,7 @@ class DevSink(FaultControl):
                     log.error("a checking process died (%s); checking in the sink's own", exc)
                     self._pool = None
                     # its other processes end once what they hold is done
-                    threading.Thread(target=pool.close, name="sink-pool-close").start()
+                    threading.Thread(target=pool.close, name="sink-pool-close", daemon=True).start()
             except Exception:  # a bug in the hand-over must not lose the message
                 log.exception("checking a message in a worker process failed; checking it here")
         return await self._examiner.examine(received.data, received.mail_from)
