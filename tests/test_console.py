@@ -174,6 +174,7 @@ async def test_form_fields_are_named_with_their_error_and_nothing_changes(world:
         ("/ui/holds", {"kind": "domain", "value": "not a domain!"}, "domain"),
         ("/ui/holds", {"kind": "domain", "value": "dest.test", "note": "a\r\nBcc: x"}, "note"),
         ("/ui/accounts/hold", {"account": "acme", "account_note": "x\ny"}, "account_note"),
+        ("/ui/accounts/release", {"account": "acme\r\nX: y"}, "account"),
         ("/ui/suppressions/add", {"address": "bad@", "owner": "global"}, "address"),
         ("/ui/suppressions/add", {"address": "a@b.test\r\nX: y", "owner": "global"}, "address"),
         ("/ui/distributions/cancel", {"cancel_distribution": "a\rb"}, "cancel_distribution"),

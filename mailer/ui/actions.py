@@ -197,14 +197,14 @@ def install_actions(ui: FastAPI, console: Console) -> None:
     @ui.post("/accounts/release", include_in_schema=False)
     async def release_account(request: Request) -> HTMLResponse:
         form, csrf = await console.form(request)
-        account = one_line("account", _single(form).get("account", ""))
-        try:
+        fields = _single(form)
+
+        async def action() -> str:
+            account = one_line("account", fields.get("account", ""))
             queued = await client.release_account(account)
-        except NotFound as exc:
-            return await holds_page(request, csrf, status=404, errors={"release": str(exc)})
-        return await holds_page(
-            request, csrf, notice=f"released account {account}: {queued} send(s) queued"
-        )
+            return f"released account {account}: {queued} send(s) queued"
+
+        return await acted(request, csrf, action, missing="release")
 
     @ui.post("/distributions/cancel", include_in_schema=False)
     async def cancel(request: Request) -> HTMLResponse:
