@@ -43,6 +43,7 @@ def test_bench_delivers_everything_reports_measured_figures_and_records_them(
     assert report["inbound_messages"] == 100
     assert report["sink_checked_messages"] == 60
     assert report["sink_check_processes"] == os.cpu_count()
+    assert report["sink_connections"] == 32
     # at least queued, sending and delivered for each message, all received
     assert report["webhook_events"] >= 180
     assert report["webhook_events_received"] == report["webhook_events"]

@@ -112,6 +112,8 @@ class BenchReport:
     # worker processes checking (as `mailer sink` runs); the rate with
     # none, the checks in the sink's own process, beside it
     sink_check_processes: int
+    # the STARTTLS connections they came over (the engine's in the bench)
+    sink_connections: int
     sink_checks_in_process_per_second: float
     webhook_events: int
     webhook_events_received: int
@@ -304,8 +306,10 @@ def sink_check_rate(
     verification against the loopback DNS, the header checks, the Maildir)
     as `mailer sink` runs it: ``processes`` checking processes (default:
     one per CPU), the messages coming over STARTTLS from a sending process
-    of their own (the ceiling's client, 4 connections). Measured from the
-    first message sent until the last one is checked and stored."""
+    of their own (the ceiling's client) on as many connections as the
+    engine delivers over in the bench (:data:`CONNECTIONS`): the sink has
+    to keep up with the engine. Measured from the first message sent until
+    the last one is checked and stored."""
     data = signer.sign(sample_message())
     options = SinkOptions(
         maildir=root / "Maildir",
@@ -313,7 +317,7 @@ def sink_check_rate(
         check_processes=(os.cpu_count() or 1) if processes is None else processes,
     )
     with DevSink(options, nameservers=[dns.address]) as sink:
-        sending = count / transport_ceiling(sink.port, data, count, connections=4)
+        sending = count / transport_ceiling(sink.port, data, count, connections=CONNECTIONS)
         start = time.perf_counter()
         sink.wait_idle(timeout=max(60.0, count / 10))
         return count / (sending + time.perf_counter() - start)
@@ -859,6 +863,7 @@ def run_bench(
             sink_checked_messages=sink_checked,
             sink_checks_per_second=round(sink_rate, 1),
             sink_check_processes=check_processes,
+            sink_connections=CONNECTIONS,
             sink_checks_in_process_per_second=round(sink_alone_rate, 1),
             mta_sts_messages_per_second=round(sts_rate, 1),
             mta_sts_ratio=round(sts_rate / rate, 3),

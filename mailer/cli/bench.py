@@ -323,7 +323,8 @@ def _echo_report(
         f"{report.inbound_accepted_per_second:.0f} msg/s accepted (durable before each 250)"
     )
     click.echo(
-        f"sink:     {report.sink_checked_messages} messages through `mailer sink`'s full checks "
+        f"sink:     {report.sink_checked_messages} messages over {report.sink_connections} "
+        "STARTTLS connections through `mailer sink`'s full checks "
         f"(DKIM verify, header checks, Maildir): {report.sink_checks_per_second:.0f} msg/s "
         f"with {report.sink_check_processes} checking processes, "
         f"{report.sink_checks_in_process_per_second:.0f} msg/s checking in its own"
