@@ -255,9 +255,11 @@ class ExaminerPool:
                 self._watch = asyncio.get_running_loop().create_task(self._watching())
 
     def _done(self, batch: _Batch, call: asyncio.Future[list[Findings]]) -> None:
-        if batch not in self._out:  # failed already: a process died
+        # by identity: two batches of the same messages are still two calls
+        out = [held for held in self._out if held is not batch]
+        if len(out) == len(self._out):  # failed already: a process died
             return
-        self._out.remove(batch)
+        self._out = out
         error = call.exception() if not call.cancelled() else RuntimeError("cancelled")
         if error is not None:
             _fail(batch, error)
