@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mailer.cli.serve import dev_public_url, dev_secret
+from mailer.cli.serve import dev_directory, dev_public_url, dev_secret
 from mailer.sink.runner import pick_port
 
 MAILER = [sys.executable, "-c", "from mailer.cli import main; main()"]
@@ -199,6 +199,13 @@ def test_the_dev_secret_is_kept_across_restarts_so_old_links_work(tmp_path: Path
     assert len(first) >= 32
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert dev_secret(path) == first
+
+
+def test_the_dev_files_live_beside_an_sqlite_store_and_under_var_for_postgresql() -> None:
+    assert dev_directory("/srv/mailer/queue.sqlite3") == Path("/srv/mailer/dev")
+    assert dev_directory("var/mailer.sqlite3") == Path("var/dev")
+    # a URL names no directory: not "postgresql:/postgres@db:5432/dev"
+    assert dev_directory("postgresql://postgres@db:5432/mailer") == Path("var/dev")
 
 
 def test_dev_links_are_plain_http_where_the_dev_api_listens() -> None:

@@ -44,6 +44,7 @@ from mailer.sink.faults import Faults
 from mailer.sink.options import parse_listen
 from mailer.sink.runner import pick_port
 from mailer.sink.web import create_app as create_inbox
+from mailer.store import is_postgres
 from mailer.store.models import NewDistribution
 from mailer.ui import create_console
 from mailer.webhooks import Dispatcher
@@ -135,6 +136,14 @@ class _Dev:
     inbox: tuple[str, int] | None
 
 
+def dev_directory(database: str) -> Path:
+    """Where ``--dev`` keeps its keys, Maildir and unsubscribe secret: beside
+    an SQLite store; for a PostgreSQL store (a URL, no directory), where the
+    default SQLite store would be."""
+    store = Config.model_fields["database"].default if is_postgres(database) else database
+    return Path(store).parent / "dev"
+
+
 @contextlib.contextmanager
 def _dev_setup(
     ctx: Context,
@@ -150,7 +159,7 @@ def _dev_setup(
     if inbound_port == 0:
         # the sink must know where returned mail goes before it starts
         inbound_port = pick_port([inbound_host])
-    dev_dir = Path(base.database).parent / "dev"
+    dev_dir = dev_directory(base.database)
     keys = KeyStore(dev_dir / "keys")
     if not keys.list(base.dkim_domain):
         keys.generate(base.dkim_domain, "dev")
