@@ -97,3 +97,12 @@ def test_the_key_record_is_parsed_as_dkimpy_parses_it() -> None:
     assert dkim.parse_public_key(der) == DKIMPY_PARSE_PUBLIC_KEY(der) == public(key)
     with pytest.raises(dkim.crypto.UnparsableKeyError):
         dkim.parse_public_key(b"not a key")
+
+
+def test_an_exponent_that_makes_no_rsa_key_verifies_nothing() -> None:
+    # e=1: the "signature" is the padded digest itself, which dkimpy accepts
+    modulus = public(key_of(1024))["modulus"]
+    pk = {"modulus": modulus, "publicExponent": 1}
+    hasher = hashlib.sha256(b"Hallo Anna")
+    forged = bytes(dkim.crypto.EMSA_PKCS1_v1_5_encode(hasher, 128))
+    assert both(hasher, forged, pk) == (True, False)

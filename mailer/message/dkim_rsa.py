@@ -9,7 +9,7 @@ faster. dkimpy has no seam for it: ``DKIM.verify`` calls the module
 functions ``parse_public_key`` and ``RSASSA_PKCS1_v1_5_verify`` by name.
 :func:`install` points those two names at the functions here, which give
 dkimpy the same answers (the tests hold them to dkimpy's own over valid,
-altered, truncated, SHA-1 and too-small-key signatures); everything else
+altered, SHA-1, short-written and too-small-key signatures); everything else
 of a verification (parsing, canonicalisation, hashes, the checks on the
 key record and its size) stays dkimpy's. Two answers are stricter than
 dkimpy's, as OpenSSL is: a signature number not below the modulus, and an
