@@ -32,15 +32,16 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 __all__ = ["install", "installed", "rsassa_pkcs1_v1_5_verify"]
 
-# dkimpy's own, kept for :func:`installed` and the tests
+# dkimpy's own, which the tests hold these to
 DKIMPY_VERIFY = dkim.crypto.RSASSA_PKCS1_v1_5_verify
 DKIMPY_PARSE_PUBLIC_KEY = dkim.crypto.parse_public_key
 
 # the hashes DKIM signs with (RFC 6376 §3.3, RFC 8301 keeps sha1 for
-# verifiers) and the length of each one's DER DigestInfo (RFC 8017 §9.2)
-_HASHES: dict[str, tuple[type[hashes.HashAlgorithm], int]] = {
-    "sha256": (hashes.SHA256, 51),
-    "sha1": (hashes.SHA1, 35),
+# verifiers), each as the digest OpenSSL is handed, and the length of its
+# DER DigestInfo (RFC 8017 §9.2)
+_HASHES: dict[str, tuple[Prehashed, int]] = {
+    "sha256": (Prehashed(hashes.SHA256()), 51),
+    "sha1": (Prehashed(hashes.SHA1()), 35),
 }
 _PKCS1V15 = padding.PKCS1v15()
 
@@ -62,7 +63,7 @@ def rsassa_pkcs1_v1_5_verify(hasher: Any, signature: bytes, public_key: Mapping[
     short to hold the encoded digest, and KeyError for a hash DKIM does not
     use.
     """
-    algorithm, info_length = _HASHES[hasher.name.lower()]
+    prehashed, info_length = _HASHES[hasher.name.lower()]
     modulus = public_key["modulus"]
     length = (modulus.bit_length() + 7) // 8
     if info_length + 11 > length:
@@ -78,9 +79,7 @@ def rsassa_pkcs1_v1_5_verify(hasher: Any, signature: bytes, public_key: Mapping[
     if number >= modulus:
         return False
     try:
-        key.verify(
-            number.to_bytes(length, "big"), hasher.digest(), _PKCS1V15, Prehashed(algorithm())
-        )
+        key.verify(number.to_bytes(length, "big"), hasher.digest(), _PKCS1V15, prehashed)
     except InvalidSignature:
         return False
     return True

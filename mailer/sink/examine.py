@@ -241,8 +241,6 @@ class ExaminerPool:
             batch = self._waiting[:_BATCH]
             del self._waiting[:_BATCH]
             try:
-                if self._broken is not None:
-                    raise self._broken
                 if self._executor is None:
                     raise RuntimeError("the examiner pool is not running")
                 call = self._executor.submit(_examine_in_worker, [(d, m) for d, m, _ in batch])
