@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import Iterator
 
 from mailer import loop as service_loop
@@ -69,14 +70,18 @@ class DelayRelay:
             self._tasks.discard(task)
 
     async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        loop = asyncio.get_running_loop()
+        # the clock itself, not the loop's: uvloop reads its clock once per
+        # iteration and in whole milliseconds, so a stamp from it can be
+        # older than the read and a sleep can end early; no byte may arrive
+        # sooner than half the round trip after it was read
         pending: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
         async def deliver() -> None:
             while True:
                 due, data = await pending.get()
-                wait = due - loop.time()
-                if wait > 0:
+                # a time to reach, not an event to wait for: the loop's
+                # timer may wake it a little early, so it sleeps again
+                while (wait := due - time.monotonic()) > 0:  # noqa: ASYNC110
                     await asyncio.sleep(wait)
                 if sink.is_closing():
                     return
@@ -94,7 +99,7 @@ class DelayRelay:
                     data = await source.read(_CHUNK)
                 except ConnectionError:
                     data = b""
-                pending.put_nowait((loop.time() + self.one_way, data))
+                pending.put_nowait((time.monotonic() + self.one_way, data))
                 if not data:
                     break
             await writer
