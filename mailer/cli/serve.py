@@ -79,6 +79,7 @@ SAMPLE_NEUTRAL = NewDistribution(
     html="<p>Hallo {{ name }},</p><p>bitte nehmen Sie an unserer Befragung teil.</p>",
     text=None,
     tags=("sample",),
+    language="de",
 )
 SAMPLE_NEUTRAL_RECIPIENTS = (
     RecipientInput("karl.unbekannt@beispiel.test", "Karl", {"token": "d4"}),
