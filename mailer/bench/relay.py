@@ -79,8 +79,7 @@ class DelayRelay:
         async def deliver() -> None:
             while True:
                 due, data = await pending.get()
-                # a time to reach, not an event to wait for: the loop's
-                # timer may wake it a little early, so it sleeps again
+                # a time to reach, not an event to wait for (see above)
                 while (wait := due - time.monotonic()) > 0:  # noqa: ASYNC110
                     await asyncio.sleep(wait)
                 if sink.is_closing():
